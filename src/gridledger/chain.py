@@ -1,0 +1,181 @@
+"""A node's chain: the ledger state machine, its store, a mempool and in-process ordering (the embedded default).
+
+``Chain.create`` writes a genesis block; ``Chain.open`` reopens a store (optionally replaying and re-verifying
+every block); ``submit`` queues a transaction after its context-free checks; ``propose`` orders the mempool
+into a block as a coordinator would, dropping (and reporting) transactions the state rejects; ``append``
+validates and commits a block received from elsewhere. ``verify_store`` is the whole-chain verifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from gridledger.ledger import crypto
+from gridledger.ledger.block import ZERO_HASH, Block, make_block
+from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.errors import Reject
+from gridledger.ledger.rules import check_transaction
+from gridledger.ledger.state import LedgerState, StateChanges
+from gridledger.ledger.transactions import Genesis, Transaction, Transfer
+from gridledger.store.base import Store, StoreError
+
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="propose-verify")
+
+
+@dataclass
+class ProposeResult:
+    block: Block | None
+    rejected: dict[bytes, Reject] = field(default_factory=dict)
+
+
+class Chain:
+    """One chain of one tier, as one node holds it."""
+
+    def __init__(self, store: Store, state: LedgerState, genesis_block: Block) -> None:
+        self.store = store
+        self.state = state
+        self.genesis_block = genesis_block
+        self.mempool: dict[bytes, Transaction] = {}
+
+    # ----------------------------------------------------------------- set-up
+    @classmethod
+    def create(cls, store: Store, genesis: Genesis, proposer: KeyPair, time: int) -> Chain:
+        """Start a new chain in an empty store."""
+        if store.tip_height() is not None:
+            raise StoreError("the store already holds a chain")
+        block = make_block(genesis.chain_id, 0, ZERO_HASH, time, (genesis,), proposer)
+        state = LedgerState(block)
+        store.commit_block(0, block.hash, time, block.encode(), StateChanges())
+        return cls(store, state, block)
+
+    @classmethod
+    def open(cls, store: Store, *, replay: bool = False) -> Chain:
+        """Reopen a chain. With ``replay`` every block is re-validated and the rebuilt state compared to the store's."""
+        if store.tip_height() is None:
+            raise StoreError("the store holds no chain")
+        genesis_block = Block.decode(store.block_bytes(0))
+        if replay:
+            state = verify_store(store)
+        else:
+            state = LedgerState(genesis_block)
+            state.load(store.snapshot())
+        return cls(store, state, genesis_block)
+
+    @property
+    def chain_id(self) -> bytes:
+        return self.state.chain_id
+
+    @property
+    def genesis(self) -> Genesis:
+        return self.state.genesis
+
+    @property
+    def height(self) -> int:
+        return self.state.height
+
+    # ----------------------------------------------------------------- mempool
+    def submit(self, tx: Transaction) -> bytes:
+        """Queue ``tx`` (idempotent by transaction id) after its context-free checks; returns the txid."""
+        check_transaction(tx)
+        self.mempool.setdefault(tx.txid, tx)
+        return tx.txid
+
+    def propose(self, proposer: KeyPair, time: int, max_txs: int = 10_000) -> ProposeResult:
+        """Order up to ``max_txs`` queued transactions into a block, commit it, and report the rejected ones."""
+        state = self.state
+        slot = state.slot_of(max(time, state.tip_time))
+        batch = list(self.mempool.values())[:max_txs]
+        sig_ok = list(_POOL.map(lambda tx: _transfer_signatures_valid(tx, self.chain_id), batch, chunksize=64))
+        mark = state.begin_block()
+        accepted, rejected = [], {}
+        for tx, ok in zip(batch, sig_ok, strict=True):
+            self.mempool.pop(tx.txid, None)
+            if not ok:
+                rejected[tx.txid] = Reject("bad-txns-signature", "an input signature is invalid")
+                continue
+            tx_mark = state.tx_mark()
+            try:
+                state.apply_tx(tx, slot, signatures_checked=True)
+            except Reject as e:
+                state.rollback(tx_mark)
+                rejected[tx.txid] = e
+                continue
+            accepted.append(tx)
+        if not accepted:
+            state.rollback(mark)
+            return ProposeResult(None, rejected)
+        block = make_block(
+            self.chain_id, state.height + 1, state.tip_hash, max(time, state.tip_time), tuple(accepted), proposer
+        )
+        self._commit(block, mark)
+        return ProposeResult(block, rejected)
+
+    def append(self, block: Block) -> StateChanges:
+        """Validate a block from elsewhere against the tip and commit it; a ``Reject`` leaves everything unchanged."""
+        ch = self.state.apply_block(block)
+        try:
+            self.store.commit_block(block.height, block.hash, block.header.time, block.encode(), ch)
+        except BaseException:
+            # the state already moved; rebuild it from the store, which did not
+            self.state = LedgerState(self.genesis_block)
+            self.state.load(self.store.snapshot())
+            raise
+        for tx in block.transactions:
+            self.mempool.pop(tx.txid, None)
+        return ch
+
+    def _commit(self, block: Block, mark: int) -> None:
+        h = block.header
+        ch = self.state.finish_block(mark, h.height, h.hash, h.time)
+        try:
+            self.store.commit_block(h.height, h.hash, h.time, block.encode(), ch)
+        except BaseException:
+            self.state = LedgerState(self.genesis_block)
+            self.state.load(self.store.snapshot())
+            raise
+
+    # ----------------------------------------------------------------- reading
+    def blocks(self, start: int = 0) -> Iterator[Block]:
+        for _, raw in self.store.iter_blocks(start):
+            yield Block.decode(raw)
+
+
+def _transfer_signatures_valid(tx: Transaction, chain_id: bytes) -> bool:
+    if not isinstance(tx, Transfer):
+        return True
+    msg = tx.sighash(chain_id)
+    return all(crypto.verify(w.pubkey, msg, w.signature) for w in tx.witnesses)
+
+
+def verify_store(store: Store) -> LedgerState:
+    """Replay and re-validate every stored block; compare the rebuilt state with the stored one.
+
+    Returns the rebuilt state; raises ``Reject`` naming the first bad block (and transaction), or
+    ``Reject('bad-chain-state', ...)`` when the stored state tables differ from the replay.
+    """
+    genesis_block = None
+    state = None
+    for height, raw in store.iter_blocks(0):
+        try:
+            block = Block.decode(raw)
+        except Reject as e:
+            raise e.at(height=height) from None
+        if block.height != height:
+            raise Reject(
+                "bad-chain-height", f"block stored at height {height} says it is at {block.height}", height=height
+            )
+        if state is None:
+            genesis_block = block
+            state = LedgerState(genesis_block)
+            continue
+        state.apply_block(block)
+    if state is None:
+        raise Reject("bad-chain-empty", "the store holds no blocks")
+    stored = store.snapshot()
+    ours = state.snapshot()
+    for key in ("height", "tip_hash", "utxos", "issued", "fa_issued", "nonces", "policies"):
+        if stored[key] != ours[key]:
+            raise Reject("bad-chain-state", f"stored {key} differ from the state rebuilt by replaying the blocks")
+    return state

@@ -1,0 +1,387 @@
+"""The ledger state and the context-dependent rules (a deterministic state machine fed blocks; no I/O).
+
+The state is: the unspent outputs, each meter's issued EPA/ECA totals per slot and cumulative FA, the nonces of
+meters and of the DSO, and the DSO policy timeline. ``apply_block`` validates a block against the state and
+applies it atomically: on any reject the state is rolled back exactly (an undo log), so a bad block or
+transaction never leaves a trace. The state does not know where its blocks come from (in-process orderer,
+etcd, a peer): it only checks them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from gridledger.ledger import crypto
+from gridledger.ledger.assets import AssetKind, Output, outpoint, split_outpoint
+from gridledger.ledger.block import ZERO_HASH, Block
+from gridledger.ledger.errors import Reject
+from gridledger.ledger.policy import AUTHORIZED, BANNED, PolicyTimeline
+from gridledger.ledger.rules import check_conservation, check_transaction
+from gridledger.ledger.transactions import (
+    DsoPolicy,
+    Genesis,
+    MeterIssue,
+    Transaction,
+    Transfer,
+    TxKind,
+    decode_transaction,
+)
+
+#: Signature batches of at least this many are verified on a thread pool (libsodium releases the GIL).
+_PARALLEL_MIN = 256
+_WORKERS = max(2, os.cpu_count() or 2)
+_POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="sigverify")
+
+
+@dataclass
+class StateChanges:
+    """What one block changed, for a store to persist atomically with the block."""
+
+    utxo_added: dict[bytes, bytes] = field(default_factory=dict)
+    utxo_spent: list[bytes] = field(default_factory=list)
+    issued: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    fa_issued: dict[str, int] = field(default_factory=dict)
+    nonces: dict[str, int] = field(default_factory=dict)
+    policies: list[DsoPolicy] = field(default_factory=list)
+
+
+def _fmt_op(op: bytes) -> str:
+    txid, index = split_outpoint(op)
+    return f"{txid.hex()[:16]}…:{index}"
+
+
+class LedgerState:
+    """Unspent outputs, issued totals, nonces and policy of one chain, at its tip."""
+
+    def __init__(self, genesis_block: Block) -> None:
+        txs = genesis_block.transactions
+        if genesis_block.height != 0 or len(txs) != 1 or not isinstance(txs[0], Genesis):
+            raise Reject("bad-genesis", "block 0 must hold exactly one genesis transaction", height=0)
+        genesis: Genesis = txs[0]
+        check_transaction(genesis)
+        h = genesis_block.header
+        if h.chain_id != genesis.chain_id or h.prev_hash != ZERO_HASH:
+            raise Reject(
+                "bad-genesis", "genesis header must name the genesis txid as chain id and have no parent", height=0
+            )
+        if h.merkle_root != genesis_block.compute_merkle_root():
+            raise Reject("bad-blk-merkle", "genesis Merkle root does not match its transaction", height=0)
+        if h.proposer not in genesis.proposers or not crypto.verify(
+            h.proposer, h.signing_message(), genesis_block.signature
+        ):
+            raise Reject("bad-blk-signature", "genesis block is not signed by one of its proposers", height=0)
+        self.genesis = genesis
+        self.chain_id = genesis.chain_id
+        self.utxos: dict[bytes, bytes] = {}
+        self.issued: dict[tuple[str, int, int], int] = {}
+        self.fa_issued: dict[str, int] = {}
+        self.nonces: dict[str, int] = {}
+        self.policy = PolicyTimeline()
+        self.height = 0
+        self.tip_hash = h.hash
+        self.tip_time = h.time
+        self._log: list[tuple] = []
+        self._spent_in_block: dict[bytes, int] = {}
+
+    # ----------------------------------------------------------------- queries
+    def slot_of(self, time: int) -> int:
+        """The slot index of Unix time ``time`` (s)."""
+        if time < self.genesis.start_time:
+            raise Reject("bad-blk-time", f"time {time} is before the chain's start {self.genesis.start_time}")
+        return (time - self.genesis.start_time) // self.genesis.slot_seconds
+
+    def output(self, op: bytes) -> Output | None:
+        raw = self.utxos.get(op)
+        return None if raw is None else Output.decode(raw)
+
+    # ----------------------------------------------------------------- blocks
+    def apply_block(self, block: Block, *, verify_signatures: bool = True) -> StateChanges:
+        """Validate ``block`` against the state and apply it; if invalid, raise a located ``Reject``, change nothing."""
+        h = block.header
+        try:
+            self._check_header(block)
+            for i, tx in enumerate(block.transactions):
+                try:
+                    check_transaction(tx)
+                except Reject as e:
+                    raise e.at(tx_index=i) from None
+            if verify_signatures:
+                self._verify_transfer_signatures(block.transactions)
+        except Reject as e:
+            raise e.at(height=h.height) from None
+        slot = self.slot_of(h.time)
+        mark = self.begin_block()
+        try:
+            for i, tx in enumerate(block.transactions):
+                try:
+                    self.apply_tx(tx, slot, signatures_checked=verify_signatures)
+                except Reject as e:
+                    raise e.at(tx_index=i, height=h.height) from None
+        except Reject:
+            self.rollback(mark)
+            raise
+        return self.finish_block(mark, h.height, h.hash, h.time)
+
+    def _check_header(self, block: Block) -> None:
+        h = block.header
+        if h.chain_id != self.chain_id:
+            raise Reject("bad-blk-chain", "block belongs to another chain")
+        if h.height != self.height + 1:
+            raise Reject("bad-blk-height", f"block height {h.height} does not follow the tip {self.height}")
+        if h.prev_hash != self.tip_hash:
+            raise Reject(
+                "bad-blk-prev", f"previous hash {h.prev_hash.hex()[:16]}… is not the tip {self.tip_hash.hex()[:16]}…"
+            )
+        if h.time < self.tip_time:
+            raise Reject("bad-blk-time", f"block time {h.time} is before its parent's {self.tip_time}")
+        self.slot_of(h.time)
+        if h.proposer not in self.genesis.proposers:
+            raise Reject("bad-blk-proposer", "block proposer is not a coordinator of this chain")
+        if not crypto.verify(h.proposer, h.signing_message(), block.signature):
+            raise Reject("bad-blk-signature", "proposer signature is invalid")
+        if h.merkle_root != block.compute_merkle_root():
+            raise Reject("bad-blk-merkle", "Merkle root does not match the transactions")
+        seen: dict[bytes, int] = {}
+        for i, tx in enumerate(block.transactions):
+            if tx.txid in seen:
+                raise Reject(
+                    "bad-blk-txns-duplicate", f"transaction {i} repeats transaction {seen[tx.txid]}", tx_index=i
+                )
+            seen[tx.txid] = i
+
+    def _verify_transfer_signatures(self, txs: Iterable[Transaction]) -> None:
+        """Check every transfer witness signature (context-free: the key is in the witness), in parallel."""
+        items, where = [], []
+        for i, tx in enumerate(txs):
+            if isinstance(tx, Transfer):
+                msg = tx.sighash(self.chain_id)
+                for j, wit in enumerate(tx.witnesses):
+                    items.append((wit.pubkey, msg, wit.signature))
+                    where.append((i, j))
+        if not items:
+            return
+        if len(items) < _PARALLEL_MIN:
+            bad = crypto.verify_batch(items)
+        else:
+            size = -(-len(items) // _WORKERS)
+            chunks = [items[k : k + size] for k in range(0, len(items), size)]
+            results = list(_POOL.map(crypto.verify_batch, chunks))
+            bad = next((k * size + r for k, r in enumerate(results) if r >= 0), -1)
+        if bad >= 0:
+            i, j = where[bad]
+            raise Reject("bad-txns-signature", f"signature of input {j} is invalid", tx_index=i)
+
+    # ----------------------------------------------------- transactions, undo log
+    def begin_block(self) -> int:
+        self._spent_in_block = {}
+        return len(self._log)
+
+    def tx_mark(self) -> int:
+        return len(self._log)
+
+    def rollback(self, mark: int) -> None:
+        """Undo every change logged since ``mark``."""
+        while len(self._log) > mark:
+            entry = self._log.pop()
+            op = entry[0]
+            if op == "utxo+":
+                del self.utxos[entry[1]]
+            elif op == "utxo-":
+                self.utxos[entry[1]] = entry[2]
+                self._spent_in_block.pop(entry[1], None)
+            elif op == "issued":
+                if entry[2] is None:
+                    del self.issued[entry[1]]
+                else:
+                    self.issued[entry[1]] = entry[2]
+            elif op == "fa":
+                if entry[2] is None:
+                    del self.fa_issued[entry[1]]
+                else:
+                    self.fa_issued[entry[1]] = entry[2]
+            elif op == "nonce":
+                if entry[2] is None:
+                    del self.nonces[entry[1]]
+                else:
+                    self.nonces[entry[1]] = entry[2]
+            elif op == "policy":
+                self.policy.pop()
+
+    def finish_block(self, mark: int, height: int, block_hash: bytes, time: int) -> StateChanges:
+        """Seal the changes since ``mark`` as block ``height`` and return them for the store."""
+        ch = StateChanges()
+        created: set[bytes] = set()
+        for entry in self._log[mark:]:
+            op = entry[0]
+            if op == "utxo+":
+                created.add(entry[1])
+            elif op == "utxo-" and entry[1] not in created:
+                ch.utxo_spent.append(entry[1])
+            elif op == "policy":
+                ch.policies.append(entry[1])
+        ch.utxo_added = {o: self.utxos[o] for o in created if o in self.utxos}
+        for entry in self._log[mark:]:
+            op = entry[0]
+            if op == "issued":
+                ch.issued[entry[1]] = self.issued[entry[1]]
+            elif op == "fa":
+                ch.fa_issued[entry[1]] = self.fa_issued[entry[1]]
+            elif op == "nonce":
+                ch.nonces[entry[1]] = self.nonces[entry[1]]
+        del self._log[mark:]
+        self._spent_in_block = {}
+        self.height, self.tip_hash, self.tip_time = height, block_hash, time
+        return ch
+
+    def apply_tx(self, tx: Transaction, slot: int, *, signatures_checked: bool = False) -> None:
+        """Check ``tx``'s context-dependent rules at ``slot`` and apply it (the caller rolls back on Reject).
+
+        Context-free checks (``rules.check_transaction``) must have passed already.
+        """
+        handler = _HANDLERS.get(tx.KIND)
+        if handler is None:
+            raise Reject("bad-tx-kind-unknown", f"no state rules for transaction kind {tx.KIND}")
+        handler(self, tx, slot, signatures_checked)
+
+    def _add_outputs(self, txid: bytes, outputs: tuple[Output, ...]) -> None:
+        for i, out in enumerate(outputs):
+            op = outpoint(txid, i)
+            self.utxos[op] = out.encode()
+            self._log.append(("utxo+", op))
+
+    def _set(self, table: dict, tag: str, key, value: int) -> None:
+        self._log.append((tag, key, table.get(key)))
+        table[key] = value
+
+    def _apply_transfer(self, tx: Transfer, slot: int, signatures_checked: bool) -> None:
+        spent = []
+        if not signatures_checked:
+            msg = tx.sighash(self.chain_id)
+        for j, (op, wit) in enumerate(zip(tx.inputs, tx.witnesses, strict=True)):
+            raw = self.utxos.get(op)
+            if raw is None:
+                earlier = self._spent_in_block.get(op)
+                if earlier is not None:
+                    raise Reject(
+                        "bad-blk-double-spend",
+                        f"input {j} ({_fmt_op(op)}) was spent by an earlier transaction of this block",
+                    )
+                raise Reject("bad-txns-inputs-missingorspent", f"input {j} ({_fmt_op(op)}) is unknown or already spent")
+            out = Output.decode(raw)
+            if crypto.address_of(wit.pubkey) != out.owner:
+                raise Reject("bad-txns-wrong-owner", f"input {j} is not owned by the key that signs it")
+            if not signatures_checked and not crypto.verify(wit.pubkey, msg, wit.signature):
+                raise Reject("bad-txns-signature", f"signature of input {j} is invalid")
+            spent.append((op, raw, out.asset))
+        check_conservation([a for _, _, a in spent], [o.asset for o in tx.outputs])
+        for op, raw, _ in spent:
+            del self.utxos[op]
+            self._spent_in_block[op] = 1
+            self._log.append(("utxo-", op, raw))
+        self._add_outputs(tx.txid, tx.outputs)
+
+    def _apply_meter_issue(self, tx: MeterIssue, slot: int, _: bool) -> None:
+        status, pubkey = self.policy.status(tx.meter, slot)
+        if status == BANNED:
+            raise Reject("bad-issue-meter-banned", f"meter {tx.meter} is banned at slot {slot}")
+        if status != AUTHORIZED:
+            raise Reject("bad-issue-meter-unknown", f"meter {tx.meter} is not authorized at slot {slot}")
+        if not crypto.verify(pubkey, tx.sighash(self.chain_id), tx.signature):
+            raise Reject("bad-issue-signature", f"signature is not meter {tx.meter}'s")
+        last = self.nonces.get(tx.meter, 0)
+        if tx.nonce <= last:
+            raise Reject(
+                "bad-issue-nonce", f"nonce {tx.nonce} of meter {tx.meter} is not above its last {last} (replay?)"
+            )
+        self._set(self.nonces, "nonce", tx.meter, tx.nonce)
+        max_slots = self.genesis.max_issue_slots
+        for i, out in enumerate(tx.outputs):
+            a = out.asset
+            if a.kind == AssetKind.FA:
+                lim = self.policy.limits(tx.meter, slot)
+                credit = lim.credit_fa if lim else 0
+                total = self.fa_issued.get(tx.meter, 0) + a.amount
+                if total > credit:
+                    raise Reject(
+                        "bad-issue-insolvent",
+                        f"meter {tx.meter} would issue {total} FA in all, beyond its credit {credit}",
+                    )
+                self._set(self.fa_issued, "fa", tx.meter, total)
+                continue
+            if a.start < slot:
+                raise Reject(
+                    "bad-issue-past-interval", f"output {i} starts at slot {a.start}, before the current slot {slot}"
+                )
+            if a.end - a.start > max_slots:
+                raise Reject(
+                    "bad-issue-interval-too-long", f"output {i} covers {a.end - a.start} slots; at most {max_slots}"
+                )
+            for t in range(a.start, a.end):
+                lim = self.policy.limits(tx.meter, t)
+                cap = (lim.max_epa_w if a.kind == AssetKind.EPA else lim.max_eca_w) if lim else 0
+                key = (tx.meter, int(a.kind), t)
+                total = self.issued.get(key, 0) + a.amount
+                if total > cap:
+                    raise Reject(
+                        "bad-issue-over-limit",
+                        f"meter {tx.meter} would have {total} W of {a.kind.name} at slot {t}, "
+                        f"above MAX{a.kind.name} {cap} W",
+                    )
+                self._set(self.issued, "issued", key, total)
+        self._add_outputs(tx.txid, tx.outputs)
+
+    def _apply_dso_policy(self, tx: DsoPolicy, slot: int, _: bool) -> None:
+        if not crypto.verify(self.genesis.dso_pubkey, tx.sighash(self.chain_id), tx.signature):
+            raise Reject("bad-policy-signature", "policy is not signed by the DSO")
+        if tx.nonce <= self.policy.nonce:
+            raise Reject(
+                "bad-policy-nonce", f"policy nonce {tx.nonce} is not above the last {self.policy.nonce} (replay?)"
+            )
+        if tx.time < slot:
+            raise Reject("bad-policy-stale", f"effective time {tx.time} is in the past (current slot {slot})")
+        self.policy.add(tx)
+        self._log.append(("policy", tx))
+
+    def _reject_genesis(self, tx: Genesis, slot: int, _: bool) -> None:
+        raise Reject("bad-genesis-misplaced", "a genesis transaction may only appear in block 0")
+
+    # ----------------------------------------------------------------- snapshots
+    def snapshot(self) -> dict:
+        """The whole state as plain data (for comparing a replay with what a store holds)."""
+        return {
+            "height": self.height,
+            "tip_hash": self.tip_hash,
+            "utxos": dict(self.utxos),
+            "issued": dict(self.issued),
+            "fa_issued": dict(self.fa_issued),
+            "nonces": dict(self.nonces),
+            "policies": [p.encode() for p in self.policy.policies],
+        }
+
+    def load(self, snap: dict) -> None:
+        """Adopt a stored snapshot (tip, outputs, totals, nonces, policies) without replaying blocks."""
+        self.height, self.tip_hash = snap["height"], snap["tip_hash"]
+        self.tip_time = snap.get("tip_time", self.tip_time)
+        self.utxos = dict(snap["utxos"])
+        self.issued = dict(snap["issued"])
+        self.fa_issued = dict(snap["fa_issued"])
+        self.nonces = dict(snap["nonces"])
+        self.policy = PolicyTimeline()
+        for raw in snap["policies"]:
+            self.policy.add(decode_transaction(raw))
+
+
+_HANDLERS: dict[int, Callable] = {
+    TxKind.TRANSFER: LedgerState._apply_transfer,
+    TxKind.METER_ISSUE: LedgerState._apply_meter_issue,
+    TxKind.DSO_POLICY: LedgerState._apply_dso_policy,
+    TxKind.GENESIS: LedgerState._reject_genesis,
+}
+
+
+def register_handler(kind: TxKind, handler: Callable) -> None:
+    """Register the state rules of a later transaction kind: ``handler(state, tx, slot, signatures_checked)``."""
+    _HANDLERS[int(kind)] = handler
