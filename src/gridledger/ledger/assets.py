@@ -73,6 +73,9 @@ class Asset:
         return f"{self.kind.name} {self.amount} W [{self.start},{self.end})"
 
 
+_KINDS = {int(k): k for k in AssetKind}
+
+
 def EPA(power_w: int, start: int, end: int) -> Asset:  # noqa: N802 - named as the paper names it
     """An energy production asset of ``power_w`` W over slots ``[start, end)``."""
     return Asset(AssetKind.EPA, power_w, start, end)
@@ -94,12 +97,10 @@ def check_asset(asset: Asset, what: str = "asset") -> None:
         raise Reject("bad-asset-type", f"{what} is not an asset")
     for name in ("amount", "start", "end"):
         value = getattr(asset, name)
-        if not isinstance(value, int) or isinstance(value, bool):
+        if type(value) is not int:
             raise Reject("bad-asset-type", f"{what} {name} must be an integer, got {type(value).__name__}")
-    try:
-        AssetKind(asset.kind)
-    except ValueError:
-        raise Reject("bad-asset-kind", f"{what} has unknown kind {asset.kind!r}") from None
+    if asset.kind not in _KINDS:
+        raise Reject("bad-asset-kind", f"{what} has unknown kind {asset.kind!r}")
     if asset.amount < 0:
         raise Reject("bad-asset-negative", f"{what} amount is negative ({asset.amount})")
     if asset.amount == 0:
@@ -122,21 +123,27 @@ class Output:
 
     def encode(self) -> bytes:
         a = self.asset
+        try:
+            if len(self.owner) == ADDRESS_BYTES:
+                return _OUTPUT.pack(a.kind, a.amount, a.start, a.end, self.owner)
+        except (struct.error, TypeError):
+            pass
+        # Slow path only to name the offending field precisely.
         w = Writer().u8(a.kind, "asset kind").u64(a.amount, "asset amount").u32(a.start, "asset start")
         return w.u32(a.end, "asset end").fixed(self.owner, ADDRESS_BYTES, "owner address").bytes()
 
     @staticmethod
     def decode(raw: bytes) -> Output:
         kind, amount, start, end, owner = _OUTPUT.unpack(raw)
-        try:
-            k = AssetKind(kind)
-        except ValueError:
-            raise Reject("bad-asset-kind", f"unknown asset kind {kind}") from None
+        k = _KINDS.get(kind)
+        if k is None:
+            raise Reject("bad-asset-kind", f"unknown asset kind {kind}")
         return Output(Asset(k, amount, start, end), owner)
 
     @staticmethod
-    def read(r: Reader) -> Output:
-        return Output.decode(r.take(OUTPUT_BYTES, "output"))
+    def read_many(r: Reader, what: str = "outputs") -> tuple[Output, ...]:
+        """A u16-counted list of outputs."""
+        return tuple(map(Output.decode, r.take_many(r.count(what), OUTPUT_BYTES, "output")))
 
 
 def outpoint(txid: bytes, index: int) -> bytes:

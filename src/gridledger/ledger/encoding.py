@@ -127,6 +127,11 @@ class Reader:
         self.pos = end
         return out
 
+    def take_many(self, count: int, size: int, what: str = "field") -> list[bytes]:
+        """``count`` consecutive fields of ``size`` bytes each."""
+        block = self.take(count * size, f"{count} × {what}")
+        return [block[i : i + size] for i in range(0, count * size, size)] if count else []
+
     def u8(self, what: str = "u8") -> int:
         return _U8.unpack(self.take(1, what))[0]
 

@@ -36,6 +36,32 @@ _WORKERS = max(2, os.cpu_count() or 2)
 _POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="sigverify")
 
 
+class _SignatureChecks:
+    """Signature checks of one block, running on the thread pool (small batches run inline)."""
+
+    def __init__(self, items: list[tuple[bytes, bytes, bytes]], where: list[tuple[int, int]]) -> None:
+        self.where = where
+        self.size = max(1, -(-len(items) // _WORKERS))
+        if len(items) < _PARALLEL_MIN:
+            self.futures = None
+            self.bad = crypto.verify_batch(items)
+        else:
+            chunks = [items[k : k + self.size] for k in range(0, len(items), self.size)]
+            self.futures = [_POOL.submit(crypto.verify_batch, c) for c in chunks]
+
+    def result(self) -> None:
+        """Wait for the checks; raise ``bad-txns-signature`` naming the first invalid signature."""
+        bad = self.bad if self.futures is None else -1
+        if self.futures is not None:
+            for k, f in enumerate(self.futures):
+                r = f.result()
+                if r >= 0 and bad < 0:
+                    bad = k * self.size + r
+        if bad >= 0:
+            i, j = self.where[bad]
+            raise Reject("bad-txns-signature", f"signature of input {j} is invalid", tx_index=i)
+
+
 @dataclass
 class StateChanges:
     """What one block changed, for a store to persist atomically with the block."""
@@ -108,8 +134,8 @@ class LedgerState:
                     check_transaction(tx)
                 except Reject as e:
                     raise e.at(tx_index=i) from None
-            if verify_signatures:
-                self._verify_transfer_signatures(block.transactions)
+            # Signatures are checked on worker threads while this thread runs the contextual rules.
+            pending = self._start_signature_checks(block.transactions) if verify_signatures else None
         except Reject as e:
             raise e.at(height=h.height) from None
         slot = self.slot_of(h.time)
@@ -120,9 +146,11 @@ class LedgerState:
                     self.apply_tx(tx, slot, signatures_checked=verify_signatures)
                 except Reject as e:
                     raise e.at(tx_index=i, height=h.height) from None
-        except Reject:
+            if pending is not None:
+                pending.result()
+        except Reject as e:
             self.rollback(mark)
-            raise
+            raise e.at(height=h.height) from None
         return self.finish_block(mark, h.height, h.hash, h.time)
 
     def _check_header(self, block: Block) -> None:
@@ -152,8 +180,8 @@ class LedgerState:
                 )
             seen[tx.txid] = i
 
-    def _verify_transfer_signatures(self, txs: Iterable[Transaction]) -> None:
-        """Check every transfer witness signature (context-free: the key is in the witness), in parallel."""
+    def _start_signature_checks(self, txs: Iterable[Transaction]) -> _SignatureChecks:
+        """Start checking every transfer witness signature (context-free: the key is in the witness)."""
         items, where = [], []
         for i, tx in enumerate(txs):
             if isinstance(tx, Transfer):
@@ -161,18 +189,7 @@ class LedgerState:
                 for j, wit in enumerate(tx.witnesses):
                     items.append((wit.pubkey, msg, wit.signature))
                     where.append((i, j))
-        if not items:
-            return
-        if len(items) < _PARALLEL_MIN:
-            bad = crypto.verify_batch(items)
-        else:
-            size = -(-len(items) // _WORKERS)
-            chunks = [items[k : k + size] for k in range(0, len(items), size)]
-            results = list(_POOL.map(crypto.verify_batch, chunks))
-            bad = next((k * size + r for k, r in enumerate(results) if r >= 0), -1)
-        if bad >= 0:
-            i, j = where[bad]
-            raise Reject("bad-txns-signature", f"signature of input {j} is invalid", tx_index=i)
+        return _SignatureChecks(items, where)
 
     # ----------------------------------------------------- transactions, undo log
     def begin_block(self) -> int:

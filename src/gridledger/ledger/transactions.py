@@ -69,10 +69,15 @@ class Transaction:
     def txid(self) -> bytes:
         return sha256(self.body_bytes)
 
-    def encode(self) -> bytes:
+    @cached_property
+    def raw(self) -> bytes:
+        """The canonical encoding (computed once: transactions are immutable)."""
         w = Writer().raw(self.body_bytes)
         self.write_witness(w)
         return w.bytes()
+
+    def encode(self) -> bytes:
+        return self.raw
 
     def sighash(self, chain_id: bytes) -> bytes:
         return sighash(chain_id, self.txid)
@@ -99,11 +104,8 @@ def decode_transaction(raw: bytes) -> Transaction:
     r.end("transaction")
     # Cache the body bytes as received (identical to re-encoding, since the encoding is canonical).
     tx.__dict__["body_bytes"] = r.data[: r.body_end]
+    tx.__dict__["raw"] = r.data
     return tx
-
-
-def _read_outputs(r: Reader, what: str) -> tuple[Output, ...]:
-    return tuple(Output.read(r) for _ in range(r.count(what)))
 
 
 def _write_outputs(w: Writer, outputs: tuple[Output, ...], what: str) -> None:
@@ -186,12 +188,12 @@ class Transfer(Transaction):
 
     @classmethod
     def read(cls, r: Reader) -> Transfer:
-        inputs = tuple(r.take(OUTPOINT_BYTES, "input outpoint") for _ in range(r.count("inputs")))
-        outputs = _read_outputs(r, "outputs")
+        inputs = tuple(r.take_many(r.count("inputs"), OUTPOINT_BYTES, "input outpoint"))
+        outputs = Output.read_many(r)
         r.end_body()
         witnesses = tuple(
-            Witness(r.take(PUBKEY_BYTES, "witness public key"), r.take(SIGNATURE_BYTES, "signature"))
-            for _ in range(r.count("witnesses"))
+            Witness(w[:PUBKEY_BYTES], w[PUBKEY_BYTES:])
+            for w in r.take_many(r.count("witnesses"), PUBKEY_BYTES + SIGNATURE_BYTES, "witness")
         )
         return cls(inputs, outputs, witnesses)
 
@@ -234,7 +236,7 @@ class MeterIssue(Transaction):
 
     @classmethod
     def read(cls, r: Reader) -> MeterIssue:
-        meter, nonce, outputs = r.name("meter id"), r.u64("nonce"), _read_outputs(r, "outputs")
+        meter, nonce, outputs = r.name("meter id"), r.u64("nonce"), Output.read_many(r)
         r.end_body()
         return cls(meter, nonce, outputs, r.take(SIGNATURE_BYTES, "meter signature"))
 

@@ -1,0 +1,5 @@
+"""``python -m gridledger`` runs the command line."""
+
+from gridledger.cli import app
+
+app()
