@@ -82,8 +82,12 @@ class Chain:
         self.mempool.setdefault(tx.txid, tx)
         return tx.txid
 
-    def propose(self, proposer: KeyPair, time: int, max_txs: int = 10_000) -> ProposeResult:
-        """Order up to ``max_txs`` queued transactions into a block, commit it, and report the rejected ones."""
+    def propose(self, proposer: KeyPair, time: int, max_txs: int = 10_000, *, commit: bool = True) -> ProposeResult:
+        """Order up to ``max_txs`` queued transactions into a block and report the rejected ones.
+
+        With ``commit`` the block is committed at once (the embedded, single-coordinator mode); without, the state
+        is left unchanged and the block is returned for an ordering service to make final (then ``append`` it).
+        """
         state = self.state
         slot = state.slot_of(max(time, state.tip_time))
         batch = list(self.mempool.values())[:max_txs]
@@ -109,7 +113,10 @@ class Chain:
         block = make_block(
             self.chain_id, state.height + 1, state.tip_hash, max(time, state.tip_time), tuple(accepted), proposer
         )
-        self._commit(block, mark)
+        if commit:
+            self._commit(block, mark)
+        else:
+            state.rollback(mark)
         return ProposeResult(block, rejected)
 
     def append(self, block: Block) -> StateChanges:

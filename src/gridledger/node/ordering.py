@@ -1,0 +1,225 @@
+"""Ordering backends: where pending transactions wait, who leads, and which block is final at each height.
+
+Two implementations behind one interface:
+
+* ``InProcessOrderer`` — the embedded default: one process, no server.
+* ``EtcdOrderer`` — etcd's Raft log across machines (client ``etcd3gw``). Coordinators campaign for leadership
+  with a lease (create-if-absent on the leader key, bound to the lease); the leader publishes each block at its
+  height with a create-if-absent transaction, so two coordinators can never both commit a height; followers and
+  peers read blocks in height order. When the leader dies its lease expires and a backup wins the next campaign.
+  Pending transactions live in etcd under their txid, so resubmitting is idempotent and a fail-over loses none.
+
+Key layout under ``/gridledger/<chain id hex>/``: ``leader``, ``blocks/<height, 20 digits>``, ``mempool/<txid hex>``.
+The ledger state never sees the orderer: it only validates the blocks a node reads from it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import threading
+import time
+from abc import ABC, abstractmethod
+
+import etcd3gw
+from etcd3gw.lease import Lease
+
+
+class Orderer(ABC):
+    """The ordering service of one chain, as seen by one node."""
+
+    @abstractmethod
+    def submit(self, txid: bytes, raw: bytes) -> None:
+        """Queue a transaction; submitting the same txid again changes nothing."""
+
+    @abstractmethod
+    def pending(self, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` queued (txid, raw transaction), oldest first."""
+
+    @abstractmethod
+    def drop(self, txids: list[bytes]) -> None:
+        """Forget queued transactions (they were committed or are invalid)."""
+
+    @abstractmethod
+    def publish(self, height: int, raw_block: bytes) -> bool:
+        """Make ``raw_block`` final at ``height`` unless a block is there already; True if this one won."""
+
+    @abstractmethod
+    def blocks(self, start: int, limit: int = 256) -> list[tuple[int, bytes]]:
+        """Final blocks from ``start`` on, in height order, without gaps."""
+
+    @abstractmethod
+    def campaign(self, node_id: str) -> bool:
+        """Try to become (or stay) the leader; True while this node leads."""
+
+    @abstractmethod
+    def leader(self) -> str | None:
+        """The current leader's node id, if any."""
+
+    def resign(self) -> None:  # noqa: B027 - optional for backends without leases
+        """Give up leadership (a clean stop)."""
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without connections
+        """Release connections."""
+
+
+class InProcessOrderer(Orderer):
+    """Everything in one process's memory (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[bytes, bytes] = {}
+        self._blocks: dict[int, bytes] = {}
+        self._leader: str | None = None
+
+    def submit(self, txid: bytes, raw: bytes) -> None:
+        with self._lock:
+            self._pending.setdefault(txid, raw)
+
+    def pending(self, limit: int) -> list[tuple[bytes, bytes]]:
+        with self._lock:
+            return list(self._pending.items())[:limit]
+
+    def drop(self, txids: list[bytes]) -> None:
+        with self._lock:
+            for t in txids:
+                self._pending.pop(t, None)
+
+    def publish(self, height: int, raw_block: bytes) -> bool:
+        with self._lock:
+            if height in self._blocks:
+                return False
+            self._blocks[height] = raw_block
+            return True
+
+    def blocks(self, start: int, limit: int = 256) -> list[tuple[int, bytes]]:
+        with self._lock:
+            out = []
+            h = start
+            while h in self._blocks and len(out) < limit:
+                out.append((h, self._blocks[h]))
+                h += 1
+            return out
+
+    def campaign(self, node_id: str) -> bool:
+        with self._lock:
+            if self._leader is None:
+                self._leader = node_id
+            return self._leader == node_id
+
+    def leader(self) -> str | None:
+        return self._leader
+
+    def resign(self) -> None:
+        with self._lock:
+            self._leader = None
+
+
+def _b64(data: bytes | str) -> str:
+    """etcd's JSON gateway wants keys and values in base64."""
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+class EtcdOrderer(Orderer):
+    """Ordering on an etcd cluster; ``endpoints`` are client URLs tried in turn when one member is down."""
+
+    def __init__(self, endpoints: list[str], chain_id: bytes, lease_ttl: int = 1, timeout: float = 2.0) -> None:
+        self.endpoints = endpoints
+        self.prefix = f"/gridledger/{chain_id.hex()}/"
+        self.lease_ttl = lease_ttl
+        self.timeout = timeout
+        self._clients = [
+            etcd3gw.client(host=u.split("://")[1].rsplit(":", 1)[0], port=int(u.rsplit(":", 1)[1]), timeout=timeout)
+            for u in endpoints
+        ]
+        self._current = 0
+        self._lease: Lease | None = None
+        self._lease_refreshed = 0.0
+
+    # -- transport: try each member until one answers
+    def _call(self, fn):
+        last = None
+        for k in range(len(self._clients)):
+            client = self._clients[(self._current + k) % len(self._clients)]
+            try:
+                result = fn(client)
+                self._current = (self._current + k) % len(self._clients)
+                return result
+            except Exception as e:  # noqa: BLE001 - etcd3gw raises requests and etcd errors; try the next member
+                last = e
+        raise ConnectionError(f"no etcd member answered ({', '.join(self.endpoints)}): {last}")
+
+    def _key(self, suffix: str) -> str:
+        return self.prefix + suffix
+
+    def submit(self, txid: bytes, raw: bytes) -> None:
+        key = self._key(f"mempool/{txid.hex()}")
+        self._call(lambda c: c.create(key, raw))
+
+    def pending(self, limit: int) -> list[tuple[bytes, bytes]]:
+        prefix = self._key("mempool/")
+        rows = self._call(lambda c: c.get_prefix(prefix, sort_order="ascend", sort_target="create"))
+        return [(bytes.fromhex(meta["key"].decode()[len(prefix) :]), value) for value, meta in rows[:limit]]
+
+    def drop(self, txids: list[bytes]) -> None:
+        if not txids:
+            return
+        ops = [{"request_delete_range": {"key": _b64(self._key(f"mempool/{t.hex()}"))}} for t in txids]
+        for i in range(0, len(ops), 100):  # etcd caps the operations of one transaction (128 by default)
+            chunk = ops[i : i + 100]
+            self._call(lambda c, chunk=chunk: c.transaction({"compare": [], "success": chunk, "failure": []}))
+
+    def publish(self, height: int, raw_block: bytes) -> bool:
+        key = self._key(f"blocks/{height:020d}")
+        return bool(self._call(lambda c: c.create(key, raw_block)))
+
+    def blocks(self, start: int, limit: int = 256) -> list[tuple[int, bytes]]:
+        first, end = self._key(f"blocks/{start:020d}"), self._key("blocks0")  # '0' sorts right after '/'
+        rows = self._call(
+            lambda c: c.get(first, metadata=True, range_end=end, sort_order="ascend", sort_target="key", limit=limit)
+        )
+        out, h = [], start
+        for value, meta in rows:
+            height = int(meta["key"].decode().rsplit("/", 1)[1])
+            if height != h or len(out) >= limit:
+                break
+            out.append((height, value))
+            h += 1
+        return out
+
+    def campaign(self, node_id: str) -> bool:
+        key = self._key("leader")
+        now = time.monotonic()
+        if self._lease is not None:
+            # Refresh the lease at a third of its TTL; a failed refresh means leadership is lost.
+            if now - self._lease_refreshed >= self.lease_ttl / 3:
+                try:
+                    ttl = self._call(lambda c: Lease(self._lease.id, c).refresh())
+                except ConnectionError:
+                    ttl = 0
+                if ttl <= 0:
+                    self._lease = None
+                else:
+                    self._lease_refreshed = now
+            if self._lease is not None:
+                return self.leader() == node_id
+        lease = self._call(lambda c: c.lease(self.lease_ttl))
+        if self._call(lambda c: c.create(key, node_id, lease=lease)):
+            self._lease, self._lease_refreshed = lease, now
+            return True
+        self._call(lambda c: Lease(lease.id, c).revoke())
+        return False
+
+    def leader(self) -> str | None:
+        values = self._call(lambda c: c.get(self._key("leader")))
+        return values[0].decode() if values else None
+
+    def resign(self) -> None:
+        if self._lease is not None:
+            with contextlib.suppress(ConnectionError):
+                self._call(lambda c: Lease(self._lease.id, c).revoke())
+            self._lease = None
+
+    def close(self) -> None:
+        for c in self._clients:
+            c.session.close()

@@ -1,0 +1,191 @@
+"""The ordering contract, on both backends, and coordinator fail-over through etcd."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from gridledger.chain import Chain
+from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.transactions import Genesis
+from gridledger.node.ordering import EtcdOrderer, InProcessOrderer
+from gridledger.node.sequencer import Sequencer
+from gridledger.petra.dso import DSO
+from gridledger.store.sqlite import SqliteStore
+
+START = 1_767_225_600
+DSO_KEY, C1, C2 = KeyPair.from_secret("dso"), KeyPair.from_secret("coordinator-1"), KeyPair.from_secret("coordinator-2")
+GENESIS = Genesis("nan-test", 900, START, DSO_KEY.public, (C1.public, C2.public))
+
+
+def _slot() -> int:
+    return (int(time.time()) - START) // 900
+
+
+@pytest.fixture(params=["inprocess", "etcd"])
+def make_orderer(request):
+    made = []
+    chain_id = os.urandom(32)  # a fresh key space per test on the shared cluster
+    if request.param == "etcd":
+        cluster = request.getfixturevalue("etcd_cluster")
+
+        def make():
+            made.append(EtcdOrderer(cluster.endpoints, chain_id))
+            return made[-1]
+    else:
+        shared = InProcessOrderer()
+
+        def make():
+            return shared
+
+    yield make
+    for o in made:
+        o.close()
+
+
+def test_submit_is_idempotent_and_drop_forgets(make_orderer):
+    a, b = make_orderer(), make_orderer()
+    a.submit(b"\x01" * 32, b"tx1")
+    b.submit(b"\x01" * 32, b"tx1-again")
+    a.submit(b"\x02" * 32, b"tx2")
+    assert b.pending(10) == [(b"\x01" * 32, b"tx1"), (b"\x02" * 32, b"tx2")]
+    b.drop([b"\x01" * 32])
+    assert a.pending(10) == [(b"\x02" * 32, b"tx2")]
+
+
+def test_a_height_is_final_once(make_orderer):
+    a, b = make_orderer(), make_orderer()
+    assert a.publish(1, b"block-a")
+    assert not b.publish(1, b"block-b")
+    assert b.publish(2, b"block-b2")
+    assert a.blocks(1) == [(1, b"block-a"), (2, b"block-b2")]
+    assert a.blocks(3) == []
+
+
+def test_blocks_stop_at_a_gap(make_orderer):
+    a = make_orderer()
+    a.publish(1, b"one")
+    a.publish(3, b"three")
+    assert a.blocks(1) == [(1, b"one")]
+
+
+def test_one_leader_at_a_time(make_orderer):
+    a, b = make_orderer(), make_orderer()
+    assert a.campaign("a")
+    assert not b.campaign("b")
+    assert a.campaign("a")  # stays leader
+    assert a.leader() == "a"
+    a.resign()
+    assert b.campaign("b")
+    assert a.leader() == "b"
+
+
+def _chain(tmp_path, name: str) -> Chain:
+    return Chain.create(SqliteStore(tmp_path / f"{name}.sqlite"), GENESIS, C1, START)
+
+
+def test_sequencers_agree_and_a_backup_takes_over(tmp_path, make_orderer):
+    chains = [_chain(tmp_path, n) for n in ("primary", "backup", "meter")]
+    orderers = [make_orderer() for _ in chains]
+    seqs = [
+        Sequencer(chains[0], orderers[0], "primary", C1),
+        Sequencer(chains[1], orderers[1], "backup", C2),
+        Sequencer(chains[2], orderers[2], "meter"),
+    ]
+    seqs[0].step()  # the primary campaigns first
+    dso = DSO(DSO_KEY, chains[0].chain_id)
+    for k in range(3):
+        tx = dso.policy(_slot() + 10 + k, prices=(100 + k, 80))
+        orderers[2].submit(tx.txid, tx.encode())
+        for s in seqs:
+            s.step()
+    for s in seqs:
+        s.step()
+    assert [c.height for c in chains] == [3, 3, 3]
+    assert len({c.state.tip_hash for c in chains}) == 1
+    assert {b.header.proposer for c in chains[2:] for b in list(c.blocks())[1:]} == {C1.public}
+    # the primary stops: the backup leads and goes on from the pending transactions
+    orderers[0].resign()
+    tx = dso.policy(_slot() + 20, prices=(1, 1))
+    orderers[2].submit(tx.txid, tx.encode())
+    for s in seqs[1:]:
+        s.step()
+    seqs[2].step()
+    assert chains[2].height == 4
+    last = list(chains[2].blocks(4))[0]
+    assert last.header.proposer == C2.public and last.transactions[0].txid == tx.txid
+    assert orderers[2].pending(10) == []
+
+
+_KILLABLE_LEADER = textwrap.dedent(
+    """
+    import sys, time
+    from gridledger.ledger.crypto import KeyPair
+    from gridledger.node.ordering import EtcdOrderer
+    o = EtcdOrderer(sys.argv[1].split(","), bytes.fromhex(sys.argv[2]))
+    assert o.campaign("doomed")
+    print("leading", flush=True)
+    while True:
+        o.campaign("doomed")
+        time.sleep(0.05)
+    """
+)
+
+
+def test_sigkilled_leader_is_replaced_within_the_lease(etcd_cluster):
+    chain_id = os.urandom(32)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLABLE_LEADER, ",".join(etcd_cluster.endpoints), chain_id.hex()],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "leading"
+        backup = EtcdOrderer(etcd_cluster.endpoints, chain_id)
+        assert not backup.campaign("backup")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while not backup.campaign("backup"):
+            assert time.monotonic() < deadline, "the backup never took over"
+            time.sleep(0.05)
+        assert backup.leader() == "backup"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_member_down_is_tolerated(etcd_cluster):
+    """The orderer tries the next etcd member when one does not answer."""
+    o = EtcdOrderer(["http://127.0.0.1:1", *etcd_cluster.endpoints], os.urandom(32))
+    assert o.publish(1, b"x")
+    assert o.blocks(1) == [(1, b"x")]
+
+
+def test_threads_keep_up(tmp_path, etcd_cluster):
+    """A coordinator loop in a thread commits what a client submits; stopping it resigns leadership."""
+    chain = _chain(tmp_path, "threaded")
+    orderer = EtcdOrderer(etcd_cluster.endpoints, os.urandom(32))
+    seq = Sequencer(chain, orderer, "primary", C1)
+    stop = threading.Event()
+    t = threading.Thread(target=seq.run, args=(stop,))
+    t.start()
+    try:
+        dso = DSO(DSO_KEY, chain.chain_id)
+        tx = dso.policy(_slot() + 5, prices=(7, 5))
+        orderer.submit(tx.txid, tx.encode())
+        deadline = time.monotonic() + 10
+        while chain.height < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        t.join()
+    assert orderer.leader() is None
