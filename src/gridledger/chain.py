@@ -43,11 +43,15 @@ class Chain:
     @classmethod
     def create(cls, store: Store, genesis: Genesis, proposer: KeyPair, time: int) -> Chain:
         """Start a new chain in an empty store."""
+        return cls.from_genesis_block(store, make_block(genesis.chain_id, 0, ZERO_HASH, time, (genesis,), proposer))
+
+    @classmethod
+    def from_genesis_block(cls, store: Store, block: Block) -> Chain:
+        """Start a chain in an empty store from a genesis block made elsewhere (validated first)."""
         if store.tip_height() is not None:
             raise StoreError("the store already holds a chain")
-        block = make_block(genesis.chain_id, 0, ZERO_HASH, time, (genesis,), proposer)
         state = LedgerState(block)
-        store.commit_block(0, block.hash, time, block.encode(), StateChanges())
+        store.commit_block(0, block.hash, block.header.time, block.encode(), StateChanges())
         return cls(store, state, block)
 
     @classmethod

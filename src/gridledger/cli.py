@@ -23,6 +23,17 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 console = Console()
+
+
+def _register_subcommands() -> None:
+    """Each area's commands live with their code; they are registered here."""
+    from gridledger.node.cli import cluster_app, node
+
+    app.command("node")(node)
+    app.add_typer(cluster_app, name="cluster")
+
+
+_register_subcommands()
 err = Console(stderr=True)
 
 

@@ -45,9 +45,15 @@ class Sequencer:
         self.on_block = on_block
         self.rejected: dict[bytes, Reject] = {}
         self.leading = False
+        #: Held while the chain changes; readers of the chain's store from other threads take it too.
+        self.lock = threading.RLock()
 
     def sync(self) -> int:
         """Append every final block above our tip (re-validated); returns how many."""
+        with self.lock:
+            return self._sync()
+
+    def _sync(self) -> int:
         n = 0
         while True:
             rows = self.orderer.blocks(self.chain.height + 1)
@@ -62,6 +68,10 @@ class Sequencer:
 
     def step(self) -> Block | None:
         """Catch up, then, if this coordinator leads, propose and publish one block of pending transactions."""
+        with self.lock:
+            return self._step()
+
+    def _step(self) -> Block | None:
         self.sync()
         if self.key is None:
             return None

@@ -1,0 +1,105 @@
+"""A node's configuration file (TOML), validated with errors that name the bad key.
+
+```toml
+node_id = "MI1"              # this node's registered id
+role = "meter"               # meter | concentrator | dso | headend
+key_seed = "…64 hex…"        # Ed25519 seed of the node key (keep the file private)
+store = "MI1.sqlite"         # SQLite path (relative to the file) or postgresql:// URL
+genesis = "nan1.genesis"     # the chain's genesis block, hex
+api = "127.0.0.1:8101"       # where the API listens
+orderer = ["http://127.0.0.1:2379", …]   # etcd client URLs, or "inprocess"
+peers = ["http://127.0.0.1:8102"]        # other nodes' APIs, for catch-up
+rate_limit = { rate = 50, burst = 100 }  # requests per second per calling node
+[[registry]]                 # every node allowed to talk to this one (this node included)
+id = "MI1"
+role = "meter"
+pubkey = "…64 hex…"
+```
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gridledger.ledger.crypto import KeyPair
+
+ROLES = ("meter", "concentrator", "dso", "headend")
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing a key or has a bad value (the message names it)."""
+
+
+@dataclass
+class NodeConfig:
+    node_id: str
+    role: str
+    key: KeyPair
+    store: str
+    genesis: bytes
+    host: str
+    port: int
+    orderer: list[str] | str
+    peers: list[str] = field(default_factory=list)
+    registry: list[tuple[str, str, bytes]] = field(default_factory=list)
+    rate: float = 50.0
+    burst: float = 100.0
+
+    @classmethod
+    def load(cls, path: str | Path) -> NodeConfig:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+        def need(key: str, kind: type):
+            if key not in data:
+                raise ConfigError(f"{path}: missing key {key!r}")
+            if not isinstance(data[key], kind):
+                raise ConfigError(f"{path}: {key!r} must be a {kind.__name__}")
+            return data[key]
+
+        role = need("role", str)
+        if role not in ROLES:
+            raise ConfigError(f"{path}: role must be one of {', '.join(ROLES)}, not {role!r}")
+        try:
+            key = KeyPair(bytes.fromhex(need("key_seed", str)))
+        except ValueError:
+            raise ConfigError(f"{path}: key_seed must be 64 hex characters") from None
+        host, _, port = need("api", str).rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"{path}: api must be HOST:PORT")
+        store = need("store", str)
+        if "://" not in store:
+            store = str(path.parent / store)
+        try:
+            genesis = bytes.fromhex((path.parent / need("genesis", str)).read_text().strip())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{path}: cannot read the genesis block: {e}") from None
+        orderer = data.get("orderer", "inprocess")
+        if orderer != "inprocess" and not (isinstance(orderer, list) and all(isinstance(u, str) for u in orderer)):
+            raise ConfigError(f"{path}: orderer must be 'inprocess' or a list of etcd URLs")
+        registry = []
+        for i, entry in enumerate(data.get("registry", [])):
+            try:
+                registry.append((entry["id"], entry["role"], bytes.fromhex(entry["pubkey"])))
+            except (KeyError, TypeError, ValueError):
+                raise ConfigError(f"{path}: registry entry {i} needs id, role and a hex pubkey") from None
+        limits = data.get("rate_limit", {})
+        return cls(
+            need("node_id", str),
+            role,
+            key,
+            store,
+            genesis,
+            host,
+            int(port),
+            orderer,
+            list(data.get("peers", [])),
+            registry,
+            float(limits.get("rate", 50)),
+            float(limits.get("burst", 100)),
+        )

@@ -1,0 +1,165 @@
+"""One node as a service: its chain, its orderer and sequencer, who may talk to it, and its HTTP API (FastAPI).
+
+API (every request signed by a registered node, see ``auth``; rate-limited per node):
+
+* ``GET  /v1/status`` — node id, role, height, tip hash, leader.
+* ``POST /v1/transactions`` — a raw canonical transaction (``application/octet-stream``); context-free checks, then
+  queued at the orderer (idempotent by txid). ``400`` with ``{code, message}`` for an invalid transaction.
+* ``GET  /v1/transactions/{txid}`` — ``pending``, ``committed`` (with height) or ``rejected`` (with the reject).
+* ``GET  /v1/blocks?start=H&limit=N`` — raw blocks (hex), for peers to catch up (they re-validate them).
+* ``GET  /v1/blocks/{height}`` — one block as JSON.
+* ``GET  /v1/stream?start=H`` — server-sent events, one ``block`` event per committed block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from gridledger.chain import Chain
+from gridledger.jsonview import block_json
+from gridledger.ledger.block import Block
+from gridledger.ledger.errors import Reject
+from gridledger.ledger.rules import check_transaction
+from gridledger.ledger.transactions import decode_transaction
+from gridledger.node.auth import AuthError, NodeRegistry, RateLimiter
+from gridledger.node.ordering import Orderer
+from gridledger.node.sequencer import Sequencer
+
+MAX_TX_BYTES = 256 * 1024
+
+
+class NodeService:
+    """A node: chain + orderer + sequencer thread + HTTP API."""
+
+    def __init__(
+        self,
+        node_id: str,
+        role: str,
+        chain: Chain,
+        orderer: Orderer,
+        sequencer: Sequencer,
+        registry: NodeRegistry,
+        limiter: RateLimiter,
+    ) -> None:
+        self.node_id, self.role = node_id, role
+        self.chain, self.orderer, self.sequencer = chain, orderer, sequencer
+        self.registry, self.limiter = registry, limiter
+        self.tamper_report: str | None = None
+        self.committed: dict[bytes, int] = {}
+        for block in chain.blocks(1):
+            self._index(block)
+        previous = sequencer.on_block
+        sequencer.on_block = lambda b: (self._index(b), previous and previous(b))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.app = self._build_app()
+
+    def _index(self, block: Block) -> None:
+        for tx in block.transactions:
+            self.committed[tx.txid] = block.height
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.sequencer.run, args=(self._stop,), name=f"sequencer-{self.node_id}")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(10)
+
+    async def _authorize(self, request: Request) -> tuple[str, str, bytes]:
+        body = await request.body()
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        try:
+            node_id, role = self.registry.authenticate(request.headers, request.method, path, body)
+        except AuthError as e:
+            raise HTTPException(401, detail=str(e)) from None
+        if not self.limiter.allow(node_id):
+            raise HTTPException(429, detail=f"rate limit for node {node_id}")
+        return node_id, role, body
+
+    def _build_app(self) -> FastAPI:
+        app = FastAPI(title=f"gridledger node {self.node_id}", version="1", description=__doc__)
+
+        @app.get("/v1/status")
+        async def status(request: Request) -> dict:
+            await self._authorize(request)
+            st = self.chain.state
+            return {
+                "node_id": self.node_id,
+                "role": self.role,
+                "chain_id": self.chain.chain_id.hex(),
+                "height": st.height,
+                "tip": st.tip_hash.hex(),
+                "leading": self.sequencer.leading,
+                "tamper_report": self.tamper_report,
+            }
+
+        @app.post("/v1/transactions", status_code=202)
+        async def submit(request: Request):
+            _, _, body = await self._authorize(request)
+            if len(body) > MAX_TX_BYTES:
+                return JSONResponse({"code": "bad-tx-size", "message": f"over {MAX_TX_BYTES} bytes"}, 413)
+            try:
+                tx = decode_transaction(body)
+                check_transaction(tx)
+            except Reject as e:
+                return JSONResponse({"code": e.code, "message": e.message}, 400)
+            await asyncio.to_thread(self.orderer.submit, tx.txid, tx.encode())
+            return {"txid": tx.txid.hex()}
+
+        @app.get("/v1/transactions/{txid}")
+        async def tx_status(txid: str, request: Request) -> dict:
+            await self._authorize(request)
+            try:
+                key = bytes.fromhex(txid)
+            except ValueError:
+                raise HTTPException(400, detail="txid must be hex") from None
+            if key in self.committed:
+                return {"status": "committed", "height": self.committed[key]}
+            if key in self.sequencer.rejected:
+                e = self.sequencer.rejected[key]
+                return {"status": "rejected", "code": e.code, "message": e.message}
+            return {"status": "pending"}
+
+        @app.get("/v1/blocks")
+        async def blocks(request: Request, start: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)):
+            await self._authorize(request)
+            with self.sequencer.lock:
+                top = min(self.chain.height, start + limit - 1)
+                rows = [{"height": h, "raw": self.chain.store.block_bytes(h).hex()} for h in range(start, top + 1)]
+            return {"blocks": rows}
+
+        @app.get("/v1/blocks/{height}")
+        async def block(height: int, request: Request):
+            await self._authorize(request)
+            if not 0 <= height <= self.chain.height:
+                raise HTTPException(404, detail=f"no block at height {height}")
+            with self.sequencer.lock:
+                raw = self.chain.store.block_bytes(height)
+            return block_json(Block.decode(raw))
+
+        @app.get("/v1/stream")
+        async def stream(request: Request, start: int = Query(1, ge=0)):
+            await self._authorize(request)
+
+            async def events():
+                h = start
+                while not await request.is_disconnected():
+                    while h <= self.chain.height:
+                        with self.sequencer.lock:
+                            b = Block.decode(self.chain.store.block_bytes(h))
+                        data = {"height": h, "hash": b.hash.hex(), "txs": len(b.transactions)}
+                        yield f"event: block\ndata: {json.dumps(data)}\n\n"
+                        h += 1
+                    await asyncio.sleep(0.05)
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+
+        return app
