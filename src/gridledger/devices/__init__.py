@@ -1,0 +1,30 @@
+"""Step-able device models for the digital twin: smart meter, iron, blender, PV, battery and the household.
+
+Each model exposes its state in the paper's JSON mapping style (``ID``, ``Name``, ``On``, ``Voltage``,
+``Current``, ``Power``, ``Consumption``, ...) with ``to_twin()`` and takes commands with ``apply(command)``.
+"""
+
+from gridledger.devices.appliances import BLENDER_SPEEDS_W, IRON_SETTINGS, Blender, Iron
+from gridledger.devices.base import CommandError, Device, EnergyCounter, Profile, TwinObject
+from gridledger.devices.battery import Battery
+from gridledger.devices.household import Household, households
+from gridledger.devices.meter import DISPLAY, SmartMeter
+from gridledger.devices.pv import PVSystem
+
+__all__ = [
+    "BLENDER_SPEEDS_W",
+    "DISPLAY",
+    "IRON_SETTINGS",
+    "Battery",
+    "Blender",
+    "CommandError",
+    "Device",
+    "EnergyCounter",
+    "Household",
+    "Iron",
+    "PVSystem",
+    "Profile",
+    "SmartMeter",
+    "TwinObject",
+    "households",
+]

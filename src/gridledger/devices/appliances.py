@@ -1,0 +1,182 @@
+"""The paper's two appliances: an iron with 6 positions and a temperature sensor, and a blender with 4 speeds.
+
+In the testbed each appliance got a WiFi module, an Arduino with current and voltage sensors, and a potentiometer
+whose position selects the setting; the iron's heat is watched by a temperature sensor (Olivares-Rojas et al.
+2023, sec. 4.5). Position 0 of the potentiometer is "off".
+
+**Iron.** Positions 1-5 are fabrics with soleplate set points (synthetics 100, silk 130, wool 160, cotton 190,
+linen 220 degC, after the dot marks of IEC 60311). A bimetal thermostat switches a resistive heater (1200 W at
+127 V, so ``P = V^2 / R``) on below ``set point - 5`` degC and off above ``set point + 5`` degC. The soleplate is one
+thermal mass: ``C dT/dt = P_heater - (T - T_ambient) / R_th`` with ``C = 800 J/K`` and ``R_th = 0.3 K/W`` (time
+constant 4 min: about 2.5 min from cold to cotton). Each step is integrated exactly, switching at the thermostat's
+crossing times, so the temperature and the energy do not depend on the step length.
+
+**Blender.** Positions 1-4 are speeds drawing 300, 400, 500 and 600 W (a 600 W universal motor, power factor
+0.95); position 0 is stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pandas as pd
+
+from gridledger.devices.base import Device, is_int
+from gridledger.profiles.electrical import NOMINAL_VOLTAGE
+
+IRON_SETTINGS: tuple[tuple[str, float | None], ...] = (
+    ("off", None),
+    ("synthetics", 100.0),
+    ("silk", 130.0),
+    ("wool", 160.0),
+    ("cotton", 190.0),
+    ("linen", 220.0),
+)
+"""Position -> (fabric, soleplate set point in degC)."""
+BLENDER_SPEEDS_W: tuple[float, ...] = (0.0, 300.0, 400.0, 500.0, 600.0)
+"""Position (speed) -> motor power, W."""
+
+
+def _position_check(n: int):
+    return lambda value: is_int(value) and 0 <= value < n
+
+
+@dataclass
+class Iron(Device):
+    """A clothes iron: 6 positions (0 off, 1-5 fabrics), a thermostat, and a soleplate temperature sensor.
+
+    Attributes
+    ----------
+    position : int
+        Potentiometer position, 0-5.
+    temperature_c : float
+        Soleplate temperature, degC (what the sensor reads).
+    heating : bool
+        Thermostat contact state.
+    rated_w : float
+        Heater power at 127 V, W.
+    heat_capacity_j_per_k, thermal_resistance_k_per_w : float
+        Soleplate thermal mass and its resistance to the room.
+    ambient_c : float
+        Room temperature, degC.
+    hysteresis_c : float
+        Half-width of the thermostat band, degC.
+    """
+
+    id: int = 2
+    name: str = "Iron"
+    position: int = 0
+    temperature_c: float = 25.0
+    heating: bool = False
+    rated_w: float = 1200.0
+    heat_capacity_j_per_k: float = 800.0
+    thermal_resistance_k_per_w: float = 0.3
+    ambient_c: float = 25.0
+    hysteresis_c: float = 5.0
+
+    COMMANDS: ClassVar = Device.COMMANDS | {"Position": (_position_check(len(IRON_SETTINGS)), "an integer 0-5")}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not _position_check(len(IRON_SETTINGS))(self.position):
+            raise ValueError(f"Iron position must be an integer 0-5, got {self.position!r}")
+        if min(self.rated_w, self.heat_capacity_j_per_k, self.thermal_resistance_k_per_w, self.hysteresis_c) <= 0:
+            raise ValueError("Iron rated_w, heat capacity, thermal resistance and hysteresis must be > 0")
+
+    def _set(self, key: str, value: Any) -> None:
+        if key == "Position":
+            self.position = value
+        else:
+            super()._set(key, value)
+
+    @property
+    def fabric(self) -> str:
+        return IRON_SETTINGS[self.position][0]
+
+    @property
+    def set_point_c(self) -> float | None:
+        """Thermostat set point, degC, or None when the position is 0."""
+        return IRON_SETTINGS[self.position][1]
+
+    @property
+    def tau_s(self) -> float:
+        return self.heat_capacity_j_per_k * self.thermal_resistance_k_per_w
+
+    def heater_w(self) -> float:
+        """Heater power at the present supply voltage (a resistor: ``P = V^2 / R``)."""
+        return self.rated_w * (self.voltage_v / NOMINAL_VOLTAGE) ** 2
+
+    def _relax(self, dt_s: float, power_w: float) -> None:
+        """Exact first-order response over ``dt_s`` with constant heater power."""
+        target = self.ambient_c + power_w * self.thermal_resistance_k_per_w
+        self.temperature_c = target + (self.temperature_c - target) * math.exp(-dt_s / self.tau_s)
+
+    def _time_to(self, threshold: float, power_w: float) -> float:
+        """Seconds until the temperature crosses ``threshold`` under constant power (inf if it never does)."""
+        target = self.ambient_c + power_w * self.thermal_resistance_k_per_w
+        ratio = (self.temperature_c - target) / (threshold - target) if threshold != target else 0.0
+        return self.tau_s * math.log(ratio) if ratio > 1 else (0.0 if ratio == 1 else math.inf)
+
+    def _advance(self, now: pd.Timestamp, dt_s: float) -> float:
+        set_point = self.set_point_c
+        if set_point is None:
+            return self._idle(dt_s)
+        heater, low, high = self.heater_w(), set_point - self.hysteresis_c, set_point + self.hysteresis_c
+        if self.temperature_c < low:
+            self.heating = True
+        elif self.temperature_c > high:
+            self.heating = False
+        left, heated = dt_s, 0.0
+        while left > 0:
+            power = heater if self.heating else 0.0
+            cross = self._time_to(high if self.heating else low, power)
+            span = min(left, cross)
+            self._relax(span, power)
+            heated += span if self.heating else 0.0
+            left -= span
+            if span == cross:
+                self.heating = not self.heating
+        return heater * heated / dt_s
+
+    def _idle(self, dt_s: float) -> float:
+        self.heating = False
+        self._relax(dt_s, 0.0)
+        return 0.0
+
+    def to_twin(self) -> dict[str, Any]:
+        return super().to_twin() | {
+            "Position": self.position,
+            "Fabric": self.fabric,
+            "Temperature": round(self.temperature_c, 1),
+        }
+
+
+@dataclass
+class Blender(Device):
+    """A blender: 4 speeds (potentiometer positions 1-4; 0 is stopped)."""
+
+    id: int = 3
+    name: str = "Blender"
+    power_factor: float = 0.95
+    position: int = 0
+
+    COMMANDS: ClassVar = Device.COMMANDS | {"Position": (_position_check(len(BLENDER_SPEEDS_W)), "an integer 0-4")}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not _position_check(len(BLENDER_SPEEDS_W))(self.position):
+            raise ValueError(f"Blender position must be an integer 0-4, got {self.position!r}")
+
+    def _set(self, key: str, value: Any) -> None:
+        if key == "Position":
+            self.position = value
+        else:
+            super()._set(key, value)
+
+    def _advance(self, now: pd.Timestamp, dt_s: float) -> float:
+        return BLENDER_SPEEDS_W[self.position]
+
+    def to_twin(self) -> dict[str, Any]:
+        return super().to_twin() | {"Position": self.position}

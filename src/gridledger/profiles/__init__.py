@@ -1,0 +1,40 @@
+"""Household load and PV profiles, community readings and the community file.
+
+The contract the analytics and the digital twin code against::
+
+    household_load(index, annual_kwh, profile="H0", seed=0) -> pd.Series   # W
+    pv_power(index, peak_kw, location=MORELIA, seed=0, variability=0.3) -> pd.Series   # W, >= 0
+    community_readings(n_meters, days, freq="1min", start="2024-01-01", seed=0, pv_share=0.5) -> pd.DataFrame
+    load_community(path) -> Community
+"""
+
+from gridledger.profiles.community import (
+    Community,
+    CommunityError,
+    Feeder,
+    Home,
+    load_community,
+    parse_community,
+)
+from gridledger.profiles.load import PROFILES, LoadNoise, household_load
+from gridledger.profiles.pv import MORELIA, PVArray, pv_power, synthetic_weather
+from gridledger.profiles.readings import COLUMNS, MeterSpec, community_readings
+
+__all__ = [
+    "COLUMNS",
+    "MORELIA",
+    "PROFILES",
+    "Community",
+    "CommunityError",
+    "Feeder",
+    "Home",
+    "LoadNoise",
+    "MeterSpec",
+    "PVArray",
+    "community_readings",
+    "household_load",
+    "load_community",
+    "parse_community",
+    "pv_power",
+    "synthetic_weather",
+]
