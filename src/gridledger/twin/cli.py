@@ -1,0 +1,106 @@
+"""``gridledger attack``: list and run the automated attack scenarios of the digital-twin framework."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gridledger.twin.attacks import RunContext, RunResult, Summary, get, scenarios, summarize
+from gridledger.twin.attacks.harness import LabError
+from gridledger.twin.mqtt import BrokerUnavailable, MqttError, mosquitto_binary
+
+app = typer.Typer(
+    help="Inject the DT platform's attacks into a small community and measure their detection.",
+    no_args_is_help=True,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(2)
+
+
+@app.command("list")
+def list_scenarios() -> None:
+    """List the registered scenarios: the threat each injects and the detector that should catch it."""
+    table = Table(title="attack scenarios")
+    table.add_column("name", style="bold")
+    table.add_column("threat")
+    table.add_column("detector")
+    for name, scenario in sorted(scenarios().items()):
+        table.add_row(name, scenario.threat, scenario.detector)
+    console.print(table)
+
+
+@app.command("run")
+def run(
+    name: str = typer.Argument(..., help="Scenario name (see `gridledger attack list`)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the first run; run i uses seed + i."),
+    runs: int = typer.Option(1, "--runs", min=1, max=100, help="Number of seeded runs (K)."),
+    households: int = typer.Option(3, "--households", min=2, max=20, help="Households in the community."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Run scenario NAME K times; print what was injected, detection, false alarms and data lost."""
+    try:
+        scenario = get(name)
+    except KeyError as exc:
+        raise _fail(str(exc.args[0])) from None
+    if scenario.needs_broker and mosquitto_binary() is None:
+        raise _fail("mosquitto is not installed (run ./dev services, or apt-get install mosquitto)")
+    results: list[RunResult] = []
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="gridledger-attack-") as tmp,
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                disable=as_json,
+                transient=True,
+            ) as progress,
+        ):
+            task = progress.add_task(f"{name}", total=runs)
+            for i in range(runs):
+                ctx = RunContext(seed=seed + i, households=households, workdir=Path(tmp) / f"run-{i}")
+                results.append(scenario.run(ctx))
+                progress.advance(task)
+    except (BrokerUnavailable, MqttError, LabError) as exc:
+        raise _fail(f"scenario {name} could not run: {exc}") from None
+    summary = summarize(name, results)
+    if as_json:
+        typer.echo(json.dumps(summary.to_json()))
+    else:
+        _print(summary, seed)
+
+
+def _print(summary: Summary, seed: int) -> None:
+    table = Table(title=f"{summary.scenario}: {summary.runs} run(s)")
+    for column in ("seed", "injected", "detected", "time to detect (s)", "false alarms", "data lost"):
+        table.add_column(column)
+    for i, r in enumerate(summary.results):
+        ttd = f"{r.time_to_detect_s:.3f}" if r.time_to_detect_s is not None else "-"
+        table.add_row(
+            str(seed + i),
+            r.injected,
+            "yes" if r.detected else "[red]no[/red]",
+            ttd,
+            f"{r.false_alarms}/{r.honest_observations}",
+            str(r.data_lost),
+        )
+    console.print(table)
+    mttd = summary.mean_time_to_detect_s
+    console.print(
+        f"detection rate {summary.detection_rate:.0%}, false-alarm rate {summary.false_alarm_rate:.4f} "
+        f"(alarms per honest observation), mean time to detect "
+        f"{'-' if mttd is None else f'{mttd:.3f} s'} (wall clock), data lost {summary.data_lost} readings"
+    )

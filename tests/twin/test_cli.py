@@ -1,0 +1,56 @@
+"""``gridledger attack``: list, run (tables and JSON), and clean errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from gridledger.twin import cli, mqtt
+
+root = typer.Typer()
+root.add_typer(cli.app, name="attack")
+runner = CliRunner()
+
+
+def test_list_names_every_scenario() -> None:
+    result = runner.invoke(root, ["attack", "list"])
+    assert result.exit_code == 0
+    for name in ("sensor", "spoofing", "hardware", "energy", "sniffing", "ddos", "leakage", "fault-tolerance"):
+        assert name in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["attack", "run", "nope"], "unknown scenario"),
+        (["attack", "run", "sensor", "--runs", "0"], "runs"),
+        (["attack", "run", "sensor", "--seed", "-1"], "seed"),
+        (["attack", "run", "sensor", "--households", "1"], "households"),
+    ],
+)
+def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
+    result = runner.invoke(root, args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_broker_is_a_clean_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "mosquitto_binary", lambda: None)
+    result = runner.invoke(root, ["attack", "run", "sensor"])
+    assert result.exit_code == 2 and "mosquitto is not installed" in result.output
+
+
+@pytest.mark.mqtt
+@pytest.mark.skipif(mqtt.mosquitto_binary() is None, reason="mosquitto is not installed")
+def test_run_json() -> None:
+    result = runner.invoke(root, ["attack", "run", "spoofing", "--json", "--seed", "2"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["scenario"] == "spoofing" and out["runs"] == 1
+    assert out["detection_rate"] == 1.0 and out["data_lost"] == 0
+    assert set(out) >= {"false_alarm_rate", "mean_time_to_detect_s"}
+    assert "forged and replayed" in out["results"][0]["injected"]
