@@ -56,8 +56,13 @@ def plan(meters: int, concentrators: int) -> tuple[dict[str, list[NodeSpec]], Ke
     return chains, operator
 
 
-def up(folder: Path, meters: int, concentrators: int, timeout: float = 60.0) -> dict:
-    """Start the network in ``folder`` (created; must not hold a running cluster). Returns the state."""
+def up(
+    folder: Path, meters: int, concentrators: int, timeout: float = 60.0, rate_limit: tuple[float, float] = (50, 100)
+) -> dict:
+    """Start the network in ``folder`` (created; must not hold a running cluster). Returns the state.
+
+    ``rate_limit``: (requests per second, burst) each node allows every calling node.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / STATE_FILE).exists():
         raise FileExistsError(f"{folder} already holds a cluster; run `gridledger cluster down --dir {folder}` first")
@@ -90,6 +95,7 @@ def up(folder: Path, meters: int, concentrators: int, timeout: float = 60.0) -> 
                 f'api = "127.0.0.1:{node.port}"',
                 f"orderer = {_toml_list(etcd.endpoints)}",
                 f"peers = {_toml_list(peers)}",
+                f"rate_limit = {{ rate = {rate_limit[0]}, burst = {rate_limit[1]} }}",
             ]
             for rid, role, key in registry:
                 lines += ["", "[[registry]]", f'id = "{rid}"', f'role = "{role}"', f'pubkey = "{key.public.hex()}"']
@@ -127,6 +133,9 @@ def restart(folder: Path, node_id: str, timeout: float = 60.0) -> int:
     path = folder / STATE_FILE
     state = json.loads(path.read_text())
     node = next(n for n in state["nodes"] if n["id"] == node_id)
+    deadline = time.monotonic() + 5  # a process just killed may take a moment to go
+    while _alive(node["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.02)
     if _alive(node["pid"]):
         raise RuntimeError(f"{node_id} is still running (pid {node['pid']})")
     node["pid"] = _start_node(folder, node_id, node["role"], Path(node["config"])).pid
