@@ -29,12 +29,14 @@ def _register_subcommands() -> None:
     """Each area's commands live with their code; they are registered here."""
     from gridledger.node.cli import cluster_app, node
     from gridledger.profiles.cli import app as profiles_app
+    from gridledger.store.cli import app as store_app
     from gridledger.twin.cli import app as attack_app
 
     app.command("node")(node)
     app.add_typer(cluster_app, name="cluster")
     app.add_typer(profiles_app, name="profiles")
     app.add_typer(attack_app, name="attack")
+    app.add_typer(store_app, name="store")
 
 
 _register_subcommands()

@@ -3,31 +3,63 @@
 A store holds the blocks (raw canonical bytes, by height) and the ledger state at the tip in tables
 (unspent outputs, issued totals per meter/kind/slot, cumulative FA per meter, nonces, DSO policies).
 ``commit_block`` writes a block and its state changes in one database transaction: after a crash the store
-holds either the block and all its changes or neither.
+holds either the block and all its changes or neither. Writers are serialized and the height check runs
+inside that transaction, so two writers never both append one height. Driver errors surface as ``StoreError``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 from gridledger.ledger.state import StateChanges
 
 
 class StoreError(Exception):
-    """The store cannot do what was asked (wrong height, unreadable file, …)."""
+    """The store cannot do what was asked (wrong height, unreadable file, lost connection, …)."""
 
 
+#: Table definitions; ``{B}`` is the byte-string type, ``{I}`` the 64-bit integer type, ``{T}`` the options
+#: of a table, ``{K}`` those of a table clustered on its primary key (SQLite: ``STRICT``, ``WITHOUT ROWID``).
 SCHEMA = [
-    "CREATE TABLE IF NOT EXISTS blocks (height BIGINT PRIMARY KEY, hash {B} NOT NULL, time BIGINT NOT NULL,"
-    " data {B} NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS utxos (op {B} PRIMARY KEY, output {B} NOT NULL){W}",
-    "CREATE TABLE IF NOT EXISTS issued (meter TEXT NOT NULL, kind INTEGER NOT NULL, slot BIGINT NOT NULL,"
-    " total BIGINT NOT NULL, PRIMARY KEY (meter, kind, slot)){W}",
-    "CREATE TABLE IF NOT EXISTS fa_issued (meter TEXT PRIMARY KEY, total BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS nonces (meter TEXT PRIMARY KEY, nonce BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS policies (seq BIGINT PRIMARY KEY, data {B} NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS blocks (height {I} PRIMARY KEY, hash {B} NOT NULL, time {I} NOT NULL,"
+    " data {B} NOT NULL){T}",
+    "CREATE TABLE IF NOT EXISTS utxos (op {B} PRIMARY KEY, output {B} NOT NULL){K}",
+    "CREATE TABLE IF NOT EXISTS issued (meter TEXT NOT NULL, kind {I} NOT NULL, slot {I} NOT NULL,"
+    " total {I} NOT NULL, PRIMARY KEY (meter, kind, slot)){K}",
+    "CREATE TABLE IF NOT EXISTS fa_issued (meter TEXT PRIMARY KEY, total {I} NOT NULL){T}",
+    "CREATE TABLE IF NOT EXISTS nonces (meter TEXT PRIMARY KEY, nonce {I} NOT NULL){T}",
+    "CREATE TABLE IF NOT EXISTS policies (seq {I} PRIMARY KEY, data {B} NOT NULL){T}",
 ]
+
+#: The tables, in the order ``dump`` lists them.
+TABLES = ("blocks", "utxos", "issued", "fa_issued", "nonces", "policies")
+
+_U64_WRAP = 1 << 64
+_I64_MAX = (1 << 63) - 1
+
+
+def to_i64(value: int) -> int:
+    """A u64 consensus field (block time, meter nonce) as the signed 64-bit integer the SQL column holds."""
+    return value - _U64_WRAP if value > _I64_MAX else value
+
+
+def from_i64(value: int) -> int:
+    """Inverse of ``to_i64``."""
+    return value + _U64_WRAP if value < 0 else value
+
+
+def _blob(value, what: str) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise StoreError(f"stored {what} is a {type(value).__name__}, not a byte string: the store was altered")
+
+
+def _int(value, what: str) -> int:
+    if type(value) is int:
+        return value
+    raise StoreError(f"stored {what} is a {type(value).__name__}, not an integer: the store was altered")
 
 
 class Store(ABC):
@@ -35,13 +67,19 @@ class Store(ABC):
 
     #: SQL parameter placeholder of the driver.
     PARAM = "?"
+    #: The driver's exceptions, re-raised as ``StoreError``.
+    DB_ERRORS: tuple[type[Exception], ...] = ()
 
     @abstractmethod
     def _cursor(self): ...
 
     @abstractmethod
-    def _transaction(self):
-        """Context manager: one atomic database transaction yielding a cursor."""
+    def _transaction(self, *, write: bool = True):
+        """Context manager: one atomic database transaction yielding a cursor.
+
+        ``write=True``: serialized against every other writer of the store. ``write=False``: a read-only
+        transaction that sees one consistent snapshot.
+        """
 
     @abstractmethod
     def close(self) -> None: ...
@@ -49,10 +87,18 @@ class Store(ABC):
     def _sql(self, sql: str) -> str:
         return sql if self.PARAM == "?" else sql.replace("?", self.PARAM)
 
+    @contextmanager
+    def _driver_errors(self, doing: str):
+        try:
+            yield
+        except self.DB_ERRORS as e:
+            raise StoreError(f"{doing}: {' '.join(str(e).split())}") from e
+
     def _fetch(self, sql: str, args: tuple = ()) -> list[tuple]:
-        cur = self._cursor()
-        cur.execute(self._sql(sql), args)
-        return cur.fetchall()
+        with self._driver_errors("cannot read the store"):
+            cur = self._cursor()
+            cur.execute(self._sql(sql), args)
+            return cur.fetchall()
 
     # --------------------------------------------------------------- reading
     def tip_height(self) -> int | None:
@@ -64,52 +110,81 @@ class Store(ABC):
         rows = self._fetch("SELECT data FROM blocks WHERE height = ?", (height,))
         if not rows:
             raise StoreError(f"no block at height {height}")
-        return bytes(rows[0][0])
+        return _blob(rows[0][0], f"block {height}")
 
     def iter_blocks(self, start: int = 0, batch: int = 256) -> Iterator[tuple[int, bytes]]:
         """(height, raw block) from ``start`` to the tip, in order."""
         h = start
         while True:
-            rows = self._fetch("SELECT height, data FROM blocks WHERE height >= ? ORDER BY height LIMIT ?", (h, batch))
+            rows = self._fetch(
+                "SELECT height, data FROM blocks WHERE height >= ? ORDER BY height LIMIT ?", (h, batch)
+            )
             if not rows:
                 return
             for height, data in rows:
-                yield height, bytes(data)
+                yield height, _blob(data, f"block {height}")
             h = rows[-1][0] + 1
 
     def snapshot(self) -> dict:
-        """The stored tip state, in the form of ``LedgerState.snapshot``."""
-        tip = self.tip_height()
-        if tip is None:
-            raise StoreError("the store holds no chain")
-        ((h, t),) = self._fetch("SELECT hash, time FROM blocks WHERE height = ?", (tip,))
-        return {
-            "height": tip,
-            "tip_hash": bytes(h),
-            "tip_time": t,
-            "utxos": {bytes(o): bytes(v) for o, v in self._fetch("SELECT op, output FROM utxos")},
-            "issued": {(m, k, s): v for m, k, s, v in self._fetch("SELECT meter, kind, slot, total FROM issued")},
-            "fa_issued": dict(self._fetch("SELECT meter, total FROM fa_issued")),
-            "nonces": dict(self._fetch("SELECT meter, nonce FROM nonces")),
-            "policies": [bytes(d) for (d,) in self._fetch("SELECT data FROM policies ORDER BY seq")],
-        }
+        """The stored tip state in the form of ``LedgerState.snapshot`` (plus ``tip_time``), read at once."""
+        with self._driver_errors("cannot read the store"), self._transaction(write=False) as cur:
+
+            def rows(sql: str, args: tuple = ()) -> list[tuple]:
+                cur.execute(self._sql(sql), args)
+                return cur.fetchall()
+
+            ((tip,),) = rows("SELECT MAX(height) FROM blocks")
+            if tip is None:
+                raise StoreError("the store holds no chain")
+            ((h, t),) = rows("SELECT hash, time FROM blocks WHERE height = ?", (tip,))
+            return {
+                "height": tip,
+                "tip_hash": _blob(h, "tip hash"),
+                "tip_time": from_i64(_int(t, "tip time")),
+                "utxos": {
+                    _blob(o, "outpoint"): _blob(v, "output") for o, v in rows("SELECT op, output FROM utxos")
+                },
+                "issued": {
+                    (m, _int(k, "issued kind"), _int(s, "issued slot")): _int(v, "issued total")
+                    for m, k, s, v in rows("SELECT meter, kind, slot, total FROM issued")
+                },
+                "fa_issued": {m: _int(v, "FA total") for m, v in rows("SELECT meter, total FROM fa_issued")},
+                "nonces": {m: from_i64(_int(v, "nonce")) for m, v in rows("SELECT meter, nonce FROM nonces")},
+                "policies": [_blob(d, "policy") for (d,) in rows("SELECT data FROM policies ORDER BY seq")],
+            }
+
+    def dump(self) -> dict[str, list[tuple]]:
+        """Every row of every table, sorted, as read in one snapshot (to compare stores byte for byte)."""
+        with self._driver_errors("cannot read the store"), self._transaction(write=False) as cur:
+            out = {}
+            for table in TABLES:
+                cur.execute(f"SELECT * FROM {table}")
+                out[table] = sorted(
+                    tuple(bytes(v) if isinstance(v, bytearray | memoryview) else v for v in row)
+                    for row in cur.fetchall()
+                )
+            return out
 
     # --------------------------------------------------------------- writing
     def commit_block(self, height: int, block_hash: bytes, time: int, raw: bytes, ch: StateChanges) -> None:
         """Append block ``height`` with its state changes, atomically. The height must follow the tip."""
-        tip = self.tip_height()
-        expected = 0 if tip is None else tip + 1
-        if height != expected:
-            raise StoreError(f"cannot commit block {height}: the store's next height is {expected}")
         q = self._sql
-        with self._transaction() as cur:
+        with self._driver_errors(f"cannot commit block {height}"), self._transaction() as cur:
+            cur.execute("SELECT MAX(height) FROM blocks")
+            (tip,) = cur.fetchone()
+            expected = 0 if tip is None else tip + 1
+            if height != expected:
+                raise StoreError(f"cannot commit block {height}: the store's next height is {expected}")
             cur.execute(
-                q("INSERT INTO blocks (height, hash, time, data) VALUES (?, ?, ?, ?)"), (height, block_hash, time, raw)
+                q("INSERT INTO blocks (height, hash, time, data) VALUES (?, ?, ?, ?)"),
+                (height, block_hash, to_i64(time), raw),
             )
             if ch.utxo_spent:
                 cur.executemany(q("DELETE FROM utxos WHERE op = ?"), [(op,) for op in ch.utxo_spent])
             if ch.utxo_added:
-                cur.executemany(q("INSERT INTO utxos (op, output) VALUES (?, ?)"), list(ch.utxo_added.items()))
+                cur.executemany(
+                    q("INSERT INTO utxos (op, output) VALUES (?, ?)"), list(ch.utxo_added.items())
+                )
             if ch.issued:
                 cur.executemany(
                     q(
@@ -118,8 +193,10 @@ class Store(ABC):
                     ),
                     [(m, k, s, v) for (m, k, s), v in ch.issued.items()],
                 )
-            for table, col in (("fa_issued", "total"), ("nonces", "nonce")):
-                rows = list((ch.fa_issued if table == "fa_issued" else ch.nonces).items())
+            for table, col, rows in (
+                ("fa_issued", "total", list(ch.fa_issued.items())),
+                ("nonces", "nonce", [(m, to_i64(n)) for m, n in ch.nonces.items()]),
+            ):
                 if rows:
                     cur.executemany(
                         q(
@@ -129,7 +206,7 @@ class Store(ABC):
                         rows,
                     )
             if ch.policies:
-                cur.execute(q("SELECT COUNT(*) FROM policies"))
+                cur.execute("SELECT COUNT(*) FROM policies")
                 seq = cur.fetchone()[0]
                 cur.executemany(
                     q("INSERT INTO policies (seq, data) VALUES (?, ?)"),

@@ -1,6 +1,8 @@
 """SQLite store: the embedded default (one file, no server).
 
-WAL journal with ``synchronous=FULL``: a committed block survives a crash of the process or of the machine.
+WAL journal with ``synchronous=FULL``: a committed block survives a crash of the process or of the machine,
+and a block whose transaction did not commit leaves no trace (SQLite's atomic commit). ``STRICT`` tables
+refuse values of the wrong type. Writers take the database's write lock at ``BEGIN IMMEDIATE``.
 """
 
 from __future__ import annotations
@@ -11,35 +13,43 @@ from pathlib import Path
 
 from gridledger.store.base import SCHEMA, Store, StoreError
 
+#: How long a writer waits for another process's write lock before giving up (s).
+BUSY_TIMEOUT_S = 30.0
+
 
 class SqliteStore(Store):
     PARAM = "?"
+    DB_ERRORS = (sqlite3.Error,)
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+            )
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             for stmt in SCHEMA:
-                self.db.execute(stmt.format(B="BLOB", W=" WITHOUT ROWID"))
-        except (sqlite3.DatabaseError, OSError) as e:
+                self.db.execute(stmt.format(B="BLOB", I="INTEGER", T=" STRICT", K=" WITHOUT ROWID, STRICT"))
+        except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open SQLite store {self.path}: {e}") from None
 
     def _cursor(self):
         return self.db.cursor()
 
     @contextmanager
-    def _transaction(self):
+    def _transaction(self, *, write: bool = True):
         cur = self.db.cursor()
-        cur.execute("BEGIN IMMEDIATE")
+        cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             yield cur
+            cur.execute("COMMIT")
         except BaseException:
-            cur.execute("ROLLBACK")
+            # SQLite may already have rolled back by itself (e.g. on a full disk); a failed COMMIT has not.
+            if self.db.in_transaction:
+                cur.execute("ROLLBACK")
             raise
-        cur.execute("COMMIT")
 
     def close(self) -> None:
         self.db.close()
