@@ -166,7 +166,6 @@ def verify_store(store: Store) -> LedgerState:
     Returns the rebuilt state; raises ``Reject`` naming the first bad block (and transaction), or
     ``Reject('bad-chain-state', ...)`` when the stored state tables differ from the replay.
     """
-    genesis_block = None
     state = None
     for height, raw in store.iter_blocks(0):
         try:
@@ -178,13 +177,17 @@ def verify_store(store: Store) -> LedgerState:
                 "bad-chain-height", f"block stored at height {height} says it is at {block.height}", height=height
             )
         if state is None:
-            genesis_block = block
-            state = LedgerState(genesis_block)
+            try:
+                state = LedgerState(block)
+            except Reject as e:
+                raise e.at(height=0) from None
             continue
         state.apply_block(block)
     if state is None:
         raise Reject("bad-chain-empty", "the store holds no blocks")
     stored = store.snapshot()
+    if stored["tip_time"] != state.tip_time:
+        raise Reject("bad-chain-state", "stored tip time differs from the tip block's", height=state.height)
     for key in ("height", "tip_hash", "utxos", "issued", "fa_issued", "nonces"):
         if stored[key] != getattr(state, key):
             raise Reject("bad-chain-state", f"stored {key} differ from the state rebuilt by replaying the blocks")

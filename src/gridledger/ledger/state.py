@@ -30,6 +30,8 @@ from gridledger.ledger.transactions import (
     decode_transaction,
 )
 
+#: The last slot an asset can name (slots are u32 in the encoding).
+MAX_SLOT = 0xFFFF_FFFF
 #: Signature batches of at least this many are verified on a thread pool (libsodium releases the GIL).
 _PARALLEL_MIN = 256
 _WORKERS = max(2, os.cpu_count() or 2)
@@ -117,18 +119,30 @@ class LedgerState:
         """The slot index of Unix time ``time`` (s)."""
         if time < self.genesis.start_time:
             raise Reject("bad-blk-time", f"time {time} is before the chain's start {self.genesis.start_time}")
-        return (time - self.genesis.start_time) // self.genesis.slot_seconds
+        slot = (time - self.genesis.start_time) // self.genesis.slot_seconds
+        if slot > MAX_SLOT:
+            # Asset intervals are u32 slots: a later block time would make every meter issue unencodable.
+            raise Reject("bad-blk-time", f"time {time} is beyond the last slot {MAX_SLOT} of the chain")
+        return slot
 
     def output(self, op: bytes) -> Output | None:
         raw = self.utxos.get(op)
         return None if raw is None else Output.decode(raw)
 
     # ----------------------------------------------------------------- blocks
-    def apply_block(self, block: Block, *, verify_signatures: bool = True) -> StateChanges:
-        """Validate ``block`` against the state and apply it; if invalid, raise a located ``Reject``, change nothing."""
+    def apply_block(self, block: Block, *, verify_signatures: bool = True, proposal: bool = False) -> StateChanges:
+        """Validate ``block`` against the state and apply it; if invalid, raise a located ``Reject``, change nothing.
+
+        With ``proposal`` the block is a proposal still waiting for its quorum certificate: it is validated by
+        every rule except the registered block checks (:func:`register_block_check`), and the state is left
+        unchanged (the returned changes are empty).
+        """
         h = block.header
         try:
             self._check_header(block)
+            if not proposal:
+                for check in _BLOCK_CHECKS:
+                    check(self, block)
             for i, tx in enumerate(block.transactions):
                 try:
                     check_transaction(tx)
@@ -151,6 +165,9 @@ class LedgerState:
         except Reject as e:
             self.rollback(mark)
             raise e.at(height=h.height) from None
+        if proposal:
+            self.rollback(mark)
+            return StateChanges()
         return self.finish_block(mark, h.height, h.hash, h.time)
 
     def _check_header(self, block: Block) -> None:
@@ -402,3 +419,17 @@ _HANDLERS: dict[int, Callable] = {
 def register_handler(kind: TxKind, handler: Callable) -> None:
     """Register the state rules of a later transaction kind: ``handler(state, tx, slot, signatures_checked)``."""
     _HANDLERS[int(kind)] = handler
+
+
+#: Whole-block consensus checks run by ``apply_block`` (e.g. the PoEf quorum certificate); none by default.
+_BLOCK_CHECKS: list[Callable[[LedgerState, Block], None]] = []
+
+
+def register_block_check(check: Callable[[LedgerState, Block], None]) -> None:
+    """Register a whole-block check ``check(state, block)`` that raises ``Reject``.
+
+    It runs after the header checks, against the state at the block's parent, for every block except proposals.
+    A check decides itself which chains it applies to (from ``state.genesis``).
+    """
+    if check not in _BLOCK_CHECKS:
+        _BLOCK_CHECKS.append(check)
