@@ -117,8 +117,10 @@ def run(folder: Path) -> None:
     times.sort()
     p99 = times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))]
     print(f"kills: {len(times)}; transactions submitted: {len(submitted)}; final height: {final}")
-    print(f"fail-over (SIGKILL → next committed block): median {statistics.median(times):.2f} s, "
-          f"p99 {p99:.2f} s, max {times[-1]:.2f} s (target p99 <= 3 s; lease TTL 1 s, etcd election 300 ms)")
+    print(
+        f"fail-over (SIGKILL → next committed block): median {statistics.median(times):.2f} s, "
+        f"p99 {p99:.2f} s, max {times[-1]:.2f} s (target p99 <= 3 s; lease TTL 1 s, etcd election 300 ms)"
+    )
     print(f"committed transactions lost: {len(pending)} (checked: each submitted txid looked up on a meter)")
     print(f"nodes agreeing on the final tip: {len(set(tips.values())) == 1}")
     print(f"failover_p99_s = {p99:.2f} s")

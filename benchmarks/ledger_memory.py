@@ -83,7 +83,10 @@ def main() -> None:
     rss_mib = max(peak, before) / 1024
     print(proc.stdout.strip())
     print(f"unspent outputs: {n:,}; verify (replay + compare with the stored state) took {elapsed:.1f} s")
-    print(f"peak RSS of the verifying node: {rss_mib:.0f} MiB (target <= 1024 MiB); {rss_mib * 2**20 / n:.0f} B per output")
+    print(
+        f"peak RSS of the verifying node: {rss_mib:.0f} MiB (target <= 1024 MiB); "
+        f"{rss_mib * 2**20 / n:.0f} B per output"
+    )
     print(f"ledger_memory_rss_mib = {rss_mib:.0f} MiB")
 
 

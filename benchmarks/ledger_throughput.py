@@ -94,7 +94,9 @@ def run_node(genesis_raw: bytes, raws: list[bytes], path: Path, n_setup: int) ->
     store = SqliteStore(path)
     g_block = Block.decode(genesis_raw)
     state = LedgerState(g_block)
-    store.commit_block(0, g_block.hash, g_block.header.time, genesis_raw, state.finish_block(0, 0, g_block.hash, g_block.header.time))
+    store.commit_block(
+        0, g_block.hash, g_block.header.time, genesis_raw, state.finish_block(0, 0, g_block.hash, g_block.header.time)
+    )
     chain = Chain(store, state, g_block)
     for raw in raws[1:n_setup]:
         chain.append(Block.decode(raw))
@@ -136,7 +138,10 @@ def main() -> None:
         one, every = ed25519_limit()
         limits_one.append(one)
         limits_all.append(every)
-        print(f"run {r + 1}: {rates[-1]:,.0f} tx/s validated and committed; Ed25519 {one:,.0f}/s (1 core), {every:,.0f}/s (all cores)")
+        print(
+            f"run {r + 1}: {rates[-1]:,.0f} tx/s validated and committed; "
+            f"Ed25519 {one:,.0f}/s (1 core), {every:,.0f}/s (all cores)"
+        )
     tput, lim1, lim = statistics.median(rates), statistics.median(limits_one), statistics.median(limits_all)
     print()
     print(f"cores: {os.cpu_count()}, block size: {BLOCK_TXS} tx, mean transfer size: {size:.0f} B")
