@@ -167,7 +167,7 @@ def verify_store(store: Store) -> LedgerState:
     ``Reject('bad-chain-state', ...)`` when the stored state tables differ from the replay.
     """
     state = None
-    for height, raw in store.iter_blocks(0):
+    for height, stored_hash, stored_time, raw in store.iter_block_rows(0):
         try:
             block = Block.decode(raw)
         except Reject as e:
@@ -176,6 +176,8 @@ def verify_store(store: Store) -> LedgerState:
             raise Reject(
                 "bad-chain-height", f"block stored at height {height} says it is at {block.height}", height=height
             )
+        if (stored_hash, stored_time) != (block.hash, block.header.time):
+            raise Reject("bad-chain-state", "the stored hash or time column differs from the block's", height=height)
         if state is None:
             try:
                 state = LedgerState(block)

@@ -32,6 +32,7 @@ class SmartMeter:
     limits: MeterLimits | None = None
     nonce: int = 0
     issued: list[tuple[int, Asset]] = field(default_factory=list)
+    pending: dict[bytes, list[Asset]] = field(default_factory=dict)
     deposited: list[tuple[int, Asset]] = field(default_factory=list)
     deposits: Wallet = field(default_factory=Wallet)
     _issued_power: dict[tuple[int, int], int] = field(default_factory=lambda: defaultdict(int))
@@ -55,19 +56,29 @@ class SmartMeter:
                 power[(a.kind, t)] = power.get((a.kind, t), 0) + a.amount
                 if power[(a.kind, t)] > cap:
                     raise MeterError(f"{a.kind.name} {power[(a.kind, t)]} W at slot {t} above the DSO limit {cap} W")
+        # Limits count pending issues too (conservative); the bill counts only what the chain committed (``scan``).
         self._issued_power.update(power)
         self._fa_total = fa_total
         self.nonce += 1
-        self.issued.extend((slot, a) for a, _ in assets)
-        tx = MeterIssue(self.meter_id, self.nonce, tuple(Output(a, to) for a, to in assets))
-        return tx.signed(self.chain_id, self.key)
+        tx = MeterIssue(self.meter_id, self.nonce, tuple(Output(a, to) for a, to in assets)).signed(
+            self.chain_id, self.key
+        )
+        self.pending[tx.txid] = [a for a, _ in assets]
+        return tx
 
     def deposit_address(self) -> bytes:
         """A fresh one-time address of this meter, for the prosumer to deposit assets back."""
         return self.deposits.new_address()
 
     def scan(self, block: Block, slot: int) -> None:
-        """Record what a committed block deposited to this meter (FA in ``slot``, the block's slot)."""
+        """Record this meter's issues that a committed block holds, and what it deposited to this meter.
+
+        FA counts in ``slot``, the block's slot.
+        """
+        for tx in block.transactions:
+            assets = self.pending.pop(tx.txid, None)
+            if assets is not None:
+                self.issued.extend((slot, a) for a in assets)
         for _, out in self.deposits.scan(block):
             self.deposited.append((slot, out.asset))
 

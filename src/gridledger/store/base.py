@@ -114,15 +114,25 @@ class Store(ABC):
 
     def iter_blocks(self, start: int = 0, batch: int = 256) -> Iterator[tuple[int, bytes]]:
         """(height, raw block) from ``start`` to the tip, in order."""
+        for height, _, _, raw in self.iter_block_rows(start, batch):
+            yield height, raw
+
+    def iter_block_rows(self, start: int = 0, batch: int = 256) -> Iterator[tuple[int, bytes, int, bytes]]:
+        """(height, stored hash, stored time, raw block) from ``start`` to the tip, in order."""
         h = start
         while True:
             rows = self._fetch(
-                "SELECT height, data FROM blocks WHERE height >= ? ORDER BY height LIMIT ?", (h, batch)
+                "SELECT height, hash, time, data FROM blocks WHERE height >= ? ORDER BY height LIMIT ?", (h, batch)
             )
             if not rows:
                 return
-            for height, data in rows:
-                yield height, _blob(data, f"block {height}")
+            for height, block_hash, time, data in rows:
+                yield (
+                    height,
+                    _blob(block_hash, f"hash of block {height}"),
+                    from_i64(time),
+                    _blob(data, f"block {height}"),
+                )
             h = rows[-1][0] + 1
 
     def snapshot(self) -> dict:
@@ -141,9 +151,7 @@ class Store(ABC):
                 "height": tip,
                 "tip_hash": _blob(h, "tip hash"),
                 "tip_time": from_i64(_int(t, "tip time")),
-                "utxos": {
-                    _blob(o, "outpoint"): _blob(v, "output") for o, v in rows("SELECT op, output FROM utxos")
-                },
+                "utxos": {_blob(o, "outpoint"): _blob(v, "output") for o, v in rows("SELECT op, output FROM utxos")},
                 "issued": {
                     (m, _int(k, "issued kind"), _int(s, "issued slot")): _int(v, "issued total")
                     for m, k, s, v in rows("SELECT meter, kind, slot, total FROM issued")
@@ -182,9 +190,7 @@ class Store(ABC):
             if ch.utxo_spent:
                 cur.executemany(q("DELETE FROM utxos WHERE op = ?"), [(op,) for op in ch.utxo_spent])
             if ch.utxo_added:
-                cur.executemany(
-                    q("INSERT INTO utxos (op, output) VALUES (?, ?)"), list(ch.utxo_added.items())
-                )
+                cur.executemany(q("INSERT INTO utxos (op, output) VALUES (?, ?)"), list(ch.utxo_added.items()))
             if ch.issued:
                 cur.executemany(
                     q(
