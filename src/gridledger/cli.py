@@ -27,6 +27,7 @@ console = Console()
 
 def _register_subcommands() -> None:
     """Each area's commands live with their code; they are registered here."""
+    from gridledger.market.cli import app as market_app
     from gridledger.node.cli import cluster_app, node
     from gridledger.profiles.cli import app as profiles_app
     from gridledger.store.cli import app as store_app
@@ -37,6 +38,7 @@ def _register_subcommands() -> None:
     app.add_typer(profiles_app, name="profiles")
     app.add_typer(attack_app, name="attack")
     app.add_typer(store_app, name="store")
+    app.add_typer(market_app, name="market")
 
 
 _register_subcommands()
