@@ -188,8 +188,6 @@ def verify_store(store: Store) -> LedgerState:
     if state is None:
         raise Reject("bad-chain-empty", "the store holds no blocks")
     stored = store.snapshot()
-    if stored["tip_time"] != state.tip_time:
-        raise Reject("bad-chain-state", "stored tip time differs from the tip block's", height=state.height)
     for key in ("height", "tip_hash", "utxos", "issued", "fa_issued", "nonces"):
         if stored[key] != getattr(state, key):
             raise Reject("bad-chain-state", f"stored {key} differ from the state rebuilt by replaying the blocks")

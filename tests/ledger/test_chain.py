@@ -1,0 +1,146 @@
+"""A node's chain: create and reopen, the mempool and the coordinator's proposals, blocks from other nodes,
+whole-store verification, tamper evidence, and atomicity when the store fails mid-commit."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from gridledger.chain import Chain, verify_store
+from gridledger.ledger.assets import EPA, FA, Output, outpoint
+from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.errors import Reject
+from gridledger.ledger.transactions import Transfer, Witness
+from gridledger.store.base import StoreError
+from gridledger.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from conftest import Net
+
+
+def test_reopen_with_and_without_replay(net: Net) -> None:
+    net.commit(net.pay("seller", FA(120)))
+    for replay in (False, True):
+        again = Chain.open(net.store, replay=replay)
+        assert again.state.snapshot() == net.state.snapshot()
+        assert (again.state.tip_time, again.height, again.chain_id) == (net.state.tip_time, 3, net.chain_id)
+    assert verify_store(net.store).snapshot() == net.state.snapshot()
+
+
+def test_store_must_be_empty_to_create_and_full_to_open(net: Net, tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="already holds a chain"):
+        Chain.create(net.store, net.chain.genesis, net.coordinator, 0)
+    with pytest.raises(StoreError, match="holds no chain"):
+        Chain.open(SqliteStore(tmp_path / "empty.sqlite"))
+
+
+def test_submit_is_idempotent_and_checks_context_free_rules(net: Net) -> None:
+    tx = net.pay("seller", FA(100))
+    assert net.chain.submit(tx) == net.chain.submit(tx) == tx.txid
+    assert list(net.chain.mempool) == [tx.txid]
+    with pytest.raises(Reject, match="bad-txns-vin-empty"):
+        net.chain.submit(Transfer((), (Output(FA(1), bytes(20)),)))
+    assert list(net.chain.mempool) == [tx.txid]
+
+
+def test_propose_drops_and_reports_what_the_state_rejects(net: Net) -> None:
+    """Two transfers spend one coin: the first one in wins, the second is reported and leaves the mempool."""
+    first, second = net.pay("seller", FA(100)), net.pay("seller", FA(200))
+    assert first.inputs == second.inputs
+    for tx in (first, second):
+        net.chain.submit(tx)
+    res = net.chain.propose(net.coordinator, net.tick())
+    assert [t.txid for t in res.block.transactions] == [first.txid]
+    assert {k: e.code for k, e in res.rejected.items()} == {second.txid: "bad-blk-double-spend"}
+    assert net.chain.mempool == {}
+    assert net.chain.propose(net.coordinator, net.tick()).block is None  # nothing left: no empty block
+
+
+def test_propose_never_dates_a_block_before_its_parent(net: Net) -> None:
+    parent_time = net.state.tip_time
+    net.chain.submit(net.pay("seller", FA(100)))
+    block = net.chain.propose(net.coordinator, parent_time - 500).block
+    assert block.header.time == parent_time == net.state.tip_time
+
+
+def test_a_follower_replicates_the_leader_byte_for_byte(net: Net, tmp_path: Path) -> None:
+    """A second node built from the same genesis block appends the leader's blocks: identical tables."""
+    net.commit(net.pay("seller", EPA(700, 2, 3)), net.pay("buyer", FA(10)))
+    follower = Chain.create(
+        SqliteStore(tmp_path / "follower.sqlite"),
+        net.chain.genesis,
+        net.coordinator,
+        net.chain.genesis_block.header.time,
+    )
+    assert follower.genesis_block.encode() == net.chain.genesis_block.encode()
+    for block in net.chain.blocks(1):
+        follower.append(block)
+    assert net.tables(follower.store.db) == net.tables()
+    assert follower.state.snapshot() == net.state.snapshot()
+
+
+def test_append_clears_included_transactions_from_the_mempool(net: Net) -> None:
+    tx = net.pay("seller", FA(50))
+    net.chain.submit(tx)
+    net.chain.append(net.next_block(tx))
+    assert net.chain.mempool == {}
+
+
+def test_many_signatures_are_checked_in_parallel_and_located(bare_net: Net) -> None:
+    """300 inputs in 3 transfers (the parallel path starts at 256 signatures): a bad one is named exactly."""
+    net, key = bare_net, KeyPair.from_secret("owner")
+    issue = net.issue("MI2", *((FA(1), key.address) for _ in range(300)))
+    net.commit(issue)
+    txs = []
+    for k in range(3):
+        ops = tuple(outpoint(issue.txid, 100 * k + i) for i in range(100))
+        txs.append(
+            Transfer(ops, (Output(FA(100), key.address),)).signed(net.chain_id, dict.fromkeys(ops, key))
+        )
+    wit = list(txs[2].witnesses)
+    wit[57] = Witness(wit[57].pubkey, bytes(64))
+    bad = Transfer(txs[2].inputs, txs[2].outputs, tuple(wit))
+    before = net.tables()
+    with pytest.raises(Reject) as e:
+        net.chain.append(net.next_block(txs[0], txs[1], bad))
+    assert (e.value.code, e.value.tx_index, e.value.height) == ("bad-txns-signature", 2, 3)
+    assert "input 57" in e.value.message and net.tables() == before
+    net.append(*txs)
+    assert sum(Output.decode(v).asset.amount for v in net.state.utxos.values()) == 300
+
+
+def test_a_failed_store_commit_leaves_state_and_store_as_they_were(net: Net, monkeypatch) -> None:
+    before, snap = net.tables(), net.state.snapshot()
+    block = net.next_block(net.pay("seller", FA(100)))
+
+    def disk_full(*args, **kwargs):
+        raise StoreError("disk full")
+
+    monkeypatch.setattr(net.store, "commit_block", disk_full)
+    with pytest.raises(StoreError, match="disk full"):
+        net.chain.append(block)
+    assert net.tables() == before and net.state.snapshot() == snap
+    monkeypatch.undo()
+    net.chain.append(block)  # the same block commits once the store works again
+    assert verify_store(net.store).snapshot() == net.state.snapshot()
+
+
+def test_a_proposal_is_validated_without_changing_the_state(net: Net) -> None:
+    snap = net.state.snapshot()
+    good = net.next_block(net.pay("seller", FA(100)))
+    assert net.state.apply_block(good, proposal=True).utxo_added == {}
+    assert net.state.snapshot() == snap
+    bad = net.next_block(net.pay("buyer", FA(1_000)), height=7)
+    with pytest.raises(Reject, match="bad-blk-height"):
+        net.state.apply_block(bad, proposal=True)
+    assert net.state.snapshot() == snap
+    net.chain.append(good)
+
+
+def test_utxo_set_matches_the_store_after_every_block(net: Net) -> None:
+    for wallet, want in (("seller", EPA(500, 1, 2)), ("buyer", FA(10)), ("seller", EPA(100, 3, 5))):
+        net.commit(net.pay(wallet, want))
+        assert net.store.snapshot()["utxos"] == net.state.utxos
