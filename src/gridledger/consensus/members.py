@@ -1,0 +1,163 @@
+"""Who takes part in a chain's consensus: its tier, its enrolled members and their efficiency scores.
+
+**Tier.** A chain's tier is fixed in its genesis by a tag that starts its name: ``han:``, ``nan:``, ``fan:`` or
+``head:`` (e.g. ``nan:DC-01``), after the four AMI areas of Olivares-Rojas et al. (2023), Fig. 2. Tagged chains
+run PoEf (a quorum certificate on every block); untagged chains, like the ``nan-demo`` chain of
+``gridledger demo``, keep the core's coordinator-only rule.
+
+**Members.** The members of a chain are the parties its DSO policy authorizes on it: the appliances of a HAN,
+the smart meters of a NAN, the concentrators of a FAN/WAN, the FAN/WAN coordinators at the head-end. A member's
+*index* is its enrolment number: the order in which the DSO first authorized its ID on this chain (policies in
+commit order, IDs in the order each policy lists them). Readings, rewards and committees name a member by this
+index (2 bytes instead of a name of up to 32). Anyone derives it from the chain alone.
+
+**Scores.** A member's efficiency score (basis points, 0..10 000) is the last one a reward transaction committed
+for it (:mod:`gridledger.consensus.rewards`), or ``DEFAULT_SCORE`` before any.
+
+Per-member counters of the tier and consensus rules (last reading minute, score, anchored heights) live in the
+core's ``nonces`` table under namespaced keys (``reading:17``, ``score:17``, ``anchor:…``), so they are stored,
+snapshotted, rolled back and re-verified by the core exactly like meter nonces.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gridledger.ledger.policy import AUTHORIZED
+from gridledger.ledger.state import LedgerState
+from gridledger.ledger.transactions import Genesis
+
+#: A member's score (basis points) before any reward transaction has scored it.
+DEFAULT_SCORE = 5_000
+MAX_SCORE = 10_000
+#: Most members one chain may enrol (a member index is a u16).
+MAX_MEMBERS = 0xFFFF
+
+
+class Tier(StrEnum):
+    """The four tiers (AMI areas) of the multi-tier ledger, from the home up to the utility."""
+
+    HAN = "han"
+    NAN = "nan"
+    FAN = "fan"
+    HEAD = "head"
+
+    @property
+    def parent(self) -> Tier | None:
+        """The tier this one anchors into (None for the head-end)."""
+        order = list(Tier)
+        i = order.index(self)
+        return order[i + 1] if i + 1 < len(order) else None
+
+
+def tier_of(genesis: Genesis) -> Tier | None:
+    """The tier named by the chain's tag (``nan:DC-01`` → NAN), or None for an untagged chain."""
+    tag, sep, _ = genesis.chain.partition(":")
+    if not sep:
+        return None
+    try:
+        return Tier(tag)
+    except ValueError:
+        return None
+
+
+def chain_name(tier: Tier, instance: str) -> str:
+    """The genesis name of a tier instance, e.g. ``chain_name(Tier.NAN, "DC-01") == "nan:DC-01"``."""
+    return f"{tier.value}:{instance}"
+
+
+@dataclass(frozen=True)
+class Roster:
+    """The enrolled member IDs of one chain, by index, and the index of each ID."""
+
+    ids: tuple[str, ...]
+    index: dict[str, int]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+_ROSTERS: weakref.WeakKeyDictionary[LedgerState, tuple[tuple, Roster]] = weakref.WeakKeyDictionary()
+
+
+def _policy_version(state: LedgerState) -> tuple:
+    policies = state.policy.policies
+    return (id(state.policy), len(policies), policies[-1].txid if policies else b"")
+
+
+def roster(state: LedgerState) -> Roster:
+    """The chain's roster at the state's tip (memoized per state object until the next policy)."""
+    version = _policy_version(state)
+    cached = _ROSTERS.get(state)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    ids: list[str] = []
+    index: dict[str, int] = {}
+    for policy in state.policy.policies:
+        for meter, _ in policy.authorize:
+            if meter not in index and len(ids) < MAX_MEMBERS:
+                index[meter] = len(ids)
+                ids.append(meter)
+    result = Roster(tuple(ids), index)
+    _ROSTERS[state] = (version, result)
+    return result
+
+
+def member_key(state: LedgerState, member: int, slot: int) -> tuple[str, bytes | None]:
+    """(status, public key) of member ``member`` at ``slot``: status is authorized, banned or unknown."""
+    ids = roster(state).ids
+    if not 0 <= member < len(ids):
+        return "unknown", None
+    return state.policy.status(ids[member], slot)
+
+
+def member_of_key(state: LedgerState, pubkey: bytes, slot: int) -> int | None:
+    """The index of the member authorized with ``pubkey`` at ``slot``, or None."""
+    return authorized_members(state, slot).by_key.get(pubkey)
+
+
+@dataclass(frozen=True)
+class Members:
+    """The members authorized at one slot: (index, public key) by index, and the index of each key."""
+
+    keys: tuple[tuple[int, bytes], ...]
+    by_key: dict[bytes, int]
+
+
+_MEMBERS: weakref.WeakKeyDictionary[LedgerState, tuple[tuple, Members]] = weakref.WeakKeyDictionary()
+
+
+def authorized_members(state: LedgerState, slot: int) -> Members:
+    """Every member authorized at ``slot`` (memoized per state object, slot and policy)."""
+    version = (*_policy_version(state), slot)
+    cached = _MEMBERS.get(state)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    keys = []
+    for member, meter in enumerate(roster(state).ids):
+        status, key = state.policy.status(meter, slot)
+        if status == AUTHORIZED:
+            keys.append((member, key))
+    result = Members(tuple(keys), {key: member for member, key in keys})
+    _MEMBERS[state] = (version, result)
+    return result
+
+
+def score_key(member: int) -> str:
+    return f"score:{member}"
+
+
+#: State key of the next reward period; it changes exactly when committed scores change (a reward transaction).
+PERIOD_KEY = "reward:period"
+
+
+def scores_version(state: LedgerState) -> int:
+    """A number that changes whenever the committed scores change."""
+    return state.nonces.get(PERIOD_KEY, 0)
+
+
+def score(state: LedgerState, member: int) -> int:
+    """The member's committed efficiency score (basis points)."""
+    return state.nonces.get(score_key(member), DEFAULT_SCORE)

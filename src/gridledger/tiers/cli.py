@@ -1,0 +1,235 @@
+"""``gridledger tiers``: simulate a multi-tier ledger, prove a HAN reading up to the head-end, verify all tiers."""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gridledger.chain import Chain, verify_store
+from gridledger.ledger.errors import Reject
+from gridledger.ledger.transactions import decode_transaction
+from gridledger.store import StoreError
+from gridledger.store.sqlite import SqliteStore
+from gridledger.tiers.alarm import Alarm
+from gridledger.tiers.audit import check_anchors, check_prices
+from gridledger.tiers.hierarchy import Hierarchy
+from gridledger.tiers.prove import CoverageProof, Index, ProofError, check_proof, head_hash
+from gridledger.tiers.prove import prove as build_proof
+from gridledger.tiers.readings import Reading
+
+MANIFEST = "tiers.json"
+
+app = typer.Typer(
+    help="Multi-tier chains (HAN, NAN, FAN/WAN, head-end) under Proof-of-Efficiency consensus.",
+    no_args_is_help=True,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(2)
+
+
+def _positive(value: int, name: str, low: int = 1, high: int = 10_000) -> int:
+    if not low <= value <= high:
+        raise typer.BadParameter(f"must be {low}..{high}, got {value}", param_hint=name)
+    return value
+
+
+@app.command()
+def simulate(
+    out: Path = typer.Option(..., "--out", help="New folder for the chains' SQLite stores and tiers.json."),
+    fans: int = typer.Option(1, help="FAN/WAN chains under the head-end chain."),
+    nans: int = typer.Option(2, help="NAN chains (neighbourhoods, one concentrator each) per FAN/WAN chain."),
+    homes: int = typer.Option(3, help="Homes (HAN chains, one smart meter each) per NAN."),
+    appliances: int = typer.Option(2, help="Appliances reporting readings on each HAN chain."),
+    minutes: int = typer.Option(30, help="Simulated minutes (every device reports once a minute)."),
+    summary_minutes: int = typer.Option(15, help="Minutes between the summaries a tier reports to the one above."),
+    anchor_minutes: int = typer.Option(5, help="Minutes between the anchors each chain makes in its parent."),
+    price: tuple[int, int] = typer.Option(
+        (120, 80), help="DSO prices published at the head-end: consumption and production, minor units per kWh."
+    ),
+    seed: int = typer.Option(1, help="Seed of the simulated consumption."),
+) -> None:
+    """Run every tier in one process under PoEf (real keys, signatures and votes), anchored up to the head-end."""
+    for value, name, low, high in (
+        (fans, "--fans", 1, 16),
+        (nans, "--nans", 1, 64),
+        (homes, "--homes", 1, 500),
+        (appliances, "--appliances", 1, 16),
+        (minutes, "--minutes", 1, 24 * 60),
+        (summary_minutes, "--summary-minutes", 1, 24 * 60),
+        (anchor_minutes, "--anchor-minutes", 1, 24 * 60),
+    ):
+        _positive(value, name, low, high)
+    if min(price) < 0:
+        raise typer.BadParameter("prices are non-negative minor units per kWh", param_hint="--price")
+    if (out / MANIFEST).exists():
+        raise _fail(f"{out} already holds a simulation; choose another --out")
+    h = Hierarchy(
+        fans,
+        nans,
+        homes,
+        appliances,
+        directory=out,
+        summary_minutes=summary_minutes,
+        anchor_minutes=anchor_minutes,
+        seed=seed,
+    )
+    try:
+        h.publish_prices(tuple(price), 1)
+        columns = (TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("minutes", total=minutes)
+            h.run(minutes, progress=lambda done: bar.update(task, completed=done))
+        h.settle()
+        manifest = h.manifest()
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        table = Table(title=f"{len(h.chains)} chains after {minutes} minutes", title_justify="left")
+        for col in ("chain", "blocks", "readings", "alarms", "anchored in parent"):
+            table.add_column(col, justify="left" if col == "chain" else "right")
+        for node in h.chains.values():
+            txs = [tx for b in node.coordinator.chain.blocks(1) for tx in b.transactions]
+            anchored = "—" if node.parent is None else str(node.anchored())
+            table.add_row(
+                node.name,
+                str(node.coordinator.chain.height + 1),
+                str(sum(isinstance(t, Reading) for t in txs)),
+                str(sum(isinstance(t, Alarm) for t in txs)),
+                anchored,
+            )
+        console.print(table)
+        console.print(f"stores and {MANIFEST} in {out}; next: [bold]gridledger tiers prove {out}[/]")
+    finally:
+        h.close()
+
+
+def _open(path: Path, stack: ExitStack) -> tuple[list[dict], dict[str, Chain]]:
+    manifest_file = path / MANIFEST
+    if not manifest_file.is_file():
+        raise _fail(f"no {MANIFEST} in {path} (make one with: gridledger tiers simulate --out {path})")
+    try:
+        entries = json.loads(manifest_file.read_text())["chains"]
+        chains = {}
+        for e in entries:
+            store = SqliteStore(path / e["store"])
+            stack.callback(store.close)
+            chains[e["name"]] = Chain.open(store)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise _fail(f"{manifest_file} is not a valid manifest: {e}") from None
+    except (StoreError, Reject) as e:
+        raise _fail(f"cannot open a chain of {path}: {e}") from None
+    return entries, chains
+
+
+def _pick_reading(index: Index, chains: dict[str, Chain], chain: str | None, member: int | None, minute: int | None):
+    names = [chain] if chain else [n for n in chains if n.startswith("han:")]
+    if chain and chain not in chains:
+        raise _fail(f"no chain {chain!r}; chains: {', '.join(chains)}")
+    for name in names:
+        for block in chains[name].blocks(1):
+            for tx in block.transactions:
+                if not isinstance(tx, Reading):
+                    continue
+                if (member is None or tx.member == member) and (minute is None or tx.minute == minute):
+                    return tx.txid
+    raise _fail("no reading matches --chain/--member/--minute")
+
+
+@app.command()
+def prove(
+    path: Path = typer.Argument(..., help="A folder made by `gridledger tiers simulate` (with tiers.json)."),
+    txid: str = typer.Option(None, "--txid", help="Transaction id (hex) of the reading to prove."),
+    chain: str = typer.Option(None, "--chain", help="HAN chain to take the reading from (e.g. han:MI-0-0-0)."),
+    member: int = typer.Option(None, "--member", help="Member index (appliance) of the reading."),
+    minute: int = typer.Option(None, "--minute", help="Minute (since the chain's start) of the reading."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the proof to this JSON file."),
+    check: Path = typer.Option(None, "--check", help="Check this proof (JSON) instead of building one."),
+) -> None:
+    """Print and check the Merkle proof that a HAN reading is covered by the head-end chain (exit 1 if invalid)."""
+    with ExitStack() as stack:
+        entries, chains = _open(path, stack)
+        head_name = next((e["name"] for e in entries if e["tier"] == "head"), None)
+        if head_name is None:
+            raise _fail(f"{path} holds no head-end chain")
+        head = chains[head_name]
+        if check is not None:
+            try:
+                proof = CoverageProof.from_json(json.loads(check.read_text()))
+            except (OSError, ValueError, KeyError, TypeError, Reject) as e:
+                raise _fail(f"{check} is not a proof: {e}") from None
+        else:
+            index = Index(chains.values())
+            if txid is not None:
+                try:
+                    wanted = bytes.fromhex(txid)
+                except ValueError:
+                    raise typer.BadParameter("must be hexadecimal", param_hint="--txid") from None
+            else:
+                wanted = _pick_reading(index, chains, chain, member, minute)
+            try:
+                proof = build_proof(index, wanted)
+            except ProofError as e:
+                raise _fail(str(e)) from None
+            if json_out is not None:
+                json_out.write_text(json.dumps(proof.to_json(), indent=2) + "\n")
+        try:
+            reading = decode_transaction(proof.reading).txid.hex()
+        except Reject as e:
+            raise _fail(f"the proof's reading does not decode: {e}") from None
+        table = Table(title=f"Proof for reading {reading}", title_justify="left")
+        for col in ("chain", "height", "block hash", "Merkle path", "anchored in"):
+            table.add_column(col)
+        for link, up in zip(proof.links, [*proof.links[1:], None], strict=True):
+            above = "—" if up is None else f"{up.chain} block {up.header.height}"
+            table.add_row(
+                link.chain,
+                str(link.header.height),
+                link.header.hash.hex()[:16] + "…",
+                f"{len(link.tx_path)} + {len(link.anchor_path or [])} hashes",
+                above,
+            )
+        console.print(table)
+        try:
+            lines = check_proof(proof, head.chain_id, head_hash(head, proof.head.height))
+        except Reject as e:
+            err.print(f"[bold red]INVALID[/] {e}")
+            raise typer.Exit(1) from None
+        for line in lines:
+            console.print(f"  {line}")
+        console.print("[green]valid[/]: the reading is covered by the head-end chain")
+
+
+@app.command()
+def verify(
+    path: Path = typer.Argument(..., help="A folder made by `gridledger tiers simulate` (with tiers.json)."),
+) -> None:
+    """Re-validate every chain (rules and quorum certificates), every anchor and every replicated price."""
+    with ExitStack() as stack:
+        entries, chains = _open(path, stack)
+        table = Table(title=f"{len(chains)} chains", title_justify="left")
+        for col in ("chain", "blocks", "certificates", "prices as parent"):
+            table.add_column(col)
+        try:
+            for e in entries:
+                state = verify_store(chains[e["name"]].store)
+                parent = e.get("parent")
+                prices = "—" if parent is None else str(check_prices(chains[e["name"]], chains[parent]))
+                table.add_row(e["name"], str(state.height + 1), "ok", prices)
+            covered = check_anchors(chains.values())
+        except Reject as e:
+            console.print(table)
+            err.print(f"[bold red]INVALID[/] {e}")
+            raise typer.Exit(1) from None
+        except StoreError as e:
+            raise _fail(str(e)) from None
+        console.print(table)
+        console.print(f"[green]valid[/]: every chain, certificate and anchor ({sum(covered.values())} anchored blocks)")
