@@ -8,6 +8,7 @@ validates and commits a block received from elsewhere. ``verify_store`` is the w
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from gridledger.ledger.block import ZERO_HASH, Block, make_block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.rules import check_transaction
-from gridledger.ledger.state import LedgerState, StateChanges
+from gridledger.ledger.state import LedgerState, StateChanges, block_checks_registered
 from gridledger.ledger.transactions import Genesis, Transaction, Transfer
 from gridledger.store.base import Store, StoreError
 
@@ -117,10 +118,12 @@ class Chain:
         block = make_block(
             self.chain_id, state.height + 1, state.tip_hash, max(time, state.tip_time), tuple(accepted), proposer
         )
-        if commit:
+        if commit and not block_checks_registered():
             self._commit(block, mark)
         else:
             state.rollback(mark)
+            if commit:  # whole-block consensus rules (e.g. a quorum certificate) apply: validate it as any block
+                self.append(block)
         return ProposeResult(block, rejected)
 
     def append(self, block: Block) -> StateChanges:
@@ -160,11 +163,11 @@ def _transfer_signatures_valid(tx: Transaction, chain_id: bytes) -> bool:
     return all(crypto.verify(w.pubkey, msg, w.signature) for w in tx.witnesses)
 
 
-def verify_store(store: Store) -> LedgerState:
-    """Replay and re-validate every stored block; compare the rebuilt state with the stored one.
+def replay(store: Store) -> Iterator[tuple[Block, LedgerState, StateChanges]]:
+    """Decode and re-validate every stored block in height order from genesis.
 
-    Returns the rebuilt state; raises ``Reject`` naming the first bad block (and transaction), or
-    ``Reject('bad-chain-state', ...)`` when the stored state tables differ from the replay.
+    Yields (block, the state after it, the changes it made); raises ``Reject`` located at the first bad block,
+    including a stored hash or time column that differs from the block's own.
     """
     state = None
     for height, stored_hash, stored_time, raw in store.iter_block_rows(0):
@@ -183,10 +186,21 @@ def verify_store(store: Store) -> LedgerState:
                 state = LedgerState(block)
             except Reject as e:
                 raise e.at(height=0) from None
-            continue
-        state.apply_block(block)
-    if state is None:
+            yield block, state, StateChanges()
+        else:
+            yield block, state, state.apply_block(block)
+
+
+def verify_store(store: Store) -> LedgerState:
+    """Replay and re-validate every stored block; compare the rebuilt state with the stored one.
+
+    Returns the rebuilt state; raises ``Reject`` naming the first bad block (and transaction), or
+    ``Reject('bad-chain-state', ...)`` when the stored state tables differ from the replay.
+    """
+    last = deque(replay(store), maxlen=1)
+    if not last:
         raise Reject("bad-chain-empty", "the store holds no blocks")
+    state = last[0][1]
     stored = store.snapshot()
     for key in ("height", "tip_hash", "utxos", "issued", "fa_issued", "nonces"):
         if stored[key] != getattr(state, key):

@@ -31,6 +31,8 @@ def _register_subcommands() -> None:
     from gridledger.node.cli import cluster_app, node
     from gridledger.profiles.cli import app as profiles_app
     from gridledger.store.cli import app as store_app
+    from gridledger.tiers.cli import app as tiers_app
+    from gridledger.tiers.cli import prove as tiers_prove
     from gridledger.twin.cli import app as attack_app
 
     app.command("node")(node)
@@ -39,6 +41,8 @@ def _register_subcommands() -> None:
     app.add_typer(attack_app, name="attack")
     app.add_typer(store_app, name="store")
     app.add_typer(market_app, name="market")
+    app.add_typer(tiers_app, name="tiers")
+    app.command("prove")(tiers_prove)
 
 
 _register_subcommands()

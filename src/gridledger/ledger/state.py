@@ -425,6 +425,11 @@ def register_handler(kind: TxKind, handler: Callable) -> None:
 _BLOCK_CHECKS: list[Callable[[LedgerState, Block], None]] = []
 
 
+def block_checks_registered() -> bool:
+    """True once a consensus module has registered whole-block checks."""
+    return bool(_BLOCK_CHECKS)
+
+
 def register_block_check(check: Callable[[LedgerState, Block], None]) -> None:
     """Register a whole-block check ``check(state, block)`` that raises ``Reject``.
 

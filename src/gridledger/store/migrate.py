@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gridledger.ledger.block import Block
-from gridledger.ledger.errors import Reject
-from gridledger.ledger.state import LedgerState, StateChanges
+from gridledger.chain import replay
+from gridledger.ledger.state import LedgerState
 from gridledger.store.base import Store, StoreError
 
 
@@ -27,23 +26,9 @@ def copy_chain(source: Store, target: Store, on_block: Callable[[int], None] | N
     if target.tip_height() is not None:
         raise StoreError("the target store already holds a chain; copy into an empty one")
     state = None
-    for height, raw in source.iter_blocks(0):
-        try:
-            block = Block.decode(raw)
-        except Reject as e:
-            raise e.at(height=height) from None
-        if block.height != height:
-            raise Reject(
-                "bad-chain-height",
-                f"block stored at height {height} says it is {block.height}",
-                height=height,
-            )
-        if state is None:
-            state = LedgerState(block)
-            ch = StateChanges()
-        else:
-            ch = state.apply_block(block)
-        target.commit_block(height, block.hash, block.header.time, raw, ch)
+    for block, after, ch in replay(source):
+        target.commit_block(block.height, block.hash, block.header.time, block.encode(), ch)
+        state = after
         if on_block is not None:
-            on_block(height)
+            on_block(block.height)
     return state
