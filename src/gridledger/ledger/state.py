@@ -130,12 +130,13 @@ class LedgerState:
         return None if raw is None else Output.decode(raw)
 
     # ----------------------------------------------------------------- blocks
-    def apply_block(self, block: Block, *, verify_signatures: bool = True, proposal: bool = False) -> StateChanges:
+    def apply_block(self, block: Block, *, parallel_signatures: bool = True, proposal: bool = False) -> StateChanges:
         """Validate ``block`` against the state and apply it; if invalid, raise a located ``Reject``, change nothing.
 
-        With ``proposal`` the block is a proposal still waiting for its quorum certificate: it is validated by
-        every rule except the registered block checks (:func:`register_block_check`), and the state is left
-        unchanged (the returned changes are empty).
+        Transfer signatures are checked on the thread pool while the contextual rules run (``parallel_signatures``),
+        or inline, one transaction at a time; never skipped. With ``proposal`` the block is a proposal still waiting
+        for its quorum certificate: it is validated by every rule except the registered block checks
+        (:func:`register_block_check`), and the state is left unchanged (the returned changes are empty).
         """
         h = block.header
         try:
@@ -149,7 +150,7 @@ class LedgerState:
                 except Reject as e:
                     raise e.at(tx_index=i) from None
             # Signatures are checked on worker threads while this thread runs the contextual rules.
-            pending = self._start_signature_checks(block.transactions) if verify_signatures else None
+            pending = self._start_signature_checks(block.transactions) if parallel_signatures else None
         except Reject as e:
             raise e.at(height=h.height) from None
         slot = self.slot_of(h.time)
@@ -157,7 +158,7 @@ class LedgerState:
         try:
             for i, tx in enumerate(block.transactions):
                 try:
-                    self.apply_tx(tx, slot, signatures_checked=verify_signatures)
+                    self.apply_tx(tx, slot, signatures_checked=parallel_signatures)
                 except Reject as e:
                     raise e.at(tx_index=i, height=h.height) from None
             if pending is not None:
