@@ -1,0 +1,45 @@
+"""Edge and fog analytics: forecasting, power quality, energy-theft detection with RL, and PoEf scores.
+
+Olivares-Rojas et al. (2023), §3.2 and §4.2: every smart meter (edge) and data concentrator (fog) runs its own
+analytics; their results feed the Proof-of-Efficiency consensus. See docs/analytics.md.
+"""
+
+from .attacks import ATTACKS, inject_theft
+from .data import DataError, DayCube, Readings, load_readings, to_cube, validate_readings
+from .efficiency import EfficiencyScore, efficiency_score
+from .forecast import ForecastSettings, evaluate_forecasts
+from .plausibility import Plausibility, plausibility
+from .power_quality import Limits, PowerQualityModel, evaluate_power_quality, flag_events
+from .rl import ConcentratorAgent, MeterAgent, run_online
+from .store import PredictionStore
+from .theft import TheftModel, TheftSettings, detect, holdout_evaluation, train
+
+__all__ = [
+    "ATTACKS",
+    "ConcentratorAgent",
+    "DataError",
+    "DayCube",
+    "EfficiencyScore",
+    "ForecastSettings",
+    "Limits",
+    "MeterAgent",
+    "Plausibility",
+    "PowerQualityModel",
+    "PredictionStore",
+    "Readings",
+    "TheftModel",
+    "TheftSettings",
+    "detect",
+    "efficiency_score",
+    "evaluate_forecasts",
+    "evaluate_power_quality",
+    "flag_events",
+    "holdout_evaluation",
+    "inject_theft",
+    "load_readings",
+    "plausibility",
+    "run_online",
+    "to_cube",
+    "train",
+    "validate_readings",
+]

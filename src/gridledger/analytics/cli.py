@@ -1,0 +1,366 @@
+"""``gridledger theft`` and ``gridledger forecast``: the analytics on outside readings files.
+
+Files are CSV or Parquet in the long format ``meter_id, timestamp, consumption_wh[, production_wh, voltage_v,
+current_a, power_factor, label]`` at one regular resolution from 1 minute to 1 day (see :mod:`.data`).
+Theft models are stored as JSON (parameters and trees, no pickle: loading runs no code).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .data import DataError, DayCube, describe_step, load_readings, to_cube, write_table
+from .forecast import DAY_AHEAD, HORIZONS, NEXT_SLOT, ForecastSettings, evaluate_forecasts
+from .levels import record_forecasts
+from .store import StoreError
+from .theft import (
+    TheftModel,
+    TheftSettings,
+    detect,
+    holdout_evaluation,
+    labelled_scenario,
+    report,
+    train,
+)
+from .trees import ModelFormatError
+
+theft_app = typer.Typer(
+    help="Energy-theft detection at the concentrator (Jokar attacks, gradient boosting, RL).",
+    no_args_is_help=True,
+)
+forecast_app = typer.Typer(
+    help="Consumption and production forecasting at the meter and the concentrator.", no_args_is_help=True
+)
+out = Console()
+err = Console(stderr=True)
+METRICS = ("accuracy", "precision", "recall", "f1", "auc")
+
+DATA = typer.Option(
+    ...,
+    "--data",
+    help="Readings file (.csv or .parquet): meter_id, timestamp, consumption_wh[, ...].",
+    dir_okay=False,
+)
+MAX_GAP = typer.Option(
+    0.1,
+    "--max-gap",
+    min=0.0,
+    max=1.0,
+    help="Fill meter-days with at most this share of steps missing; drop the others.",
+)
+SEED = typer.Option(0, "--seed", min=0, help="Seed of every random draw (attacks, splits, boosting).")
+THEFT_RATE = typer.Option(
+    0.5,
+    "--theft-rate",
+    min=0.0,
+    max=1.0,
+    help="Share of honest meter-days given a synthetic attack (training, and evaluation "
+    "when the file has no labels).",
+)
+JSON = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
+
+
+@contextmanager
+def _friendly() -> Iterator[None]:
+    """Turn errors into one line on stderr and exit code 2 (never a traceback)."""
+    try:
+        yield
+    except (DataError, ModelFormatError, StoreError, ValueError, OSError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # an unexpected failure still ends with one line, naming its type
+        err.print(
+            f"[red]error:[/red] unexpected {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(2) from None
+
+
+def _plain(value: object) -> object:
+    """JSON-safe copy: NaN and infinities become null, NumPy scalars plain numbers."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _echo_json(value: object) -> None:
+    typer.echo(json.dumps(_plain(value)))
+
+
+@contextmanager
+def _progress(enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not enabled,
+    ) as bar:
+        task = bar.add_task("reading", total=None)
+        yield lambda msg: bar.update(task, description=msg)
+
+
+def _cube(data: Path, columns: tuple[str, ...], max_gap: float, say: Callable[[str], None]) -> DayCube:
+    say(f"reading {data.name}")
+    readings = load_readings(data)
+    present = tuple(c for c in columns if c in readings.frame.columns)
+    say("validating and reshaping")
+    return to_cube(readings, present, max_gap)
+
+
+def _repairs(cube: DayCube, quiet: bool) -> None:
+    if not quiet:
+        for line in cube.repairs:
+            err.print(f"[yellow]repaired:[/yellow] {line}", highlight=False)
+
+
+def _load_model(path: Path) -> TheftModel:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ModelFormatError(f"{path}: not JSON ({exc})") from None
+    except OSError as exc:
+        raise ModelFormatError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        return TheftModel.from_dict(data)
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"{path}: {exc}") from None
+
+
+@theft_app.command("train")
+def theft_train(
+    data: Path = DATA,
+    model: Path = typer.Option(..., "--model", help="Where to write the model (JSON).", dir_okay=False),
+    theft_rate: float = THEFT_RATE,
+    draws: int = typer.Option(
+        3, "--draws", min=1, max=20, help="Independent attack draws over the training data."
+    ),
+    seed: int = SEED,
+    max_gap: float = MAX_GAP,
+) -> None:
+    """Train a detector on a file of (mostly honest) readings; labelled tampered days are kept as thefts."""
+    with _friendly(), _progress() as say:
+        cube = _cube(data, ("consumption_wh", "label"), max_gap, say)
+        trained = train(cube, TheftSettings(theft_rate=theft_rate, draws=draws, seed=seed), say)
+        model.write_text(json.dumps(trained.to_dict()), encoding="utf-8")
+    _repairs(cube, False)
+    info = trained.info
+    out.print(
+        f"trained on {info['meters']} meters x {info['days']} days at {describe_step(trained.step_s)}: "
+        f"{info['examples']} meter-day examples ({info['positives']} tampered) -> {model}"
+    )
+
+
+@theft_app.command("score")
+def theft_score(
+    data: Path = DATA,
+    model: Path = typer.Option(..., "--model", help="A model written by `theft train`.", dir_okay=False),
+    output: Path = typer.Option(
+        ..., "--out", help="Scores file to write (.csv or .parquet), one row per meter-day.", dir_okay=False
+    ),
+    max_gap: float = MAX_GAP,
+) -> None:
+    """Score every complete meter-day: theft probability and the meter agents' decision."""
+    with _friendly(), _progress() as say:
+        detector = _load_model(model)
+        cube = detector.conform(_cube(data, ("consumption_wh",), max_gap, say))
+        say("scoring")
+        found = detect(detector, cube.meters, cube.values["consumption_wh"])
+        ok = np.isfinite(found.logits)
+        m_idx, d_idx = np.nonzero(ok)
+        scores = pd.DataFrame(
+            {
+                "meter_id": [cube.meters[i] for i in m_idx],
+                "date": [cube.days[j].date().isoformat() for j in d_idx],
+                "theft_probability": found.probability[ok],
+                "detector_flag": found.detector_decisions[ok].astype(int),
+                "agent_score": found.agent_scores[ok],
+                "flag": found.agent_decisions[ok].astype(int),
+            }
+        )
+        write_table(scores, output)
+    _repairs(cube, False)
+    out.print(
+        f"scored {len(scores)} meter-days of {len(cube.meters)} meters: {int(scores['flag'].sum())} flagged "
+        f"-> {output}"
+    )
+
+
+def _table(title: str, rows: dict[str, dict]) -> Table:
+    table = Table(title=title)
+    table.add_column("")
+    for m in METRICS:
+        table.add_column(m, justify="right")
+    for name, r in rows.items():
+        table.add_row(name, *(f"{r[m]:.4f}" for m in METRICS))
+    return table
+
+
+def _confusion(title: str, r: dict) -> Table:
+    (tp, fn), (fp, tn) = r["confusion"]
+    table = Table(title=title)
+    table.add_column("observation \\ prediction")
+    table.add_column("positives", justify="right")
+    table.add_column("negatives", justify="right")
+    table.add_row("positives (tampered)", str(tp), str(fn))
+    table.add_row("negatives (honest)", str(fp), str(tn))
+    return table
+
+
+@theft_app.command("evaluate")
+def theft_evaluate(
+    data: Path = DATA,
+    model: Path | None = typer.Option(
+        None,
+        "--model",
+        dir_okay=False,
+        help="Evaluate this model on the whole file. Without it, train on a "
+        "meter-wise split and report on the held-out meters only.",
+    ),
+    test_fraction: float = typer.Option(
+        0.3, "--test-fraction", min=0.05, max=0.9, help="Share of meters held out (without --model)."
+    ),
+    theft_rate: float = THEFT_RATE,
+    seed: int = SEED,
+    max_gap: float = MAX_GAP,
+    as_json: bool = JSON,
+) -> None:
+    """Accuracy, precision, recall, F1, AUC and the confusion matrix, without and with the meters' RL.
+
+    Uses the file's labels when it has a label column; otherwise injects synthetic attacks (and says so).
+    """
+    settings = TheftSettings(theft_rate=theft_rate, seed=seed)
+    with _friendly(), _progress(not as_json) as say:
+        if model is None:
+            cube = _cube(data, ("consumption_wh", "label"), max_gap, say)
+            result = holdout_evaluation(cube, settings, test_fraction, say)
+        else:
+            detector = _load_model(model)
+            cube = detector.conform(_cube(data, ("consumption_wh", "label"), max_gap, say))
+            reported, labels, injected = labelled_scenario(cube, settings, seed + 1)
+            say("scoring")
+            result = report(detect(detector, cube.meters, reported, labels), labels)
+            result.update(injected=injected, test_meters=cube.meters)
+    with_rl = result["with_rl"]
+    if as_json:
+        summary = {k: with_rl[k] for k in (*METRICS, "confusion", "n")}
+        summary.update(
+            without_rl={k: result["without_rl"][k] for k in (*METRICS, "confusion", "n")},
+            injected=result["injected"],
+            test_meters=result["test_meters"],
+            repairs=list(cube.repairs),
+        )
+        _echo_json(summary)
+        return
+    _repairs(cube, False)
+    source = "synthetic attacks (Jokar h1-h6) injected" if result["injected"] else "labels from the file"
+    scope = "held-out meters" if model is None else "meters"
+    out.print(f"{len(result['test_meters'])} {scope}, {with_rl['n']} meter-days; {source}")
+    out.print(_table("theft detection", {"detector": result["without_rl"], "detector + RL": with_rl}))
+    out.print(_confusion("confusion matrix, detector + RL (Table 6 form)", with_rl))
+
+
+@forecast_app.command("evaluate")
+def forecast_evaluate(
+    data: Path = DATA,
+    column: str = typer.Option("both", "--column", help="consumption_wh, production_wh or both."),
+    horizon: str = typer.Option("both", "--horizon", help=f"{NEXT_SLOT}, {DAY_AHEAD} or both."),
+    slot_minutes: int = typer.Option(
+        15, "--slot-minutes", min=1, max=1440, help="Length of the next-slot horizon."
+    ),
+    test_fraction: float = typer.Option(
+        1 / 3, "--test-fraction", min=0.05, max=0.9, help="Share of the last days used as the test period."
+    ),
+    store: Path | None = typer.Option(
+        None,
+        "--store",
+        file_okay=False,
+        help="Directory for the meters' and the concentrator's prediction stores "
+        "(SQLite, Tables 3 and 4); must not hold stores already.",
+    ),
+    seed: int = SEED,
+    max_gap: float = MAX_GAP,
+    as_json: bool = JSON,
+) -> None:
+    """MAE, NRMSE and MAPE of the baselines and the edge and fog forecasts, per meter and neighbourhood."""
+    columns = ("consumption_wh", "production_wh") if column == "both" else (column,)
+    horizons = HORIZONS if horizon == "both" else (horizon,)
+    with _friendly():
+        if any(c not in ("consumption_wh", "production_wh") for c in columns):
+            raise ValueError(f"--column must be consumption_wh, production_wh or both, not {column!r}")
+        if any(h not in HORIZONS for h in horizons):
+            raise ValueError(f"--horizon must be {NEXT_SLOT}, {DAY_AHEAD} or both, not {horizon!r}")
+        if store is not None and store.is_dir() and any(store.glob("*.sqlite")):
+            raise StoreError(f"{store} already holds prediction stores; choose an empty or new directory")
+        settings = ForecastSettings(slot_s=slot_minutes * 60, test_fraction=test_fraction, seed=seed)
+        with _progress(not as_json) as say:
+            cube = _cube(data, columns, max_gap, say)
+            columns = tuple(c for c in columns if c in cube.values)
+            if not columns:
+                raise DataError(f"the file has no {column} column")
+            evaluations = []
+            for c in columns:
+                for h in horizons:
+                    say(f"forecasting {c} {h}")
+                    evaluations.append(evaluate_forecasts(cube, c, h, settings))
+            if store is not None:
+                say("writing prediction stores")
+                record_forecasts(store, cube.meters, cube.days, evaluations)
+    if as_json:
+        _echo_json(
+            {
+                f"{ev.column}/{ev.horizon}": {
+                    "step_s": ev.step_s,
+                    "test_days": len(cube.days) - ev.split_day,
+                    "meter_median": ev.meter_errors,
+                    "neighbourhood": ev.neighbourhood_errors,
+                    "nrmse_gain_vs_seasonal_naive": ev.gain(),
+                }
+                for ev in evaluations
+            }
+        )
+        return
+    _repairs(cube, False)
+    for ev in evaluations:
+        table = Table(
+            title=f"{ev.column} {ev.horizon} ({describe_step(ev.step_s)} steps, "
+            f"{len(cube.days) - ev.split_day} test days)",
+            caption="m. = median over meters, nb = neighbourhood total; MAE in Wh per step",
+        )
+        table.add_column("method")
+        for level in ("m.", "nb"):
+            for metric in ("MAE", "NRMSE", "MAPE%"):
+                table.add_column(f"{level} {metric}", justify="right")
+        for name in ev.forecasts:
+            cells = [
+                f"{e['mae']:.2f}" if k == "mae" else f"{e[k]:.3f}" if k == "nrmse" else f"{e[k]:.1f}"
+                for e in (ev.meter_errors[name], ev.neighbourhood_errors[name])
+                for k in ("mae", "nrmse", "mape")
+            ]
+            table.add_row(name, *cells)
+        out.print(table)
+        gain = ev.gain()
+        out.print(
+            f"fog NRMSE {abs(gain):.1%} {'below' if gain >= 0 else 'above'} seasonal-naive "
+            "at the neighbourhood level"
+        )
+    if store is not None:
+        out.print(f"prediction stores written to {store}")

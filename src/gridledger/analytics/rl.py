@@ -1,0 +1,217 @@
+"""The two-level reinforcement learning of the multi-level analytics (Olivares-Rojas et al. 2023, §3.2).
+
+The lower-level agent ``Al`` runs at a smart meter, the upper-level agent ``Au`` at its data concentrator.
+For theft detection (§4.2) the paper's elements map to:
+
+* **state** ``s``: what the meter knows about the day: the concentrator's detector log-odds and the day's
+  deviation from the meter's own *confirmed honest* days (energy drop, energy rise, hourly-shape distance).
+  That reference is learned from feedback, so it is not contaminated by tampered days;
+* **actions**: *classify* the day (honest / tampered) and *adjust* the detection parameters;
+* **value function** ``Vf``: ``Q(s, tampered) = tanh(w·φ(s))`` and ``Q(s, honest) = −Q(s, tampered)``, bounded
+  in [−1, 1] like the rewards; the policy ``π`` takes the action of higher value (``w·φ(s) > 0``: tampered);
+* **reward** ``R``: +1 for a correct classification, −1 for a wrong one (the confusion-matrix value function);
+* **learning**: episodes are one meter-day long (γ = 0), so the target is the reward itself and the
+  semi-gradient TD(0) step is ``w ← w + α (R − Q(s,a)) ∂``, with ``∂ = ±φ(s)`` (the derivative of ``tanh``
+  left out, as in logistic regression, so that confident right answers are not pushed back). Because the
+  reward of the action not taken is the negative of the one received, both action values are updated —
+  with the antisymmetric ``Q`` that is one step of ``w`` towards ``+1`` (tampered) or ``−1`` (honest);
+* **adjust**: ``Al`` asks ``Au`` for the global parameters of its neighbours (their experience-weighted
+  mean), forms ``w' = (1 − β) w + β w_neighbours``, replays its recent labelled days and adopts ``w'`` only if
+  it earns a strictly higher total reward there (“evaluates whether the updated parameters have a better
+  reward”).
+
+A meter agent starts from its concentrator's prior. A fresh concentrator's prior is ``w = (0, 1, 0, 0, 0)``,
+the detector's own decision at probability 0.5; a trained model carries the prior its concentrator learned
+over the training meters (:func:`.theft.train`). Either way an agent moves away from it only through rewards
+it has earned.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+STATE = ("bias", "detector_logit", "energy_drop", "energy_rise", "shape_distance")
+LOGIT_SCALE = 5.0
+LOGIT_CLIP = 10.0
+
+
+def detector_prior() -> np.ndarray:
+    """Parameters that reproduce the detector alone: tampered iff its log-odds > 0."""
+    weights = np.zeros(len(STATE))
+    weights[STATE.index("detector_logit")] = 1.0
+    return weights
+
+
+@dataclass
+class MeterAgent:
+    """Lower-level agent ``Al`` of one smart meter.
+
+    Parameters
+    ----------
+    meter_id : the meter.
+    weights : value-function parameters ``w`` (length ``len(STATE)``).
+    learning_rate : α of the TD update.
+    mix : β, how far an adjustment moves towards the neighbours' parameters.
+    memory : number of recent labelled days kept to evaluate parameters (replay) and the honest reference.
+    """
+
+    meter_id: str
+    weights: np.ndarray
+    learning_rate: float = 0.1
+    mix: float = 0.5
+    memory: int = 14
+    experience: int = 0
+    _replay: deque = field(default_factory=deque, repr=False)
+    _honest_log_energy: deque = field(default_factory=deque, repr=False)
+    _honest_shape: deque = field(default_factory=deque, repr=False)
+
+    def state(self, detector_logit: float, day: np.ndarray) -> np.ndarray:
+        """``φ(s)`` for a day (energy per slot, Wh) and the concentrator's log-odds for it."""
+        logit = float(np.clip(detector_logit, -LOGIT_CLIP, LOGIT_CLIP)) / LOGIT_SCALE
+        if not self._honest_log_energy:
+            return np.array([1.0, logit, 0.0, 0.0, 0.0])
+        log_ratio = np.log(day.sum() + 1.0) - float(np.mean(self._honest_log_energy))
+        shape = _hourly_shape(day)
+        reference = np.mean(self._honest_shape, axis=0)
+        return np.array(
+            [1.0, logit, max(-log_ratio, 0.0), max(log_ratio, 0.0), float(np.abs(shape - reference).sum())]
+        )
+
+    def value(self, phi: np.ndarray) -> float:
+        """``Q(s, tampered)`` in (−1, 1); ``Q(s, honest)`` is its negative."""
+        return float(np.tanh(self.weights @ phi))
+
+    def act(self, phi: np.ndarray) -> int:
+        """The greedy policy: 1 (tampered) or 0 (honest)."""
+        return int(self.weights @ phi > 0.0)
+
+    def learn(self, phi: np.ndarray, action: int, label: int, day: np.ndarray) -> int:
+        """Take the reward of ``action`` for the true ``label``; update ``w`` and the honest reference."""
+        reward = 1 if action == label else -1
+        target = float(reward if action == 1 else -reward)  # = +1 for tampered days, -1 for honest ones
+        self.weights = self.weights + self.learning_rate * (target - self.value(phi)) * phi
+        self.experience += 1
+        _push(self._replay, (phi, label), self.memory)
+        if label == 0:
+            _push(self._honest_log_energy, float(np.log(day.sum() + 1.0)), self.memory)
+            _push(self._honest_shape, _hourly_shape(day), self.memory)
+        return reward
+
+    def replay_reward(self, weights: np.ndarray) -> int:
+        """Total reward ``weights`` would have earned on the remembered labelled days."""
+        return sum(1 if int(weights @ phi > 0.0) == label else -1 for phi, label in self._replay)
+
+    def adjust(self, neighbours: np.ndarray) -> bool:
+        """Move towards the neighbours' parameters if that earns more reward on recent days; True if so."""
+        candidate = (1.0 - self.mix) * self.weights + self.mix * neighbours
+        if self.replay_reward(candidate) > self.replay_reward(self.weights):
+            self.weights = candidate
+            return True
+        return False
+
+
+@dataclass
+class ConcentratorAgent:
+    """Upper-level agent ``Au``: keeps its meters' parameters and answers requests for the neighbours' ones.
+
+    Parameters
+    ----------
+    prior : parameters for meters without experience (and the weight-``prior_strength`` anchor of the mean).
+    prior_strength : experience (in days) the prior counts for in the neighbours' mean.
+    """
+
+    prior: np.ndarray = field(default_factory=detector_prior)
+    prior_strength: float = 30.0
+    _reports: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict, repr=False)
+
+    def agent(self, meter_id: str, **kwargs) -> MeterAgent:
+        """A new lower-level agent for ``meter_id``, starting from the prior."""
+        return MeterAgent(meter_id, self.prior.copy(), **kwargs)
+
+    def report(self, agent: MeterAgent) -> None:
+        """Record an agent's current parameters and experience."""
+        self._reports[agent.meter_id] = (agent.weights.copy(), agent.experience)
+
+    def neighbours_parameters(self, meter_id: str) -> np.ndarray:
+        """Experience-weighted mean of the other meters' parameters, anchored on the prior."""
+        total = self.prior_strength * self.prior
+        weight = self.prior_strength
+        for other, (w, n) in self._reports.items():
+            if other != meter_id:
+                total = total + n * w
+                weight += n
+        return total / weight
+
+    def global_parameters(self) -> np.ndarray:
+        """The neighbourhood's parameters (all meters): the prior for meters that join later."""
+        return self.neighbours_parameters("")
+
+
+def _push(buffer: deque, item: object, size: int) -> None:
+    buffer.append(item)
+    while len(buffer) > size:
+        buffer.popleft()
+
+
+def _hourly_shape(day: np.ndarray) -> np.ndarray:
+    bins = 24 if day.size % 24 == 0 else day.size
+    hourly = day.reshape(bins, -1).sum(axis=1)
+    total = hourly.sum()
+    return hourly / total if total > 0 else np.full(bins, 1.0 / bins)
+
+
+@dataclass(frozen=True)
+class OnlineResult:
+    """What the agents decided, day by day, before seeing each label (prequential evaluation).
+
+    ``scores``/``decisions`` are ``(n_meters, n_days)`` (NaN / -1 where there was no day to classify);
+    ``rewards`` is the total reward earned; ``adjustments`` counts adopted neighbour parameters.
+    """
+
+    scores: np.ndarray
+    decisions: np.ndarray
+    rewards: int
+    adjustments: int
+
+
+def run_online(
+    concentrator: ConcentratorAgent,
+    meters: list[str],
+    days: np.ndarray,
+    logits: np.ndarray,
+    labels: np.ndarray | None,
+    **agent_kwargs,
+) -> OnlineResult:
+    """Run one agent per meter through the days in order: classify, then (if labelled) learn and adjust.
+
+    Parameters
+    ----------
+    concentrator : the upper-level agent; it receives every agent's reports.
+    meters : meter ids, one per row.
+    days : ``(n_meters, n_days, slots)`` reported energy (Wh); NaN days are skipped.
+    logits : ``(n_meters, n_days)`` the concentrator detector's log-odds.
+    labels : ``(n_meters, n_days)`` feedback (0/1, -1 for none), or None for no feedback at all.
+    """
+    agents = [concentrator.agent(m, **agent_kwargs) for m in meters]
+    n_m, n_d = logits.shape
+    scores = np.full((n_m, n_d), np.nan)
+    decisions = np.full((n_m, n_d), -1, dtype=np.int8)
+    rewards = adjustments = 0
+    valid = np.isfinite(days).all(axis=-1) & np.isfinite(logits)
+    for d in range(n_d):
+        for m, agent in enumerate(agents):
+            if not valid[m, d]:
+                continue
+            phi = agent.state(logits[m, d], days[m, d])
+            scores[m, d] = agent.value(phi)
+            decisions[m, d] = agent.act(phi)
+            if labels is None or labels[m, d] < 0:
+                continue
+            rewards += agent.learn(phi, int(decisions[m, d]), int(labels[m, d]), days[m, d])
+            concentrator.report(agent)
+            adjustments += agent.adjust(concentrator.neighbours_parameters(agent.meter_id))
+            concentrator.report(agent)
+    return OnlineResult(scores, decisions, rewards, adjustments)

@@ -1,0 +1,95 @@
+"""The two-level agents: decisions, ±1 rewards, a real learning loop, and the neighbours' parameters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gridledger.analytics.rl import ConcentratorAgent, MeterAgent, detector_prior, run_online
+
+DAY = np.full(24, 10.0)
+
+
+def test_the_prior_reproduces_the_detector():
+    agent = ConcentratorAgent().agent("M1")
+    for logit in (-3.0, -0.1, 0.2, 7.0):
+        assert agent.act(agent.state(logit, DAY)) == int(logit > 0)
+
+
+def test_rewards_are_plus_one_for_right_and_minus_one_for_wrong():
+    agent = ConcentratorAgent().agent("M1")
+    phi = agent.state(2.0, DAY)
+    assert agent.learn(phi, 1, 1, DAY) == 1
+    assert agent.learn(phi, 1, 0, DAY) == -1
+    assert agent.learn(phi, 0, 0, DAY) == 1
+
+
+def test_value_is_bounded_like_the_rewards():
+    agent = MeterAgent("M1", np.array([5.0, 5.0, 0, 0, 0]))
+    assert -1.0 <= agent.value(agent.state(-10.0, DAY)) < 0.0 < agent.value(agent.state(10.0, DAY)) <= 1.0
+
+
+def test_learning_corrects_a_biased_detector():
+    """A detector that always says 'tampered' (log-odds +1) on honest days: the agent learns to say honest."""
+    n_days = 60
+    days = np.full((1, n_days, 24), 10.0)
+    logits = np.full((1, n_days), 1.0)
+    labels = np.zeros((1, n_days), dtype=np.int8)
+    result = run_online(ConcentratorAgent(), ["M1"], days, logits, labels)
+    decisions = result.decisions[0]
+    assert decisions[0] == 1  # it starts as the detector
+    assert (decisions[-20:] == 0).all()  # and has learned from the -1 rewards
+    assert result.rewards > 0
+
+
+def test_without_feedback_nothing_is_learned():
+    days = np.full((1, 30, 24), 10.0)
+    logits = np.full((1, 30), 1.0)
+    result = run_online(ConcentratorAgent(), ["M1"], days, logits, None)
+    assert (result.decisions == 1).all() and result.rewards == 0
+
+
+def test_missing_days_are_skipped():
+    days = np.full((1, 3, 24), 10.0)
+    days[0, 1] = np.nan
+    result = run_online(ConcentratorAgent(), ["M1"], days, np.zeros((1, 3)), np.zeros((1, 3), dtype=np.int8))
+    assert result.decisions[0].tolist() == [0, -1, 0] and np.isnan(result.scores[0, 1])
+
+
+def test_the_honest_reference_learns_only_from_honest_feedback():
+    agent = ConcentratorAgent().agent("M1")
+    phi = agent.state(0.0, DAY)
+    assert phi[2:].tolist() == [0.0, 0.0, 0.0]
+    agent.learn(phi, 0, 0, DAY)
+    agent.learn(agent.state(0.0, DAY * 0.1), 0, 1, DAY * 0.1)  # a tampered day must not enter the reference
+    half = agent.state(0.0, DAY * 0.5)
+    assert half[2] == pytest.approx(-np.log((DAY.sum() * 0.5 + 1) / (DAY.sum() + 1)))
+    assert half[3] == 0.0
+
+
+def test_adjust_adopts_neighbours_only_for_a_strictly_better_replay_reward():
+    concentrator = ConcentratorAgent(prior=detector_prior(), prior_strength=0.0)
+    good = MeterAgent("good", np.array([-1.0, 0.0, 0, 0, 0]), experience=10)  # always 'honest'
+    concentrator.report(good)
+    learner = MeterAgent("learner", np.array([1.0, 0.0, 0, 0, 0]), mix=1.0)  # always 'tampered'
+    phi = learner.state(0.0, DAY)
+    learner.learn(phi, learner.act(phi), 0, DAY)  # its replay holds one honest day
+    before = learner.weights.copy()
+    assert learner.adjust(concentrator.neighbours_parameters("learner"))
+    assert not np.allclose(learner.weights, before)
+    assert not learner.adjust(np.array([5.0, 0.0, 0, 0, 0]))  # worse on replay: kept
+
+
+def test_neighbours_parameters_exclude_the_asker_and_weigh_experience():
+    concentrator = ConcentratorAgent(prior=np.zeros(5), prior_strength=0.0)
+    concentrator.report(MeterAgent("a", np.ones(5), experience=3))
+    concentrator.report(MeterAgent("b", 3 * np.ones(5), experience=1))
+    np.testing.assert_allclose(concentrator.neighbours_parameters("c"), 1.5 * np.ones(5))
+    np.testing.assert_allclose(concentrator.neighbours_parameters("a"), 3 * np.ones(5))
+    np.testing.assert_allclose(concentrator.global_parameters(), 1.5 * np.ones(5))
+
+
+def test_prior_anchors_the_neighbours_mean():
+    concentrator = ConcentratorAgent(prior=np.zeros(5), prior_strength=10.0)
+    concentrator.report(MeterAgent("a", np.ones(5), experience=10))
+    np.testing.assert_allclose(concentrator.neighbours_parameters("b"), 0.5 * np.ones(5))
