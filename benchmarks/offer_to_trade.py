@@ -22,24 +22,11 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from gridledger.market.orders import Side
-from gridledger.market.workflows import Intent, Microgrid
+from gridledger.market.simulate import random_intents
+from gridledger.market.workflows import Microgrid
 
 PROSUMERS = 100
 ROUNDS = 20
-
-
-def intents(names: list[str], rng: random.Random) -> dict[str, Intent]:
-    out = {}
-    for n in names:
-        u, units = rng.random(), rng.choice((1, 1, 2))
-        if u < 0.45:
-            out[n] = Intent(Side.OFFER, units, rng.randrange(80, 121))
-        elif u < 0.9:
-            out[n] = Intent(Side.BID, units, rng.randrange(90, 141))
-        else:
-            out[n] = Intent()
-    return out
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -56,7 +43,7 @@ async def bench(path: Path) -> list:
         task = progress.add_task("rounds", total=ROUNDS)
         for _ in range(ROUNDS):
             t0 = time.perf_counter()
-            rep = await g.run_round(intents(list(g.prosumers), rng))
+            rep = await g.run_round(random_intents(list(g.prosumers), rng))
             reports.append((rep, time.perf_counter() - t0))
             g.next_slot()
             progress.advance(task)

@@ -1,4 +1,4 @@
-"""``gridledger market``: clear a file of offers and bids outside any ledger."""
+"""``gridledger market``: clear a file of offers and bids outside any ledger; simulate private market rounds."""
 
 from __future__ import annotations
 
@@ -92,9 +92,7 @@ def clear_command(
         _err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except OSError as exc:
-        _err.print(
-            f"[red]error:[/red] cannot write {out}: {exc.strerror or exc}", highlight=False, soft_wrap=True
-        )
+        _err.print(f"[red]error:[/red] cannot write {out}: {exc.strerror or exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     _out.print(
         f"{mechanism}: {len(orders)} orders, {len(result.power_w)} matches, "
@@ -107,3 +105,51 @@ def clear_command(
         highlight=False,
         soft_wrap=True,
     )
+
+
+@app.command("simulate")
+def simulate(
+    prosumers: int = typer.Option(10, "--prosumers", min=2, max=200, help="Prosumers (meters MI1…) in the microgrid."),
+    rounds: int = typer.Option(3, "--rounds", min=1, max=100, help="Market rounds (one slot each)."),
+    seed: int = typer.Option(0, "--seed", help="Seeds who sells and buys, and at what limit price."),
+    out: Path = typer.Option(
+        Path("market-sim"), "--out", help="Folder for the chain store (chain.sqlite); check it with gridledger verify."
+    ),
+) -> None:
+    """Run private market rounds: extract, CoinShuffle, onion-routed anonymous orders, clearing, trades, deposits."""
+    import asyncio
+
+    from rich.table import Table
+
+    from gridledger.market.simulate import run_rounds
+
+    path = out / "chain.sqlite"
+    if path.exists():
+        _err.print(f"[bold red]error:[/] {path} already exists; choose another --out")
+        raise typer.Exit(2)
+    out.mkdir(parents=True, exist_ok=True)
+    table = Table(title=f"{prosumers} prosumers, private market rounds", title_justify="left")
+    for col in ("slot", "mixes", "orders", "trades committed", "deposits", "close → committed"):
+        table.add_column(col, justify="right")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=_err, transient=True) as progress:
+        task = progress.add_task(f"round 1 of {rounds}", total=rounds)
+
+        def on_round(r) -> None:
+            table.add_row(
+                str(r.slot),
+                str(len(r.mixes)),
+                str(len(r.orders)),
+                f"{r.committed_trades}/{len(r.trades)}",
+                str(r.deposits),
+                f"{r.close_to_commit_s:.2f} s",
+            )
+            progress.update(task, advance=1, description=f"round {min(len(table.rows) + 1, rounds)} of {rounds}")
+
+        g = asyncio.run(run_rounds(path, prosumers, rounds, seed, on_round))
+    _out.print(table)
+    view = g.dso_view
+    _out.print(
+        f"DSO view: {len(view.energy_ws)} per-slot energy totals and {len(view.period_bills)} period bill totals; "
+        "no trade, order or address in it"
+    )
+    _out.print(f"chain: {path} ({len(g.blocks) + 1} blocks)   check it with: [bold]gridledger verify {out}[/]")
