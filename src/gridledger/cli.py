@@ -27,6 +27,7 @@ console = Console()
 
 def _register_subcommands() -> None:
     """Each area's commands live with their code; they are registered here."""
+    from gridledger.analytics.cli import forecast_app, theft_app
     from gridledger.market.cli import app as market_app
     from gridledger.node.cli import cluster_app, node
     from gridledger.profiles.cli import app as profiles_app
@@ -43,6 +44,8 @@ def _register_subcommands() -> None:
     app.add_typer(market_app, name="market")
     app.add_typer(tiers_app, name="tiers")
     app.command("prove")(tiers_prove)
+    app.add_typer(theft_app, name="theft")
+    app.add_typer(forecast_app, name="forecast")
 
 
 _register_subcommands()

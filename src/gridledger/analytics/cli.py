@@ -19,6 +19,10 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from gridledger.report import Provenance, check_report_path, invocation, write_report
+from gridledger.report.forecast import forecast_report
+from gridledger.report.theft import injected_attacks, theft_report
+
 from .data import DataError, DayCube, describe_step, load_readings, to_cube, write_table
 from .forecast import DAY_AHEAD, HORIZONS, NEXT_SLOT, ForecastSettings, evaluate_forecasts
 from .levels import record_forecasts
@@ -27,9 +31,9 @@ from .theft import (
     TheftModel,
     TheftSettings,
     detect,
-    holdout_evaluation,
     labelled_scenario,
     report,
+    split_meters,
     train,
 )
 from .trees import ModelFormatError
@@ -68,6 +72,12 @@ THEFT_RATE = typer.Option(
     "when the file has no labels).",
 )
 JSON = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
+REPORT = typer.Option(
+    None,
+    "--report",
+    dir_okay=False,
+    help="Also write an HTML report with plots to this .html file (self-contained: opens offline).",
+)
 
 
 @contextmanager
@@ -98,6 +108,15 @@ def _plain(value: object) -> object:
     if isinstance(value, np.integer):
         return int(value)
     return value
+
+
+def _provenance(ctx: typer.Context, seed: int) -> Provenance:
+    return Provenance(invocation(ctx), seed)
+
+
+def _report_written(path: Path | None) -> None:
+    if path is not None:
+        out.print(f"report: {path}")
 
 
 def _echo_json(value: object) -> None:
@@ -227,6 +246,7 @@ def _confusion(title: str, r: dict) -> Table:
 
 @theft_app.command("evaluate")
 def theft_evaluate(
+    ctx: typer.Context,
     data: Path = DATA,
     model: Path | None = typer.Option(
         None,
@@ -242,6 +262,7 @@ def theft_evaluate(
     seed: int = SEED,
     max_gap: float = MAX_GAP,
     as_json: bool = JSON,
+    report_path: Path | None = REPORT,
 ) -> None:
     """Accuracy, precision, recall, F1, AUC and the confusion matrix, without and with the meters' RL.
 
@@ -249,16 +270,34 @@ def theft_evaluate(
     """
     settings = TheftSettings(theft_rate=theft_rate, seed=seed)
     with _friendly(), _progress(not as_json) as say:
+        if report_path is not None:
+            check_report_path(report_path)
         if model is None:
             cube = _cube(data, ("consumption_wh", "label"), max_gap, say)
-            result = holdout_evaluation(cube, settings, test_fraction, say)
+            train_idx, test_idx = split_meters(len(cube.meters), test_fraction, seed)
+            detector = train(cube.select(train_idx), settings, say)
+            evaluated = cube.select(test_idx)
         else:
             detector = _load_model(model)
-            cube = detector.conform(_cube(data, ("consumption_wh", "label"), max_gap, say))
-            reported, labels, injected = labelled_scenario(cube, settings, seed + 1)
-            say("scoring")
-            result = report(detect(detector, cube.meters, reported, labels), labels)
-            result.update(injected=injected, test_meters=cube.meters)
+            cube = evaluated = detector.conform(_cube(data, ("consumption_wh", "label"), max_gap, say))
+        reported, labels, injected = labelled_scenario(evaluated, settings, seed + 1)
+        say("scoring")
+        detection = detect(detector, evaluated.meters, reported, labels)
+        result = report(detection, labels)
+        result.update(injected=injected, test_meters=evaluated.meters)
+        source = "synthetic attacks (Jokar h1-h6) injected" if injected else "labels from the file"
+        scope = "held-out meters" if model is None else "meters"
+        headline = f"{len(evaluated.meters)} {scope}, {result['with_rl']['n']} meter-days; {source}"
+        if report_path is not None:
+            say("writing the report")
+            kinds = (
+                injected_attacks(evaluated.values["consumption_wh"], settings, seed + 1, reported, labels)
+                if injected
+                else None
+            )
+            notes = (f"{data.name}: {headline}",)
+            made = theft_report(detection, labels, result, _provenance(ctx, seed), kinds, notes)
+            write_report(made, report_path)
     with_rl = result["with_rl"]
     if as_json:
         summary = {k: with_rl[k] for k in (*METRICS, "confusion", "n")}
@@ -271,15 +310,15 @@ def theft_evaluate(
         _echo_json(summary)
         return
     _repairs(cube, False)
-    source = "synthetic attacks (Jokar h1-h6) injected" if result["injected"] else "labels from the file"
-    scope = "held-out meters" if model is None else "meters"
-    out.print(f"{len(result['test_meters'])} {scope}, {with_rl['n']} meter-days; {source}")
+    out.print(headline)
     out.print(_table("theft detection", {"detector": result["without_rl"], "detector + RL": with_rl}))
     out.print(_confusion("confusion matrix, detector + RL (Table 6 form)", with_rl))
+    _report_written(report_path)
 
 
 @forecast_app.command("evaluate")
 def forecast_evaluate(
+    ctx: typer.Context,
     data: Path = DATA,
     column: str = typer.Option("both", "--column", help="consumption_wh, production_wh or both."),
     horizon: str = typer.Option("both", "--horizon", help=f"{NEXT_SLOT}, {DAY_AHEAD} or both."),
@@ -299,6 +338,7 @@ def forecast_evaluate(
     seed: int = SEED,
     max_gap: float = MAX_GAP,
     as_json: bool = JSON,
+    report_path: Path | None = REPORT,
 ) -> None:
     """MAE, NRMSE and MAPE of the baselines and the edge and fog forecasts, per meter and neighbourhood."""
     columns = ("consumption_wh", "production_wh") if column == "both" else (column,)
@@ -310,6 +350,8 @@ def forecast_evaluate(
             raise ValueError(f"--horizon must be {NEXT_SLOT}, {DAY_AHEAD} or both, not {horizon!r}")
         if store is not None and store.is_dir() and any(store.glob("*.sqlite")):
             raise StoreError(f"{store} already holds prediction stores; choose an empty or new directory")
+        if report_path is not None:
+            check_report_path(report_path)
         settings = ForecastSettings(slot_s=slot_minutes * 60, test_fraction=test_fraction, seed=seed)
         with _progress(not as_json) as say:
             cube = _cube(data, columns, max_gap, say)
@@ -324,6 +366,12 @@ def forecast_evaluate(
             if store is not None:
                 say("writing prediction stores")
                 record_forecasts(store, cube.meters, cube.days, evaluations)
+            if report_path is not None:
+                say("writing the report")
+                shape = f"{data.name}: {len(cube.meters)} meters x {len(cube.days)} days"
+                notes = (f"{shape} at {describe_step(cube.step_s)}",)
+                made = forecast_report(cube.days, cube.meters, evaluations, _provenance(ctx, seed), notes)
+                write_report(made, report_path)
     if as_json:
         _echo_json(
             {
@@ -364,3 +412,4 @@ def forecast_evaluate(
         )
     if store is not None:
         out.print(f"prediction stores written to {store}")
+    _report_written(report_path)

@@ -109,11 +109,21 @@ def clear_command(
 
 @app.command("simulate")
 def simulate(
-    prosumers: int = typer.Option(10, "--prosumers", min=2, max=200, help="Prosumers (meters MI1…) in the microgrid."),
+    ctx: typer.Context,
+    prosumers: int = typer.Option(
+        10, "--prosumers", min=3, max=200, help="Prosumers (meters MI1…); at least 3, the onion relays."
+    ),
     rounds: int = typer.Option(3, "--rounds", min=1, max=100, help="Market rounds (one slot each)."),
     seed: int = typer.Option(0, "--seed", help="Seeds who sells and buys, and at what limit price."),
     out: Path = typer.Option(
         Path("market-sim"), "--out", help="Folder for the chain store (chain.sqlite); check it with gridledger verify."
+    ),
+    report: Path | None = typer.Option(
+        None,
+        "--report",
+        dir_okay=False,
+        help="Also write an HTML report with plots (rounds, prices, the DSO's view) to this .html file; "
+        "self-contained, opens offline.",
     ),
 ) -> None:
     """Run private market rounds: extract, CoinShuffle, onion-routed anonymous orders, clearing, trades, deposits."""
@@ -122,11 +132,19 @@ def simulate(
     from rich.table import Table
 
     from gridledger.market.simulate import run_rounds
+    from gridledger.report import Provenance, check_report_path, invocation, write_report
+    from gridledger.report.market import market_report
 
     path = out / "chain.sqlite"
     if path.exists():
         _err.print(f"[bold red]error:[/] {path} already exists; choose another --out")
         raise typer.Exit(2)
+    try:
+        if report is not None:
+            check_report_path(report)
+    except ValueError as exc:
+        _err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     out.mkdir(parents=True, exist_ok=True)
     table = Table(title=f"{prosumers} prosumers, private market rounds", title_justify="left")
     for col in ("slot", "mixes", "orders", "trades committed", "deposits", "close → committed"):
@@ -153,3 +171,12 @@ def simulate(
         "no trade, order or address in it"
     )
     _out.print(f"chain: {path} ({len(g.blocks) + 1} blocks)   check it with: [bold]gridledger verify {out}[/]")
+    if report is not None:
+        slot = f"one {g.SLOT_SECONDS // 60} min slot"
+        notes = (f"{prosumers} prosumers, {rounds} rounds of {slot}, units of {g.unit_w} W; chain {path}.",)
+        try:
+            write_report(market_report(g, Provenance(invocation(ctx), seed), notes), report)
+        except OSError as exc:
+            _err.print(f"[bold red]error:[/] cannot write {report}: {exc.strerror or exc}", soft_wrap=True)
+            raise typer.Exit(2) from None
+        _out.print(f"report: {report}")
