@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from gridledger.analytics.data import DataError
-from gridledger.analytics.efficiency import efficiency_score, load_factor, per_mille
+from gridledger.analytics.efficiency import efficiency_score, peak_reduction, per_mille
 
 
 def prosumer(days: int = 3, load_w=None, pf: float = 0.95, voltage: float = 127.0, pv_w=None) -> pd.DataFrame:
@@ -83,5 +85,8 @@ def test_bad_inputs(df, kwargs, error, message):
 
 
 def test_helpers():
-    assert per_mille(0.0) == 0 and per_mille(1.7) == 1000 and per_mille(0.0125) == 13 and per_mille(-1) == 0
-    assert load_factor(np.zeros(24)) == 1.0 and load_factor(np.array([1.0, 3.0])) == pytest.approx(2 / 3)
+    assert per_mille(Fraction(0)) == 0 and per_mille(Fraction(1)) == 1000
+    assert per_mille(Fraction(1, 80)) == 13 and per_mille(Fraction(2499, 200_000)) == 12  # 12.5 up, 12.495 down
+    flat, ramp = [[5] * 24] * 2, [[0] * 24, [1] * 12 + [3] * 12]
+    assert peak_reduction(flat, 1) == 1000 and peak_reduction(ramp, 1) == 667  # load factor 2/3
+    assert peak_reduction([[0] * 24, [-4] * 24], 1) == 1000  # nothing imported

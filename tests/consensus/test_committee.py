@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gridledger.chain import verify_store
 from gridledger.consensus.committee import COMMITTEE_SIZE, Weights, committee_for, draw, quorum
-from gridledger.consensus.members import Tier, roster, tier_of
+from gridledger.consensus.members import DEFAULT_SCORE, Tier, roster, tier_of
 from gridledger.demo import run_demo
 from gridledger.ledger.block import Vote
 from gridledger.ledger.crypto import KeyPair
@@ -35,8 +35,8 @@ def test_draw_is_deterministic_distinct_and_sized(seed, weights, k):
 
 
 def test_draw_is_weighted_by_score():
-    # one member of weight 10 001 among nine of weight 1: it wins a one-seat draw almost always
-    cumulative = list(range(1, 10)) + [9 + 10_001]
+    # one member of weight 1 001 (the top score) among nine of weight 1: it wins a one-seat draw almost always
+    cumulative = list(range(1, 10)) + [9 + 1_001]
     wins = sum(draw(i.to_bytes(32, "big"), cumulative, 1) == [9] for i in range(300))
     assert wins >= 295
 
@@ -82,7 +82,7 @@ def test_committee_changes_with_the_previous_block(nan):
 
 def test_weights_follow_committed_scores(nan):
     table = Weights.of(nan.replica.state, 0)
-    assert table.cumulative[0] == 1 + 5_000  # the default score before any reward
+    assert table.cumulative[0] == 1 + DEFAULT_SCORE == 501  # the default score before any reward
     assert len(table.members) == METERS
 
 

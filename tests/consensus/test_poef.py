@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from gridledger.consensus.plausibility import BandCheck, Implausible
+from gridledger.consensus.plausibility import Implausible
 from gridledger.consensus.poef import Disclosure, Replica, Validator, run_round
 from gridledger.ledger.assets import EPA, FA
 from gridledger.ledger.block import Vote, make_block
@@ -63,7 +63,7 @@ def test_an_implausible_reading_raises_an_alarm_in_its_block(nan):
     alarms = [(i, tx) for i, tx in enumerate(txs) if isinstance(tx, Alarm)]
     assert len(alarms) == 1
     i, alarm = alarms[0]
-    assert alarm.code == AlarmCode.IMPLAUSIBLE_READING and alarm.detector == "band"
+    assert alarm.code == AlarmCode.IMPLAUSIBLE_READING and alarm.detector == nan.coordinator.plausibility.name
     assert alarm.subject == txs[i - 1].txid and txs[i - 1].member == nan.members[spike].index
     assert all(isinstance(v, Vote) for v in verdicts(nan, block).values())
 
@@ -104,11 +104,11 @@ def test_the_committee_needs_the_disclosed_keys(nan):
 
 
 def test_a_disclosure_holds_the_block_readings_and_their_history_only(nan):
-    commit_minutes(nan, range(8), wh=10)
-    block = propose(nan, readings(nan, 8), minute=8)
+    window = nan.coordinator.plausibility.window
+    commit_minutes(nan, range(window + 2), wh=10)
+    block = propose(nan, readings(nan, window + 2), minute=window + 2)
     member = nan.coordinator.committee(block).members[0][1]
     keys = nan.coordinator.disclose(block, member).keys
-    window = BandCheck().window
     expected = {tx.txid for tx in block.transactions}
     for tx in block.transactions:
         expected |= {r.txid for r in nan.coordinator.replica.history(tx.member)[-window:]}

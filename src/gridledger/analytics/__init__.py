@@ -9,6 +9,7 @@ from .data import DataError, DayCube, Readings, load_readings, to_cube, validate
 from .efficiency import EfficiencyScore, efficiency_score
 from .forecast import ForecastSettings, evaluate_forecasts
 from .plausibility import Plausibility, plausibility
+from .poef import CheckRates, audit_reward, evaluate_check, period_score, period_scores
 from .power_quality import Limits, PowerQualityModel, evaluate_power_quality, flag_events
 from .rl import ConcentratorAgent, MeterAgent, run_online
 from .store import PredictionStore
@@ -16,6 +17,7 @@ from .theft import TheftModel, TheftSettings, detect, holdout_evaluation, train
 
 __all__ = [
     "ATTACKS",
+    "CheckRates",
     "ConcentratorAgent",
     "DataError",
     "DayCube",
@@ -29,14 +31,18 @@ __all__ = [
     "Readings",
     "TheftModel",
     "TheftSettings",
+    "audit_reward",
     "detect",
     "efficiency_score",
+    "evaluate_check",
     "evaluate_forecasts",
     "evaluate_power_quality",
     "flag_events",
     "holdout_evaluation",
     "inject_theft",
     "load_readings",
+    "period_score",
+    "period_scores",
     "plausibility",
     "run_online",
     "to_cube",

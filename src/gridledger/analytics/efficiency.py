@@ -1,34 +1,45 @@
-"""The Proof-of-Efficiency score of one prosumer: an integer in [0, 1000] from its readings.
+"""The Proof-of-Efficiency score of one prosumer: an integer in [0, 1000], computed exactly from integer readings.
 
 PoEf rewards users who use energy efficiently "considering the power quality, the forecast of the demand"
 and peak reduction (Olivares-Rojas et al. 2023, §3.2–3.3: filling valleys and shaving peaks). The score
-combines three components, each an integer in [0, 1000]:
+combines three components, each an integer in [0, 1000], over the *scored* days (every day after the first: the
+first only serves as the forecast's reference):
 
 * **forecast adherence**: how closely the prosumer's hourly net energy follows a reference forecast anyone can
   recompute — the mean of the same hour over the previous (up to) 7 days: ``1 − RMSE / mean hourly gross
   energy`` (consumption + production), clipped to [0, 1];
 * **power quality**: the share of consumed energy drawn at a power factor of at least ``min_pf``, times the
-  share of readings with the voltage inside the sag/swell band (see :mod:`.power_quality`);
+  share of readings with the voltage inside the sag/swell band (see :mod:`.power_quality`); readings that do
+  not report a power factor or a voltage count for neither share;
 * **peak reduction**: the load factor of hourly grid import, ``mean / max`` (1 when nothing is imported).
 
-Each component is rounded half up to per-mille, and the score is the integer weighted mean
-``(Σ w_i c_i) // Σ w_i`` with integer weights, so every validator derives the same integer from the same
-readings with integer arithmetic at the end. (The components come from floating-point sums: two machines
-could round differently only if a component falls within ~1e-12 of a half per-mille.)
+The inputs are integers — Wh per reading, voltage in 0.1 V, power factor in per mille, as a reading on the
+ledger holds them (:class:`gridledger.tiers.readings.ReadingValues`) — and every step is exact rational
+arithmetic on Python integers (``fractions.Fraction``, ``math.isqrt`` for the square root of the RMSE). Each
+component is rounded half up to per mille and the score is the reward rule's integer weighted mean
+(:func:`gridledger.consensus.rewards.score_of`), so every machine derives the same integers from the same
+readings. :func:`efficiency_score` rounds a DataFrame's readings to those units first; the ledger's readings go
+through :func:`gridledger.analytics.poef.period_score` and the same :func:`score_days`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
+from math import isqrt
 
 import numpy as np
 import pandas as pd
+
+from gridledger.consensus.rewards import WEIGHTS, score_of
 
 from .data import DAY_S, DataError, to_cube, validate_readings
 from .power_quality import Limits
 
 COMPONENTS = ("forecast_adherence", "power_quality", "peak_reduction")
 REFERENCE_DAYS = 7
+HOURS = 24
 
 
 @dataclass(frozen=True)
@@ -40,47 +51,114 @@ class EfficiencyScore:
     power_quality: int
     peak_reduction: int
 
+    @property
+    def components(self) -> tuple[int, int, int]:
+        return (self.forecast_adherence, self.power_quality, self.peak_reduction)
+
     def as_dict(self) -> dict[str, int]:
         return {"score": self.score, **{c: getattr(self, c) for c in COMPONENTS}}
 
 
-def per_mille(x: float) -> int:
-    """A fraction in [0, 1] as an integer 0..1000, rounded half up."""
-    return int(np.floor(1000.0 * min(max(float(x), 0.0), 1.0) + 0.5))
+@dataclass(frozen=True)
+class QualityTally:
+    """Integer tallies of the scored readings for the power-quality component.
+
+    ``metered_wh``: energy consumed in readings that report a power factor; ``good_pf_wh``: of which at a power
+    factor (leading or lagging) of at least ``min_pf``; ``voltage_readings``: readings that report a voltage;
+    ``in_band``: of which inside the sag/swell band.
+    """
+
+    metered_wh: int = 0
+    good_pf_wh: int = 0
+    voltage_readings: int = 0
+    in_band: int = 0
 
 
-def forecast_adherence(net_wh: np.ndarray, gross_wh: np.ndarray) -> float:
-    """``1 − RMSE / mean gross`` of hourly net energy ``(days, 24)`` against the mean of 7 earlier days."""
-    days = net_wh.shape[0]
-    if days < 2:
-        raise DataError("forecast adherence needs at least 2 complete days of readings")
-    forecast = np.stack([net_wh[max(0, d - REFERENCE_DAYS) : d].mean(axis=0) for d in range(1, days)])
-    rmse = float(np.sqrt(np.mean((net_wh[1:] - forecast) ** 2)))
-    gross = float(gross_wh[1:].mean())
-    return 1.0 if gross == 0 else 1.0 - rmse / gross
+def integer_limits(limits: Limits) -> tuple[int, int, int]:
+    """The voltage band (0.1 V) and the lowest good power factor (per mille) of ``limits``, as integers."""
+    return (
+        round(limits.sag_pu * limits.nominal_v * 10),
+        round(limits.swell_pu * limits.nominal_v * 10),
+        round(limits.min_pf * 1000),
+    )
 
 
-def power_quality_share(
-    consumption_wh: np.ndarray, voltage_v: np.ndarray, power_factor: np.ndarray, limits: Limits = Limits()
-) -> float:
-    """Share of consumed energy at ``pf >= min_pf`` times the share of readings inside the voltage band."""
-    energy = float(consumption_wh.sum())
-    good_pf = 1.0 if energy == 0 else float(consumption_wh[power_factor >= limits.min_pf].sum()) / energy
-    lo, hi = limits.sag_pu * limits.nominal_v, limits.swell_pu * limits.nominal_v
-    in_band = float(np.mean((voltage_v >= lo) & (voltage_v <= hi)))
-    return good_pf * in_band
+def per_mille(share: Fraction) -> int:
+    """A fraction in [0, 1] as an integer 0..1000, rounded half up, exactly."""
+    return (2000 * share.numerator + share.denominator) // (2 * share.denominator)
 
 
-def load_factor(import_wh: np.ndarray) -> float:
-    """Mean over max of hourly import energy (1.0 when nothing is imported)."""
-    peak = float(import_wh.max())
-    return 1.0 if peak == 0 else float(import_wh.mean()) / peak
+def _sqrt_half_down(q: Fraction) -> int:
+    """``sqrt(q)`` rounded to the nearest integer, halves down (``ceil(sqrt(q) − 1/2)``), exactly, for q ≥ 0."""
+    c = max(0, (isqrt(4 * q.numerator // q.denominator) - 1) // 2)
+    while (2 * c + 1) ** 2 * q.denominator < 4 * q.numerator:
+        c += 1
+    return c
+
+
+def forecast_adherence(net_wh: Sequence[Sequence[int]], gross_wh: Sequence[Sequence[int]], scored_from: int) -> int:
+    """Per-mille ``1 − RMSE / mean gross`` of the hourly net energy of days ``scored_from`` on (Wh, ``(days,
+    24)``) against the mean of the same hour over up to 7 earlier days."""
+    sse = Fraction(0)
+    for d in range(scored_from, len(net_wh)):
+        reference = net_wh[max(0, d - REFERENCE_DAYS) : d]
+        k = len(reference)
+        sse += Fraction(sum((k * x - sum(r[h] for r in reference)) ** 2 for h, x in enumerate(net_wh[d])), k * k)
+    n = HOURS * (len(net_wh) - scored_from)
+    gross = sum(sum(day) for day in gross_wh[scored_from:])
+    if gross == 0:
+        return 1000
+    # 1000 · RMSE / mean gross = sqrt(10^6 · SSE · n) / gross; adherence = 1000 − that, rounded half up
+    return max(0, 1000 - _sqrt_half_down(sse * 1_000_000 * n / (gross * gross)))
+
+
+def power_quality(tally: QualityTally) -> int:
+    """Per-mille share of energy at a good power factor times the share of readings inside the voltage band."""
+    good_pf = Fraction(tally.good_pf_wh, tally.metered_wh) if tally.metered_wh else Fraction(1)
+    in_band = Fraction(tally.in_band, tally.voltage_readings) if tally.voltage_readings else Fraction(1)
+    return per_mille(good_pf * in_band)
+
+
+def peak_reduction(net_wh: Sequence[Sequence[int]], scored_from: int) -> int:
+    """Per-mille load factor (mean / max) of the hourly grid import ``max(net, 0)`` of the scored days."""
+    imports = [max(x, 0) for day in net_wh[scored_from:] for x in day]
+    peak = max(imports)
+    return 1000 if peak == 0 else per_mille(Fraction(sum(imports), len(imports) * peak))
+
+
+def score_days(
+    net_wh: Sequence[Sequence[int]],
+    gross_wh: Sequence[Sequence[int]],
+    quality: QualityTally,
+    scored_from: int = 1,
+    weights: Sequence[int] = WEIGHTS,
+) -> EfficiencyScore:
+    """The efficiency score of the days ``scored_from`` on.
+
+    Parameters
+    ----------
+    net_wh, gross_wh : per day, the 24 hourly consumption − production and consumption + production, integer Wh.
+    quality : tallies of the scored days' readings.
+    scored_from : first scored day, ≥ 1 (earlier days are the forecast's reference only).
+    weights : non-negative integer weights of the three components, not all zero.
+    """
+    if not 1 <= scored_from < len(net_wh) or len(gross_wh) != len(net_wh):
+        raise DataError(f"scoring days {scored_from}.. of {len(net_wh)} needs at least one earlier reference day")
+    parts = (
+        forecast_adherence(net_wh, gross_wh, scored_from),
+        power_quality(quality),
+        peak_reduction(net_wh, scored_from),
+    )
+    return EfficiencyScore(score_of(parts, weights), *parts)
 
 
 def efficiency_score(
-    readings: pd.DataFrame, weights: tuple[int, int, int] = (1, 1, 1), limits: Limits = Limits()
+    readings: pd.DataFrame, weights: tuple[int, int, int] = WEIGHTS, limits: Limits = Limits()
 ) -> EfficiencyScore:
     """The PoEf efficiency score of one prosumer from its readings (the long format of the analytics).
+
+    Each reading is first rounded to the ledger's integer units (Wh, 0.1 V, per-mille power factor); every
+    complete day after the first is scored (:func:`score_days`).
 
     Parameters
     ----------
@@ -95,11 +173,7 @@ def efficiency_score(
         If the readings are invalid, hold more than one meter, miss a column, or have fewer than two complete
         days.
     """
-    if (
-        len(weights) != 3
-        or any(not isinstance(w, int | np.integer) or w < 0 for w in weights)
-        or sum(weights) == 0
-    ):
+    if len(weights) != 3 or any(not isinstance(w, int | np.integer) or w < 0 for w in weights) or sum(weights) == 0:
         raise ValueError(f"weights must be three non-negative integers, not all zero; got {weights!r}")
     valid = validate_readings(readings)
     if len(valid.meters) != 1:
@@ -110,21 +184,17 @@ def efficiency_score(
     complete = cube.valid[0] & np.all([np.isfinite(v[0]).all(axis=1) for v in cube.values.values()], axis=0)
     if complete.sum() < 2:
         raise DataError("an efficiency score needs at least 2 complete days of readings")
-    values = {name: v[0][complete] for name, v in cube.values.items()}
-    per_hour = DAY_S // 24 // cube.step_s
-    cons = values["consumption_wh"].reshape(-1, 24, per_hour).sum(axis=2)
-    prod = values["production_wh"].reshape(-1, 24, per_hour).sum(axis=2)
-    parts = (
-        per_mille(forecast_adherence(cons - prod, cons + prod)),
-        per_mille(
-            power_quality_share(
-                values["consumption_wh"].ravel(),
-                values["voltage_v"].ravel(),
-                values["power_factor"].ravel(),
-                limits,
-            )
-        ),
-        per_mille(load_factor(np.maximum(cons - prod, 0.0))),
+    v = {name: values[0][complete] for name, values in cube.values.items()}
+    cons, prod = (np.rint(v[c]).astype(np.int64) for c in ("consumption_wh", "production_wh"))
+    voltage_dv = np.rint(10 * v["voltage_v"]).astype(np.int64)[1:]
+    pf_pm = np.abs(np.rint(1000 * v["power_factor"]).astype(np.int64))[1:]
+    low, high, min_pf = integer_limits(limits)
+    quality = QualityTally(
+        int(cons[1:].sum()),
+        int(cons[1:][pf_pm >= min_pf].sum()),
+        int(voltage_dv.size),
+        int(np.count_nonzero((voltage_dv >= low) & (voltage_dv <= high))),
     )
-    score = sum(int(w) * c for w, c in zip(weights, parts, strict=True)) // sum(int(w) for w in weights)
-    return EfficiencyScore(score, *parts)
+    per_hour = DAY_S // HOURS // cube.step_s
+    cons_h, prod_h = (x.reshape(-1, HOURS, per_hour).sum(axis=2) for x in (cons, prod))
+    return score_days((cons_h - prod_h).tolist(), (cons_h + prod_h).tolist(), quality, 1, weights)

@@ -11,12 +11,14 @@ the smart meters of a NAN, the concentrators of a FAN/WAN, the FAN/WAN coordinat
 commit order, IDs in the order each policy lists them). Readings, rewards and committees name a member by this
 index (2 bytes instead of a name of up to 32). Anyone derives it from the chain alone.
 
-**Scores.** A member's efficiency score (basis points, 0..10 000) is the last one a reward transaction committed
-for it (:mod:`gridledger.consensus.rewards`), or ``DEFAULT_SCORE`` before any.
+**Scores.** A member's efficiency score (per mille, 0..1000: the analytics' PoEf efficiency score,
+:mod:`gridledger.analytics.efficiency`) is the last one a reward transaction committed for it
+(:mod:`gridledger.consensus.rewards`), or ``DEFAULT_SCORE`` before any.
 
-Per-member counters of the tier and consensus rules (last reading minute, score, anchored heights) live in the
-core's ``nonces`` table under namespaced keys (``reading:17``, ``score:17``, ``anchor:…``), so they are stored,
-snapshotted, rolled back and re-verified by the core exactly like meter nonces.
+Per-member counters of the tier and consensus rules (last reading minute, score, next reward period, anchored
+heights) live in the core's ``nonces`` table under namespaced keys (``reading:17``, ``score:17``, ``reward:17``,
+``anchor:…``), so they are stored, snapshotted, rolled back and re-verified by the core exactly like meter
+nonces.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from gridledger.ledger.policy import AUTHORIZED
 from gridledger.ledger.state import LedgerState
 from gridledger.ledger.transactions import Genesis
 
-#: A member's score (basis points) before any reward transaction has scored it.
-DEFAULT_SCORE = 5_000
-MAX_SCORE = 10_000
+#: A member's score (per mille) before any reward transaction has scored it.
+DEFAULT_SCORE = 500
+MAX_SCORE = 1_000
 #: Most members one chain may enrol (a member index is a u16).
 MAX_MEMBERS = 0xFFFF
 
@@ -149,15 +151,25 @@ def score_key(member: int) -> str:
     return f"score:{member}"
 
 
-#: State key of the next reward period; it changes exactly when committed scores change (a reward transaction).
-PERIOD_KEY = "reward:period"
+def reward_key(member: int) -> str:
+    """State key of the first period member ``member`` may still be rewarded for."""
+    return f"reward:{member}"
+
+
+def rate_key(period: int) -> str:
+    """State key of the rate of period ``period``'s rewards, once one is committed."""
+    return f"reward-rate:{period}"
+
+
+#: State key of the number of reward transactions committed; it changes exactly when committed scores change.
+REWARDS_KEY = "rewards"
 
 
 def scores_version(state: LedgerState) -> int:
     """A number that changes whenever the committed scores change."""
-    return state.nonces.get(PERIOD_KEY, 0)
+    return state.nonces.get(REWARDS_KEY, 0)
 
 
 def score(state: LedgerState, member: int) -> int:
-    """The member's committed efficiency score (basis points)."""
+    """The member's committed efficiency score (per mille)."""
     return state.nonces.get(score_key(member), DEFAULT_SCORE)

@@ -34,7 +34,7 @@ import nacl.signing
 
 from gridledger.chain import Chain
 from gridledger.consensus.committee import Committee, certify, check_vote, committee_for
-from gridledger.consensus.plausibility import BandCheck, Plausibility
+from gridledger.consensus.plausibility import Plausibility, RobustWindowCheck
 from gridledger.ledger.block import Block, Vote, make_block
 from gridledger.ledger.crypto import HASH_BYTES, KeyPair
 from gridledger.ledger.encoding import Reader, Writer, check_name
@@ -181,7 +181,7 @@ class Coordinator:
     replica : the coordinator's own copy of the chain (its mempool is the coordinator's).
     key : the coordinator's key pair.
     content : the chain's master content key (the coordinator is entitled to open every reading).
-    plausibility : the analytics check (default :class:`BandCheck`).
+    plausibility : the analytics check (default :class:`RobustWindowCheck`).
     parent : the coordinator's view of the tier above (None at the head-end): price policies not committed there
         are not proposed.
     max_txs : most pending transactions one block takes.
@@ -199,7 +199,7 @@ class Coordinator:
         self.replica = replica
         self.key = key
         self.content = content
-        self.plausibility = plausibility or BandCheck()
+        self.plausibility = plausibility or RobustWindowCheck()
         check_name(self.plausibility.name, "plausibility detector name")
         self.parent = parent
         self.max_txs = max_txs
@@ -311,6 +311,17 @@ class Coordinator:
 
     def commit(self, block: Block, votes: Iterable[Vote]) -> Committed:
         """Certify ``block`` with a quorum of valid committee votes and append it (``bad-qc-insufficient`` if not)."""
+        committed = self.certify(block, votes)
+        self.replica.commit(committed.block)
+        self.in_flight = None
+        return committed
+
+    def certify(self, block: Block, votes: Iterable[Vote]) -> Committed:
+        """``block`` with its quorum certificate, not yet appended (``bad-qc-insufficient`` without a quorum).
+
+        For an ordering service that makes the certified block final first (the node's etcd round,
+        :mod:`gridledger.node.poef_net`); every node, this one included, then appends it.
+        """
         committee = self.committee(block)
         valid, refused = [], {}
         for vote in votes:
@@ -327,10 +338,7 @@ class Coordinator:
                 f"needs {committee.required}",
                 height=block.height,
             )
-        certified = dataclasses.replace(block, certificate=certify(committee, valid))
-        self.replica.commit(certified)
-        self.in_flight = None
-        return Committed(certified, refused)
+        return Committed(dataclasses.replace(block, certificate=certify(committee, valid)), refused)
 
 
 # ------------------------------------------------------------------ validator
@@ -355,7 +363,7 @@ class Validator:
     ) -> None:
         self.key = key
         self.replica = replica
-        self.plausibility = plausibility or BandCheck()
+        self.plausibility = plausibility or RobustWindowCheck()
         self.parent = parent
         self._votes: dict[int, tuple[Block, Vote]] = {}
 

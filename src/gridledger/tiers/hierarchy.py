@@ -29,7 +29,7 @@ from pathlib import Path
 from gridledger.chain import Chain
 from gridledger.consensus.failover import take_over
 from gridledger.consensus.members import Tier, chain_name
-from gridledger.consensus.plausibility import BandCheck, Plausibility
+from gridledger.consensus.plausibility import Plausibility, RobustWindowCheck
 from gridledger.consensus.poef import Coordinator, Replica, Round, Validator, run_round
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
@@ -183,7 +183,7 @@ def build_chain(
     """One tier instance: genesis naming ``coordinator_keys`` (primary first), each coordinator's own store and
     a store shared by the members' validators, in ``directory`` (None: in memory; the members' store goes to
     ``members_directory``, in memory by default)."""
-    plausibility = plausibility or BandCheck()
+    plausibility = plausibility or RobustWindowCheck()
     name = chain_name(tier, instance)
     genesis = Genesis(name, SLOT_SECONDS, start_time, dso.public, tuple(k.public for k in coordinator_keys))
     keys = content.chain(genesis.chain_id)
@@ -277,7 +277,7 @@ class Hierarchy:
             directory.mkdir(parents=True, exist_ok=True)
         self.summary_minutes = summary_minutes
         self.anchor_minutes = anchor_minutes
-        self.plausibility = plausibility or BandCheck()
+        self.plausibility = plausibility or RobustWindowCheck()
         self.rng = random.Random(seed)
         self.dso_key = KeyPair.from_secret("dso")
         self.content = ContentKeys(KeyPair.from_secret("dso-content-root").seed)
