@@ -2,10 +2,12 @@
 
 1. Per message: seal (AES-GCM-128 + Ed25519) and the controller's full accept path (verify, decrypt, map,
    store, detectors), compared with parsing the same report as plain JSON (what an unsecured twin would do).
-2. Every registered broker scenario, RUNS seeded runs on a 3-household community: detection rate,
-   false-alarm rate, mean time to detect (wall clock), data lost.
+2. Every registered scenario, RUNS seeded runs on a 3-household community (the twin lab's on mosquitto; the
+   ledger ones on one local network of node processes, on etcd, which they share): detection rate, false-alarm
+   rate, mean time to detect (wall clock), data lost.
 
-Run from the repo root: ``.venv/bin/python benchmarks/twin_attacks.py`` (about 1.5 minutes; needs mosquitto).
+Run from the repo root: ``.venv/bin/python benchmarks/twin_attacks.py`` (about 4 minutes on a busy 2-core
+machine; needs mosquitto and etcd, each part is skipped without its server).
 """
 
 from __future__ import annotations
@@ -15,20 +17,32 @@ import os
 import statistics
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
+from gridledger.node.etcd import EtcdUnavailable, etcd_binary
 from gridledger.twin import envelope
 from gridledger.twin.attacks import RunContext, scenarios, summarize
+from gridledger.twin.attacks.ledger_lab import LedgerLab
 from gridledger.twin.controller import Thresholds, TwinController
+from gridledger.twin.device_process import prepare
 from gridledger.twin.identity import Credentials
 from gridledger.twin.mapping import twin_from_report
 from gridledger.twin.mqtt import mosquitto_binary
-from gridledger.twin.physical import MeterSignal
 from gridledger.twin.store import TwinStore
 
 MESSAGES = 2000
 REPEATS = 5
 RUNS = 2
+# MI002 of the example community, one report per simulated minute from an evening (2000 minutes: 33 h)
+HOUSEHOLD = {
+    "community": "examples/community.toml",
+    "home": "MI002",
+    "days": 3,
+    "start": "2024-04-11T18:00:00-06:00",
+    "interval_s": 60,
+    "history_reports": 0,
+}
 
 
 def per_message_us(fn, n: int) -> float:
@@ -42,7 +56,7 @@ def per_message_us(fn, n: int) -> float:
 
 def message_costs() -> dict[str, float]:
     creds = Credentials.generate("m1")
-    signal = MeterSignal("m1", seed=0)
+    signal, _ = prepare("m1", HOUSEHOLD)
     payloads = [signal.step() for _ in range(MESSAGES)]
     plain = [envelope.canonical(p) for p in payloads]
     sealed = [envelope.seal(creds.signing_key, creds.aes_key, "m1", i + 1, "report", p) for i, p in enumerate(payloads)]
@@ -70,6 +84,14 @@ def message_costs() -> dict[str, float]:
     }
 
 
+def etcd_available() -> bool:
+    try:
+        etcd_binary()
+    except EtcdUnavailable:
+        return False
+    return True
+
+
 def main() -> None:
     costs = message_costs()
     print(f"per message (median of {REPEATS} x {MESSAGES}):")
@@ -82,19 +104,20 @@ def main() -> None:
         "twin_accept_us": (costs["accept_us"], "us"),
         "twin_envelope_overhead": (costs["envelope_bytes"] / costs["plain_bytes"], "x"),
     }
-    if mosquitto_binary() is None:
-        print("mosquitto not installed: scenario figures skipped")
-    else:
+    runnable = {"twin lab": mosquitto_binary() is not None, "ledger": etcd_available()}
+    for part, ok in runnable.items():
+        if not ok:
+            print(f"{part} scenarios skipped: {'mosquitto' if part == 'twin lab' else 'etcd'} is not installed")
+    if any(runnable.values()):
         print(f"\nscenarios ({RUNS} runs each, 3 households, wall-clock time to detect):")
         rates, mttds, lost = [], [], 0
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+            network = stack.enter_context(LedgerLab(Path(tmp) / "network", 3)) if runnable["ledger"] else None
             for name, scenario in sorted(scenarios().items()):
-                if not scenario.needs_broker:
+                if not runnable["ledger" if scenario.needs_etcd else "twin lab"]:
                     continue
-                results = [
-                    scenario.run(RunContext(seed=i, households=3, workdir=Path(tmp) / f"{name}-{i}"))
-                    for i in range(RUNS)
-                ]
+                shared = network if scenario.needs_etcd else None
+                results = [scenario.run(RunContext(i, 3, Path(tmp) / f"{name}-{i}", shared)) for i in range(RUNS)]
                 s = summarize(name, results)
                 rates.append(s.detection_rate)
                 lost += s.data_lost
@@ -107,7 +130,7 @@ def main() -> None:
                 )
         headline["twin_detection_rate"] = (statistics.fmean(rates), "fraction")
         headline["twin_median_time_to_detect_s"] = (statistics.median(mttds), "s")
-        headline["twin_data_lost"] = (lost, "readings")
+        headline["twin_data_lost"] = (lost, "readings or transactions")
     print()
     for key, (value, unit) in headline.items():
         print(f"{key} = {value:.4g} {unit}")

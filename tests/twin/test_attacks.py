@@ -9,7 +9,17 @@ import pytest
 from gridledger.twin import mqtt
 from gridledger.twin.attacks import RunContext, RunResult, get, register, scenarios, summarize
 from gridledger.twin.attacks.base import first_detection
-from gridledger.twin.detectors import Alarm
+from gridledger.twin.attacks.harness import (
+    DEFAULT_COMMUNITY,
+    EVENING,
+    INTERVAL_S,
+    RUN_DAYS,
+    LabError,
+    TwinLab,
+    community_file,
+    run_start,
+)
+from gridledger.twin.detectors import BAND_DAYS, Alarm
 
 PAPER_EIGHT = {"sensor", "spoofing", "hardware", "energy", "sniffing", "ddos", "leakage", "fault-tolerance"}
 needs_broker = pytest.mark.skipif(mqtt.mosquitto_binary() is None, reason="mosquitto is not installed")
@@ -94,3 +104,27 @@ def test_scenario_detects_without_losing_data(name: str, seed: int, tmp_path: Pa
         assert details["honest_answers_opened"] == details["honest_requests"] > 0
     if name == "fault-tolerance":
         assert details["backup_took_over"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_lab_runs_an_evening_after_a_week_of_history(seed: int, tmp_path: Path) -> None:
+    community = community_file(DEFAULT_COMMUNITY)
+    start = run_start(community, seed)
+    first_day = community.index("1D")[0]
+    assert BAND_DAYS <= (start - first_day).days < BAND_DAYS + RUN_DAYS
+    assert EVENING[0] <= start.hour * 60 + start.minute < EVENING[1]
+    assert start.minute % (INTERVAL_S // 60) == 0
+
+
+def test_the_target_is_drawn_among_eligible_homes(tmp_path: Path) -> None:
+    targets = set()
+    for seed in range(8):
+        lab = TwinLab(RunContext(seed, 3, tmp_path / str(seed)))
+        try:
+            assert lab.homes["meter-1"].battery_wh > 0  # MI001 has a battery
+            targets.add(lab.choose_target(lambda home: home.battery_wh == 0))
+            with pytest.raises(LabError, match="no household"):
+                lab.choose_target(lambda home: False)
+        finally:
+            lab.store.close()
+    assert targets == {"meter-2", "meter-3"}

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gridledger.twin import mqtt
+from gridledger.twin.attacks.harness import DEFAULT_COMMUNITY
 from gridledger.twin.attacks.sniffing import readable
 from gridledger.twin.controller import TwinController
 from gridledger.twin.identity import Credentials
@@ -67,6 +68,16 @@ def test_broker_unavailable_without_binary(monkeypatch: pytest.MonkeyPatch) -> N
         mqtt.Broker().start()
 
 
+HOUSEHOLD = {  # MI002 of the example community (an iron and a blender), from an evening of its first day
+    "community": str(DEFAULT_COMMUNITY),
+    "home": "MI002",
+    "days": 2,
+    "start": "2024-04-11T18:00:00-06:00",
+    "interval_s": 120,
+    "history_reports": 0,
+}
+
+
 def spawn(tmp: Path, broker: mqtt.Broker, creds: dict, controller_key: bytes, **extra: object):
     spec = {
         "credentials": creds,
@@ -75,7 +86,7 @@ def spawn(tmp: Path, broker: mqtt.Broker, creds: dict, controller_key: bytes, **
         "period_s": 0.05,
         "start_at": None,
         "duration_s": extra.pop("duration_s", 2.0),
-        "signal": {"seed": 1},
+        "household": HOUSEHOLD,
         "stats": str(tmp / f"{creds['serial']}.stats.json"),
         **extra,
     }
@@ -124,15 +135,17 @@ def test_device_process_sync_and_sniffer(tmp_path: Path, broker: mqtt.Broker, no
     try:
         assert started(proc)
         assert wait_for(lambda: len(controller.store.stored_counters("m1")) >= 5)
-        node.set_virtual("V-m1", {"On": 0})  # virtual -> physical
-        assert wait_for(lambda: controller.twin("m1")["On"] == 0)  # ... and back
+        node.set_virtual("V-m1", {"Iron": 4})  # virtual -> physical: the home's iron on cotton
+        assert wait_for(lambda: controller.twin("m1")["Iron"] == 4)  # ... and back
+        node.set_virtual("V-m1", {"On": 0})
+        assert wait_for(lambda: controller.twin("m1")["On"] == 0)
         proc.wait(timeout=20)
     finally:
         proc.kill()
         close(proc)
     time.sleep(0.3)
     stats = json.loads((tmp_path / "m1.stats.json").read_text())
-    assert stats["commands"] == [{"On": 0}]
+    assert stats["commands"] == [{"Iron": 4}, {"On": 0}]
     assert set(stats["sent"]) == controller.store.stored_counters("m1")
     assert "command-applied" in [e.kind for e in controller.store.events("event")]
     assert "new-connection" in [a.kind for a in controller.alarms() if a.source == "sniffer"]

@@ -7,13 +7,12 @@ import os
 from gridledger.twin import envelope
 from gridledger.twin.controller import TwinController
 from gridledger.twin.identity import Credentials
-from gridledger.twin.physical import MeterSignal
 from gridledger.twin.replication import apply_readings, apply_registry, readings_batch, registry_snapshot
 from gridledger.twin.store import TwinStore
 
 
-def test_backup_store_catches_up_idempotently(controller: TwinController, meter: Credentials) -> None:
-    signal = MeterSignal("m1", seed=0)
+def test_backup_store_catches_up_idempotently(controller: TwinController, meter: Credentials, home_signal) -> None:
+    signal = home_signal("m1")
     for i in range(1, 6):
         controller.receive(envelope.seal(meter.signing_key, meter.aes_key, "m1", i, "report", signal.step()))
     backup = TwinStore()

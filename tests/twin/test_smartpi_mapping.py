@@ -14,12 +14,13 @@ from gridledger.twin.smartpi import (
     PhaseReading,
     SmartPiFormatError,
     flat_topics,
+    measured_at,
     measurement,
     parse_measurement,
 )
 
 WHEN = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
-P1 = PhaseReading(1, 2.5, 230.1, 546.0, 0.95, 50.01)
+P1 = PhaseReading(1, 4.5, 127.1, 546.0, 0.95, 60.01)
 
 
 def test_measurement_has_the_smartpi_shape() -> None:
@@ -52,7 +53,7 @@ def test_parse_inverts_measurement(c: float, v: float, p: float, cos: float, f: 
 def test_flat_topics() -> None:
     topics = flat_topics("smartpi", [P1], 2.5)
     assert topics["smartpi/I4"] == "2.50"
-    assert topics["smartpi/V1"] == "230.10" and topics["smartpi/COS1"] == "0.95" and topics["smartpi/F1"] == "50.01"
+    assert topics["smartpi/V1"] == "127.10" and topics["smartpi/COS1"] == "0.95" and topics["smartpi/F1"] == "60.01"
     assert set(topics) == {"smartpi/I4", "smartpi/I1", "smartpi/V1", "smartpi/P1", "smartpi/COS1", "smartpi/F1"}
 
 
@@ -69,7 +70,7 @@ BAD_MEASUREMENTS = {
     },
     "missing quantity": {
         **GOOD,
-        "datasets": [{"phases": [{"phase": 1, "values": [{"type": "voltage", "unity": "V", "data": 230.0}]}]}],
+        "datasets": [{"phases": [{"phase": 1, "values": [{"type": "voltage", "unity": "V", "data": 127.0}]}]}],
     },
     "only neutral": {**GOOD, "datasets": [{"phases": [{"phase": 4, "values": []}]}]},
     "text data": {
@@ -105,9 +106,9 @@ def test_bad_measurements_are_rejected(case: str) -> None:
 
 def test_phase_reading_refuses_nan_and_neutral() -> None:
     with pytest.raises(SmartPiFormatError):
-        PhaseReading(1, math.nan, 230, 0, 1, 50)
+        PhaseReading(1, math.nan, 127, 0, 1, 60)
     with pytest.raises(SmartPiFormatError):
-        PhaseReading(4, 1, 230, 0, 1, 50)
+        PhaseReading(4, 1, 127, 0, 1, 60)
 
 
 def test_paper_example_maps() -> None:
@@ -136,9 +137,17 @@ def test_bad_twins_are_rejected(twin: object) -> None:
 
 
 def test_report_maps_phases_onto_the_twin() -> None:
-    phases = [PhaseReading(1, 1.0, 230.0, 200.0, 0.9, 50.0), PhaseReading(2, 2.0, 232.0, 400.0, 0.9, 50.02)]
+    phases = [PhaseReading(1, 2.0, 127.0, 200.0, 0.9, 60.0), PhaseReading(2, 4.0, 129.0, 400.0, 0.9, 60.02)]
     twin = twin_from_report(
         {"twin": {"ID": 1, "Name": "m", "On": 1, "Consumption": 12.5}, "smartpi": measurement("s", "n", phases, WHEN)}
     )
-    assert twin["Voltage"] == pytest.approx(231.0) and twin["Current"] == 3.0 and twin["Power"] == 600.0
-    assert twin["Frequency"] == pytest.approx(50.01) and twin["Consumption"] == 12.5
+    assert twin["Voltage"] == pytest.approx(128.0) and twin["Current"] == 6.0 and twin["Power"] == 600.0
+    assert twin["Frequency"] == pytest.approx(60.01) and twin["Consumption"] == 12.5
+
+
+def test_measured_at_reads_the_smartpi_time() -> None:
+    m = measurement("s", "n", [P1], datetime(2024, 4, 18, 19, 30))
+    assert measured_at(m) == datetime(2024, 4, 18, 19, 30)
+    for bad in ({**m, "time": "18/04/2024"}, {**m, "time": None}, "x"):
+        with pytest.raises(SmartPiFormatError, match="measurement time"):
+            measured_at(bad)

@@ -32,6 +32,10 @@ from nacl.signing import SigningKey, VerifyKey
 
 from gridledger.twin import envelope
 from gridledger.twin.detectors import (
+    BAND_DAYS,
+    BAND_RATIO,
+    BAND_WINDOW_MIN,
+    SENSOR_Z,
     Alarm,
     ComponentMonitor,
     ConnectionMonitor,
@@ -39,12 +43,13 @@ from gridledger.twin.detectors import (
     HeartbeatMonitor,
     RateMonitor,
     SensorMonitor,
+    minute_of,
 )
 from gridledger.twin.envelope import EnvelopeRejected
 from gridledger.twin.identity import AES_KEY_BYTES, HardwareIdentity, IdentityError, check_serial, seal_to
 from gridledger.twin.mapping import MappingError, check_twin, sensor_values, twin_from_report
 from gridledger.twin.messages import AccessRequest, Announce, MessageError
-from gridledger.twin.smartpi import SmartPiFormatError
+from gridledger.twin.smartpi import SmartPiFormatError, measured_at
 from gridledger.twin.store import TwinObject, TwinStore
 
 # Envelope reject code -> alarm kind raised for it.
@@ -65,8 +70,10 @@ WILDCARD = "*"
 class Thresholds:
     """Detector thresholds (see ``detectors``). Times in seconds of the controller's clock."""
 
-    sensor_z: float = 8.0
-    energy_z: float = 6.0
+    sensor_z: float = SENSOR_Z
+    energy_window_min: int = BAND_WINDOW_MIN
+    energy_days: int = BAND_DAYS
+    energy_ratio: float = BAND_RATIO
     heartbeat_timeout_s: float = 1.0
     rate_window_s: float = 1.0
     rate_max_messages: int = 60
@@ -120,7 +127,7 @@ class TwinController:
         self.stats = ControllerStats()
         self.allowlist: dict[str, bytes] = {}
         self.sensors = SensorMonitor(thresholds.sensor_z)
-        self.energy = EnergyMonitor(thresholds.energy_z)
+        self.energy = EnergyMonitor(thresholds.energy_window_min, thresholds.energy_days, thresholds.energy_ratio)
         self.components = ComponentMonitor()
         self.heartbeats = HeartbeatMonitor(thresholds.heartbeat_timeout_s)
         self.rates = RateMonitor(thresholds.rate_window_s, thresholds.rate_max_messages)
@@ -276,6 +283,7 @@ class TwinController:
         serial = obj.object_id
         try:
             twin = twin_from_report(payload)
+            minute = minute_of(measured_at(payload["smartpi"])) if "smartpi" in payload else None
         except (MappingError, SmartPiFormatError) as exc:
             alarm = Alarm("malformed-message", serial, f"report does not map: {exc}", t)
             self.raise_alarm(alarm)
@@ -284,11 +292,12 @@ class TwinController:
         self.store.add_readings(serial, counter, t, values)
         self.store.set_twin(serial, twin)
         self._sync_mirror(serial, twin, t)
-        alarms = list(self.sensors.observe(serial, values, t))
+        on = twin.get("On", 1) != 0  # a meter switched off measures nothing: no sensor or energy rule applies
+        alarms = list(self.sensors.observe(serial, values, t)) if on else []
         if twin.get("On") != obj.twin.get("On"):
             self.energy.reset(serial)  # switching on or off changes the consumption pattern legitimately
-        if "Consumption" in values and twin.get("On", 1):
-            alarms += self.energy.observe(serial, values["Consumption"], t)
+        if "Consumption" in values and on:
+            alarms += self.energy.observe(serial, values["Consumption"], t, minute)
         selftest = payload.get("selftest", {})
         if isinstance(selftest, dict):
             alarms += self.components.observe(serial, selftest, t)

@@ -5,11 +5,14 @@ Each maps one threat of Olivares-Rojas et al. 2023, section 4.5, to a concrete r
 ============================  ===================================================================
 threat (paper)                rule here
 ============================  ===================================================================
-sensor attack                 voltage outside EN 50160 (230 V +-10 %), frequency outside 50 Hz +-1 %,
-                              active power above apparent power (P > 1.05 V I), or a robust z-score
-                              of the voltage against the device's own history above ``SENSOR_Z``
-energy tampering              a negative consumption increment (rollback), or a robust z-score of the
-                              increment against the device's history above ``ENERGY_Z``
+sensor attack                 voltage outside 127 V +-10 % (Mexican residential service, CFE L0000-02),
+                              frequency outside 60 Hz +-1 %, active power above apparent power
+                              (P > 1.05 V I), or a robust z-score of the voltage against the device's
+                              own history above ``SENSOR_Z``
+energy tampering              a negative consumption increment (rollback), or the energy imported over
+                              the last ``BAND_WINDOW_MIN`` minutes below the device's time-of-day band
+                              (``ConsumptionBand``: ``BAND_RATIO`` times the least it imported over the
+                              same minutes of each of the last ``BAND_DAYS`` days)
 hardware tampering            a component reported disconnected by the device's self-check, or no
                               message for ``heartbeat_timeout_s`` (device unplugged)
 DDoS                          more than ``max_messages`` from one source in a sliding ``window_s``
@@ -19,25 +22,42 @@ fault tolerance               no primary heartbeat for ``timeout_s`` (see ``back
 
 The robust z-score is ``|x - median| / (1.4826 * MAD)`` over the last ``window`` accepted values (Iglewicz &
 Hoaglin 1993); values that raise an alarm are kept out of the baseline, so an attacker cannot drag it along.
+
+Real household load is bursty (an iron's thermostat, a blender), so the consumption is not compared with its
+own last minutes but with the same time of day on the previous days: a meter bypass that hides 80 % of the load
+drops the import below any recent day's, an appliance event does not.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
 
 SENSOR_Z = 8.0
-ENERGY_Z = 6.0
 Z_WINDOW = 60
 Z_MIN_HISTORY = 12
-VOLTAGE_BAND_V = (207.0, 253.0)  # EN 50160: 230 V +- 10 %
-FREQUENCY_BAND_HZ = (49.5, 50.5)  # EN 50160: 50 Hz +- 1 %
+NOMINAL_V = 127.0  # Mexican residential service (= gridledger.profiles.electrical.NOMINAL_VOLTAGE)
+VOLTAGE_BAND_V = (0.9 * NOMINAL_V, 1.1 * NOMINAL_V)  # +-10 % (CFE L0000-02)
+VOLTAGE_SCALE_FLOOR_V = 0.5  # least voltage spread of the z-score: the home's own load moves it ~1-2 V
+NOMINAL_HZ = 60.0
+FREQUENCY_BAND_HZ = (0.99 * NOMINAL_HZ, 1.01 * NOMINAL_HZ)  # +-1 %, as EN 50160 for interconnected grids
 APPARENT_POWER_SLACK = 1.05  # P may exceed V*I by 5 % of measurement error
 MAD_TO_SIGMA = 1.4826
+BAND_WINDOW_MIN = 20
+BAND_DAYS = 7
+BAND_RATIO = 0.4
+BAND_FLOOR_WH = 10.0  # a window is judged only if the meter imported at least this much in it on every past day
+MINUTES_PER_DAY = 1440
+
+
+def minute_of(when: datetime) -> int:
+    """Minutes since 1970-01-01 of a meter's (naive, local) measurement time, read as it is."""
+    return int(when.replace(tzinfo=UTC).timestamp()) // 60
 
 
 @dataclass(frozen=True)
@@ -78,8 +98,9 @@ class RobustZ:
 class SensorMonitor:
     """Sensor-attack rules over ``Voltage`` (V), ``Current`` (A), ``Power`` (W) and ``Frequency`` (Hz)."""
 
-    def __init__(self, k: float = SENSOR_Z) -> None:
+    def __init__(self, k: float = SENSOR_Z, voltage_floor_v: float = VOLTAGE_SCALE_FLOOR_V) -> None:
         self.k = k
+        self.voltage_floor_v = voltage_floor_v
         self._voltage: dict[str, RobustZ] = {}
 
     def observe(self, source: str, values: Mapping[str, float], t: float) -> list[Alarm]:
@@ -90,7 +111,7 @@ class SensorMonitor:
             if not lo <= voltage <= hi:
                 alarms.append(Alarm("sensor-anomaly", source, f"voltage {voltage:.1f} V outside {lo}-{hi} V", t))
             else:
-                z = self._voltage.setdefault(source, RobustZ(self.k)).observe(voltage)
+                z = self._voltage.setdefault(source, RobustZ(self.k, floor=self.voltage_floor_v)).observe(voltage)
                 if z is not None:
                     alarms.append(Alarm("sensor-anomaly", source, f"voltage {voltage:.1f} V, z = {z:.1f}", t))
         frequency = values.get("Frequency")
@@ -104,31 +125,113 @@ class SensorMonitor:
         return alarms
 
 
-class EnergyMonitor:
-    """Energy-tampering rules over the cumulative ``Consumption`` counter (Wh) of each device."""
+@dataclass
+class ConsumptionBand:
+    """One meter's time-of-day band: its import over a trailing window against the same window on past days.
 
-    def __init__(self, k: float = ENERGY_Z) -> None:
-        self.k = k
+    ``add(minute, wh)`` records the import register (Wh) at a minute (:func:`minute_of`); ``below(minute)``
+    compares the energy imported over the ``window_min`` minutes up to ``minute`` with the least imported over
+    the same minutes of each of the last ``days`` days, and returns (now, band) in Wh if it is below
+    ``ratio`` times that least, else None. Windows where some past day imported less than ``floor_wh`` are not
+    judged (a home on its battery or PV imports next to nothing: there is nothing to compare).
+
+    Registers are looked up at exactly those minutes, so history and live readings come at the same minutes
+    of the day (any report interval that divides the window and the day).
+    """
+
+    window_min: int = BAND_WINDOW_MIN
+    days: int = BAND_DAYS
+    ratio: float = BAND_RATIO
+    floor_wh: float = BAND_FLOOR_WH
+    registers: dict[int, float] = field(default_factory=dict)
+    since: int | None = None  # first minute of the live pattern (after a reset)
+
+    def __post_init__(self) -> None:
+        if self.window_min < 1 or self.days < 1 or not 0 < self.ratio < 1 or self.floor_wh < 0:
+            raise ValueError("band window and days must be >= 1, ratio in (0, 1), floor >= 0")
+
+    def add(self, minute: int, wh: float) -> None:
+        """Record the register at ``minute`` (readings come in time order); forget what no window needs."""
+        self.registers[minute] = wh
+        oldest = minute - self.days * MINUTES_PER_DAY - self.window_min
+        while (first := next(iter(self.registers))) < oldest:
+            del self.registers[first]
+
+    def energy(self, minute: int) -> float | None:
+        """Energy imported over the window ending at ``minute`` (Wh), if both registers are known."""
+        end, start = self.registers.get(minute), self.registers.get(minute - self.window_min)
+        return None if end is None or start is None else end - start
+
+    def below(self, minute: int) -> tuple[float, float] | None:
+        if self.since is not None and minute - self.window_min < self.since:
+            return None
+        now = self.energy(minute)
+        past = [self.energy(minute - d * MINUTES_PER_DAY) for d in range(1, self.days + 1)]
+        if now is None or None in past:
+            return None
+        least = min(past)  # type: ignore[type-var]
+        if least < self.floor_wh or now >= self.ratio * least:
+            return None
+        return now, self.ratio * least
+
+
+class EnergyMonitor:
+    """Energy-tampering rules over the cumulative import register ``Consumption`` (Wh) of each device."""
+
+    def __init__(
+        self,
+        window_min: int = BAND_WINDOW_MIN,
+        days: int = BAND_DAYS,
+        ratio: float = BAND_RATIO,
+        floor_wh: float = BAND_FLOOR_WH,
+    ) -> None:
+        ConsumptionBand(window_min, days, ratio, floor_wh)  # validates
+        self._params = (window_min, days, ratio, floor_wh)
         self._last: dict[str, float] = {}
-        self._increments: dict[str, RobustZ] = {}
+        self._bands: dict[str, ConsumptionBand] = {}
+        self._reset: set[str] = set()  # devices whose next reading starts a new live pattern
+
+    def _band(self, source: str) -> ConsumptionBand:
+        return self._bands.setdefault(source, ConsumptionBand(*self._params))
+
+    def learn(self, source: str, history: Iterable[tuple[int, float]]) -> None:
+        """Seed a device's band with its past readings: (minute, import register in Wh)."""
+        band = self._band(source)
+        for minute, wh in history:
+            band.add(minute, wh)
 
     def reset(self, source: str) -> None:
-        """Forget a device's baseline (after a legitimate change of state, e.g. switched on or off)."""
+        """A legitimate change of state (switched on or off): the last readings are no pattern to judge."""
         self._last.pop(source, None)
-        self._increments.pop(source, None)
+        self._reset.add(source)
 
-    def observe(self, source: str, consumption_wh: float, t: float) -> list[Alarm]:
+    def observe(self, source: str, consumption_wh: float, t: float, minute: int | None = None) -> list[Alarm]:
+        """A new register reading at time ``t`` (s), measured at ``minute`` (:func:`minute_of`; None: unknown)."""
         last = self._last.get(source)
         self._last[source] = consumption_wh
-        if last is None:
+        if last is not None and consumption_wh < last:
+            back = last - consumption_wh
+            return [Alarm("energy-rollback", source, f"consumption counter went back {back:.1f} Wh", t)]
+        if minute is None:
             return []
-        step = consumption_wh - last
-        if step < 0:
-            return [Alarm("energy-rollback", source, f"consumption counter went back {-step:.1f} Wh", t)]
-        z = self._increments.setdefault(source, RobustZ(self.k)).observe(step)
-        if z is None:
+        band = self._band(source)
+        if source in self._reset:
+            band.since = minute
+            self._reset.discard(source)
+        band.add(minute, consumption_wh)
+        verdict = band.below(minute)
+        if verdict is None:
             return []
-        return [Alarm("energy-outlier", source, f"consumption step {step:.2f} Wh, z = {z:.1f}", t)]
+        now, floor = verdict
+        return [
+            Alarm(
+                "energy-outlier",
+                source,
+                f"{now:.0f} Wh imported in {band.window_min} min, below the band {floor:.0f} Wh of the last "
+                f"{band.days} days",
+                t,
+            )
+        ]
 
 
 class ComponentMonitor:

@@ -1,39 +1,58 @@
 """A "physical" twin device as its own process: ``python -m gridledger.twin.device_process SPEC.json``.
 
-The process plays the paper's Processing and Communication Module (MPC): it connects to the broker with its
-own credentials, gets its AES key (given in the spec = manual registration, or by discovery: it announces
-its hardware identity and waits for the key sealed to it), then every ``period_s`` wall-clock seconds it
-measures one ``interval_s`` step of its signal (``physical.MeterSignal``), wraps the SmartPi measurement in
-a signed, encrypted envelope and publishes it on its uplink. It applies signed commands from the controller
-(virtual -> physical) and acknowledges them. Physical attacks from the spec start at ``start_at + at_s``.
+The process plays the paper's Processing and Communication Module (MPC) of one home's meter. It builds the home
+from the community file (``physical.HouseholdSignal`` over ``devices.Household``), steps it through the history
+the controller would hold of it (written to ``history`` as ``[minute, import Wh]`` pairs), connects to the broker
+with its own credentials and gets its AES key (given in the spec = manual registration, or by discovery: it
+announces its hardware identity and waits for the key sealed to it). Then every ``period_s`` wall-clock seconds
+it measures one ``interval_s`` report of its home, wraps the SmartPi measurement in a signed, encrypted envelope
+and publishes it on its uplink. It applies signed commands from the controller (virtual -> physical: the meter's
+``On``, the iron's and blender's positions) and acknowledges them. Physical attacks from the spec start at
+``start_at + at_s``.
 
 Spec keys: ``credentials`` (serial, seed, aes_key hex; without aes_key the device is discovered),
 ``controller_key`` (hex), ``port``, ``username``/``password`` (optional), ``period_s``, ``start_at``
-(epoch s; null: read it from stdin after printing ``ready``), ``duration_s``, ``signal`` (MeterSignal
-fields), ``attack`` (optional: ``kind`` one of ``Tamper.KINDS`` or ``power-off`` / ``flood``, ``at_s``, and
-its parameters), ``stats`` (path of the JSON written at exit: counters sent, injection time, commands).
+(epoch s; null: read it from stdin after printing ``ready``, or from the pipe of ``serve``), ``duration_s``,
+``household`` (``community`` file, ``home`` id, ``days`` of profiles from the community's start, ``start``: ISO
+local time of the first report's interval, ``interval_s``, ``history_reports`` before it, ``seed``),
+``history`` (path, optional), ``attack`` (optional: ``kind`` one of ``Tamper.KINDS`` or ``power-off`` /
+``flood``, ``at_s``, and its parameters), ``stats`` (path of the JSON written at exit: counters sent, injection
+time, commands).
+
+The lab starts devices with :func:`serve` from a forkserver that has imported this module (and the device
+models) once; ``python -m`` runs one device on its own.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+import pandas as pd
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey
 
+from gridledger.devices import Household, households
+from gridledger.profiles import load_community
 from gridledger.twin import envelope, mqtt
+from gridledger.twin.detectors import minute_of
 from gridledger.twin.envelope import EnvelopeRejected
 from gridledger.twin.identity import Credentials, unseal
 from gridledger.twin.messages import Announce
-from gridledger.twin.physical import MeterSignal, Tamper
+from gridledger.twin.physical import HouseholdSignal, Tamper
 
 PROCESS_ATTACKS = ("power-off", "flood")
 
@@ -48,15 +67,39 @@ class DeviceStats:
     rejected_commands: int = 0
 
 
-class Device:
-    """One device: its credentials, its signal, its MQTT client."""
+@lru_cache(maxsize=2)
+def community_homes(path: str, days: int) -> dict[str, Household]:
+    """The community's homes (``devices.households``) over its first ``days`` days; callers copy before use."""
+    community = load_community(path)
+    community = dataclasses.replace(community, days=max(community.days, days))
+    return {home.home_id: home for home in households(community)}
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+
+def prepare(serial: str, spec: dict[str, Any]) -> tuple[HouseholdSignal, list[tuple[int, float]]]:
+    """The home of a ``household`` spec, stepped through its history: (the signal at ``start``, the history as
+    (minute, import register Wh) pairs, what the controller would hold of this meter)."""
+    homes = community_homes(str(spec["community"]), int(spec["days"]))
+    if spec["home"] not in homes:
+        raise ValueError(f"{serial}: no home {spec['home']!r} in {spec['community']}")
+    interval_s, reports = int(spec["interval_s"]), int(spec["history_reports"])
+    first = pd.Timestamp(spec["start"]) - pd.Timedelta(seconds=interval_s * reports)
+    home = HouseholdSignal(serial, copy.deepcopy(homes[spec["home"]]), first, interval_s, int(spec.get("seed", 0)))
+    return home, [(minute_of(when), wh) for when, wh in home.history(reports)]
+
+
+class Device:
+    """One device: its credentials, its home, its MQTT client."""
+
+    def __init__(self, spec: dict[str, Any], home: HouseholdSignal | None = None) -> None:
         self.spec = spec
         self.creds_hex = dict(spec["credentials"])
         self.serial = self.creds_hex["serial"]
         self.controller_key = bytes.fromhex(spec["controller_key"])
-        self.signal = MeterSignal(serial=self.serial, **spec.get("signal", {}))
+        if home is None:
+            home, history = prepare(self.serial, spec["household"])
+            if spec.get("history"):
+                Path(spec["history"]).write_text(json.dumps(history))
+        self.signal = home
         self.attack = spec.get("attack") or None
         self.stats = DeviceStats()
         self.stop = threading.Event()
@@ -131,12 +174,12 @@ class Device:
             if not self.key_ready.wait(spec.get("provision_timeout_s", 10.0)):
                 raise SystemExit(f"{self.serial}: not provisioned (discovery refused or no controller)")
 
-    def run(self) -> None:
+    def run(self, ready: Callable[[], float]) -> None:
+        """Report on the schedule; ``ready()`` tells the launcher the device is connected and returns the start
+        (epoch s)."""
         spec = self.spec
         period = float(spec["period_s"])
-        print("ready", flush=True)
-        # the schedule's start: from the spec, or (start_at null) the epoch time the launcher writes to stdin
-        start = float(spec["start_at"]) if spec.get("start_at") is not None else float(sys.stdin.readline())
+        start = ready()
         end = start + float(spec["duration_s"])
         attack_at = start + float(self.attack["at_s"]) if self.attack else None
         while not self.stop.is_set() and time.time() < start:
@@ -170,13 +213,14 @@ class Device:
             self.flood(int(self.attack.get("messages", 1500)), float(self.attack.get("rate", 1500.0)))
 
     def flood(self, messages: int, rate: float) -> None:
-        """A compromised device floods the controller with valid messages (bounded count and rate)."""
+        """A compromised device floods the controller with valid messages (bounded count and rate): its last
+        report again and again, each in a fresh envelope."""
         t0 = time.time()
+        with self.lock:
+            payload = self.signal.step()
         for i in range(messages):
             if self.stop.is_set():
                 break
-            with self.lock:
-                payload = self.signal.step()
             self.publish("report", payload)
             self.stats.flood_sent += 1
             delay = t0 + (i + 1) / rate - time.time()
@@ -194,19 +238,48 @@ class Device:
             mqtt.close(self.client)
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m gridledger.twin.device_process SPEC.json", file=sys.stderr)
-        return 2
-    device = Device(json.loads(Path(argv[0]).read_text()))
+def run(spec: dict[str, Any], ready: Callable[[], float], home: HouseholdSignal | None = None) -> int:
+    """Build the device's home (or take ``home``, already at its start), connect and run the device until its
+    schedule ends (or SIGTERM); writes its stats at the end."""
+    device = Device(spec, home)
     signal.signal(signal.SIGTERM, lambda *_: device.stop.set())
     try:
         device.connect()
-        device.run()
+        device.run(ready)
     finally:
         device.write_stats()
         device.close()
     return 0
+
+
+def serve(spec: dict[str, Any], conn: Connection, home: HouseholdSignal | None = None) -> None:
+    """Run a device as a ``multiprocessing`` child (the lab forks them from a preloaded server): it sends
+    ``"ready"`` on ``conn`` and then receives the start (epoch s) unless the spec sets ``start_at``. Its output
+    (a crash's traceback) goes to the spec's ``log`` file, if given. ``home``: see :func:`run`."""
+    if spec.get("log"):
+        with open(spec["log"], "ab") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+
+    def ready() -> float:
+        conn.send("ready")
+        return float(spec["start_at"]) if spec.get("start_at") is not None else float(conn.recv())
+
+    raise SystemExit(run(spec, ready, home))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m gridledger.twin.device_process SPEC.json", file=sys.stderr)
+        return 2
+    spec = json.loads(Path(argv[0]).read_text())
+
+    def ready() -> float:
+        print("ready", flush=True)
+        # the schedule's start: from the spec, or (start_at null) the epoch time the launcher writes to stdin
+        return float(spec["start_at"]) if spec.get("start_at") is not None else float(sys.stdin.readline())
+
+    return run(spec, ready)
 
 
 if __name__ == "__main__":

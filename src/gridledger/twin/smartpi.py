@@ -140,6 +140,15 @@ def parse_measurement(msg: Any) -> tuple[list[PhaseReading], float]:
     return readings, neutral
 
 
+def measured_at(msg: Mapping[str, Any]) -> datetime:
+    """The measurement's time (``time``, SmartPi's ``YYYY-MM-DD hh:mm:ss``, the meter's local time)."""
+    stamp = msg.get("time") if isinstance(msg, Mapping) else None
+    try:
+        return datetime.strptime(stamp, TIME_FORMAT)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise SmartPiFormatError(f"measurement time must be 'YYYY-MM-DD hh:mm:ss', got {stamp!r}") from None
+
+
 def flat_topics(base: str, phases: Iterable[PhaseReading], neutral_current: float = 0.0) -> dict[str, str]:
     """The flat MQTT form: ``{<base>/I1: "1.23", ...}`` with two decimals, as SmartPi's readout publishes."""
     out = {f"{base}/I{NEUTRAL}": f"{neutral_current:.2f}"}

@@ -1,6 +1,6 @@
 """Attack scenarios: what a scenario is, what one run yields, how K seeded runs are summarized.
 
-A scenario injects one attack into a small community and measures its detection. Every run has an honest
+A scenario injects an attack into a small community and measures its detection. Every run has an honest
 period (before the injection) and an attacked period. Measured per run: whether an alarm of the expected
 kind was raised on the attacked source after the injection, the time to detect (wall-clock seconds from
 the injection to that alarm), the false alarms (alarms not caused by the attack: on honest sources, or
@@ -8,15 +8,20 @@ before the injection) over the honest observations (messages and requests from h
 attacked party's before the injection), and the data lost (genuine readings sent by the devices that
 are not in the controller's store at the end of the run).
 
-Ledger-level scenarios (tampered store, fake price, unregistered node, flood, coordinator loss) register
-themselves the same way with ``register``; a scenario that needs no MQTT broker sets ``needs_broker``
-False.
+A run injects one attack attempt unless the scenario makes several (``RunResult.attempts``, e.g. every
+request of an unregistered node); the detection rate is detected attempts over attempts.
+
+Ledger-level scenarios (tampered store, fake price, unregistered node, flood, coordinator loss) drive a
+local network of node processes instead of the MQTT lab (``needs_broker`` False, ``needs_etcd`` True). A
+scenario may keep something expensive (a network) across the K runs of one invocation: its optional
+``session(workdir, households)`` context manager yields it, and every run gets it as ``RunContext.shared``.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,16 +31,24 @@ from gridledger.twin.detectors import Alarm
 
 @dataclass(frozen=True)
 class RunContext:
-    """One run's inputs: the seed, the community size (households, one meter each) and a scratch folder."""
+    """One run's inputs: the seed, the community size (households, one meter each), a scratch folder, what the
+    scenario's session keeps across runs (``shared``; None outside a session), and the community file whose
+    first homes the twin lab's meters measure (None: ``examples/community.toml``)."""
 
     seed: int
     households: int
     workdir: Path
+    shared: Any = None
+    community: Path | None = None
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """One run's outcome (times in wall-clock seconds)."""
+    """One run's outcome (times in wall-clock seconds).
+
+    ``attempts`` is the number of attack attempts the run made (1 unless the scenario makes several) and
+    ``attempts_detected`` how many of them were detected (default: all if ``detected``, else none).
+    """
 
     injected: str
     detected: bool
@@ -44,6 +57,20 @@ class RunResult:
     honest_observations: int
     data_lost: int
     details: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 1
+    attempts_detected: int | None = None
+
+    def __post_init__(self) -> None:
+        caught = self.caught
+        if self.attempts < 1 or not 0 <= caught <= self.attempts:
+            raise ValueError(f"attempts ({self.attempts}) must be >= 1 and detected attempts ({caught}) in 0..attempts")
+
+    @property
+    def caught(self) -> int:
+        """Detected attempts."""
+        if self.attempts_detected is None:
+            return self.attempts if self.detected else 0
+        return self.attempts_detected
 
 
 class Scenario(Protocol):
@@ -51,6 +78,7 @@ class Scenario(Protocol):
     threat: str
     detector: str
     needs_broker: bool
+    needs_etcd: bool
 
     def run(self, ctx: RunContext) -> RunResult: ...
 
@@ -68,6 +96,12 @@ def register(scenario: Scenario) -> Scenario:
 
 def scenarios() -> dict[str, Scenario]:
     return dict(_REGISTRY)
+
+
+def session(scenario: Scenario, workdir: Path, households: int) -> AbstractContextManager[Any]:
+    """The scenario's session for K runs (its ``session`` method, if it has one), yielding ``RunContext.shared``."""
+    opener = getattr(scenario, "session", None)
+    return nullcontext() if opener is None else opener(workdir, households)
 
 
 def get(name: str) -> Scenario:
@@ -106,6 +140,8 @@ class Summary:
                     "false_alarms": r.false_alarms,
                     "honest_observations": r.honest_observations,
                     "data_lost": r.data_lost,
+                    "attempts": r.attempts,
+                    "attempts_detected": r.caught,
                     "details": r.details,
                 }
                 for r in self.results
@@ -114,7 +150,7 @@ class Summary:
 
 
 def summarize(name: str, results: Iterable[RunResult]) -> Summary:
-    """Detection rate = detected runs / runs; false-alarm rate = false alarms / honest observations."""
+    """Detection rate = detected attempts / attempts; false-alarm rate = false alarms / honest observations."""
     results = tuple(results)
     if not results:
         raise ValueError("no runs to summarize")
@@ -123,7 +159,7 @@ def summarize(name: str, results: Iterable[RunResult]) -> Summary:
     return Summary(
         scenario=name,
         runs=len(results),
-        detection_rate=sum(r.detected for r in results) / len(results),
+        detection_rate=sum(r.caught for r in results) / sum(r.attempts for r in results),
         false_alarm_rate=sum(r.false_alarms for r in results) / honest if honest else 0.0,
         mean_time_to_detect_s=statistics.fmean(times) if times else None,
         data_lost=sum(r.data_lost for r in results),

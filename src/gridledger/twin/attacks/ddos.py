@@ -56,7 +56,7 @@ class DDoS:
     name = "ddos"
     threat = "DDoS: abnormal message frequency; only registered devices may connect"
     detector = f"sliding {RATE_WINDOW_S} s window, > {RATE_LIMIT} messages per device; broker password + ACL"
-    needs_broker = True
+    needs_broker, needs_etcd = True, False
 
     def run(self, ctx: RunContext) -> RunResult:
         plan = AttackPlan(

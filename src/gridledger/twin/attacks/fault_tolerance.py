@@ -93,7 +93,7 @@ class FaultTolerance:
     name = "fault-tolerance"
     threat = "fault tolerance: controller failure and fail-over"
     detector = f"primary heartbeat every 0.1 s; backup takes over after {PRIMARY_TIMEOUT_S} s of silence"
-    needs_broker = True
+    needs_broker, needs_etcd = True, False
 
     def run(self, ctx: RunContext) -> RunResult:
         plan = AttackPlan(

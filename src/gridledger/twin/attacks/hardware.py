@@ -12,7 +12,7 @@ class HardwareTampering:
     name = "hardware"
     threat = "hardware tampering: a component disconnected"
     detector = f"device self-check, or no message for {Thresholds().heartbeat_timeout_s} s (heartbeat timeout)"
-    needs_broker = True
+    needs_broker, needs_etcd = True, False
 
     def run(self, ctx: RunContext) -> RunResult:
         if ctx.seed % 2 == 0:

@@ -1,39 +1,60 @@
 """A small community on a real broker, for one scenario run: ``TwinLab``.
 
 The lab starts a private mosquitto, a DT controller (SQLite store in the run's folder) on it, provisions
-one meter per household (``meter-1`` ...) and runs each as its own process (``device_process``) on a
-common wall-clock schedule: once all are connected, every device starts at ``start_at`` and reports every
-``period_s`` for ``duration_s``; an attack starts at ``start_at + attack_at_s``. Everything the lab starts
-is stopped on exit.
+one meter per household (``meter-1`` ... for the first homes of the community file) and runs each as its own
+process (``device_process``) stepping its home's device models. Simulated time: the run starts on the day after
+the controller's ``BAND_DAYS`` days of history, at a seeded time in the evening (``EVENING``), and each report
+covers ``INTERVAL_S`` simulated seconds. The lab steps each home through that history (what the controller
+would have stored of it), the controller learns it, and the device process starts from the home as it is then.
+Wall-clock schedule: once all are connected, every device starts at ``start_at`` and reports every ``PERIOD_S``
+for ``DURATION_S``; an attack starts at ``start_at + ATTACK_AT_S``. Everything the lab starts is stopped on
+exit. Device processes are forked from a server that imported the device models once (``DEVICES``), so a
+script that runs the lab needs the usual ``if __name__ == "__main__":`` guard of ``multiprocessing``.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import pickle
 import random
 import secrets
-import subprocess
-import sys
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from gridledger.profiles import Community, CommunityError, Home, load_community
 from gridledger.twin.attacks.base import RunContext, RunResult, first_detection
 from gridledger.twin.controller import Thresholds, TwinController
-from gridledger.twin.detectors import Alarm
+from gridledger.twin.detectors import BAND_DAYS, BAND_WINDOW_MIN, Alarm
+from gridledger.twin.device_process import prepare, serve
 from gridledger.twin.identity import Credentials
 from gridledger.twin.mqtt import Broker
 from gridledger.twin.node import ControllerNode, NodeConfig
 from gridledger.twin.store import TwinStore
 
 CONTROLLER_ID = "dtfc"
-PERIOD_S = 0.05  # wall-clock seconds between reports (each report is one simulated minute)
+DEFAULT_COMMUNITY = Path(__file__).resolve().parents[4] / "examples" / "community.toml"
+INTERVAL_S = 120  # simulated seconds per report: the run covers 2 h, 1 h honest and 1 h attacked
+EVENING = (17 * 60, 21 * 60)  # local minutes of the day the run may start (load high, PV low)
+RUN_DAYS = 7  # the run's day is one of the week after the history (seeded)
+PERIOD_S = 0.05  # wall-clock seconds between reports
 START_IN_S = 0.3  # from "all devices connected" to the common start of their schedule
 DURATION_S = 3.0
 ATTACK_AT_S = 1.5
-READY_TIMEOUT_S = 20.0
+# Device processes are forked from one server per lab process that has imported the device models (pvlib,
+# demandlib: about 2 s) once, so a run does not pay that for every device.
+DEVICES = multiprocessing.get_context("forkserver")
+DEVICES.set_forkserver_preload(["gridledger.twin.device_process"])
+READY_TIMEOUT_S = 60.0  # a device builds its home's profiles and history before it is ready
 DRAIN_S = 0.5  # after the schedule, for in-flight messages to arrive (below the 1.0 s heartbeat timeout)
 SETTLE_S = 0.3
 MAX_DRAIN_S = 5.0
@@ -54,6 +75,30 @@ class LabError(RuntimeError):
     """A lab component failed to start or finish."""
 
 
+@lru_cache(maxsize=4)
+def community_file(path: Path) -> Community:
+    try:
+        return load_community(path)
+    except (OSError, CommunityError) as e:
+        raise LabError(f"cannot read the community file {path}: {e}") from None
+
+
+@lru_cache(maxsize=16)
+def prepared(serial: str, household: str) -> tuple[bytes, tuple[tuple[int, float], ...]]:
+    """The home of a device's ``household`` spec (JSON) stepped to the run's start, pickled (each run unpickles
+    a fresh copy), and its history; kept for the runs that share a start."""
+    home, history = prepare(serial, json.loads(household))
+    return pickle.dumps(home), tuple(history)
+
+
+def run_start(community: Community, seed: int) -> pd.Timestamp:
+    """The simulated start of a run: on one of the ``RUN_DAYS`` days after ``BAND_DAYS`` days of history from the
+    community's first day, at a time of the evening (local time, on the report grid); both seeded."""
+    rng = random.Random(seed)
+    day, minute = rng.randrange(RUN_DAYS), rng.randrange(*EVENING, INTERVAL_S // 60)
+    return community.index("1D")[0] + pd.Timedelta(days=BAND_DAYS + day, minutes=minute)
+
+
 class TwinLab:
     """Broker + controller + one meter process per household."""
 
@@ -62,7 +107,14 @@ class TwinLab:
         self.options = options or LabOptions()
         self.dir = ctx.workdir
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.community_path = Path(ctx.community or DEFAULT_COMMUNITY)
+        community = community_file(self.community_path)
+        if ctx.households > len(community.homes):
+            raise LabError(f"{self.community_path} has {len(community.homes)} homes, fewer than {ctx.households}")
+        self.community = community
         self.serials = [f"meter-{i}" for i in range(1, ctx.households + 1)]
+        self.homes: dict[str, Home] = dict(zip(self.serials, sorted(community.homes, key=lambda h: h.id), strict=False))
+        self.start = run_start(community, ctx.seed)
         self.passwords = {s: secrets.token_hex(8) for s in [CONTROLLER_ID, "dtfc-backup", *self.serials]}
         self.controller_seed = os.urandom(32)
         self.replication_key = os.urandom(16) if self.options.replication else None
@@ -75,16 +127,17 @@ class TwinLab:
         self.controller = TwinController(self.store, self.controller_seed, thresholds=self.options.thresholds)
         self.node: ControllerNode | None = None
         self.credentials: dict[str, Credentials] = {}
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: dict[str, BaseProcess] = {}
+        self.pipes: dict[str, Connection] = {}
         self.start_at = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def __enter__(self) -> TwinLab:
         self.broker.start()
         try:
-            for i, serial in enumerate(self.serials, start=1):
+            for serial in self.serials:
                 creds = Credentials.generate(serial)
-                key = self.controller.register_physical(creds.identity, {"ID": i, "Name": "Smart_Meter", "On": 1})
+                key = self.controller.register_physical(creds.identity, {"ID": 1, "Name": "Smart_Meter", "On": 1})
                 self.credentials[serial] = Credentials(serial, creds.seed, key)
             if not self.options.external_primary:
                 self.node = ControllerNode(self.controller, self.node_config(CONTROLLER_ID), broker=self.broker)
@@ -96,17 +149,16 @@ class TwinLab:
 
     def __exit__(self, *exc: object) -> None:
         for proc in self.procs.values():
-            if proc.poll() is None:
+            if proc.is_alive():
                 proc.terminate()
         for proc in self.procs.values():
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
+            proc.join(5)
+            if proc.is_alive():
                 proc.kill()
-                proc.wait()
-            for stream in (proc.stdin, proc.stdout):
-                if stream is not None and not stream.closed:
-                    stream.close()
+                proc.join()
+            proc.close()
+        for pipe in self.pipes.values():
+            pipe.close()
         if self.node is not None:
             self.node.stop()
         self.broker.stop()
@@ -124,9 +176,18 @@ class TwinLab:
         )
 
     # -- devices ---------------------------------------------------------------------------------------------
+    def choose_target(self, eligible: Callable[[Home], bool] | None = None) -> str:
+        """The attacked meter, drawn with the run's seed among those whose home is ``eligible``."""
+        serials = [s for s in self.serials if eligible is None or eligible(self.homes[s])]
+        if not serials:
+            raise LabError("no household of the community can be attacked this way")
+        return random.Random(self.ctx.seed).choice(serials)
+
     def spawn_devices(self, attacks: dict[str, dict[str, Any]] | None = None) -> float:
-        """Start every meter process; returns ``start_at`` (epoch s). ``attacks`` maps serial -> attack spec."""
+        """Start every meter process; once each has backfilled its history (learnt by the controller) and
+        connected, start them together. Returns ``start_at`` (epoch s). ``attacks`` maps serial -> attack spec."""
         attacks = attacks or {}
+        history_reports = (BAND_DAYS * 1440 + BAND_WINDOW_MIN) * 60 // INTERVAL_S
         for i, serial in enumerate(self.serials):
             spec = {
                 "credentials": self.credentials[serial].to_hex(),
@@ -137,39 +198,42 @@ class TwinLab:
                 "period_s": PERIOD_S,
                 "start_at": None,
                 "duration_s": DURATION_S,
-                "signal": {"seed": self.ctx.seed * 1000 + i, "base_power_w": 300.0 + 150.0 * i, "twin_id": i + 1},
+                "household": {
+                    "community": str(self.community_path),
+                    "home": self.homes[serial].id,
+                    "days": BAND_DAYS + RUN_DAYS,
+                    "start": self.start.isoformat(),
+                    "interval_s": INTERVAL_S,
+                    "history_reports": history_reports,
+                    "seed": self.ctx.seed * 1000 + i,
+                },
                 "attack": attacks.get(serial),
                 "stats": str(self.dir / f"{serial}.stats.json"),
+                "log": str(self.dir / f"{serial}.log"),
             }
-            path = self.dir / f"{serial}.spec.json"
-            path.write_text(json.dumps(spec))
-            self.procs[serial] = subprocess.Popen(
-                [sys.executable, "-m", "gridledger.twin.device_process", str(path)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            )
-        for serial, proc in self.procs.items():
-            self._await_ready(serial, proc)
+            (self.dir / f"{serial}.spec.json").write_text(json.dumps(spec))  # for the record
+            home, history = prepared(serial, json.dumps(spec["household"], sort_keys=True))
+            self.controller.energy.learn(serial, history)
+            self.pipes[serial], theirs = DEVICES.Pipe()
+            proc = DEVICES.Process(target=serve, args=(spec, theirs, pickle.loads(home)), name=serial)
+            proc.start()
+            self.procs[serial] = proc
+            theirs.close()
+        for serial in self.procs:
+            self._await_ready(serial)
         # every device is connected: start them together, however long the start-up took on a loaded machine
         self.start_at = time.time() + START_IN_S
-        for proc in self.procs.values():
-            assert proc.stdin is not None
-            proc.stdin.write(f"{self.start_at!r}\n".encode())
-            proc.stdin.close()
+        for pipe in self.pipes.values():
+            pipe.send(self.start_at)
         return self.start_at
 
-    def _await_ready(self, serial: str, proc: subprocess.Popen[bytes]) -> None:
-        done = threading.Event()
-        line: list[bytes] = []
-
-        def read() -> None:
-            assert proc.stdout is not None
-            line.append(proc.stdout.readline())
-            done.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not done.wait(READY_TIMEOUT_S) or line[0].strip() != b"ready":
+    def _await_ready(self, serial: str) -> None:
+        pipe = self.pipes[serial]
+        try:
+            ready = pipe.poll(READY_TIMEOUT_S) and pipe.recv() == "ready"
+        except EOFError:
+            ready = False
+        if not ready:
             raise LabError(f"device process {serial} did not start")
 
     def sleep_until(self, t: float) -> None:
@@ -183,10 +247,9 @@ class TwinLab:
         machine). Returns the device stats."""
         deadline = self.start_at + DURATION_S + 15.0
         for serial, proc in self.procs.items():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                raise LabError(f"device process {serial} did not finish") from None
+            proc.join(max(0.1, deadline - time.time()))
+            if proc.exitcode is None:
+                raise LabError(f"device process {serial} did not finish")
         store = store or self.store
         time.sleep(DRAIN_S)
         end = time.time() + MAX_DRAIN_S
@@ -255,13 +318,14 @@ class AttackPlan:
     intrusion: Intrusion | None = None
     options: LabOptions = field(default_factory=LabOptions)
     target_data_counts: bool = True
+    eligible: Callable[[Home], bool] | None = None  # which homes the attack may target (default: any)
 
 
 def run_attack(ctx: RunContext, plan: AttackPlan) -> RunResult:
     """Run one plan on a fresh lab and measure detection, false alarms and data loss."""
-    target = f"meter-{random.Random(ctx.seed).randrange(ctx.households) + 1}"
     intrusion = plan.intrusion
     with TwinLab(ctx, plan.options) as lab:
+        target = lab.choose_target(plan.eligible)
         attacks = {target: {**plan.device_attack, "at_s": ATTACK_AT_S}} if plan.device_attack else {}
         injected_at: float | None = None
         intrusion_details: dict[str, Any] = {}
@@ -293,7 +357,7 @@ def run_attack(ctx: RunContext, plan: AttackPlan) -> RunResult:
         if intrusion is not None:
             honest += intrusion.honest_observations()
         return RunResult(
-            injected=f"{plan.label} on {target}",
+            injected=f"{plan.label} on {target} ({lab.homes[target].id}, from {lab.start:%Y-%m-%d %H:%M})",
             detected=detect is not None,
             time_to_detect_s=detect,
             false_alarms=false,

@@ -111,7 +111,7 @@ class Leakage:
     name = "leakage"
     threat = "sensitive-data leakage: only authorized parties read or export data"
     detector = "signed requests checked against per-party grants (action, devices), nonce replay; sealed answers"
-    needs_broker = True
+    needs_broker, needs_etcd = True, False
 
     def run(self, ctx: RunContext) -> RunResult:
         plan = AttackPlan(

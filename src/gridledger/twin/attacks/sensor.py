@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from gridledger.twin.attacks.base import RunContext, RunResult, register
 from gridledger.twin.attacks.harness import AttackPlan, run_attack
-from gridledger.twin.detectors import SENSOR_Z
+from gridledger.twin.detectors import SENSOR_Z, VOLTAGE_BAND_V
 
-BIAS_V = 12.0  # inside the EN 50160 band (230 V + 12 V = 242 V), so only the z-score can catch it
+BIAS_V = 6.0  # 5 % of 127 V: the reading stays inside the +-10 % band, so only the z-score can catch it
 
 
 class SensorAttack:
     name = "sensor"
     threat = "sensor attack: anomalous sensor behaviour"
-    detector = f"voltage band (EN 50160) and robust z-score > {SENSOR_Z:g} against the voltage history"
-    needs_broker = True
+    detector = (
+        f"voltage band {VOLTAGE_BAND_V[0]:.1f}-{VOLTAGE_BAND_V[1]:.1f} V and robust z-score > {SENSOR_Z:g} "
+        "against the voltage history"
+    )
+    needs_broker, needs_etcd = True, False
 
     def run(self, ctx: RunContext) -> RunResult:
         plan = AttackPlan(

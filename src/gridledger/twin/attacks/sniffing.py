@@ -67,7 +67,7 @@ class Sniffing:
     name = "sniffing"
     threat = "sniffing: a new connection listens to the traffic"
     detector = "broker connection log against the registered client ids; AES-GCM payloads (sniffer reads none)"
-    needs_broker = True
+    needs_broker, needs_etcd = True, False
 
     def run(self, ctx: RunContext) -> RunResult:
         return run_attack(

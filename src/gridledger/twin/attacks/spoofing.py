@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -13,7 +14,8 @@ from nacl.signing import SigningKey
 from gridledger.twin import envelope, mqtt
 from gridledger.twin.attacks.base import RunContext, RunResult, register
 from gridledger.twin.attacks.harness import AttackPlan, Intrusion, TwinLab, run_attack
-from gridledger.twin.physical import MeterSignal
+from gridledger.twin.physical import NOMINAL_HZ, NOMINAL_V, report
+from gridledger.twin.smartpi import PhaseReading
 
 FORGED = 5
 CAPTURE_S = 0.3
@@ -36,10 +38,11 @@ class Spoofer(Intrusion):
         self.client.subscribe(mqtt.uplink(target), qos=1)
         time.sleep(CAPTURE_S)
         key, aes = SigningKey.generate(), os.urandom(16)
-        fake = MeterSignal(serial=target, seed=1)
+        twin = {"ID": 1, "Name": "Smart_Meter", "On": 1, "Consumption": 0}
+        fake = report(target, twin, PhaseReading(1, 2.0, NOMINAL_V, 240.0, 0.95, NOMINAL_HZ), datetime.now())
         base = time.time_ns() // 1000 + 10_000_000
         for i in range(FORGED):
-            raw = envelope.seal(key, aes, target, base + i, "report", fake.step())
+            raw = envelope.seal(key, aes, target, base + i, "report", fake)
             self.forged_counters.append(base + i)
             self.client.publish(mqtt.uplink(target), raw, qos=1)
         for raw in list(self.captured)[:FORGED]:
@@ -62,7 +65,7 @@ class Spoofing:
     name = "spoofing"
     threat = "spoofing: a device claims another's identity"
     detector = "Ed25519 signature against the registered hardware identity; per-device replay counter"
-    needs_broker = True
+    needs_broker, needs_etcd = True, False
 
     def run(self, ctx: RunContext) -> RunResult:
         return run_attack(
