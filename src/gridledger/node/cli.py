@@ -1,4 +1,4 @@
-"""``gridledger node`` and ``gridledger cluster up|down|status``."""
+"""``gridledger node`` and ``gridledger cluster up|down|status|reading|readings``."""
 
 from __future__ import annotations
 
@@ -30,7 +30,11 @@ def node(
     if cfg.role != role:
         console.print(f"[bold red]error:[/] --role {role} but {config} says role = {cfg.role!r}")
         raise typer.Exit(2)
-    run_node(cfg)
+    try:
+        run_node(cfg)
+    except ConfigError as e:
+        console.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2) from None
 
 
 @cluster_app.command("up")
@@ -40,17 +44,23 @@ def cluster_up(
         1, "--concentrators", min=1, max=20, help="Number of NANs (one concentrator each)."
     ),
     folder: Path = typer.Option(Path("cluster"), "--dir", help="Folder for configs, stores, logs and cluster.json."),
+    poef: bool = typer.Option(
+        True,
+        "--poef/--coordinator-only",
+        help="PoEf NAN chains (tagged genesis, meters enrolled as the committee that votes on every block), or "
+        "untagged chains whose coordinator alone commits.",
+    ),
 ) -> None:
     """Start a 3-member etcd cluster and one process per node; print where each API is."""
     from gridledger.node.cluster import up
 
     try:
         with console.status(f"starting etcd and {meters + 2 * concentrators} nodes …"):
-            state = up(folder, meters, concentrators)
+            state = up(folder, meters, concentrators, poef=poef)
     except (FileExistsError, TimeoutError, RuntimeError) as e:
         console.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2) from None
-    table = Table(title=f"gridledger cluster in {folder}")
+    table = Table(title=f"gridledger cluster in {folder} ({state['consensus']})")
     for col in ("node", "role", "chain", "API", "pid"):
         table.add_column(col)
     for n in state["nodes"]:
@@ -98,3 +108,96 @@ def cluster_status(folder: Path = typer.Option(Path("cluster"), "--dir", help="T
         finally:
             client.close()
     console.print(table)
+
+
+def _cluster_state(folder: Path) -> dict:
+    path = folder / "cluster.json"
+    if not path.exists():
+        console.print(f"[bold red]error:[/] no cluster in {folder}")
+        raise typer.Exit(2)
+    return json.loads(path.read_text())
+
+
+def _client_as(folder: Path, state: dict, via: str, as_id: str):
+    """A signed client of node ``via``'s API, as node ``as_id`` (its key from its configuration) or the operator."""
+    from gridledger.ledger.crypto import KeyPair
+    from gridledger.node.client import NodeClient
+
+    nodes = {n["id"]: n for n in state["nodes"]}
+    for name in (via, as_id):
+        if name not in nodes and name != "operator":
+            console.print(f"[bold red]error:[/] no node {name!r} in {folder} (nodes: {', '.join(nodes)})")
+            raise typer.Exit(2)
+    if via == "operator":
+        console.print("[bold red]error:[/] the operator has no API; give a node to ask with --via")
+        raise typer.Exit(2)
+    if as_id == "operator":
+        key = KeyPair(bytes.fromhex((folder / "keys" / "operator.seed").read_text()))
+    else:
+        key = NodeConfig.load(nodes[as_id]["config"]).key
+    return NodeClient(nodes[via]["url"], as_id, key, timeout=5)
+
+
+@cluster_app.command("reading")
+def cluster_reading(
+    meter: str = typer.Option(..., "--meter", help="The meter that measured (e.g. MI1); it encrypts and signs."),
+    minute: int = typer.Option(
+        ..., "--minute", min=0, help="Minute since the chain's start that the reading's interval ends with."
+    ),
+    consumption: int = typer.Option(..., "--consumption", min=0, help="Energy consumed over the interval (Wh)."),
+    production: int = typer.Option(0, "--production", min=0, help="Energy produced over the interval (Wh)."),
+    folder: Path = typer.Option(Path("cluster"), "--dir", help="The PoEf cluster's folder."),
+) -> None:
+    """Submit a meter's signed, encrypted reading to a PoEf cluster through the meter's own API."""
+    from gridledger.node.cluster import meter_device
+    from gridledger.tiers.readings import ReadingError, ReadingValues
+
+    state = _cluster_state(folder)
+    try:
+        tx = meter_device(folder, meter).reading(minute, ReadingValues(consumption, production))
+    except (ValueError, ReadingError) as e:
+        console.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    client = _client_as(folder, state, meter, meter)
+    try:
+        r = client.submit(tx)
+    finally:
+        client.close()
+    if r.status_code != 202:
+        console.print(f"[bold red]error:[/] {meter} refused the reading ({r.status_code}): {r.text}")
+        raise typer.Exit(2)
+    console.print(f"reading of {meter} for minute {minute} queued: txid {tx.txid.hex()}")
+
+
+@cluster_app.command("readings")
+def cluster_readings(
+    meter: str = typer.Option(..., "--meter", help="Whose readings to read (e.g. MI1)."),
+    as_id: str = typer.Option(
+        "operator", "--as", help="Who asks: a node of the cluster (e.g. MI2, DC1) or 'operator' (the DSO)."
+    ),
+    via: str = typer.Option("DC1", "--via", help="The node whose API is asked (a coordinator opens every reading)."),
+    limit: int = typer.Option(20, "--limit", min=1, max=1000, help="How many of the latest readings."),
+    folder: Path = typer.Option(Path("cluster"), "--dir", help="The PoEf cluster's folder."),
+) -> None:
+    """Read a meter's decrypted readings — served only to the meter itself, its coordinators and the DSO."""
+    state = _cluster_state(folder)
+    client = _client_as(folder, state, via, as_id)
+    try:
+        r = client.request("GET", "/v1/readings", {"meter": meter, "limit": limit})
+    except Exception as e:  # noqa: BLE001 - a down node is one line, not a traceback
+        console.print(f"[bold red]error:[/] {via} did not answer: {e}")
+        raise typer.Exit(2) from None
+    finally:
+        client.close()
+    if r.status_code != 200:
+        console.print(f"[bold red]refused ({r.status_code}):[/] {r.json().get('detail', r.text)}")
+        raise typer.Exit(2)
+    body = r.json()
+    table = Table(title=f"readings of {meter} (served by {via} to {as_id} as {body['served_as']})")
+    for col in ("height", "minute", "consumption Wh", "production Wh", "implausible"):
+        table.add_column(col)
+    for v in body["readings"]:
+        flag = "ALARM" if v["implausible"] else ""
+        table.add_row(str(v["height"]), str(v["minute"]), str(v["consumption_wh"]), str(v["production_wh"]), flag)
+    console.print(table)
+    console.print(f"total: {body['consumption_wh']} Wh consumed, {body['production_wh']} Wh produced")

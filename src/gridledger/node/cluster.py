@@ -4,10 +4,17 @@
 a backup concentrator process as second coordinator), the node configurations, and starts every process
 detached; ``down`` stops them. Everything lives in one folder (``cluster.json`` records the processes); the
 operator (DSO) key in ``keys/operator.seed`` is registered with every node, so ``status`` can query them.
+
+With ``poef`` each NAN chain is a PoEf chain (genesis ``nan:DCk``, :mod:`gridledger.node.poef_net`): the DSO's
+first policy (nonce 1, queued before the nodes start) enrols the NAN's meters as its members with PETra limits;
+the DSO's content root (``keys/content.root``) gives each coordinator its chain's master content key and each
+meter its member key (``content_key`` in their configurations), so readings are encrypted for exactly the meter,
+its coordinators and the DSO. Slot 0 of a PoEf chain starts a minute before ``up``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,11 +24,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gridledger.ledger.block import ZERO_HASH, make_block
+from gridledger.consensus.members import Tier, chain_name
+from gridledger.ledger.block import ZERO_HASH, Block, make_block
 from gridledger.ledger.crypto import KeyPair
-from gridledger.ledger.transactions import Genesis
+from gridledger.ledger.transactions import DsoPolicy, Genesis, MeterLimits
+from gridledger.node.config import NodeConfig
 from gridledger.node.etcd import EtcdCluster
 from gridledger.node.netutil import free_port, wait_port
+from gridledger.node.poef_board import EtcdPoefOrderer
+from gridledger.petra.dso import DSO
+from gridledger.tiers.hierarchy import METER_LIMITS
+from gridledger.tiers.readings import ContentKeys, ReadingDevice
 
 STATE_FILE = "cluster.json"
 SLOT_SECONDS = 900
@@ -57,11 +70,17 @@ def plan(meters: int, concentrators: int) -> tuple[dict[str, list[NodeSpec]], Ke
 
 
 def up(
-    folder: Path, meters: int, concentrators: int, timeout: float = 60.0, rate_limit: tuple[float, float] = (50, 100)
+    folder: Path,
+    meters: int,
+    concentrators: int,
+    timeout: float = 60.0,
+    rate_limit: tuple[float, float] = (50, 100),
+    poef: bool = False,
 ) -> dict:
     """Start the network in ``folder`` (created; must not hold a running cluster). Returns the state.
 
-    ``rate_limit``: (requests per second, burst) each node allows every calling node.
+    ``rate_limit``: (requests per second, burst) each node allows every calling node. ``poef``: PoEf NAN chains
+    (see the module docstring); otherwise untagged chains with the coordinator-only rule.
     """
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / STATE_FILE).exists():
@@ -70,19 +89,35 @@ def up(
     chains, operator = plan(meters, concentrators)
     (folder / "keys").mkdir(exist_ok=True)
     (folder / "keys" / "operator.seed").write_text(operator.seed.hex())
+    content = ContentKeys(os.urandom(32)) if poef else None
+    if content is not None:
+        (folder / "keys" / "content.root").write_text(content.root.hex())
     now = int(time.time())
     state = {
         "etcd": [{"pid": m.process.pid, "url": m.url} for m in etcd.members],
         "operator": operator.public.hex(),
+        "consensus": "poef" if poef else "coordinator",
         "nodes": [],
     }
     for nan, nodes in chains.items():
         primary, backup = nodes[0], nodes[1]
-        genesis = Genesis(
-            nan, SLOT_SECONDS, now - now % SLOT_SECONDS, operator.public, (primary.key.public, backup.key.public)
-        )
+        proposers = (primary.key.public, backup.key.public)
+        if content is None:
+            genesis = Genesis(nan, SLOT_SECONDS, now - now % SLOT_SECONDS, operator.public, proposers)
+        else:
+            genesis = Genesis(chain_name(Tier.NAN, primary.node_id), SLOT_SECONDS, now - 60, operator.public, proposers)
         block = make_block(genesis.chain_id, 0, ZERO_HASH, now, (genesis,), primary.key)
         (folder / f"{nan}.genesis").write_text(block.encode().hex())
+        secrets: dict[str, bytes] = {}
+        members: dict[str, int] = {}
+        if content is not None:
+            enrolment = _enrol(operator, genesis.chain_id, [n for n in nodes if n.role == "meter"])
+            with contextlib.closing(EtcdPoefOrderer(etcd.endpoints, genesis.chain_id)) as orderer:
+                orderer.submit(enrolment.txid, enrolment.encode())
+            keys = content.chain(genesis.chain_id)
+            members = {meter: index for index, (meter, _) in enumerate(enrolment.authorize)}
+            secrets = {n.node_id: keys.master for n in (primary, backup)}
+            secrets |= {meter: keys.member_key(index) for meter, index in members.items()}
         registry = [("operator", "dso", operator)] + [(n.node_id, n.role, n.key) for n in nodes]
         for node in nodes:
             peers = [f"http://127.0.0.1:{n.port}" for n in nodes if n is not node]
@@ -97,31 +132,52 @@ def up(
                 f"peers = {_toml_list(peers)}",
                 f"rate_limit = {{ rate = {rate_limit[0]}, burst = {rate_limit[1]} }}",
             ]
+            if node.node_id in secrets:
+                lines.append(f'content_key = "{secrets[node.node_id].hex()}"')
             for rid, role, key in registry:
                 lines += ["", "[[registry]]", f'id = "{rid}"', f'role = "{role}"', f'pubkey = "{key.public.hex()}"']
             cfg = folder / f"{node.node_id}.toml"
             cfg.write_text("\n".join(lines) + "\n")
             proc = _start_node(folder, node.node_id, node.role, cfg)
-            state["nodes"].append(
-                {
-                    "id": node.node_id,
-                    "role": node.role,
-                    "chain": nan,
-                    "pid": proc.pid,
-                    "url": f"http://127.0.0.1:{node.port}",
-                    "config": str(cfg),
-                }
-            )
+            entry = {
+                "id": node.node_id,
+                "role": node.role,
+                "chain": nan,
+                "pid": proc.pid,
+                "url": f"http://127.0.0.1:{node.port}",
+                "config": str(cfg),
+            }
+            if node.node_id in members:
+                entry["member"] = members[node.node_id]
+            state["nodes"].append(entry)
     (folder / STATE_FILE).write_text(json.dumps(state, indent=2))
     for n in state["nodes"]:
         wait_port(int(n["url"].rsplit(":", 1)[1]), timeout)
     return state
 
 
+def _enrol(dso_key: KeyPair, chain_id: bytes, meters: list[NodeSpec]) -> DsoPolicy:
+    """The DSO's first policy on a PoEf NAN chain: its meters authorized from slot 0, with PETra limits."""
+    authorize = {m.node_id: m.key.public for m in meters}
+    limits = [MeterLimits(m, *METER_LIMITS) for m in sorted(authorize)]
+    return DSO(dso_key, chain_id).policy(0, authorize=authorize, limits=limits)
+
+
+def meter_device(folder: Path, meter: str) -> ReadingDevice:
+    """The reading device of ``meter`` in the PoEf cluster in ``folder``: it encrypts readings with the meter's
+    member content key and signs them with the meter's key (both from its configuration)."""
+    state = json.loads((folder / STATE_FILE).read_text())
+    node = next((n for n in state["nodes"] if n["id"] == meter), None)
+    if node is None or "member" not in node:
+        raise ValueError(f"{meter!r} is not a meter of a PoEf chain in {folder}")
+    cfg = NodeConfig.load(node["config"])
+    return ReadingDevice(Block.decode(cfg.genesis).header.chain_id, node["member"], cfg.key, cfg.content_key)
+
+
 def _start_node(folder: Path, node_id: str, role: str, cfg: Path) -> subprocess.Popen:
     log = open(folder / f"{node_id}.log", "ab")  # noqa: SIM115 - owned by the process
     return subprocess.Popen(
-        [sys.executable, "-m", "gridledger", "node", "--role", role, "--config", str(cfg)],
+        [sys.executable, "-m", "gridledger.node", "--role", role, "--config", str(cfg)],
         stdout=log,
         stderr=log,
         start_new_session=True,

@@ -10,6 +10,8 @@ api = "127.0.0.1:8101"       # where the API listens
 orderer = ["http://127.0.0.1:2379", …]   # etcd client URLs, or "inprocess"
 peers = ["http://127.0.0.1:8102"]        # other nodes' APIs, for catch-up
 rate_limit = { rate = 50, burst = 100 }  # requests per second per calling node
+content_key = "…64 hex…"     # PoEf chains: a coordinator's chain master content key, a meter's own member key
+round_timeout = 3.0          # PoEf chains: seconds a leader waits for a quorum before it re-proposes
 [[registry]]                 # every node allowed to talk to this one (this node included)
 id = "MI1"
 role = "meter"
@@ -46,6 +48,8 @@ class NodeConfig:
     registry: list[tuple[str, str, bytes]] = field(default_factory=list)
     rate: float = 50.0
     burst: float = 100.0
+    content_key: bytes | None = None
+    round_timeout: float = 3.0
 
     @classmethod
     def load(cls, path: str | Path) -> NodeConfig:
@@ -89,6 +93,17 @@ class NodeConfig:
             except (KeyError, TypeError, ValueError):
                 raise ConfigError(f"{path}: registry entry {i} needs id, role and a hex pubkey") from None
         limits = data.get("rate_limit", {})
+        content_key = data.get("content_key")
+        if content_key is not None:
+            try:
+                content_key = bytes.fromhex(content_key)
+            except (TypeError, ValueError):
+                content_key = b""
+            if len(content_key) != 32:
+                raise ConfigError(f"{path}: content_key must be 64 hex characters (a 32-byte key)")
+        round_timeout = data.get("round_timeout", 3.0)
+        if type(round_timeout) not in (int, float) or not 0 < round_timeout <= 600:
+            raise ConfigError(f"{path}: round_timeout must be a number of seconds in (0, 600]")
         return cls(
             need("node_id", str),
             role,
@@ -102,4 +117,6 @@ class NodeConfig:
             registry,
             float(limits.get("rate", 50)),
             float(limits.get("burst", 100)),
+            content_key,
+            float(round_timeout),
         )

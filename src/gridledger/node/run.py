@@ -3,6 +3,10 @@
 On start the node replays and re-validates its whole stored chain. If the store was tampered with (any changed
 block or state row), it says so, moves the store aside, and rebuilds the chain from the genesis block by catching
 up from the orderer and its peers, re-validating everything it receives (the paper's tampering scenario).
+
+The genesis decides the consensus: an untagged chain keeps the coordinator-only rule (``Sequencer``); a
+tier-tagged chain (``nan:DC1``) runs PoEf rounds over the orderer (``poef_net.PoefSequencer``): its coordinators
+propose and certify, its enrolled members vote.
 """
 
 from __future__ import annotations
@@ -14,15 +18,20 @@ from pathlib import Path
 import uvicorn
 
 from gridledger.chain import Chain, verify_store
+from gridledger.consensus.members import tier_of
 from gridledger.ledger.block import Block
 from gridledger.ledger.errors import Reject
 from gridledger.node.auth import NodeRegistry, RateLimiter
 from gridledger.node.client import NodeClient, catch_up
-from gridledger.node.config import NodeConfig
+from gridledger.node.config import ConfigError, NodeConfig
 from gridledger.node.ordering import EtcdOrderer, InProcessOrderer
+from gridledger.node.poef_board import EtcdPoefOrderer, InProcessPoefOrderer
+from gridledger.node.poef_net import PoefSequencer
+from gridledger.node.restricted import ReadingKeys
 from gridledger.node.sequencer import Sequencer
 from gridledger.node.service import NodeService
 from gridledger.store import open_store
+from gridledger.tiers.readings import ChainKeys
 
 log = logging.getLogger("gridledger.node")
 
@@ -57,13 +66,25 @@ def build_service(cfg: NodeConfig) -> NodeService:
         log.error("%s: %s", cfg.node_id, tamper)
     peers = [NodeClient(u, cfg.node_id, cfg.key) for u in cfg.peers]
     catch_up(chain, peers)
-    orderer = InProcessOrderer() if cfg.orderer == "inprocess" else EtcdOrderer(cfg.orderer, chain.chain_id)
     is_coordinator = cfg.key.public in chain.genesis.proposers
-    sequencer = Sequencer(chain, orderer, cfg.node_id, cfg.key if is_coordinator else None)
+    master = None if cfg.content_key is None or not is_coordinator else ChainKeys(chain.chain_id, cfg.content_key)
+    own = None if cfg.content_key is None or is_coordinator else (cfg.node_id, cfg.content_key)
+    inprocess = cfg.orderer == "inprocess"
+    if tier_of(chain.genesis) is None:
+        orderer = InProcessOrderer() if inprocess else EtcdOrderer(cfg.orderer, chain.chain_id)
+        sequencer = Sequencer(chain, orderer, cfg.node_id, cfg.key if is_coordinator else None)
+    else:
+        if is_coordinator and master is None:
+            raise ConfigError(f"{cfg.node_id}: a coordinator of PoEf chain {chain.genesis.chain!r} needs content_key")
+        orderer = InProcessPoefOrderer() if inprocess else EtcdPoefOrderer(cfg.orderer, chain.chain_id)
+        sequencer = PoefSequencer.for_node(
+            chain, orderer, cfg.node_id, cfg.key, master, round_timeout=cfg.round_timeout
+        )
     registry = NodeRegistry()
     for node_id, role, pubkey in cfg.registry:
         registry.register(node_id, role, pubkey)
-    service = NodeService(cfg.node_id, cfg.role, chain, orderer, sequencer, registry, RateLimiter(cfg.rate, cfg.burst))
+    limiter = RateLimiter(cfg.rate, cfg.burst)
+    service = NodeService(cfg.node_id, cfg.role, chain, orderer, sequencer, registry, limiter, ReadingKeys(master, own))
     service.tamper_report = tamper
     return service
 

@@ -9,6 +9,9 @@ API (every request signed by a registered node, see ``auth``; rate-limited per n
 * ``GET  /v1/blocks?start=H&limit=N`` — raw blocks (hex), for peers to catch up (they re-validate them).
 * ``GET  /v1/blocks/{height}`` — one block as JSON.
 * ``GET  /v1/stream?start=H`` — server-sent events, one ``block`` event per committed block.
+* ``GET  /v1/readings/{txid}`` — a committed reading's values, only to the meter itself, its coordinators and the
+  DSO (``403`` to anyone else; ``404`` if this node holds no key that opens it): see ``restricted``.
+* ``GET  /v1/readings?meter=ID&limit=N`` — the meter's latest readings with their values and totals, likewise.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from gridledger.chain import Chain
+from gridledger.consensus.members import roster, tier_of
 from gridledger.jsonview import block_json
 from gridledger.ledger.block import Block
 from gridledger.ledger.errors import Reject
@@ -28,7 +32,18 @@ from gridledger.ledger.rules import check_transaction
 from gridledger.ledger.transactions import decode_transaction
 from gridledger.node.auth import AuthError, NodeRegistry, RateLimiter
 from gridledger.node.ordering import Orderer
+from gridledger.node.restricted import (
+    Forbidden,
+    NotHeld,
+    ReadingKeys,
+    entitlement,
+    meter_id,
+    meter_keys,
+    reading_json,
+)
 from gridledger.node.sequencer import Sequencer
+from gridledger.tiers.alarm import Alarm, AlarmCode
+from gridledger.tiers.readings import Reading
 
 MAX_TX_BYTES = 256 * 1024
 
@@ -45,12 +60,17 @@ class NodeService:
         sequencer: Sequencer,
         registry: NodeRegistry,
         limiter: RateLimiter,
+        reading_keys: ReadingKeys | None = None,
     ) -> None:
         self.node_id, self.role = node_id, role
         self.chain, self.orderer, self.sequencer = chain, orderer, sequencer
         self.registry, self.limiter = registry, limiter
+        self.reading_keys = reading_keys or ReadingKeys()
         self.tamper_report: str | None = None
         self.committed: dict[bytes, int] = {}
+        #: Committed readings' txids by member index, oldest first; subjects of implausible-reading alarms.
+        self.readings: dict[int, list[bytes]] = {}
+        self.alarmed: set[bytes] = set()
         for block in chain.blocks(1):
             self._index(block)
         previous = sequencer.on_block
@@ -62,6 +82,10 @@ class NodeService:
     def _index(self, block: Block) -> None:
         for tx in block.transactions:
             self.committed[tx.txid] = block.height
+            if isinstance(tx, Reading):
+                self.readings.setdefault(tx.member, []).append(tx.txid)
+            elif isinstance(tx, Alarm) and tx.code == AlarmCode.IMPLAUSIBLE_READING:
+                self.alarmed.add(tx.subject)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.sequencer.run, args=(self._stop,), name=f"sequencer-{self.node_id}")
@@ -84,6 +108,31 @@ class NodeService:
             raise HTTPException(429, detail=f"rate limit for node {node_id}")
         return node_id, role, body
 
+    def _rows(self, txids: list[bytes]) -> list[tuple[int, Reading]]:
+        """(height, reading) of committed readings, in the order of ``txids`` (hold the sequencer lock)."""
+        blocks: dict[int, dict[bytes, object]] = {}
+        rows = []
+        for txid in txids:
+            height = self.committed[txid]
+            if height not in blocks:
+                block = Block.decode(self.chain.store.block_bytes(height))
+                blocks[height] = {tx.txid: tx for tx in block.transactions}
+            rows.append((height, blocks[height][txid]))
+        return rows
+
+    def _open(self, caller: str, meter: str, rows: list[tuple[int, Reading]]) -> tuple[str, list[dict]]:
+        """(why ``caller`` may read ``meter``'s readings, their clear views); HTTP 403 if the caller is not entitled,
+        404 if this node cannot open them."""
+        state = self.chain.state
+        try:
+            basis = entitlement(state.genesis, caller, self.registry.nodes[caller][1], meter, meter_keys(state, meter))
+            opened = [(h, r, self.reading_keys.open(state, r)) for h, r in rows]
+        except Forbidden as e:
+            raise HTTPException(403, detail=str(e)) from None
+        except NotHeld as e:
+            raise HTTPException(404, detail=str(e)) from None
+        return basis, [reading_json(state, r, h, values, r.txid in self.alarmed) for h, r, values in opened]
+
     def _build_app(self) -> FastAPI:
         app = FastAPI(title=f"gridledger node {self.node_id}", version="1", description=__doc__)
 
@@ -98,6 +147,7 @@ class NodeService:
                 "height": st.height,
                 "tip": st.tip_hash.hex(),
                 "leading": self.sequencer.leading,
+                "consensus": "coordinator" if tier_of(self.chain.genesis) is None else "poef",
                 "tamper_report": self.tamper_report,
             }
 
@@ -144,6 +194,42 @@ class NodeService:
             with self.sequencer.lock:
                 raw = self.chain.store.block_bytes(height)
             return block_json(Block.decode(raw))
+
+        @app.get("/v1/readings/{txid}")
+        async def reading(txid: str, request: Request):
+            caller, _, _ = await self._authorize(request)
+            try:
+                key = bytes.fromhex(txid)
+            except ValueError:
+                raise HTTPException(400, detail="txid must be hex") from None
+            with self.sequencer.lock:
+                rows = self._rows([key]) if key in self.committed else []
+                if not rows or not isinstance(rows[0][1], Reading):
+                    raise HTTPException(404, detail=f"no committed reading {txid} on this chain")
+                basis, views = self._open(caller, meter_id(self.chain.state, rows[0][1].member), rows)
+            return {"served_as": basis, **views[0]}
+
+        @app.get("/v1/readings")
+        async def readings(request: Request, meter: str = Query(...), limit: int = Query(100, ge=1, le=1000)):
+            caller, _, _ = await self._authorize(request)
+
+            def serve() -> dict:
+                with self.sequencer.lock:
+                    member = roster(self.chain.state).index.get(meter)
+                    if member is None:
+                        raise HTTPException(404, detail=f"no meter {meter!r} is enrolled on this chain")
+                    basis, views = self._open(caller, meter, self._rows(self.readings.get(member, [])[-limit:]))
+                return {
+                    "meter": meter,
+                    "member": member,
+                    "served_as": basis,
+                    "count": len(views),
+                    "consumption_wh": sum(v["consumption_wh"] for v in views),
+                    "production_wh": sum(v["production_wh"] for v in views),
+                    "readings": views,
+                }
+
+            return await asyncio.to_thread(serve)
 
         @app.get("/v1/stream")
         async def stream(request: Request, start: int = Query(1, ge=0)):
