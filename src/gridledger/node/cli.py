@@ -50,14 +50,18 @@ def cluster_up(
         help="PoEf NAN chains (tagged genesis, meters enrolled as the committee that votes on every block), or "
         "untagged chains whose coordinator alone commits.",
     ),
+    postgres: bool = typer.Option(
+        False, "--postgres", help="Store every node's chain in its own database of a throwaway PostgreSQL server."
+    ),
 ) -> None:
     """Start a 3-member etcd cluster and one process per node; print where each API is."""
     from gridledger.node.cluster import up
+    from gridledger.store.pgserver import PgServerError
 
     try:
         with console.status(f"starting etcd and {meters + 2 * concentrators} nodes …"):
-            state = up(folder, meters, concentrators, poef=poef)
-    except (FileExistsError, TimeoutError, RuntimeError) as e:
+            state = up(folder, meters, concentrators, poef=poef, postgres=postgres)
+    except (FileExistsError, TimeoutError, RuntimeError, PgServerError) as e:
         console.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2) from None
     table = Table(title=f"gridledger cluster in {folder} ({state['consensus']})")

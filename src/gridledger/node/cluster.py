@@ -33,6 +33,7 @@ from gridledger.node.etcd import EtcdCluster
 from gridledger.node.netutil import free_port, wait_port
 from gridledger.node.poef_board import EtcdPoefOrderer
 from gridledger.petra.dso import DSO
+from gridledger.store.pgserver import PgServer
 from gridledger.tiers.hierarchy import METER_LIMITS
 from gridledger.tiers.readings import ContentKeys, ReadingDevice
 
@@ -76,16 +77,19 @@ def up(
     timeout: float = 60.0,
     rate_limit: tuple[float, float] = (50, 100),
     poef: bool = False,
+    postgres: bool = False,
 ) -> dict:
     """Start the network in ``folder`` (created; must not hold a running cluster). Returns the state.
 
     ``rate_limit``: (requests per second, burst) each node allows every calling node. ``poef``: PoEf NAN chains
-    (see the module docstring); otherwise untagged chains with the coordinator-only rule.
+    (see the module docstring); otherwise untagged chains with the coordinator-only rule. ``postgres``: every node
+    stores its chain in its own database of a throwaway PostgreSQL server (else SQLite files beside its config).
     """
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / STATE_FILE).exists():
         raise FileExistsError(f"{folder} already holds a cluster; run `gridledger cluster down --dir {folder}` first")
     etcd = EtcdCluster(3, base_dir=folder / "etcd").start(timeout)
+    pg = PgServer.start() if postgres else None  # its own temp folder: the server's system user must reach it
     chains, operator = plan(meters, concentrators)
     (folder / "keys").mkdir(exist_ok=True)
     (folder / "keys" / "operator.seed").write_text(operator.seed.hex())
@@ -97,6 +101,7 @@ def up(
         "etcd": [{"pid": m.process.pid, "url": m.url} for m in etcd.members],
         "operator": operator.public.hex(),
         "consensus": "poef" if poef else "coordinator",
+        "postgres": str(pg.base) if pg else None,
         "nodes": [],
     }
     for nan, nodes in chains.items():
@@ -125,7 +130,7 @@ def up(
                 f'node_id = "{node.node_id}"',
                 f'role = "{node.role}"',
                 f'key_seed = "{node.key.seed.hex()}"',
-                f'store = "{node.node_id}.sqlite"',
+                f'store = "{_store_for(pg, node.node_id)}"',
                 f'genesis = "{nan}.genesis"',
                 f'api = "127.0.0.1:{node.port}"',
                 f"orderer = {_toml_list(etcd.endpoints)}",
@@ -200,6 +205,13 @@ def restart(folder: Path, node_id: str, timeout: float = 60.0) -> int:
     return node["pid"]
 
 
+def _store_for(pg: PgServer | None, node_id: str) -> str:
+    """A node's store: its own PostgreSQL database, or a SQLite file beside its configuration."""
+    if pg is None:
+        return f"{node_id}.sqlite"
+    return pg.create_database("gridledger_" + node_id.lower().replace("-", "_"))
+
+
 def _alive(pid: int) -> bool:
     try:  # reap it if it is our own child (a zombie still answers kill 0)
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
@@ -232,5 +244,7 @@ def down(folder: Path, timeout: float = 15.0) -> int:
         for p in live:
             if _alive(p):
                 os.killpg(p, signal.SIGKILL)
+    if state.get("postgres"):
+        PgServer.attach(Path(state["postgres"])).stop(remove=True)
     path.rename(folder / (STATE_FILE + ".stopped"))
     return running
