@@ -28,9 +28,7 @@ from gridledger.store.workload import commit_forever
 
 SEED = 20_260_101
 KILLS_PER_STORE = 10
-MAX_DELAY_S = (
-    0.3  # a few blocks' worth after the writer is ready: kills land before, inside and between commits
-)
+MAX_DELAY_S = 0.3  # a few blocks' worth after the writer is ready: kills land before, inside and between commits
 SIZES = {"txs_per_block": 8, "outputs_per_tx": 32}  # about 300 rows per block: a commit takes milliseconds
 #: Imported once by the forkserver; ``__main__`` (pytest's) too, or every writer would import it again.
 PRELOAD = ["__main__", "gridledger.store.workload", "gridledger.store.sqlite", "gridledger.store.postgres"]
@@ -66,19 +64,40 @@ def kill_and_check(ctx, url: str, rng: random.Random, where: Counter) -> None:
     assert writer.exitcode == -signal.SIGKILL
     where["inside a commit" if lines and lines[-1].startswith("B ") else "between commits"] += 1
     committed = [ln.split() for ln in lines if ln.startswith("C ")]
+    if url.startswith("postgresql://"):
+        _wait_for_dead_sessions(url)
     store = open_store(url)
     try:
         tip = store.tip_height()
         if committed:
             height, block_hash = int(committed[-1][1]), committed[-1][2]
-            assert tip is not None and tip >= height, (
-                f"block {height} was reported committed; the tip is {tip}"
-            )
+            assert tip is not None and tip >= height, f"block {height} was reported committed; the tip is {tip}"
             assert Block.decode(store.block_bytes(height)).hash.hex() == block_hash
         if tip is not None:
             assert verify_store(store).height == tip
     finally:
         store.close()
+
+
+def _wait_for_dead_sessions(url: str, timeout: float = 30.0) -> None:
+    """Wait until the killed writer's server session is gone.
+
+    SIGKILL ends the PostgreSQL *client*; the server may still finish a COMMIT it had received, a moment later.
+    Checking before that would read a tip that then moves (a race of the test, not a lost or torn block).
+    """
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as db:
+        while True:
+            (others,) = db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND state IS DISTINCT FROM 'idle'"
+            ).fetchone()
+            if not others:
+                return
+            assert time.monotonic() < deadline, "the killed writer's session never ended"
+            time.sleep(0.02)
 
 
 def crash_run(ctx, new_url, kills: int, seed: int) -> Counter:
