@@ -20,6 +20,7 @@ from gridledger.ledger.transactions import DsoPolicy
 from gridledger.node import cluster
 from gridledger.node.client import NodeClient
 from gridledger.node.etcd import EtcdUnavailable, etcd_binary
+from gridledger.node.testnet import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -68,15 +69,7 @@ class Network:
         return bytes.fromhex(self.client("DC1").status()["chain_id"])
 
     def wait(self, predicate, timeout: float = 30.0, what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if result := predicate():
-                    return result
-            except Exception:  # noqa: BLE001 - nodes may be restarting
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}")
+        return wait_until(predicate, timeout, what, interval=0.1)
 
     def heights(self, ids) -> dict[str, tuple[int, str]]:
         out = {}

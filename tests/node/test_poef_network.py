@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 import pytest
 
@@ -25,6 +24,7 @@ from gridledger.node.client import NodeClient
 from gridledger.node.config import NodeConfig
 from gridledger.node.etcd import EtcdUnavailable, etcd_binary
 from gridledger.node.poef_board import EtcdPoefOrderer
+from gridledger.node.testnet import wait_until
 from gridledger.petra.dso import DSO
 from gridledger.store.sqlite import SqliteStore
 from gridledger.tiers.alarm import Alarm, AlarmCode
@@ -85,15 +85,7 @@ class PoefNet:
         return EtcdPoefOrderer([m["url"] for m in self.state["etcd"]], self.chain_id)
 
     def wait(self, predicate, timeout: float = 30.0, what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if result := predicate():
-                    return result
-            except Exception:  # noqa: BLE001 - nodes may be restarting
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}")
+        return wait_until(predicate, timeout, what, interval=0.05)
 
     def read(self, wh: int | dict[str, int] = 10, meters=METERS) -> dict[str, bytes]:
         """Each meter measures its next minute, encrypts and signs it, and submits it through its own API."""
