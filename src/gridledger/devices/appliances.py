@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 
 from gridledger.devices.base import Device, is_int
@@ -180,3 +181,68 @@ class Blender(Device):
 
     def to_twin(self) -> dict[str, Any]:
         return super().to_twin() | {"Position": self.position}
+
+
+# ------------------------------------------------------------------------------------------ the resident's use
+
+APPLIANCE_MODELS: dict[str, type[Device]] = {"iron": Iron, "blender": Blender}
+"""The community file's appliance names -> their device models."""
+
+
+@dataclass(frozen=True)
+class ApplianceUse:
+    """One use of an appliance: from minute ``start`` (position in the run's 1-minute index) for ``minutes``
+    minutes at potentiometer ``position``; the twin commands are ``{"Name": name, "Position": position}`` at
+    ``start`` and ``{"Name": name, "Position": 0}`` at ``start + minutes``."""
+
+    name: str
+    start: int
+    minutes: int
+    position: int
+
+
+IRON_USE = (0.25, (9 * 60, 20 * 60), (15, 45), (0.1, 0.15, 0.15, 0.45, 0.15))
+"""Iron: probability of a session per day, start window (minute of day), length range (min), P(position 1-5)."""
+BLENDER_USE = (0.6, ((7 * 60, 9 * 60), (13 * 60, 15 * 60), (19 * 60, 21 * 60)), (1, 4))
+"""Blender: probability of a use per day, meal-time start windows (minute of day), length range (min), speed
+1-4 uniform."""
+
+
+def appliance_uses(names: tuple[str, ...], day_starts: np.ndarray, rng: np.random.Generator) -> list[ApplianceUse]:
+    """A household's seeded appliance sessions over the days starting at minutes ``day_starts``, sorted by start.
+
+    Per day, the iron is used with probability 0.25 (one 15-45 minute session between 09:00 and 20:00, mostly
+    at "cotton"), the blender with probability 0.6 (1-4 minutes around breakfast, lunch or dinner).
+    """
+    uses = []
+    for day in np.asarray(day_starts, dtype=np.int64):
+        if "iron" in names and rng.random() < IRON_USE[0]:
+            start, length = rng.integers(*IRON_USE[1]), rng.integers(IRON_USE[2][0], IRON_USE[2][1] + 1)
+            uses.append(ApplianceUse("Iron", int(day + start), int(length), int(rng.choice(5, p=IRON_USE[3]) + 1)))
+        if "blender" in names and rng.random() < BLENDER_USE[0]:
+            window = BLENDER_USE[1][rng.integers(len(BLENDER_USE[1]))]
+            start, length = rng.integers(*window), rng.integers(BLENDER_USE[2][0], BLENDER_USE[2][1] + 1)
+            uses.append(ApplianceUse("Blender", int(day + start), int(length), int(rng.integers(1, 5))))
+    return sorted(uses, key=lambda use: (use.start, use.name))
+
+
+def appliance_power(
+    devices: list[Device], uses: list[ApplianceUse], index: pd.DatetimeIndex, voltage_v: float = NOMINAL_VOLTAGE
+) -> np.ndarray:
+    """Power (W, 1-minute steps over ``index``) that ``devices`` draw through ``uses``, stepping the device
+    models themselves: minute by minute during a use, in one step over the idle time before it (both appliances
+    draw nothing at position 0, and the iron's exact integration does not depend on the step length). Uses
+    reaching past the index are cut at its end."""
+    by_name = {device.name: device for device in devices}
+    power = np.zeros(len(index))
+    clock = {name: 0 for name in by_name}  # minute up to which each device has been stepped
+    for use in uses:
+        device, start, end = by_name[use.name], min(use.start, len(index)), min(use.start + use.minutes, len(index))
+        if start > clock[use.name]:
+            device.step(index[clock[use.name]], 60.0 * (start - clock[use.name]), voltage_v)
+        device.apply({"Position": use.position})
+        for minute in range(start, end):
+            power[minute] += device.step(index[minute], 60.0, voltage_v)
+        device.apply({"Position": 0})
+        clock[use.name] = end
+    return power

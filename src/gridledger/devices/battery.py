@@ -18,11 +18,37 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 
 from gridledger.devices.base import SECONDS_PER_HOUR, Device, is_int
 
 MODES = ("auto", "manual")
+
+
+def dispatch(stored_wh, request_w, max_charge_w, max_discharge_w, min_wh, max_wh, efficiency, dt_s: float):
+    """One step of the battery model, on scalars or on NumPy arrays (one element per battery).
+
+    ``request_w`` (positive charges) is cut to the power limit and to what keeps the store in
+    ``[min_wh, max_wh]``; charging ``P`` stores ``P dt sqrt(eta)``, discharging ``P`` takes ``P dt / sqrt(eta)``.
+
+    Returns
+    -------
+    power_w, stored_wh
+        Power drawn from the home circuit over the step, W (negative while discharging), and the new store, Wh.
+    """
+    one_way = np.sqrt(efficiency)
+    hours = dt_s / SECONDS_PER_HOUR
+    charge = np.minimum(np.minimum(request_w, max_charge_w), (max_wh - stored_wh) / (one_way * hours))
+    discharge = np.minimum(np.minimum(np.negative(request_w), max_discharge_w), (stored_wh - min_wh) * one_way / hours)
+    charging = np.greater_equal(request_w, 0)
+    power = np.where(charging, np.maximum(charge, 0.0), -np.maximum(discharge, 0.0))
+    stored = np.where(
+        charging,
+        np.minimum(stored_wh + charge * one_way * hours, max_wh),
+        np.maximum(stored_wh - discharge / one_way * hours, min_wh),
+    )
+    return power, stored
 
 
 @dataclass
@@ -106,15 +132,18 @@ class Battery(Device):
 
     def _advance(self, now: pd.Timestamp, dt_s: float) -> float:
         request = self.setpoint_w if self.mode == "manual" else self.request_w
-        one_way = math.sqrt(self.efficiency)
-        hours = dt_s / SECONDS_PER_HOUR
-        if request >= 0:
-            power = min(request, self.max_charge_w, (self.max_wh - self.stored_wh) / (one_way * hours))
-            self.stored_wh = min(self.stored_wh + power * one_way * hours, self.max_wh)
-            return max(power, 0.0)
-        power = min(-request, self.max_discharge_w, (self.stored_wh - self.min_wh) * one_way / hours)
-        self.stored_wh = max(self.stored_wh - power / one_way * hours, self.min_wh)
-        return -max(power, 0.0)
+        power, stored = dispatch(
+            self.stored_wh,
+            request,
+            self.max_charge_w,
+            self.max_discharge_w,
+            self.min_wh,
+            self.max_wh,
+            self.efficiency,
+            dt_s,
+        )
+        self.stored_wh = float(stored)
+        return float(power)
 
     def to_twin(self) -> dict[str, Any]:
         return super().to_twin() | {

@@ -84,20 +84,27 @@ def meter_powers(
     progress: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load and PV power (W) of every meter, arrays of shape ``(meters, steps)``; ``progress()`` is called after
-    each meter."""
+    each meter.
+
+    The BDEW shape is built once per profile and scaled to each home's ``annual_kwh``; the PV output is built once
+    per orientation for 1 kWp and scaled to each home's peak (PVWatts is linear in the nameplate: the inverter's
+    efficiency curve depends only on the load ratio), all under one sky.
+    """
     noise = LoadNoise() if noise is None else noise
     grid = LoadGrid.of(index)
     standard = {name: grid.standard_power(1.0, name, noise.max_shift_blocks) for name in {m.profile for m in meters}}
     load = np.empty((len(meters), len(index)))
     pv = np.zeros((len(meters), len(index)))
-    weather = None
+    weather, per_kwp = None, {}
     for row, meter in enumerate(meters):
         minutes = individual_minutes(grid, standard[meter.profile] * meter.annual_kwh, noise, meter.load_seed)
         load[row] = average_to_index(minutes, grid.offset, grid.step, grid.n)
         if meter.pv_kw > 0:
             if weather is None:
                 weather = synthetic_weather(index, location, derived_seed(seed, _WEATHER), variability)
-            pv[row] = pv_system_power(weather, meter.pv_kw, meter.array)
+            if meter.array not in per_kwp:
+                per_kwp[meter.array] = pv_system_power(weather, 1.0, meter.array)
+            pv[row] = meter.pv_kw * per_kwp[meter.array]
         if progress is not None:
             progress()
     return load, pv
@@ -168,12 +175,18 @@ def meter_ids(n: int) -> list[str]:
     return [f"MI{k:0{width}d}" for k in range(1, n + 1)]
 
 
+def pv_size_kw(annual_kwh: float, sizing: float) -> float:
+    """PV peak (kWp, 0.1 kWp steps, >= 0.5) that yields ``sizing`` times a home's yearly consumption at
+    :data:`SPECIFIC_YIELD_KWH_PER_KWP`."""
+    return max(0.5, round(float(annual_kwh) * float(sizing) / SPECIFIC_YIELD_KWH_PER_KWP, 1))
+
+
 def random_meters(n_meters: int, seed: int, pv_share: float, profile: str = "H0") -> list[MeterSpec]:
     """A seeded community of ``n_meters`` homes.
 
     Yearly consumption is lognormal (median :data:`MEDIAN_ANNUAL_KWH`, log-sd 0.35); ``round(pv_share * n)``
-    homes, chosen at random, have PV sized to 50-110 % of their consumption at
-    :data:`SPECIFIC_YIELD_KWH_PER_KWP` (0.1 kWp steps, at least 0.5 kWp) with a random rooftop orientation.
+    homes, chosen at random, have PV sized to 50-110 % of their consumption (:func:`pv_size_kw`) with a random
+    rooftop orientation.
     """
     rng = np.random.default_rng(derived_seed(seed, 0))
     annual = MEDIAN_ANNUAL_KWH * np.exp(ANNUAL_KWH_SIGMA * rng.standard_normal(n_meters))
@@ -183,7 +196,7 @@ def random_meters(n_meters: int, seed: int, pv_share: float, profile: str = "H0"
     offsets, pfs = electrical_constants(rng, n_meters)
     meters = []
     for k, meter_id in enumerate(meter_ids(n_meters)):
-        pv_kw = max(0.5, round(annual[k] * sizing[k] / SPECIFIC_YIELD_KWH_PER_KWP, 1)) if with_pv[k] else 0.0
+        pv_kw = pv_size_kw(annual[k], sizing[k]) if with_pv[k] else 0.0
         meters.append(
             MeterSpec(
                 meter_id=meter_id,
