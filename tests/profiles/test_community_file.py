@@ -1,18 +1,34 @@
-"""The community TOML file: the shipped example, and a table of bad inputs each rejected naming its key."""
+"""The community TOML file: the shipped examples, a table of bad inputs each rejected naming its key, and the
+generator whose files round-trip through the parser."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from gridledger.profiles import MORELIA, Community, CommunityError, load_community, parse_community
+from gridledger.profiles import (
+    MORELIA,
+    Community,
+    CommunityError,
+    DsoLimits,
+    Prices,
+    PVArray,
+    community_toml,
+    generate_community,
+    load_community,
+    parse_community,
+)
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "community.toml"
+EXAMPLES = Path(__file__).parents[2] / "examples"
+EXAMPLE = EXAMPLES / "community.toml"
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +46,22 @@ def test_the_example_loads(example):
     assert [h.id for h in community.homes_on("F2")] == ["MI006", "MI007", "MI008", "MI009", "MI010"]
     first = community.homes[0]
     assert (first.pv_kw, first.battery_wh, first.battery_w, first.appliances) == (3.0, 5000, 2500, ("iron", "blender"))
+    assert community.homes[2].pv_array == PVArray(surface_tilt=15.0, surface_azimuth=165.0)
+    assert community.prices == Prices(consumption_per_kwh=120, production_per_kwh=60)
+    assert community.dso == DsoLimits(max_epa_w=10_000, max_eca_w=10_000, credit_fa=100_000)
     assert len(community.slots()) == 7 * 96
+
+
+@pytest.mark.parametrize(
+    ("name", "homes", "feeders", "days"),
+    [("community-small.toml", 6, 2, 2), ("community-realistic.toml", 40, 3, 21)],
+)
+def test_the_shipped_communities_load(name, homes, feeders, days):
+    community = load_community(EXAMPLES / name)
+    assert (len(community.homes), len(community.feeders), community.days) == (homes, feeders, days)
+    assert all(community.homes_on(feeder.id) for feeder in community.feeders)
+    assert any(home.battery_wh for home in community.homes)
+    assert 0.5 <= np.mean([home.pv_kw > 0 for home in community.homes]) <= 0.7
 
 
 def test_optional_keys_take_their_defaults(example):
@@ -39,6 +70,7 @@ def test_optional_keys_take_their_defaults(example):
     del data["community"]["variability"], data["community"]["seed"]
     home = parse_community(data).homes[0]
     assert (home.profile, home.pv_kw, home.battery_wh, home.battery_w, home.appliances) == ("H0", 0.0, 0, 0, ())
+    assert home.pv_array == PVArray()
     assert parse_community(data).variability == 0.3
 
 
@@ -117,6 +149,17 @@ BAD = [
     ("variability", _set("community.variability", 1.2), "key 'variability': must be in [0, 1]"),
     ("seed", _set("community.seed", -1), "key 'seed'"),
     ("community typo", _set("community.slot_second", 900), "[community]: key 'slot_second': unknown key"),
+    ("no prices", _set("prices", ...), "top level: the [prices] table is required"),
+    ("prices not a table", _set("prices", 120), "[prices]: 'prices' must be a table"),
+    ("price missing", _set("prices.production_per_kwh", ...), "[prices]: key 'production_per_kwh': is required"),
+    ("price negative", _set("prices.consumption_per_kwh", -1), "[prices]: key 'consumption_per_kwh'"),
+    ("price float", _set("prices.consumption_per_kwh", 1.2), "[prices]: key 'consumption_per_kwh'"),
+    ("production dearer", _set("prices.production_per_kwh", 121), "key 'production_per_kwh': must be <="),
+    ("prices typo", _set("prices.consumption", 100), "[prices]: key 'consumption': unknown key"),
+    ("no dso", _set("dso", ...), "top level: the [dso] table is required"),
+    ("dso negative", _set("dso.max_epa_w", -5), "[dso]: key 'max_epa_w': must be an integer number of W >= 0"),
+    ("dso credit", _set("dso.credit_fa", "lots"), "[dso]: key 'credit_fa'"),
+    ("dso typo", _set("dso.max_epa", 5), "[dso]: key 'max_epa': unknown key"),
     ("no feeders", _set("feeders", ...), "[[feeders]]: at least one feeder is required"),
     ("feeders empty", _set("feeders", []), "[[feeders]]: at least one feeder is required"),
     ("feeder no id", _set("feeders.1.id", ...), "feeders[1]: key 'id': is required"),
@@ -134,6 +177,10 @@ BAD = [
     ("annual nan", _set("homes.4.annual_kwh", float("nan")), "homes[4] (id \"MI005\"): key 'annual_kwh'"),
     ("profile", _set("homes.0.profile", "H9"), "homes[0] (id \"MI001\"): key 'profile': must be a BDEW profile"),
     ("pv negative", _set("homes.1.pv_kw", -1), "homes[1] (id \"MI002\"): key 'pv_kw': must be a number of kWp"),
+    ("tilt", _set("homes.0.pv_tilt_deg", 91.0), "homes[0] (id \"MI001\"): key 'pv_tilt_deg': must be a number"),
+    ("azimuth", _set("homes.0.pv_azimuth_deg", 360), "homes[0] (id \"MI001\"): key 'pv_azimuth_deg'"),
+    ("battery negative", _set("homes.0.battery_wh", -5000), "homes[0] (id \"MI001\"): key 'battery_wh'"),
+    ("battery power alone", _set("homes.1.battery_w", 2000), "key 'battery_w': needs a battery"),
     ("battery float", _set("homes.0.battery_wh", 5000.5), "homes[0] (id \"MI001\"): key 'battery_wh'"),
     ("battery power zero", _set("homes.0.battery_w", 0), "homes[0] (id \"MI001\"): key 'battery_w': must be > 0"),
     ("appliance unknown", _set("homes.0.appliances", ["toaster"]), "key 'appliances': must be a list"),
@@ -163,3 +210,83 @@ def test_file_errors_name_the_file(tmp_path):
     bad.write_text(EXAMPLE.read_text().replace("pv_kw = 1.5", "pv_kw = -1.5"))
     with pytest.raises(CommunityError, match=r"bad.toml: homes\[2\] \(id \"MI003\"\): key 'pv_kw'"):
         load_community(bad)
+
+
+def test_a_generated_community_is_a_realistic_mix():
+    community = generate_community(200, days=3, seed=4)
+    homes = community.homes
+    assert [h.id for h in homes] == [f"MI{k:03d}" for k in range(1, 201)]
+    assert len(community.feeders) == 5 and all(community.homes_on(f.id) for f in community.feeders)
+    assert 0.5 <= np.mean([h.pv_kw > 0 for h in homes]) <= 0.7
+    assert 0.05 <= np.mean([h.battery_wh > 0 for h in homes]) <= 0.4
+    assert all(h.pv_kw >= 1.0 and 0 < h.battery_w <= h.battery_wh for h in homes if h.battery_wh)
+    assert 1500 <= np.median([h.annual_kwh for h in homes]) <= 2100
+    assert len({(h.pv_tilt_deg, h.pv_azimuth_deg) for h in homes if h.pv_kw}) <= 35  # PV profiles are shared
+    assert {a for h in homes for a in h.appliances} == {"iron", "blender"}
+    for feeder in community.feeders:
+        assert feeder.internal_capacity_w == 2000 * len(community.homes_on(feeder.id))
+    assert generate_community(200, days=3, seed=4) == community
+    assert generate_community(200, days=3, seed=5) != community
+    assert len(generate_community(1).feeders) == 1 and len(generate_community(10, feeders=4).feeders) == 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"homes": 0}, "homes must be an integer >= 1"),
+        ({"homes": 3, "days": 0}, "days must be an integer >= 1"),
+        ({"homes": 3, "feeders": 4}, "leave a feeder empty"),
+    ],
+)
+def test_generating_a_bad_community_is_refused(kwargs, message):
+    with pytest.raises(CommunityError, match=message):
+        generate_community(**kwargs)
+
+
+def _same(a: Community, b: Community) -> None:
+    """Equal communities (a pvlib Location compares by identity, so its attributes are compared)."""
+    assert dataclasses.replace(a, location=MORELIA) == dataclasses.replace(b, location=MORELIA)
+    for key in ("latitude", "longitude", "altitude", "tz", "name"):
+        assert getattr(a.location, key) == getattr(b.location, key)
+
+
+LOCATIONS = st.one_of(
+    st.just("morelia"),
+    st.builds(
+        dict,
+        latitude=st.floats(-90, 90),
+        longitude=st.floats(-180, 180),
+        tz=st.sampled_from(["UTC", "Europe/Madrid", "America/Mexico_City", "Asia/Kolkata"]),
+        altitude=st.floats(-500, 9000),
+        name=st.text(min_size=1, max_size=12),
+    ),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    homes=st.integers(1, 60),
+    days=st.integers(1, 400),
+    seed=st.integers(0, 2**32),
+    slot_seconds=st.sampled_from([60, 300, 900, 1800, 3600, 86400]),
+    location=LOCATIONS,
+    name=st.text(min_size=1, max_size=30).filter(str.strip),
+    variability=st.floats(0, 1),
+)
+def test_a_written_community_parses_back_to_itself(homes, days, seed, slot_seconds, location, name, variability):
+    community = generate_community(homes, days, seed, slot_seconds=slot_seconds, name=name)
+    if isinstance(location, dict):
+        data = tomllib.loads(community_toml(community))
+        data["community"]["location"] = location
+        community = parse_community(data)
+    community = dataclasses.replace(community, variability=variability)
+    text = community_toml(community, comment="a comment\nover two lines")
+    assert text.startswith("# a comment\n# over two lines\n")
+    _same(parse_community(tomllib.loads(text)), community)
+
+
+def test_a_written_file_loads_from_disk(tmp_path):
+    community = load_community(EXAMPLE)
+    path = tmp_path / "copy.toml"
+    path.write_text(community_toml(community))
+    _same(load_community(path), community)

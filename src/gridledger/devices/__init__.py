@@ -1,13 +1,14 @@
-"""Step-able device models for the digital twin: smart meter, iron, blender, PV, battery and the household.
+"""Step-able device models for the digital twin: smart meter, iron, blender, PV, battery and the household; and
+the same models run for a whole community at once (``simulate_households(community) -> HouseholdData``).
 
 Each model exposes its state in the paper's JSON mapping style (``ID``, ``Name``, ``On``, ``Voltage``,
 ``Current``, ``Power``, ``Consumption``, ...) with ``to_twin()`` and takes commands with ``apply(command)``.
 """
 
-from gridledger.devices.appliances import BLENDER_SPEEDS_W, IRON_SETTINGS, Blender, Iron
+from gridledger.devices.appliances import BLENDER_SPEEDS_W, IRON_SETTINGS, ApplianceUse, Blender, Iron
 from gridledger.devices.base import CommandError, Device, EnergyCounter, Profile, TwinObject
 from gridledger.devices.battery import Battery
-from gridledger.devices.household import Household, households
+from gridledger.devices.household import Household, HouseholdData, households, simulate_households
 from gridledger.devices.meter import DISPLAY, SmartMeter
 from gridledger.devices.pv import PVSystem
 
@@ -15,16 +16,19 @@ __all__ = [
     "BLENDER_SPEEDS_W",
     "DISPLAY",
     "IRON_SETTINGS",
+    "ApplianceUse",
     "Battery",
     "Blender",
     "CommandError",
     "Device",
     "EnergyCounter",
     "Household",
+    "HouseholdData",
     "Iron",
     "PVSystem",
     "Profile",
     "SmartMeter",
     "TwinObject",
     "households",
+    "simulate_households",
 ]

@@ -6,13 +6,18 @@ The contract the analytics and the digital twin code against::
     pv_power(index, peak_kw, location=MORELIA, seed=0, variability=0.3) -> pd.Series   # W, >= 0
     community_readings(n_meters, days, freq="1min", start="2024-01-01", seed=0, pv_share=0.5) -> pd.DataFrame
     load_community(path) -> Community
+    generate_community(homes, days=7, seed=0) -> Community; community_toml(community) -> str
 """
 
 from gridledger.profiles.community import (
     Community,
     CommunityError,
+    DsoLimits,
     Feeder,
     Home,
+    Prices,
+    community_toml,
+    generate_community,
     load_community,
     parse_community,
 )
@@ -26,12 +31,16 @@ __all__ = [
     "PROFILES",
     "Community",
     "CommunityError",
+    "DsoLimits",
     "Feeder",
     "Home",
     "LoadNoise",
     "MeterSpec",
     "PVArray",
+    "Prices",
     "community_readings",
+    "community_toml",
+    "generate_community",
     "household_load",
     "load_community",
     "parse_community",

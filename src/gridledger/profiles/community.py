@@ -582,7 +582,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")  # TOML escapes DEL too
     if isinstance(value, int | float | dt.date):
         return value.isoformat() if isinstance(value, dt.date) else repr(value)
     if isinstance(value, list | tuple):
