@@ -94,6 +94,7 @@ def test_the_frame_and_the_slot_energy(small):
     frame = data.frame()
     assert list(frame.columns) == ["home_id", "timestamp", "load_w", "pv_w", "battery_w", "soc", "net_w"]
     assert len(frame) == 6 * 2 * 1440 and frame["timestamp"].iloc[0] == community.start
+    assert str(frame["timestamp"].dt.tz) == "America/Mexico_City" and frame["home_id"].dtype == "str"
     assert frame["home_id"].iloc[1440 * 2] == data.home_ids[1]
     np.testing.assert_array_equal(frame["net_w"].to_numpy()[: 2 * 1440], data.net_w[0])
     imported, exported = data.slot_energy_wh(900)

@@ -13,6 +13,9 @@ crossing times, so the temperature and the energy do not depend on the step leng
 
 **Blender.** Positions 1-4 are speeds drawing 300, 400, 500 and 600 W (a 600 W universal motor, power factor
 0.95); position 0 is stopped.
+
+**The residents' use** (for the community simulation, where no twin commands them): :func:`appliance_uses` draws
+seeded sessions per day and :func:`appliance_power` steps the models through them.
 """
 
 from __future__ import annotations

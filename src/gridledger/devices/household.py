@@ -11,6 +11,10 @@ Each step, at the supply voltage of the previous step:
 
 Every device keeps its twin ID (meter 1, iron 2, blender 3, PV 4, battery 5, as the paper numbers objects from
 ``0x0001``); :meth:`Household.apply` routes a command to the device its ``ID`` names.
+
+:func:`households` builds the homes of a community file as such objects (the twin's path, one object per home
+stepped per minute); :func:`simulate_households` runs the same models for every home at once (the simulator's
+path: :class:`HouseholdData`, vectorized over homes).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from gridledger.profiles.community import Community, Home
 from gridledger.profiles.electrical import NOMINAL_VOLTAGE, power_factor, service_voltage
 from gridledger.profiles.load import LoadNoise
 from gridledger.profiles.noise import derived_seed
-from gridledger.profiles.readings import meter_powers
+from gridledger.profiles.readings import meter_powers, repeat_ids
 from gridledger.profiles.timegrid import MINUTE, step_minutes
 
 
@@ -194,7 +198,8 @@ class HouseholdData:
     def frame(self) -> pd.DataFrame:
         """One row per home-minute: ``home_id``, ``timestamp`` and :attr:`COLUMNS`, sorted by home and time."""
         n, homes = len(self.index), len(self.home_ids)
-        keys = {"home_id": np.repeat(np.array(self.home_ids, dtype=object), n), "timestamp": np.tile(self.index, homes)}
+        times = self.index.take(np.tile(np.arange(n), homes))
+        keys = {"home_id": repeat_ids(list(self.home_ids), n), "timestamp": times}
         return pd.DataFrame(keys | {name: getattr(self, name).ravel() for name in self.COLUMNS})
 
     def slot_energy_wh(self, slot_seconds: int) -> tuple[np.ndarray, np.ndarray]:

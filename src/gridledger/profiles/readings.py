@@ -145,7 +145,7 @@ def readings_frame(
     n = len(index)
     return pd.DataFrame(
         {
-            "meter_id": _repeat_ids(ids, n),
+            "meter_id": repeat_ids(ids, n),
             "timestamp": index.take(np.tile(np.arange(n), len(meters))),
             "consumption_wh": (np.maximum(net, 0.0) * step_h).ravel(),
             "production_wh": (np.maximum(-net, 0.0) * step_h).ravel(),
@@ -156,7 +156,7 @@ def readings_frame(
     )
 
 
-def _repeat_ids(ids: list[str], n: int) -> pd.Series:
+def repeat_ids(ids: list[str], n: int) -> pd.Series:
     """Each id ``n`` times, as pandas' ``str`` column (built through an Arrow dictionary: fast for millions of rows)."""
     codes = pa.array(np.repeat(np.arange(len(ids), dtype=np.int32), n))
     strings = pa.DictionaryArray.from_arrays(codes, pa.array(ids)).cast(pa.large_string())
