@@ -1,11 +1,10 @@
 """``python -m gridledger.node --role ROLE --config FILE``: run one node process.
 
-The same command as ``gridledger node``, without loading every other area's command line; ``cluster`` starts its
-node processes this way.
+The same command as ``gridledger node``; ``cluster up`` starts its node processes this way.
 """
 
 import typer
 
-from gridledger.node.cli import node
+from gridledger.cli.node import node
 
 typer.run(node)
