@@ -49,7 +49,6 @@ def loaded_after(code: str) -> set[str]:
         "import gridledger.cli",
         # building every command's --help (click's full command tree) as `gridledger --help` does
         "from typer.main import get_command\nfrom gridledger.cli import app\nget_command(app)",
-        "from gridledger.cli.node import node",  # what `python -m gridledger.node` (every cluster node) loads
     ],
 )
 def test_the_cli_starts_without_heavy_libraries(code: str) -> None:

@@ -46,7 +46,7 @@ MAX_GAP = typer.Option(
     max=1.0,
     help="Fill meter-days with at most this share of steps missing; drop the others.",
 )
-SEED = typer.Option(0, "--seed", min=0, help="Seed of every random draw (attacks, splits, boosting).")
+SEED = typer.Option(0, "--seed", min=0, help="Seed of every random draw (same seed, same result).")
 THEFT_RATE = typer.Option(
     0.5,
     "--theft-rate",
@@ -328,8 +328,8 @@ def forecast_evaluate(
     data: Path = DATA,
     column: str = typer.Option("both", "--column", help="consumption_wh, production_wh or both."),
     horizon: str = typer.Option("both", "--horizon", help="next-slot, day-ahead or both."),
-    slot_minutes: int = typer.Option(
-        15, "--slot-minutes", min=1, max=1440, help="Length of the next-slot horizon."
+    slot_seconds: int = typer.Option(
+        900, "--slot-seconds", min=60, max=86_400, help="Slot length in seconds: the next-slot horizon."
     ),
     test_fraction: float = typer.Option(
         1 / 3, "--test-fraction", min=0.05, max=0.9, help="Share of the last days used as the test period."
@@ -365,7 +365,7 @@ def forecast_evaluate(
             raise StoreError(f"{store} already holds prediction stores; choose an empty or new directory")
         if report_path is not None:
             check_report_path(report_path)
-        settings = ForecastSettings(slot_s=slot_minutes * 60, test_fraction=test_fraction, seed=seed)
+        settings = ForecastSettings(slot_s=slot_seconds, test_fraction=test_fraction, seed=seed)
         with _progress(not as_json) as say:
             cube = _cube(data, columns, max_gap, say)
             columns = tuple(c for c in columns if c in cube.values)
