@@ -188,7 +188,7 @@ def theft_train(
 def theft_score(
     data: Path = DATA,
     model: Path = typer.Option(..., "--model", help="A model written by `theft train`.", dir_okay=False),
-    output: Path = typer.Option(
+    out: Path = typer.Option(
         ..., "--out", help="Scores file to write (.csv or .parquet), one row per meter-day.", dir_okay=False
     ),
     max_gap: float = MAX_GAP,
@@ -217,11 +217,11 @@ def theft_score(
                 "flag": found.agent_decisions[ok].astype(int),
             }
         )
-        write_table(scores, output)
+        write_table(scores, out)
     _repairs(cube, False)
     console.print(
         f"scored {len(scores)} meter-days of {len(cube.meters)} meters: {int(scores['flag'].sum())} flagged "
-        f"-> {output}"
+        f"-> {out}"
     )
 
 
