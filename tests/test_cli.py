@@ -116,3 +116,29 @@ def test_help_lists_the_ledger_verbs() -> None:
     assert result.exit_code == 0
     for verb in ("demo", "verify", "inspect"):
         assert verb in result.stdout
+
+
+def commands(group, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
+    """Every leaf command of the click tree under ``group``: (its path, the command)."""
+    found = []
+    for name, cmd in group.commands.items():
+        sub = (*path, name)
+        found += commands(cmd, sub) if hasattr(cmd, "commands") else [(sub, cmd)]
+    return found
+
+
+def test_every_command_is_registered_once_and_documented() -> None:
+    from typer.main import get_command
+
+    leaves = commands(get_command(app))
+    paths = {}
+    for path, cmd in leaves:
+        assert cmd.help, f"gridledger {' '.join(path)} has no help text"
+        for param in cmd.params:
+            if param.param_type_name == "option" and param.name != "help":
+                assert param.help, f"gridledger {' '.join(path)} {param.opts[0]} has no help text"
+        function = getattr(cmd.callback, "__wrapped__", cmd.callback)  # typer wraps the registered function
+        paths.setdefault(function, []).append(" ".join(path))
+    twice = {names[0]: names for names in paths.values() if len(names) > 1}
+    assert not twice, f"commands registered under two names: {twice}"
+    assert ("prove",) in [p for p, _ in leaves] and ("tiers", "verify") not in [p for p, _ in leaves]

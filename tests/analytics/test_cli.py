@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from gridledger.analytics.cli import forecast_app, theft_app
+from gridledger.cli.analytics import forecast_app, theft_app
 
 app = typer.Typer()
 app.add_typer(theft_app, name="theft")

@@ -17,8 +17,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from gridledger.analytics.cli import forecast_app, theft_app
-from gridledger.market.cli import app as market_app
+from gridledger.cli.analytics import forecast_app, theft_app
+from gridledger.cli.market import app as market_app
 from gridledger.profiles import community_readings
 from gridledger.report import Figure, Provenance, Report, Table, write_report
 

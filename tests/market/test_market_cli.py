@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from gridledger.market.cli import app
+from gridledger.cli.market import app
 
 runner = CliRunner()
 ORDERS = (

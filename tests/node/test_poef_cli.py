@@ -9,8 +9,8 @@ import time
 import pytest
 from typer.testing import CliRunner
 
+from gridledger.cli.node import cluster_app
 from gridledger.node import cluster
-from gridledger.node.cli import cluster_app
 from gridledger.node.etcd import EtcdUnavailable, etcd_binary
 
 pytestmark = pytest.mark.slow

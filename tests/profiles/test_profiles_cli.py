@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from gridledger.cli.profiles import app
 from gridledger.profiles import COLUMNS
-from gridledger.profiles.cli import app
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "community.toml"
 runner = CliRunner()

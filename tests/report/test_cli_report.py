@@ -6,8 +6,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from gridledger.analytics.cli import forecast_app, theft_app
-from gridledger.market.cli import app as market_app
+from gridledger.cli.analytics import forecast_app, theft_app
+from gridledger.cli.market import app as market_app
 
 app = typer.Typer()
 app.add_typer(theft_app, name="theft")

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from gridledger.chain import verify_store
+from gridledger.cli.store import app
 from gridledger.store import open_store
-from gridledger.store.cli import app
 from gridledger.store.migrate import copy_chain
 from gridledger.store.pgserver import PgServer, PgServerError
 from gridledger.store.workload import Workload

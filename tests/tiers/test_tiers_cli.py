@@ -1,4 +1,5 @@
-"""``gridledger tiers``: simulate, prove, verify — and clear one-line errors (exit 2) instead of tracebacks."""
+"""``gridledger tiers simulate``, ``gridledger prove`` and ``gridledger verify`` of a run folder — and clear one-line
+errors (exit 2) instead of tracebacks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gridledger.tiers.cli import app
+from gridledger.cli import app
 
 runner = CliRunner()
 
@@ -25,6 +26,7 @@ def run(*args: str):
 def sim(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiers") / "sim"
     result = run(
+        "tiers",
         "simulate",
         "--out",
         out,
@@ -61,7 +63,7 @@ def test_verify_checks_every_chain_certificate_and_anchor(sim):
 
 def test_prove_prints_and_checks_the_path_to_the_head_end(sim, tmp_path):
     proof_file = tmp_path / "proof.json"
-    result = run("prove", sim, "--chain", "han:MI-0-0-1", "--minute", "2", "--json", proof_file)
+    result = run("prove", sim, "--chain", "han:MI-0-0-1", "--minute", "2", "--out", proof_file)
     assert result.exit_code == 0, result.output
     for chain in ("han:MI-0-0-1", "nan:DC-0-0", "fan:FAN-0", "head:utility"):
         assert chain in result.output
@@ -98,9 +100,10 @@ def test_verify_detects_a_tampered_store(sim, tmp_path):
         ("prove", "{sim}", "--chain", "han:nowhere"),
         ("prove", "{sim}", "--member", "9"),
         ("prove", "{sim}", "--check", "{missing}"),
-        ("simulate", "--out", "{sim}"),
-        ("simulate", "--out", "{missing}", "--fans", "0"),
-        ("simulate", "--out", "{missing}", "--price", "-1", "5"),
+        ("tiers", "simulate", "--out", "{sim}"),
+        ("tiers", "simulate", "--out", "{missing}", "--fans", "0"),
+        ("tiers", "simulate", "--out", "{missing}", "--price", "-1", "5"),
+        ("tiers", "simulate", "--out", "{missing}", "--seed", "-1"),
     ],
 )
 def test_bad_input_is_a_one_line_error(sim, tmp_path, args):

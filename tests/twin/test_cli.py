@@ -8,11 +8,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from gridledger.cli import twin
+from gridledger.node import etcd
 from gridledger.node.etcd import EtcdUnavailable, etcd_binary
-from gridledger.twin import cli, mqtt
+from gridledger.twin import mqtt
 
 root = typer.Typer()
-root.add_typer(cli.app, name="attack")
+root.add_typer(twin.app, name="attack")
 runner = CliRunner()
 
 
@@ -41,7 +43,7 @@ def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
 
 
 def test_missing_broker_is_a_clean_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "mosquitto_binary", lambda: None)
+    monkeypatch.setattr(mqtt, "mosquitto_binary", lambda: None)
     result = runner.invoke(root, ["attack", "run", "sensor"])
     assert result.exit_code == 2 and "mosquitto is not installed" in result.output
 
@@ -62,7 +64,7 @@ def test_missing_etcd_is_a_clean_error(monkeypatch: pytest.MonkeyPatch) -> None:
     def missing() -> str:
         raise EtcdUnavailable("etcd is not installed: apt-get install etcd-server")
 
-    monkeypatch.setattr(cli, "etcd_binary", missing)
+    monkeypatch.setattr(etcd, "etcd_binary", missing)
     result = runner.invoke(root, ["attack", "run", "flood"])
     assert result.exit_code == 2 and "etcd is not installed" in result.output and "Traceback" not in result.output
 

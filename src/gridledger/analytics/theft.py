@@ -6,7 +6,7 @@ histogram gradient boosting. At run time each meter's lower-level agent (:mod:`.
 log-odds into its own decision and, when labelled feedback arrives, learns from the ±1 rewards — the paper's
 "with RL" figures (Olivares-Rojas et al. 2023, §4.2: 88.16 % → 90.61 %).
 
-Everything here is I/O-free; :mod:`.cli` reads files and stores models.
+Everything here is I/O-free; :mod:`gridledger.cli.analytics` reads files and stores models.
 """
 
 from __future__ import annotations

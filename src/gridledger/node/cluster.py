@@ -182,7 +182,7 @@ def meter_device(folder: Path, meter: str) -> ReadingDevice:
 def _start_node(folder: Path, node_id: str, role: str, cfg: Path) -> subprocess.Popen:
     log = open(folder / f"{node_id}.log", "ab")  # noqa: SIM115 - owned by the process
     return subprocess.Popen(
-        [sys.executable, "-m", "gridledger.node", "--role", role, "--config", str(cfg)],
+        [sys.executable, "-m", "gridledger", "node", "--role", role, "--config", str(cfg)],
         stdout=log,
         stderr=log,
         start_new_session=True,

@@ -11,32 +11,18 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 import typer
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gridledger.report import Provenance, check_report_path, invocation, write_report
-from gridledger.report.forecast import forecast_report
-from gridledger.report.theft import injected_attacks, theft_report
+from gridledger.cli.common import console, err, fail
 
-from .data import DataError, DayCube, describe_step, load_readings, to_cube, write_table
-from .forecast import DAY_AHEAD, HORIZONS, NEXT_SLOT, ForecastSettings, evaluate_forecasts
-from .levels import record_forecasts
-from .store import StoreError
-from .theft import (
-    TheftModel,
-    TheftSettings,
-    detect,
-    labelled_scenario,
-    report,
-    split_meters,
-    train,
-)
-from .trees import ModelFormatError
+if TYPE_CHECKING:
+    from gridledger.analytics.data import DayCube
+    from gridledger.analytics.theft import TheftModel
+    from gridledger.report import Provenance
 
 theft_app = typer.Typer(
     help="Energy-theft detection at the concentrator (Jokar attacks, gradient boosting, RL).",
@@ -45,8 +31,6 @@ theft_app = typer.Typer(
 forecast_app = typer.Typer(
     help="Consumption and production forecasting at the meter and the concentrator.", no_args_is_help=True
 )
-out = Console()
-err = Console(stderr=True)
 METRICS = ("accuracy", "precision", "recall", "f1", "auc")
 
 DATA = typer.Option(
@@ -62,7 +46,7 @@ MAX_GAP = typer.Option(
     max=1.0,
     help="Fill meter-days with at most this share of steps missing; drop the others.",
 )
-SEED = typer.Option(0, "--seed", min=0, help="Seed of every random draw (attacks, splits, boosting).")
+SEED = typer.Option(0, "--seed", min=0, help="Seed of every random draw (same seed, same result).")
 THEFT_RATE = typer.Option(
     0.5,
     "--theft-rate",
@@ -83,22 +67,24 @@ REPORT = typer.Option(
 @contextmanager
 def _friendly() -> Iterator[None]:
     """Turn errors into one line on stderr and exit code 2 (never a traceback)."""
+    from gridledger.analytics.data import DataError
+    from gridledger.analytics.store import StoreError
+    from gridledger.analytics.trees import ModelFormatError
+
     try:
         yield
     except (DataError, ModelFormatError, StoreError, ValueError, OSError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise fail(str(exc)) from None
     except (typer.Exit, typer.Abort, KeyboardInterrupt):
         raise
     except Exception as exc:  # an unexpected failure still ends with one line, naming its type
-        err.print(
-            f"[red]error:[/red] unexpected {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True
-        )
-        raise typer.Exit(2) from None
+        raise fail(f"unexpected {type(exc).__name__}: {exc}") from None
 
 
 def _plain(value: object) -> object:
     """JSON-safe copy: NaN and infinities become null, NumPy scalars plain numbers."""
+    import numpy as np
+
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -111,12 +97,14 @@ def _plain(value: object) -> object:
 
 
 def _provenance(ctx: typer.Context, seed: int) -> Provenance:
+    from gridledger.report import Provenance, invocation
+
     return Provenance(invocation(ctx), seed)
 
 
 def _report_written(path: Path | None) -> None:
     if path is not None:
-        out.print(f"report: {path}")
+        console.print(f"report: {path}")
 
 
 def _echo_json(value: object) -> None:
@@ -138,6 +126,8 @@ def _progress(enabled: bool = True) -> Iterator[Callable[[str], None]]:
 
 
 def _cube(data: Path, columns: tuple[str, ...], max_gap: float, say: Callable[[str], None]) -> DayCube:
+    from gridledger.analytics.data import load_readings, to_cube
+
     say(f"reading {data.name}")
     readings = load_readings(data)
     present = tuple(c for c in columns if c in readings.frame.columns)
@@ -152,6 +142,9 @@ def _repairs(cube: DayCube, quiet: bool) -> None:
 
 
 def _load_model(path: Path) -> TheftModel:
+    from gridledger.analytics.theft import TheftModel
+    from gridledger.analytics.trees import ModelFormatError
+
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -176,13 +169,16 @@ def theft_train(
     max_gap: float = MAX_GAP,
 ) -> None:
     """Train a detector on a file of (mostly honest) readings; labelled tampered days are kept as thefts."""
+    from gridledger.analytics.data import describe_step
+    from gridledger.analytics.theft import TheftSettings, train
+
     with _friendly(), _progress() as say:
         cube = _cube(data, ("consumption_wh", "label"), max_gap, say)
         trained = train(cube, TheftSettings(theft_rate=theft_rate, draws=draws, seed=seed), say)
         model.write_text(json.dumps(trained.to_dict()), encoding="utf-8")
     _repairs(cube, False)
     info = trained.info
-    out.print(
+    console.print(
         f"trained on {info['meters']} meters x {info['days']} days at {describe_step(trained.step_s)}: "
         f"{info['examples']} meter-day examples ({info['positives']} tampered) -> {model}"
     )
@@ -192,12 +188,18 @@ def theft_train(
 def theft_score(
     data: Path = DATA,
     model: Path = typer.Option(..., "--model", help="A model written by `theft train`.", dir_okay=False),
-    output: Path = typer.Option(
+    out: Path = typer.Option(
         ..., "--out", help="Scores file to write (.csv or .parquet), one row per meter-day.", dir_okay=False
     ),
     max_gap: float = MAX_GAP,
 ) -> None:
     """Score every complete meter-day: theft probability and the meter agents' decision."""
+    import numpy as np
+    import pandas as pd
+
+    from gridledger.analytics.data import write_table
+    from gridledger.analytics.theft import detect
+
     with _friendly(), _progress() as say:
         detector = _load_model(model)
         cube = detector.conform(_cube(data, ("consumption_wh",), max_gap, say))
@@ -215,11 +217,11 @@ def theft_score(
                 "flag": found.agent_decisions[ok].astype(int),
             }
         )
-        write_table(scores, output)
+        write_table(scores, out)
     _repairs(cube, False)
-    out.print(
+    console.print(
         f"scored {len(scores)} meter-days of {len(cube.meters)} meters: {int(scores['flag'].sum())} flagged "
-        f"-> {output}"
+        f"-> {out}"
     )
 
 
@@ -268,6 +270,10 @@ def theft_evaluate(
 
     Uses the file's labels when it has a label column; otherwise injects synthetic attacks (and says so).
     """
+    from gridledger.analytics.theft import TheftSettings, detect, labelled_scenario, report, split_meters, train
+    from gridledger.report import check_report_path, write_report
+    from gridledger.report.theft import injected_attacks, theft_report
+
     settings = TheftSettings(theft_rate=theft_rate, seed=seed)
     with _friendly(), _progress(not as_json) as say:
         if report_path is not None:
@@ -310,9 +316,9 @@ def theft_evaluate(
         _echo_json(summary)
         return
     _repairs(cube, False)
-    out.print(headline)
-    out.print(_table("theft detection", {"detector": result["without_rl"], "detector + RL": with_rl}))
-    out.print(_confusion("confusion matrix, detector + RL (Table 6 form)", with_rl))
+    console.print(headline)
+    console.print(_table("theft detection", {"detector": result["without_rl"], "detector + RL": with_rl}))
+    console.print(_confusion("confusion matrix, detector + RL (Table 6 form)", with_rl))
     _report_written(report_path)
 
 
@@ -321,9 +327,9 @@ def forecast_evaluate(
     ctx: typer.Context,
     data: Path = DATA,
     column: str = typer.Option("both", "--column", help="consumption_wh, production_wh or both."),
-    horizon: str = typer.Option("both", "--horizon", help=f"{NEXT_SLOT}, {DAY_AHEAD} or both."),
-    slot_minutes: int = typer.Option(
-        15, "--slot-minutes", min=1, max=1440, help="Length of the next-slot horizon."
+    horizon: str = typer.Option("both", "--horizon", help="next-slot, day-ahead or both."),
+    slot_seconds: int = typer.Option(
+        900, "--slot-seconds", min=60, max=86_400, help="Slot length in seconds: the next-slot horizon."
     ),
     test_fraction: float = typer.Option(
         1 / 3, "--test-fraction", min=0.05, max=0.9, help="Share of the last days used as the test period."
@@ -341,6 +347,13 @@ def forecast_evaluate(
     report_path: Path | None = REPORT,
 ) -> None:
     """MAE, NRMSE and MAPE of the baselines and the edge and fog forecasts, per meter and neighbourhood."""
+    from gridledger.analytics.data import DataError, describe_step
+    from gridledger.analytics.forecast import DAY_AHEAD, HORIZONS, NEXT_SLOT, ForecastSettings, evaluate_forecasts
+    from gridledger.analytics.levels import record_forecasts
+    from gridledger.analytics.store import StoreError
+    from gridledger.report import check_report_path, write_report
+    from gridledger.report.forecast import forecast_report
+
     columns = ("consumption_wh", "production_wh") if column == "both" else (column,)
     horizons = HORIZONS if horizon == "both" else (horizon,)
     with _friendly():
@@ -352,7 +365,7 @@ def forecast_evaluate(
             raise StoreError(f"{store} already holds prediction stores; choose an empty or new directory")
         if report_path is not None:
             check_report_path(report_path)
-        settings = ForecastSettings(slot_s=slot_minutes * 60, test_fraction=test_fraction, seed=seed)
+        settings = ForecastSettings(slot_s=slot_seconds, test_fraction=test_fraction, seed=seed)
         with _progress(not as_json) as say:
             cube = _cube(data, columns, max_gap, say)
             columns = tuple(c for c in columns if c in cube.values)
@@ -404,12 +417,12 @@ def forecast_evaluate(
                 for k in ("mae", "nrmse", "mape")
             ]
             table.add_row(name, *cells)
-        out.print(table)
+        console.print(table)
         gain = ev.gain()
-        out.print(
+        console.print(
             f"fog NRMSE {abs(gain):.1%} {'below' if gain >= 0 else 'above'} seasonal-naive "
             "at the neighbourhood level"
         )
     if store is not None:
-        out.print(f"prediction stores written to {store}")
+        console.print(f"prediction stores written to {store}")
     _report_written(report_path)

@@ -1,4 +1,4 @@
-"""The ``gridledger`` command: one typer app, each area's commands registered as a sub-app."""
+"""``gridledger demo | verify | inspect``: make a chain, re-validate a stored chain, print its blocks."""
 
 from __future__ import annotations
 
@@ -8,73 +8,16 @@ from datetime import datetime
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from gridledger.cli.common import STORE, console, fail, invalid, store_url
 from gridledger.ledger.errors import Reject
 from gridledger.store import StoreError, open_store
 
-app = typer.Typer(
-    name="gridledger",
-    help="Privacy-preserving transactive energy (PETra) on a multi-tier Proof-of-Efficiency ledger.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
-    rich_markup_mode="rich",
-)
-console = Console()
 
-
-def _register_subcommands() -> None:
-    """Each area's commands live with their code; they are registered here."""
-    from gridledger.analytics.cli import forecast_app, theft_app
-    from gridledger.market.cli import app as market_app
-    from gridledger.node.cli import cluster_app, node
-    from gridledger.profiles.cli import app as profiles_app
-    from gridledger.store.cli import app as store_app
-    from gridledger.tiers.cli import app as tiers_app
-    from gridledger.tiers.cli import prove as tiers_prove
-    from gridledger.twin.cli import app as attack_app
-
-    app.command("node")(node)
-    app.add_typer(cluster_app, name="cluster")
-    app.add_typer(profiles_app, name="profiles")
-    app.add_typer(attack_app, name="attack")
-    app.add_typer(store_app, name="store")
-    app.add_typer(market_app, name="market")
-    app.add_typer(tiers_app, name="tiers")
-    app.command("prove")(tiers_prove)
-    app.add_typer(theft_app, name="theft")
-    app.add_typer(forecast_app, name="forecast")
-
-
-_register_subcommands()
-err = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(2)
-
-
-def _store_url(path: str) -> str:
-    """A store URL from a PostgreSQL URL, a SQLite file, or a directory holding the demo's chain.sqlite."""
-    if "://" in path:
-        return path
-    p = Path(path)
-    if p.is_dir():
-        p = p / "chain.sqlite"
-    if not p.is_file():
-        raise _fail(
-            f"no chain store at {path} (give a SQLite file, a folder with chain.sqlite, or a postgresql:// URL)"
-        )
-    return str(p)
-
-
-@app.command()
 def demo(
     out: Path = typer.Option(
-        None, "--out", help="Folder for the demo's SQLite chain store (default: a new ./demo-TIMESTAMP)."
+        None, "--out", help="New folder for the demo's SQLite chain store (default: a new ./demo-TIMESTAMP)."
     ),
 ) -> None:
     """Run one PETra market interval end to end in one process and verify the chain it made."""
@@ -83,7 +26,7 @@ def demo(
 
     out = out or Path(f"demo-{datetime.now():%Y%m%d-%H%M%S}")
     if (out / "chain.sqlite").exists():
-        raise _fail(f"{out} already holds a chain; choose another --out")
+        raise fail(f"{out} already holds a chain; choose another --out")
     result = run_demo(out)
     table = Table(title="Blocks committed", title_justify="left")
     for col in ("height", "hash", "txs", "what happened"):
@@ -134,26 +77,34 @@ def demo(
     )
 
 
-@app.command()
 def verify(
     path: str = typer.Argument(
-        ..., help="Chain store: a SQLite file, a folder with chain.sqlite, or a postgresql:// URL."
+        ...,
+        help=f"{STORE} Or a run folder of several chains (with tiers.json, made by `gridledger tiers simulate`).",
+        show_default=False,
     ),
 ) -> None:
-    """Re-validate every block of a stored chain and compare the stored state with the replay (exit 0 only if valid)."""
-    from gridledger.chain import verify_store
+    """Re-validate a stored chain: replay every block and compare the stored state (exit 0 valid, 1 invalid).
 
+    For a run folder of several chains: every chain (rules and quorum certificates), every anchor in a parent
+    and every price a parent replicated.
+    """
+    from gridledger.chain import verify_store
+    from gridledger.cli.tiers import MANIFEST, verify_run
+
+    if (Path(path) / MANIFEST).is_file():
+        verify_run(Path(path))
+        return
     try:
-        store = open_store(_store_url(path))
+        store = open_store(store_url(path))
     except StoreError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     try:
         state = verify_store(store)
     except Reject as e:
-        err.print(f"[bold red]INVALID[/] {e}")
-        raise typer.Exit(1) from None
+        raise invalid(str(e)) from None
     except StoreError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     finally:
         store.close()
     console.print(
@@ -161,25 +112,22 @@ def verify(
     )
 
 
-@app.command()
 def inspect(
-    path: str = typer.Argument(
-        ..., help="Chain store: a SQLite file, a folder with chain.sqlite, or a postgresql:// URL."
-    ),
-    height: int = typer.Option(None, "--height", help="Only this block."),
+    path: str = typer.Argument(..., help=STORE, show_default=False),
+    height: int = typer.Option(None, "--height", min=0, help="Print only the block at this height."),
 ) -> None:
     """Print the stored blocks and their transactions as JSON."""
     from gridledger.jsonview import block_json
     from gridledger.ledger.block import Block
 
     try:
-        store = open_store(_store_url(path))
+        store = open_store(store_url(path))
         try:
             raws = [store.block_bytes(height)] if height is not None else [raw for _, raw in store.iter_blocks()]
         finally:
             store.close()
         blocks = [block_json(Block.decode(raw)) for raw in raws]
     except (StoreError, Reject) as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     json.dump(blocks if height is None else blocks[0], sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -1,79 +1,78 @@
-"""``gridledger tiers``: simulate a multi-tier ledger, prove a HAN reading up to the head-end, verify all tiers."""
+"""``gridledger tiers simulate`` and ``gridledger prove``; ``gridledger verify`` of a run folder is :func:`verify_run`.
+
+A run folder holds one SQLite store per chain and ``tiers.json``, the manifest naming each chain, its tier, its
+store and its parent.
+"""
 
 from __future__ import annotations
 
 import json
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gridledger.chain import Chain, verify_store
+from gridledger.cli.common import console, fail, invalid
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.transactions import decode_transaction
-from gridledger.store import StoreError
-from gridledger.store.sqlite import SqliteStore
-from gridledger.tiers.alarm import Alarm
-from gridledger.tiers.audit import check_anchors, check_prices
-from gridledger.tiers.hierarchy import Hierarchy
-from gridledger.tiers.prove import CoverageProof, Index, ProofError, check_proof, head_hash
-from gridledger.tiers.prove import prove as build_proof
-from gridledger.tiers.readings import Reading
+
+if TYPE_CHECKING:
+    from gridledger.chain import Chain
 
 MANIFEST = "tiers.json"
+RUN = f"A run folder made by `gridledger tiers simulate` (with {MANIFEST})."
 
-app = typer.Typer(
-    help="Multi-tier chains (HAN, NAN, FAN/WAN, head-end) under Proof-of-Efficiency consensus.",
-    no_args_is_help=True,
-)
-console = Console()
-err = Console(stderr=True)
+app = typer.Typer(no_args_is_help=True)
 
 
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(2)
+@app.callback()
+def tiers() -> None:
+    """Multi-tier chains (HAN, NAN, FAN/WAN, head-end) under Proof-of-Efficiency consensus.
 
-
-def _positive(value: int, name: str, low: int = 1, high: int = 10_000) -> int:
-    if not low <= value <= high:
-        raise typer.BadParameter(f"must be {low}..{high}, got {value}", param_hint=name)
-    return value
+    Check a run with `gridledger verify DIR`; prove a reading with `gridledger prove DIR`.
+    """
 
 
 @app.command()
 def simulate(
-    out: Path = typer.Option(..., "--out", help="New folder for the chains' SQLite stores and tiers.json."),
-    fans: int = typer.Option(1, help="FAN/WAN chains under the head-end chain."),
-    nans: int = typer.Option(2, help="NAN chains (neighbourhoods, one concentrator each) per FAN/WAN chain."),
-    homes: int = typer.Option(3, help="Homes (HAN chains, one smart meter each) per NAN."),
-    appliances: int = typer.Option(2, help="Appliances reporting readings on each HAN chain."),
-    minutes: int = typer.Option(30, help="Simulated minutes (every device reports once a minute)."),
-    summary_minutes: int = typer.Option(15, help="Minutes between the summaries a tier reports to the one above."),
-    anchor_minutes: int = typer.Option(5, help="Minutes between the anchors each chain makes in its parent."),
-    price: tuple[int, int] = typer.Option(
-        (120, 80), help="DSO prices published at the head-end: consumption and production, minor units per kWh."
+    out: Path = typer.Option(
+        ..., "--out", help=f"New folder for the chains' SQLite stores and {MANIFEST}.", show_default=False
     ),
-    seed: int = typer.Option(1, help="Seed of the simulated consumption."),
+    fans: int = typer.Option(1, "--fans", min=1, max=16, help="FAN/WAN chains under the head-end chain."),
+    nans: int = typer.Option(
+        2, "--nans", min=1, max=64, help="NAN chains (neighbourhoods, one concentrator each) per FAN/WAN chain."
+    ),
+    homes: int = typer.Option(3, "--homes", min=1, max=500, help="Homes (HAN chains, one smart meter each) per NAN."),
+    appliances: int = typer.Option(
+        2, "--appliances", min=1, max=16, help="Appliances reporting readings on each HAN chain."
+    ),
+    minutes: int = typer.Option(
+        30, "--minutes", min=1, max=24 * 60, help="Simulated minutes (every device reports once a minute)."
+    ),
+    summary_minutes: int = typer.Option(
+        15, "--summary-minutes", min=1, max=24 * 60, help="Minutes between the summaries a tier reports upwards."
+    ),
+    anchor_minutes: int = typer.Option(
+        5, "--anchor-minutes", min=1, max=24 * 60, help="Minutes between the anchors each chain makes in its parent."
+    ),
+    price: tuple[int, int] = typer.Option(
+        (120, 80),
+        "--price",
+        help="DSO prices published at the head-end: consumption and production, minor units per kWh.",
+    ),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the simulated consumption (same seed, same chains)."),
 ) -> None:
     """Run every tier in one process under PoEf (real keys, signatures and votes), anchored up to the head-end."""
-    for value, name, low, high in (
-        (fans, "--fans", 1, 16),
-        (nans, "--nans", 1, 64),
-        (homes, "--homes", 1, 500),
-        (appliances, "--appliances", 1, 16),
-        (minutes, "--minutes", 1, 24 * 60),
-        (summary_minutes, "--summary-minutes", 1, 24 * 60),
-        (anchor_minutes, "--anchor-minutes", 1, 24 * 60),
-    ):
-        _positive(value, name, low, high)
+    from gridledger.tiers.alarm import Alarm
+    from gridledger.tiers.hierarchy import Hierarchy
+    from gridledger.tiers.readings import Reading
+
     if min(price) < 0:
         raise typer.BadParameter("prices are non-negative minor units per kWh", param_hint="--price")
     if (out / MANIFEST).exists():
-        raise _fail(f"{out} already holds a simulation; choose another --out")
+        raise fail(f"{out} already holds a simulation; choose another --out")
     h = Hierarchy(
         fans,
         nans,
@@ -107,15 +106,22 @@ def simulate(
                 anchored,
             )
         console.print(table)
-        console.print(f"stores and {MANIFEST} in {out}; next: [bold]gridledger tiers prove {out}[/]")
+        console.print(
+            f"stores and {MANIFEST} in {out}; next: [bold]gridledger verify {out}[/], [bold]gridledger prove {out}[/]"
+        )
     finally:
         h.close()
 
 
 def _open(path: Path, stack: ExitStack) -> tuple[list[dict], dict[str, Chain]]:
+    """The manifest's entries and every chain of the run folder ``path``, opened (closed with ``stack``)."""
+    from gridledger.chain import Chain
+    from gridledger.store import StoreError
+    from gridledger.store.sqlite import SqliteStore
+
     manifest_file = path / MANIFEST
     if not manifest_file.is_file():
-        raise _fail(f"no {MANIFEST} in {path} (make one with: gridledger tiers simulate --out {path})")
+        raise fail(f"no {MANIFEST} in {path} (make one with: gridledger tiers simulate --out {path})")
     try:
         entries = json.loads(manifest_file.read_text())["chains"]
         chains = {}
@@ -124,16 +130,18 @@ def _open(path: Path, stack: ExitStack) -> tuple[list[dict], dict[str, Chain]]:
             stack.callback(store.close)
             chains[e["name"]] = Chain.open(store)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise _fail(f"{manifest_file} is not a valid manifest: {e}") from None
+        raise fail(f"{manifest_file} is not a valid manifest: {e}") from None
     except (StoreError, Reject) as e:
-        raise _fail(f"cannot open a chain of {path}: {e}") from None
+        raise fail(f"cannot open a chain of {path}: {e}") from None
     return entries, chains
 
 
-def _pick_reading(index: Index, chains: dict[str, Chain], chain: str | None, member: int | None, minute: int | None):
+def _pick_reading(chains: dict[str, Chain], chain: str | None, member: int | None, minute: int | None) -> bytes:
+    from gridledger.tiers.readings import Reading
+
     names = [chain] if chain else [n for n in chains if n.startswith("han:")]
     if chain and chain not in chains:
-        raise _fail(f"no chain {chain!r}; chains: {', '.join(chains)}")
+        raise fail(f"no chain {chain!r}; chains: {', '.join(chains)}")
     for name in names:
         for block in chains[name].blocks(1):
             for tx in block.transactions:
@@ -141,31 +149,39 @@ def _pick_reading(index: Index, chains: dict[str, Chain], chain: str | None, mem
                     continue
                 if (member is None or tx.member == member) and (minute is None or tx.minute == minute):
                     return tx.txid
-    raise _fail("no reading matches --chain/--member/--minute")
+    raise fail("no reading matches --chain/--member/--minute")
 
 
-@app.command()
 def prove(
-    path: Path = typer.Argument(..., help="A folder made by `gridledger tiers simulate` (with tiers.json)."),
+    path: Path = typer.Argument(..., help=RUN, show_default=False),
     txid: str = typer.Option(None, "--txid", help="Transaction id (hex) of the reading to prove."),
     chain: str = typer.Option(None, "--chain", help="HAN chain to take the reading from (e.g. han:MI-0-0-0)."),
-    member: int = typer.Option(None, "--member", help="Member index (appliance) of the reading."),
-    minute: int = typer.Option(None, "--minute", help="Minute (since the chain's start) of the reading."),
-    json_out: Path = typer.Option(None, "--json", help="Also write the proof to this JSON file."),
-    check: Path = typer.Option(None, "--check", help="Check this proof (JSON) instead of building one."),
+    member: int = typer.Option(None, "--member", min=0, help="Member index (appliance) of the reading."),
+    minute: int = typer.Option(None, "--minute", min=0, help="Minute (since the chain's start) of the reading."),
+    out: Path = typer.Option(None, "--out", help="Also write the proof to this JSON file.", dir_okay=False),
+    check: Path = typer.Option(
+        None, "--check", help="Check this proof (a JSON file from --out) instead of building one.", dir_okay=False
+    ),
 ) -> None:
-    """Print and check the Merkle proof that a HAN reading is covered by the head-end chain (exit 1 if invalid)."""
+    """Print and check the Merkle proof that a HAN reading is covered by the head-end chain (exit 1 if invalid).
+
+    Without --txid, proves the first reading matching --chain, --member and --minute.
+    """
+    from gridledger.ledger.transactions import decode_transaction
+    from gridledger.tiers.prove import CoverageProof, Index, ProofError, check_proof, head_hash
+    from gridledger.tiers.prove import prove as build_proof
+
     with ExitStack() as stack:
         entries, chains = _open(path, stack)
         head_name = next((e["name"] for e in entries if e["tier"] == "head"), None)
         if head_name is None:
-            raise _fail(f"{path} holds no head-end chain")
+            raise fail(f"{path} holds no head-end chain")
         head = chains[head_name]
         if check is not None:
             try:
                 proof = CoverageProof.from_json(json.loads(check.read_text()))
             except (OSError, ValueError, KeyError, TypeError, Reject) as e:
-                raise _fail(f"{check} is not a proof: {e}") from None
+                raise fail(f"{check} is not a proof: {e}") from None
         else:
             index = Index(chains.values())
             if txid is not None:
@@ -174,17 +190,17 @@ def prove(
                 except ValueError:
                     raise typer.BadParameter("must be hexadecimal", param_hint="--txid") from None
             else:
-                wanted = _pick_reading(index, chains, chain, member, minute)
+                wanted = _pick_reading(chains, chain, member, minute)
             try:
                 proof = build_proof(index, wanted)
             except ProofError as e:
-                raise _fail(str(e)) from None
-            if json_out is not None:
-                json_out.write_text(json.dumps(proof.to_json(), indent=2) + "\n")
+                raise fail(str(e)) from None
+            if out is not None:
+                out.write_text(json.dumps(proof.to_json(), indent=2) + "\n")
         try:
             reading = decode_transaction(proof.reading).txid.hex()
         except Reject as e:
-            raise _fail(f"the proof's reading does not decode: {e}") from None
+            raise fail(f"the proof's reading does not decode: {e}") from None
         table = Table(title=f"Proof for reading {reading}", title_justify="left")
         for col in ("chain", "height", "block hash", "Merkle path", "anchored in"):
             table.add_column(col)
@@ -201,18 +217,18 @@ def prove(
         try:
             lines = check_proof(proof, head.chain_id, head_hash(head, proof.head.height))
         except Reject as e:
-            err.print(f"[bold red]INVALID[/] {e}")
-            raise typer.Exit(1) from None
+            raise invalid(str(e)) from None
         for line in lines:
             console.print(f"  {line}")
         console.print("[green]valid[/]: the reading is covered by the head-end chain")
 
 
-@app.command()
-def verify(
-    path: Path = typer.Argument(..., help="A folder made by `gridledger tiers simulate` (with tiers.json)."),
-) -> None:
-    """Re-validate every chain (rules and quorum certificates), every anchor and every replicated price."""
+def verify_run(path: Path) -> None:
+    """``gridledger verify`` of a run folder: every chain (rules, quorum certificates), anchor and replicated price."""
+    from gridledger.chain import verify_store
+    from gridledger.store import StoreError
+    from gridledger.tiers.audit import check_anchors, check_prices
+
     with ExitStack() as stack:
         entries, chains = _open(path, stack)
         table = Table(title=f"{len(chains)} chains", title_justify="left")
@@ -227,9 +243,8 @@ def verify(
             covered = check_anchors(chains.values())
         except Reject as e:
             console.print(table)
-            err.print(f"[bold red]INVALID[/] {e}")
-            raise typer.Exit(1) from None
+            raise invalid(str(e)) from None
         except StoreError as e:
-            raise _fail(str(e)) from None
+            raise fail(str(e)) from None
         console.print(table)
         console.print(f"[green]valid[/]: every chain, certificate and anchor ({sum(covered.values())} anchored blocks)")

@@ -4,31 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gridledger.profiles.community import Community, CommunityError, load_community
-from gridledger.profiles.load import PROFILES, household_load
-from gridledger.profiles.pv import MORELIA, pv_power
-from gridledger.profiles.readings import community_readings, day_index
+from gridledger.cli.common import console, err, fail
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from gridledger.profiles.community import Community
 
 app = typer.Typer(
     help="Household load (BDEW via demandlib), PV output (pvlib) and smart-meter readings of a community.",
     no_args_is_help=True,
 )
-console = Console()
-err = Console(stderr=True, soft_wrap=True)
 
 FORMATS = (".parquet", ".csv")
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(2)
 
 
 def _check_out(out: Path | None) -> None:
@@ -44,15 +38,18 @@ def _write(frame: pd.DataFrame, out: Path) -> None:
         else:
             frame.to_csv(out, index=False)
     except OSError as exc:
-        raise _fail(f"cannot write {out}: {exc}") from None
+        raise fail(f"cannot write {out}: {exc}") from None
     console.print(f"wrote {len(frame):,} rows to [bold]{out}[/bold]")
 
 
 def _index(start: str, days: int, freq: str) -> pd.DatetimeIndex:
+    from gridledger.profiles.pv import MORELIA
+    from gridledger.profiles.readings import day_index
+
     try:
         return day_index(start, days, freq, MORELIA)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _summary(title: str, rows: list[tuple[str, str]]) -> None:
@@ -84,6 +81,8 @@ VARIABILITY = typer.Option(0.3, "--variability", min=0.0, max=1.0, help="Mean da
 @app.command("list")
 def list_profiles() -> None:
     """List the BDEW load profiles the installed demandlib ships."""
+    from gridledger.profiles.load import PROFILES
+
     console.print(", ".join(PROFILES))
 
 
@@ -98,12 +97,14 @@ def load(
     out: Path | None = OUT,
 ) -> None:
     """One household's load, W: a BDEW profile scaled to --annual-kwh and made individual by --seed."""
+    from gridledger.profiles.load import household_load
+
     _check_out(out)
     index = _index(start, days, freq)
     try:
         series = household_load(index, annual_kwh, profile, seed)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _summary(f"household load ({profile.upper()}, {annual_kwh:g} kWh/a)", _series_summary(series, _hours(index)))
     if out is not None:
         _write(series.rename_axis("timestamp").reset_index(), out)
@@ -120,12 +121,14 @@ def pv(
     out: Path | None = OUT,
 ) -> None:
     """A rooftop PV system's AC output at Morelia, W (pvlib clear sky, seeded clouds, PVWatts)."""
+    from gridledger.profiles.pv import pv_power
+
     _check_out(out)
     index = _index(start, days, freq)
     try:
         series = pv_power(index, peak_kw, seed=seed, variability=variability)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     rows = _series_summary(series, _hours(index))
     if peak_kw > 0:
         rows.append(("yield", f"{series.sum() * _hours(index) / peak_kw / 1000 / days:,.2f} kWh/kWp per day"))
@@ -135,6 +138,9 @@ def pv(
 
 
 def _hours(index: pd.DatetimeIndex) -> float:
+    """The step of ``index`` in hours."""
+    import pandas as pd
+
     return (index[1] - index[0]) / pd.Timedelta(hours=1) if len(index) > 1 else 1.0
 
 
@@ -171,6 +177,8 @@ def readings(
     out: Path | None = OUT,
 ) -> None:
     """Synthetic smart-meter readings of a community: one row per meter per step (Morelia, 127 V)."""
+    from gridledger.profiles.readings import community_readings
+
     _check_out(out)
     bar, advance = _progress_bar(meters)
     try:
@@ -179,7 +187,7 @@ def readings(
                 meters, days, freq, start, seed, pv_share, variability=variability, progress=advance
             )
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _readings_summary(frame)
     if out is not None:
         _write(frame, out)
@@ -209,11 +217,13 @@ def community(
     out: Path | None = typer.Option(None, "--out", help="Write the homes' meter readings to this .parquet/.csv."),
 ) -> None:
     """Validate a community file and show its homes; with --out, write their meter readings."""
+    from gridledger.profiles.community import CommunityError, load_community
+
     _check_out(out)
     try:
         parsed = load_community(path)
     except CommunityError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     console.print(_community_table(parsed))
     for feeder in parsed.feeders:
         console.print(
@@ -227,6 +237,6 @@ def community(
         with bar:
             frame = parsed.readings(freq, progress=advance)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _readings_summary(frame)
     _write(frame, out)

@@ -5,34 +5,28 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gridledger.node.etcd import EtcdUnavailable, etcd_binary
-from gridledger.twin.attacks import RunContext, RunResult, Summary, get, scenarios, session, summarize
-from gridledger.twin.attacks.harness import LabError
-from gridledger.twin.mqtt import BrokerUnavailable, MqttError, mosquitto_binary
+from gridledger.cli.common import console, err, fail
+
+if TYPE_CHECKING:
+    from gridledger.twin.attacks import Summary
 
 app = typer.Typer(
     help="Inject the DT platform's and the ledger's attacks into a small community and measure their detection.",
     no_args_is_help=True,
 )
-console = Console()
-err = Console(stderr=True, soft_wrap=True)  # one-line errors, never wrapped
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(2)
 
 
 @app.command("list")
 def list_scenarios() -> None:
     """List the registered scenarios: the threat each injects and the detector that should catch it."""
+    from gridledger.twin.attacks import scenarios
+
     table = Table(title="attack scenarios")
     table.add_column("name", style="bold")
     table.add_column("threat")
@@ -66,17 +60,24 @@ def run(
     The ledger scenarios start one local network (etcd and a process per node, a few seconds) and reuse it for
     the K runs.
     """
+    import httpx
+
+    from gridledger.node.etcd import EtcdUnavailable, etcd_binary
+    from gridledger.twin.attacks import RunContext, RunResult, get, session, summarize
+    from gridledger.twin.attacks.harness import LabError
+    from gridledger.twin.mqtt import BrokerUnavailable, MqttError, mosquitto_binary
+
     try:
         scenario = get(name)
     except KeyError as exc:
-        raise _fail(str(exc.args[0])) from None
+        raise fail(str(exc.args[0])) from None
     if scenario.needs_broker and mosquitto_binary() is None:
-        raise _fail("mosquitto is not installed (run ./dev services, or apt-get install mosquitto)")
+        raise fail("mosquitto is not installed (run ./dev services, or apt-get install mosquitto)")
     if scenario.needs_etcd:
         try:
             etcd_binary()
         except EtcdUnavailable as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     results: list[RunResult] = []
     try:
         with (
@@ -99,7 +100,7 @@ def run(
                     results.append(scenario.run(RunContext(seed + i, households, workdir, shared, community)))
                     progress.advance(task)
     except (BrokerUnavailable, MqttError, LabError, TimeoutError, httpx.HTTPError) as exc:
-        raise _fail(f"scenario {name} could not run: {exc}") from None
+        raise fail(f"scenario {name} could not run: {exc}") from None
     summary = summarize(name, results)
     if as_json:
         typer.echo(json.dumps(summary.to_json()))
@@ -108,6 +109,8 @@ def run(
 
 
 def _print(summary: Summary, seed: int) -> None:
+    from gridledger.twin.attacks import get
+
     table = Table(title=f"{summary.scenario}: {summary.runs} run(s)")
     for column in ("seed", "injected", "detected", "time to detect (s)", "false alarms", "data lost"):
         table.add_column(column)

@@ -6,13 +6,16 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from gridledger.cli.common import console, fail
 from gridledger.node.config import ROLES, ConfigError, NodeConfig
 
-console = Console()
-cluster_app = typer.Typer(help="Start and stop a local multi-process network on loopback.", no_args_is_help=True)
+cluster_app = typer.Typer(
+    help="A local multi-process network on loopback: start, stop, status; submit and read meter readings.",
+    no_args_is_help=True,
+)
+DIR = "The cluster's folder (from `gridledger cluster up --dir`)."
 
 
 def node(
@@ -25,16 +28,13 @@ def node(
     try:
         cfg = NodeConfig.load(config)
     except ConfigError as e:
-        console.print(f"[bold red]error:[/] {e}")
-        raise typer.Exit(2) from None
+        raise fail(str(e)) from None
     if cfg.role != role:
-        console.print(f"[bold red]error:[/] --role {role} but {config} says role = {cfg.role!r}")
-        raise typer.Exit(2)
+        raise fail(f"--role {role} but {config} says role = {cfg.role!r}")
     try:
         run_node(cfg)
     except ConfigError as e:
-        console.print(f"[bold red]error:[/] {e}")
-        raise typer.Exit(2) from None
+        raise fail(str(e)) from None
 
 
 @cluster_app.command("up")
@@ -62,8 +62,7 @@ def cluster_up(
         with console.status(f"starting etcd and {meters + 2 * concentrators} nodes …"):
             state = up(folder, meters, concentrators, poef=poef, postgres=postgres)
     except (FileExistsError, TimeoutError, RuntimeError, PgServerError) as e:
-        console.print(f"[bold red]error:[/] {e}")
-        raise typer.Exit(2) from None
+        raise fail(str(e)) from None
     table = Table(title=f"gridledger cluster in {folder} ({state['consensus']})")
     for col in ("node", "role", "chain", "API", "pid"):
         table.add_column(col)
@@ -75,29 +74,24 @@ def cluster_up(
 
 
 @cluster_app.command("down")
-def cluster_down(folder: Path = typer.Option(Path("cluster"), "--dir", help="The cluster's folder.")) -> None:
+def cluster_down(folder: Path = typer.Option(Path("cluster"), "--dir", help=DIR)) -> None:
     """Stop every process of the cluster cleanly (nodes, then etcd)."""
     from gridledger.node.cluster import down
 
     try:
         n = down(folder)
     except FileNotFoundError as e:
-        console.print(f"[bold red]error:[/] {e}")
-        raise typer.Exit(2) from None
+        raise fail(str(e)) from None
     console.print(f"stopped {n} processes")
 
 
 @cluster_app.command("status")
-def cluster_status(folder: Path = typer.Option(Path("cluster"), "--dir", help="The cluster's folder.")) -> None:
+def cluster_status(folder: Path = typer.Option(Path("cluster"), "--dir", help=DIR)) -> None:
     """Ask every node for its height and tip (as the operator)."""
     from gridledger.ledger.crypto import KeyPair
     from gridledger.node.client import NodeClient
 
-    path = folder / "cluster.json"
-    if not path.exists():
-        console.print(f"[bold red]error:[/] no cluster in {folder}")
-        raise typer.Exit(2)
-    state = json.loads(path.read_text())
+    state = _cluster_state(folder)
     key = KeyPair(bytes.fromhex((folder / "keys" / "operator.seed").read_text()))
     table = Table()
     for col in ("node", "chain", "height", "tip", "leading"):
@@ -115,10 +109,10 @@ def cluster_status(folder: Path = typer.Option(Path("cluster"), "--dir", help="T
 
 
 def _cluster_state(folder: Path) -> dict:
+    """The cluster.json that `cluster up` wrote in ``folder``."""
     path = folder / "cluster.json"
     if not path.exists():
-        console.print(f"[bold red]error:[/] no cluster in {folder}")
-        raise typer.Exit(2)
+        raise fail(f"no cluster in {folder}")
     return json.loads(path.read_text())
 
 
@@ -130,11 +124,9 @@ def _client_as(folder: Path, state: dict, via: str, as_id: str):
     nodes = {n["id"]: n for n in state["nodes"]}
     for name in (via, as_id):
         if name not in nodes and name != "operator":
-            console.print(f"[bold red]error:[/] no node {name!r} in {folder} (nodes: {', '.join(nodes)})")
-            raise typer.Exit(2)
+            raise fail(f"no node {name!r} in {folder} (nodes: {', '.join(nodes)})")
     if via == "operator":
-        console.print("[bold red]error:[/] the operator has no API; give a node to ask with --via")
-        raise typer.Exit(2)
+        raise fail("the operator has no API; give a node to ask with --via")
     if as_id == "operator":
         key = KeyPair(bytes.fromhex((folder / "keys" / "operator.seed").read_text()))
     else:
@@ -150,7 +142,7 @@ def cluster_reading(
     ),
     consumption: int = typer.Option(..., "--consumption", min=0, help="Energy consumed over the interval (Wh)."),
     production: int = typer.Option(0, "--production", min=0, help="Energy produced over the interval (Wh)."),
-    folder: Path = typer.Option(Path("cluster"), "--dir", help="The PoEf cluster's folder."),
+    folder: Path = typer.Option(Path("cluster"), "--dir", help=DIR),
 ) -> None:
     """Submit a meter's signed, encrypted reading to a PoEf cluster through the meter's own API."""
     from gridledger.node.cluster import meter_device
@@ -160,16 +152,14 @@ def cluster_reading(
     try:
         tx = meter_device(folder, meter).reading(minute, ReadingValues(consumption, production))
     except (ValueError, ReadingError) as e:
-        console.print(f"[bold red]error:[/] {e}")
-        raise typer.Exit(2) from None
+        raise fail(str(e)) from None
     client = _client_as(folder, state, meter, meter)
     try:
         r = client.submit(tx)
     finally:
         client.close()
     if r.status_code != 202:
-        console.print(f"[bold red]error:[/] {meter} refused the reading ({r.status_code}): {r.text}")
-        raise typer.Exit(2)
+        raise fail(f"{meter} refused the reading ({r.status_code}): {r.text}")
     console.print(f"reading of {meter} for minute {minute} queued: txid {tx.txid.hex()}")
 
 
@@ -181,7 +171,7 @@ def cluster_readings(
     ),
     via: str = typer.Option("DC1", "--via", help="The node whose API is asked (a coordinator opens every reading)."),
     limit: int = typer.Option(20, "--limit", min=1, max=1000, help="How many of the latest readings."),
-    folder: Path = typer.Option(Path("cluster"), "--dir", help="The PoEf cluster's folder."),
+    folder: Path = typer.Option(Path("cluster"), "--dir", help=DIR),
 ) -> None:
     """Read a meter's decrypted readings — served only to the meter itself, its coordinators and the DSO."""
     state = _cluster_state(folder)
@@ -189,13 +179,11 @@ def cluster_readings(
     try:
         r = client.request("GET", "/v1/readings", {"meter": meter, "limit": limit})
     except Exception as e:  # noqa: BLE001 - a down node is one line, not a traceback
-        console.print(f"[bold red]error:[/] {via} did not answer: {e}")
-        raise typer.Exit(2) from None
+        raise fail(f"{via} did not answer: {e}") from None
     finally:
         client.close()
     if r.status_code != 200:
-        console.print(f"[bold red]refused ({r.status_code}):[/] {r.json().get('detail', r.text)}")
-        raise typer.Exit(2)
+        raise fail(f"{via} refused ({r.status_code}): {r.json().get('detail', r.text)}")
     body = r.json()
     table = Table(title=f"readings of {meter} (served by {via} to {as_id} as {body['served_as']})")
     for col in ("height", "minute", "consumption Wh", "production Wh", "implausible"):

@@ -7,33 +7,21 @@ from enum import StrEnum
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from gridledger.market.clearing import SLOT_S, clear
-from gridledger.market.orders import MarketInputError
-from gridledger.market.tables import (
-    check_feeders_known,
-    read_feeders,
-    read_orders,
-    table_format,
-    write_matches,
-)
+from gridledger.cli.common import console, err, fail
 
-app = typer.Typer(
-    help="Forward energy market: clear offers and bids (double auction or welfare-maximizing LP).",
-    no_args_is_help=True,
-)
-_out = Console()
-_err = Console(stderr=True)
+app = typer.Typer(no_args_is_help=True)
 
 
 @app.callback()
 def market() -> None:
-    """Forward energy market: clear offers and bids (double auction or welfare-maximizing LP)."""
+    """Forward energy market: clear offers and bids (double auction or welfare-maximizing LP); private rounds."""
 
 
 class Mechanism(StrEnum):
+    """The clearing mechanisms of :func:`gridledger.market.clearing.clear`."""
+
     auction = "auction"
     lp = "lp"
 
@@ -67,15 +55,20 @@ def clear_command(
         show_default=False,
     ),
     slot_seconds: int = typer.Option(
-        SLOT_S,
+        None,
         "--slot-seconds",
         min=1,
-        help="Slot length in seconds; only used to state the welfare in money.",
+        help="Slot length in seconds (default: the market's 15-minute slot); only used to state the welfare in money.",
+        show_default=False,
     ),
 ) -> None:
     """Clear the offers and bids in --bids, write the matches to --out and print the welfare."""
+    from gridledger.market.clearing import SLOT_S, clear
+    from gridledger.market.orders import MarketInputError
+    from gridledger.market.tables import check_feeders_known, read_feeders, read_orders, table_format, write_matches
+
     try:
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=_err, transient=True) as bar:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True) as bar:
             table_format(out)
             task = bar.add_task(f"reading {bids}")
             orders = read_orders(bids)
@@ -84,23 +77,21 @@ def clear_command(
                 check_feeders_known(orders, limits, bids)
             bar.update(task, description=f"clearing {len(orders)} orders ({mechanism})")
             started = time.perf_counter()
-            result = clear(orders, limits, mechanism.value, slot_seconds)
+            result = clear(orders, limits, mechanism.value, slot_seconds or SLOT_S)
             seconds = time.perf_counter() - started
             bar.update(task, description=f"writing {out}")
             write_matches(out, result.table())
     except MarketInputError as exc:
-        _err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise fail(str(exc)) from None
     except OSError as exc:
-        _err.print(f"[red]error:[/red] cannot write {out}: {exc.strerror or exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    _out.print(
+        raise fail(f"cannot write {out}: {exc.strerror or exc}") from None
+    console.print(
         f"{mechanism}: {len(orders)} orders, {len(result.power_w)} matches, "
         f"{float(result.energy_wh) / 1000:.3f} kWh traded, cleared in {seconds:.3f} s -> {out}",
         highlight=False,
         soft_wrap=True,
     )
-    _out.print(
+    console.print(
         f"welfare = {float(result.welfare):.3f} minor units (surplus {result.surplus} minor/kWh x W x slot)",
         highlight=False,
         soft_wrap=True,
@@ -114,7 +105,7 @@ def simulate(
         10, "--prosumers", min=3, max=200, help="Prosumers (meters MI1…); at least 3, the onion relays."
     ),
     rounds: int = typer.Option(3, "--rounds", min=1, max=100, help="Market rounds (one slot each)."),
-    seed: int = typer.Option(0, "--seed", help="Seeds who sells and buys, and at what limit price."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of who sells and buys, and at what limit price."),
     out: Path = typer.Option(
         Path("market-sim"), "--out", help="Folder for the chain store (chain.sqlite); check it with gridledger verify."
     ),
@@ -137,19 +128,17 @@ def simulate(
 
     path = out / "chain.sqlite"
     if path.exists():
-        _err.print(f"[bold red]error:[/] {path} already exists; choose another --out")
-        raise typer.Exit(2)
+        raise fail(f"{path} already exists; choose another --out")
     try:
         if report is not None:
             check_report_path(report)
     except ValueError as exc:
-        _err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise fail(str(exc)) from None
     out.mkdir(parents=True, exist_ok=True)
     table = Table(title=f"{prosumers} prosumers, private market rounds", title_justify="left")
     for col in ("slot", "mixes", "orders", "trades committed", "deposits", "close → committed"):
         table.add_column(col, justify="right")
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=_err, transient=True) as progress:
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True) as progress:
         task = progress.add_task(f"round 1 of {rounds}", total=rounds)
 
         def on_round(r) -> None:
@@ -164,19 +153,18 @@ def simulate(
             progress.update(task, advance=1, description=f"round {min(len(table.rows) + 1, rounds)} of {rounds}")
 
         g = asyncio.run(run_rounds(path, prosumers, rounds, seed, on_round))
-    _out.print(table)
+    console.print(table)
     view = g.dso_view
-    _out.print(
+    console.print(
         f"DSO view: {len(view.energy_ws)} per-slot energy totals and {len(view.period_bills)} period bill totals; "
         "no trade, order or address in it"
     )
-    _out.print(f"chain: {path} ({len(g.blocks) + 1} blocks)   check it with: [bold]gridledger verify {out}[/]")
+    console.print(f"chain: {path} ({len(g.blocks) + 1} blocks)   check it with: [bold]gridledger verify {out}[/]")
     if report is not None:
         slot = f"one {g.SLOT_SECONDS // 60} min slot"
         notes = (f"{prosumers} prosumers, {rounds} rounds of {slot}, units of {g.unit_w} W; chain {path}.",)
         try:
             write_report(market_report(g, Provenance(invocation(ctx), seed), notes), report)
         except OSError as exc:
-            _err.print(f"[bold red]error:[/] cannot write {report}: {exc.strerror or exc}", soft_wrap=True)
-            raise typer.Exit(2) from None
-        _out.print(f"report: {report}")
+            raise fail(f"cannot write {report}: {exc.strerror or exc}") from None
+        console.print(f"report: {report}")
