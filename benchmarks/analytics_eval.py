@@ -27,18 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-from gridledger.analytics.attacks import inject_theft
 from gridledger.analytics.data import to_cube, validate_readings
+from gridledger.analytics.edge_fog import record_forecasts
 from gridledger.analytics.efficiency import efficiency_score
 from gridledger.analytics.forecast import HORIZONS, ForecastSettings, evaluate_forecasts
-from gridledger.analytics.levels import record_forecasts
 from gridledger.analytics.metrics import classification_report
-from gridledger.analytics.plausibility import plausibility
-from gridledger.analytics.poef import SPIKE, CheckRates, evaluate_check
 from gridledger.analytics.power_quality import evaluate_power_quality
-from gridledger.analytics.store import PredictionStore
+from gridledger.analytics.prediction_store import PredictionStore
+from gridledger.analytics.scorecards import SPIKE, CheckRates, evaluate_check
 from gridledger.analytics.theft import TheftSettings, detect, train
-from gridledger.consensus.plausibility import BandCheck, RobustWindowCheck
+from gridledger.analytics.theft_attacks import inject_theft
+from gridledger.consensus.plausibility import BandCheck, RobustWindowCheck, plausibility
 from gridledger.profiles import community_readings
 
 METERS, DAYS, SEED, FOLDS = 50, 30, 0, 5

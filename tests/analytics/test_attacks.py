@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from gridledger.analytics.attacks import ATTACKS, h1, h2, h3, h4, h5, h6, inject_theft
+from gridledger.analytics.theft_attacks import ATTACKS, h1, h2, h3, h4, h5, h6, inject_theft
 
 SLOTS = st.sampled_from([1, 4, 24, 96, 1440])
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gridledger.analytics.plausibility import plausibility
+from gridledger.consensus.plausibility import plausibility
 
 HISTORY = np.random.default_rng(0).gamma(4.0, 2.5, size=2000)  # Wh per minute, mean 10
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from gridledger.analytics.data import DataError
 from gridledger.analytics.efficiency import _sqrt_half_down, efficiency_score, forecast_adherence
-from gridledger.analytics.poef import audit_reward, evaluate_check, period_score, period_scores
+from gridledger.analytics.scorecards import audit_reward, evaluate_check, period_score, period_scores
 from gridledger.consensus.members import score
 from gridledger.consensus.plausibility import BandCheck, RobustWindowCheck
 from gridledger.consensus.rewards import make_reward

@@ -7,9 +7,9 @@ import sqlite3
 import pandas as pd
 import pytest
 
+from gridledger.analytics.edge_fog import record_forecasts
 from gridledger.analytics.forecast import DAY_AHEAD, NEXT_SLOT, ForecastSettings, evaluate_forecasts
-from gridledger.analytics.levels import record_forecasts
-from gridledger.analytics.store import PredictionStore, StoreError
+from gridledger.analytics.prediction_store import PredictionStore, StoreError
 
 T0 = pd.Timestamp("2024-01-01 10:00")
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from gridledger.twin import mqtt
-from gridledger.twin.attacks import RunContext, RunResult, get, register, scenarios, summarize
-from gridledger.twin.attacks.base import first_detection
-from gridledger.twin.attacks.harness import (
+from gridledger.twin.detectors import BAND_DAYS, Alarm
+from gridledger.twin.scenarios import RunContext, RunResult, get, register, scenarios, summarize
+from gridledger.twin.scenarios.base import first_detection
+from gridledger.twin.scenarios.harness import (
     DEFAULT_COMMUNITY,
     EVENING,
     INTERVAL_S,
@@ -19,7 +20,6 @@ from gridledger.twin.attacks.harness import (
     community_file,
     run_start,
 )
-from gridledger.twin.detectors import BAND_DAYS, Alarm
 
 PAPER_EIGHT = {"sensor", "spoofing", "hardware", "energy", "sniffing", "ddos", "leakage", "fault-tolerance"}
 needs_broker = pytest.mark.skipif(mqtt.mosquitto_binary() is None, reason="mosquitto is not installed")
@@ -44,7 +44,7 @@ def test_a_ledger_scenario_can_be_registered() -> None:
     try:
         assert get("fake-price-test").run(RunContext(0, 2, Path("."))).detected
     finally:
-        from gridledger.twin.attacks import base
+        from gridledger.twin.scenarios import base
 
         del base._REGISTRY["fake-price-test"]
 

@@ -9,11 +9,11 @@ import pytest
 from nacl.signing import SigningKey
 
 from gridledger.twin import envelope
-from gridledger.twin.controller import TwinController
 from gridledger.twin.identity import Credentials, IdentityError, unseal
 from gridledger.twin.mapping import MappingError
 from gridledger.twin.messages import AccessRequest, Announce
 from gridledger.twin.physical import HouseholdSignal
+from gridledger.twin.twin_controller import TwinController
 
 
 def report(creds: Credentials, counter: int, signal: HouseholdSignal) -> bytes:

@@ -23,10 +23,10 @@ from gridledger.petra.dso import DSO
 from gridledger.petra.meter import SmartMeter
 from gridledger.petra.wallet import Wallet
 from gridledger.store.sqlite import SqliteStore
-from gridledger.twin.attacks import RunContext, RunResult, get, scenarios, summarize
-from gridledger.twin.attacks.fake_price import prices_for, tier_attempts
-from gridledger.twin.attacks.ledger_lab import LedgerLab
-from gridledger.twin.attacks.tampered_store import INFLATE, tamper
+from gridledger.twin.scenarios import RunContext, RunResult, get, scenarios, summarize
+from gridledger.twin.scenarios.fake_price import prices_for, tier_attempts
+from gridledger.twin.scenarios.ledger_lab import LedgerLab
+from gridledger.twin.scenarios.tampered_store import INFLATE, tamper
 
 LEDGER = ("tampered-store", "unregistered-node", "flood", "coordinator-loss", "fake-price")
 FAKE_PRICE_CODES = [

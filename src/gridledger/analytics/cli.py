@@ -20,13 +20,13 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from gridledger.report import Provenance, check_report_path, invocation, write_report
-from gridledger.report.forecast import forecast_report
-from gridledger.report.theft import injected_attacks, theft_report
+from gridledger.report.forecast_report import forecast_report
+from gridledger.report.theft_report import injected_attacks, theft_report
 
 from .data import DataError, DayCube, describe_step, load_readings, to_cube, write_table
+from .edge_fog import record_forecasts
 from .forecast import DAY_AHEAD, HORIZONS, NEXT_SLOT, ForecastSettings, evaluate_forecasts
-from .levels import record_forecasts
-from .store import StoreError
+from .prediction_store import StoreError
 from .theft import (
     TheftModel,
     TheftSettings,

@@ -11,7 +11,7 @@ deterministic — every committee member must reach the same verdict — so it u
 randomness.
 
 The default is :class:`RobustWindowCheck`, the compact form of the analytics rank test
-(:func:`gridledger.analytics.plausibility.plausibility`) that fits the disclosure and latency budget of a round;
+(:func:`gridledger.consensus.plausibility.plausibility`) that fits the disclosure and latency budget of a round;
 :class:`BandCheck`, the first default, stays available. docs/consensus.md compares them.
 """
 
@@ -86,7 +86,7 @@ class BandCheck:
 class RobustWindowCheck:
     """The default check: the analytics rank test made compact, on the member's last ``window`` readings.
 
-    The rank test (:func:`gridledger.analytics.plausibility.plausibility`) centres the history on its median and
+    The rank test (:func:`gridledger.consensus.plausibility.plausibility`) centres the history on its median and
     flags a reading whose deviation from the centre ranks beyond all but a share ``alpha`` of the history's
     deviations. To flag anything at ``alpha`` = 0.001 it needs at least 999 earlier readings (4,320 with its daily
     period), and every one of them would be disclosed to, and opened by, every committee member of every block.

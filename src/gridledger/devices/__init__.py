@@ -8,8 +8,8 @@ from gridledger.devices.appliances import BLENDER_SPEEDS_W, IRON_SETTINGS, Blend
 from gridledger.devices.base import CommandError, Device, EnergyCounter, Profile, TwinObject
 from gridledger.devices.battery import Battery
 from gridledger.devices.household import Household, households
-from gridledger.devices.meter import DISPLAY, SmartMeter
-from gridledger.devices.pv import PVSystem
+from gridledger.devices.meter_device import DISPLAY, MeterDevice
+from gridledger.devices.pv_system import PVSystem
 
 __all__ = [
     "BLENDER_SPEEDS_W",
@@ -24,7 +24,7 @@ __all__ = [
     "Iron",
     "PVSystem",
     "Profile",
-    "SmartMeter",
+    "MeterDevice",
     "TwinObject",
     "households",
 ]

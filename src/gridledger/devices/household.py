@@ -24,11 +24,11 @@ import pandas as pd
 from gridledger.devices.appliances import Blender, Iron
 from gridledger.devices.base import CommandError, Device, Profile, TwinObject, check_step
 from gridledger.devices.battery import Battery
-from gridledger.devices.meter import SmartMeter
-from gridledger.devices.pv import PVSystem
+from gridledger.devices.meter_device import MeterDevice
+from gridledger.devices.pv_system import PVSystem
 from gridledger.profiles.community import Community
 from gridledger.profiles.electrical import NOMINAL_VOLTAGE, power_factor, service_voltage
-from gridledger.profiles.readings import meter_powers
+from gridledger.profiles.meter_readings import meter_powers
 from gridledger.profiles.timegrid import MINUTE, step_minutes
 
 APPLIANCE_MODELS = {"iron": Iron, "blender": Blender}
@@ -44,7 +44,7 @@ class Household:
         The home's (and meter's) id, e.g. ``"MI001"``.
     base_load : Profile
         Base load profile, W.
-    meter : SmartMeter
+    meter : MeterDevice
     appliances : list of Device
         Twin-controlled appliances (:class:`Iron`, :class:`Blender`).
     pv : PVSystem or None
@@ -57,7 +57,7 @@ class Household:
 
     home_id: str
     base_load: Profile
-    meter: SmartMeter = field(default_factory=SmartMeter)
+    meter: MeterDevice = field(default_factory=MeterDevice)
     appliances: list[Device] = field(default_factory=list)
     pv: PVSystem | None = None
     battery: Battery | None = None

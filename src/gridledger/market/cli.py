@@ -131,9 +131,9 @@ def simulate(
 
     from rich.table import Table
 
-    from gridledger.market.simulate import run_rounds
     from gridledger.report import Provenance, check_report_path, invocation, write_report
-    from gridledger.report.market import market_report
+    from gridledger.report.market_report import market_report
+    from gridledger.sim.market_rounds import run_rounds
 
     path = out / "chain.sqlite"
     if path.exists():

@@ -13,8 +13,8 @@ from rich.table import Table
 
 from gridledger.profiles.community import Community, CommunityError, load_community
 from gridledger.profiles.load import PROFILES, household_load
+from gridledger.profiles.meter_readings import community_readings, day_index
 from gridledger.profiles.pv import MORELIA, pv_power
-from gridledger.profiles.readings import community_readings, day_index
 
 app = typer.Typer(
     help="Household load (BDEW via demandlib), PV output (pvlib) and smart-meter readings of a community.",

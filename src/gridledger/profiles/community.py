@@ -45,15 +45,15 @@ import pandas as pd
 from pvlib.location import Location
 
 from gridledger.profiles.load import PROFILES, LoadNoise
-from gridledger.profiles.noise import derived_seed
-from gridledger.profiles.pv import MORELIA
-from gridledger.profiles.readings import (
+from gridledger.profiles.meter_readings import (
     MeterSpec,
     day_index,
     electrical_constants,
     pv_orientation,
     readings_frame,
 )
+from gridledger.profiles.noise import derived_seed
+from gridledger.profiles.pv import MORELIA
 
 APPLIANCES = ("iron", "blender")
 LOCATIONS = {"morelia": MORELIA}
@@ -114,7 +114,7 @@ class Community:
         return tuple(home for home in self.homes if home.feeder == feeder)
 
     def meters(self) -> list[MeterSpec]:
-        """One :class:`~gridledger.profiles.readings.MeterSpec` per home (seeded orientation and electrical
+        """One :class:`~gridledger.profiles.meter_readings.MeterSpec` per home (seeded orientation and electrical
         constants), sorted by meter id."""
         rng = np.random.default_rng(derived_seed(self.seed, _COMMUNITY_SEED))
         offsets, pfs = electrical_constants(rng, len(self.homes))
@@ -139,7 +139,7 @@ class Community:
         self, freq: str = "1min", noise: LoadNoise | None = None, progress: Callable[[], None] | None = None
     ) -> pd.DataFrame:
         """Meter readings of every home over the community's days, in the columns of
-        :func:`~gridledger.profiles.readings.community_readings`. Batteries are not dispatched here (that is
+        :func:`~gridledger.profiles.meter_readings.community_readings`. Batteries are not dispatched here (that is
         the device model's job, :class:`gridledger.devices.household.Household`)."""
         index, meters = self.index(freq), self.meters()
         return readings_frame(index, meters, self.location, self.seed, self.variability, noise, progress)

@@ -13,9 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from gridledger.node.etcd import EtcdUnavailable, etcd_binary
-from gridledger.twin.attacks import RunContext, RunResult, Summary, get, scenarios, session, summarize
-from gridledger.twin.attacks.harness import LabError
 from gridledger.twin.mqtt import BrokerUnavailable, MqttError, mosquitto_binary
+from gridledger.twin.scenarios import RunContext, RunResult, Summary, get, scenarios, session, summarize
+from gridledger.twin.scenarios.harness import LabError
 
 app = typer.Typer(
     help="Inject the DT platform's and the ledger's attacks into a small community and measure their detection.",
