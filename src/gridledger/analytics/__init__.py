@@ -7,7 +7,6 @@ analytics; their results feed the Proof-of-Efficiency consensus. See docs/analyt
 from .data import DataError, DayCube, Readings, load_readings, to_cube, validate_readings
 from .efficiency import EfficiencyScore, efficiency_score
 from .forecast import ForecastSettings, evaluate_forecasts
-from .plausibility import Plausibility, plausibility
 from .power_quality import Limits, PowerQualityModel, evaluate_power_quality, flag_events
 from .prediction_store import PredictionStore
 from .rl import ConcentratorAgent, MeterAgent, run_online
@@ -25,7 +24,6 @@ __all__ = [
     "ForecastSettings",
     "Limits",
     "MeterAgent",
-    "Plausibility",
     "PowerQualityModel",
     "PredictionStore",
     "Readings",
@@ -43,7 +41,6 @@ __all__ = [
     "load_readings",
     "period_score",
     "period_scores",
-    "plausibility",
     "run_online",
     "to_cube",
     "train",
