@@ -17,12 +17,12 @@ from gridledger.ledger.assets import EPA, FA, Asset, AssetKind, Output, outpoint
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.transactions import Genesis, MeterIssue, MeterLimits, Transfer
+from gridledger.ledger.units import DEFAULT_SLOT_SECONDS
 from gridledger.petra.dso import DSO
 from gridledger.store import open_store
 from gridledger.store.base import Store
 
 START_TIME = 1_767_225_600  # 2026-01-01T00:00:00Z
-SLOT_SECONDS = 900
 BLOCK_SECONDS = 60
 METERS = 4
 PROSUMER_KEYS = 64
@@ -35,7 +35,7 @@ COORDINATOR = KeyPair.from_secret("workload-coordinator")
 METER_KEYS = {f"WM{i}": KeyPair.from_secret(f"workload-meter-{i}") for i in range(METERS)}
 PROSUMERS = [KeyPair.from_secret(f"workload-prosumer-{i}") for i in range(PROSUMER_KEYS)]
 _BY_ADDRESS = {k.address: k for k in PROSUMERS}
-GENESIS = Genesis("workload", SLOT_SECONDS, START_TIME, DSO_KEY.public, (COORDINATOR.public,))
+GENESIS = Genesis("workload", DEFAULT_SLOT_SECONDS, START_TIME, DSO_KEY.public, (COORDINATOR.public,))
 
 
 def split(total: int, parts: int, rng: random.Random) -> list[int]:

@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gridledger.ledger.assets import ECA, EPA, FA, Output, outpoint
+from gridledger.ledger.assets import ECA, EPA, FA, AssetKind, Output, outpoint
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.transactions import Transfer
-from gridledger.market.orders import Side
+from gridledger.ledger.units import energy_cost
+from gridledger.market.orders import Match, Side
 from gridledger.petra.bidstore import (
     AnonOrder,
     BidStore,
@@ -21,10 +22,9 @@ from gridledger.petra.bidstore import (
     BidStoreError,
     BidStoreService,
     cancel_proofs,
-    max_payment,
-    payment,
 )
 from gridledger.petra.onion import OnionNode
+from gridledger.petra.settlement import build_trades
 
 from .conftest import SLOT_SECONDS, build_grid, onion_network, run
 
@@ -122,7 +122,7 @@ def test_post_and_list_an_offer_and_a_bid(book):
         (lambda b: b.offer(power_w=1_001), "bid-asset-mismatch", "does not cover 1001 W"),
         (lambda b: b.offer(end_slot=6), "bid-asset-mismatch", "over [1,6)"),
         (
-            lambda b: b.bid(power_w=1_000, limit_price=1_001),
+            lambda b: b.bid(power_w=1_000, limit_price=1_002),
             "bid-asset-mismatch",
             "below the bid's maximum payment",
         ),
@@ -213,11 +213,30 @@ def test_open_orders_drop_expired_and_spent_ones(book):
     assert len(book.store.open_orders(2)) == 1 and book.store.open_orders(4) == []
 
 
-def test_payments_round_down_and_bound_every_fill():
-    assert payment(1_000, 1, 100, 900) == 25 and payment(1, 1, 100, 900) == 0
-    assert max_payment(1, 1, 100, 900) == 1
-    total = sum(payment(p, 1, 150, 900) for p in (333, 333, 334))
-    assert total <= max_payment(1_000, 1, 150, 900)
+@pytest.mark.parametrize("power_w", [1_012, 1_028])  # 25.3 and 25.7 minor units: old half-up and floor differ
+def test_the_backing_the_store_requires_is_what_the_settlement_pays(book, power_w):
+    slot_seconds = book.grid.chain.genesis.slot_seconds
+    need = energy_cost(power_w * slot_seconds, 100)
+    assert need == 25
+    (epa_key, epa), *_ = book.grid.coins(EPA(2_000, 1, 2), 1)
+    (eca_key, eca), *_ = book.grid.coins(ECA(2_000, 1, 2), 1)
+    (short_key, short), (fa_key, fa) = book.grid.coins(FA(need - 1), 1) + book.grid.coins(FA(need), 1)
+    book.keys |= {epa: epa_key, eca: eca_key, short: short_key, fa: fa_key}
+    bid = dict(start_slot=1, end_slot=2, power_w=power_w, limit_price=100)
+    assert book.code(book.bid(**bid, assets=(eca, short))) == "bid-asset-mismatch"
+    bid_id = book.post(book.bid(**bid, assets=(eca, fa)))
+    offer_id = book.post(book.offer(start_slot=1, end_slot=2, power_w=power_w, limit_price=90, assets=(epa,)))
+    posted = {p.order_id: p for p in book.store.open_orders(0)}
+    (trade,) = build_trades(posted, [Match(offer_id, bid_id, 1, power_w, 100)], slot_seconds)
+    assert trade.payment == need  # fully matched at its limit: it pays exactly the backing, nothing is left
+    assert FA(need) in [o.asset for o in trade.tx.outputs] and not any(
+        o.asset.kind is AssetKind.FA and o.owner != posted[offer_id].order.pay_to for o in trade.tx.outputs
+    )
+
+
+@given(st.lists(st.integers(1, 10_000), min_size=1, max_size=8), st.integers(1, 10_000))
+def test_partial_fills_never_pay_more_than_the_backing(powers, price):
+    assert sum(energy_cost(p * 900, price) for p in powers) <= energy_cost(sum(powers) * 900, price)
 
 
 @given(

@@ -14,9 +14,10 @@ from gridledger.ledger.assets import ECA, EPA, FA, AssetKind, Output, outpoint
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.rules import check_conservation
 from gridledger.ledger.transactions import MeterIssue, Transfer
+from gridledger.ledger.units import energy_cost
 from gridledger.market import clear
 from gridledger.market.orders import Match, Side
-from gridledger.petra.bidstore import AnonOrder, BidStoreClient, BidStoreError, Posted, payment
+from gridledger.petra.bidstore import AnonOrder, BidStoreClient, BidStoreError, Posted
 from gridledger.petra.controller import Band, MicrogridController
 from gridledger.petra.meter import MeterError
 from gridledger.petra.onion import OnionNode
@@ -43,7 +44,7 @@ def _posted(
     if side is Side.OFFER:
         outs = (Output(EPA(coin_power, start, end), ADDR[oid_seed]),)
     else:
-        fa = -(-coin_power * (end - start) * SLOT_SECONDS * price // 3_600_000)
+        fa = energy_cost(coin_power * (end - start) * SLOT_SECONDS, price)
         outs = (
             Output(ECA(coin_power, start, end), ADDR[oid_seed]),
             Output(FA(max(fa, 1)), ADDR[oid_seed + 1]),
@@ -120,7 +121,7 @@ def _verify(p: Posted, trades) -> None:
 def test_a_partial_fill_splits_in_power_and_in_time():
     offer, bid, _, matches, trade = _one_trade()
     outs = Counter((o.asset, o.owner) for o in trade.tx.outputs)
-    pay = payment(800, 1, 115, SLOT_SECONDS) + payment(300, 1, 115, SLOT_SECONDS)
+    pay = energy_cost(800 * SLOT_SECONDS, 115) + energy_cost(300 * SLOT_SECONDS, 115)
     assert trade.payment == pay
     assert outs == Counter(
         {
@@ -392,7 +393,7 @@ def test_microgrid_rounds_mix_trade_deposit_and_bill():
                 sold[report.orders[m.offer_id]] += m.power_w
                 sold[report.orders[m.bid_id]] -= m.power_w
         for n in names:
-            assert bills[n].energy_ws == 100 * 3600 + sold[n] * Microgrid.SLOT_SECONDS
+            assert bills[n].energy_ws == 100 * 3600 + sold[n] * g.slot_seconds
             assert bills[n].eca_audit_ok
         assert bills["MI6"].energy_ws == 100 * 3600  # the cover trade changed nothing for its owner
         # the DSO's view: energy per (meter, slot) and bill totals per (meter, period); nothing else

@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from gridledger.market.clearing import SLOT_S, clear
+from gridledger.ledger.units import DEFAULT_SLOT_SECONDS
+from gridledger.market.clearing import clear
 from gridledger.market.orders import MarketInputError
 from gridledger.market.tables import (
     check_feeders_known,
@@ -67,7 +68,7 @@ def clear_command(
         show_default=False,
     ),
     slot_seconds: int = typer.Option(
-        SLOT_S,
+        DEFAULT_SLOT_SECONDS,
         "--slot-seconds",
         min=1,
         help="Slot length in seconds; only used to state the welfare in money.",
@@ -172,7 +173,7 @@ def simulate(
     )
     _out.print(f"chain: {path} ({len(g.blocks) + 1} blocks)   check it with: [bold]gridledger verify {out}[/]")
     if report is not None:
-        slot = f"one {g.SLOT_SECONDS // 60} min slot"
+        slot = f"one {g.slot_seconds // 60} min slot"
         notes = (f"{prosumers} prosumers, {rounds} rounds of {slot}, units of {g.unit_w} W; chain {path}.",)
         try:
             write_report(market_report(g, Provenance(invocation(ctx), seed), notes), report)

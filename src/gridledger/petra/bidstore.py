@@ -16,8 +16,9 @@ challenge), ``bid-expired`` (the order's expiry or start, or the asset's interva
 ``bid-unknown-order`` (cancel of an order that is not open).
 
 Money: ``limit_price`` is in minor units per kWh, as in :mod:`gridledger.market.orders`; a payment for ``p`` W
-over one slot of ``slot_seconds`` at price ``c`` is ``floor(p · slot_seconds · c / 3.6e6)`` minor units
-(rounded down, so a buyer never pays above its limit).
+over one slot of ``slot_seconds`` at price ``c`` is :func:`gridledger.ledger.units.energy_cost` of
+``p · slot_seconds`` W·s at ``c`` (rounded down). A bid must be backed by FA worth its whole power and interval at
+its limit price, by the same function: what its partial fills pay, each rounded down, never adds up to more.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ from gridledger.ledger.assets import OUTPOINT_BYTES, AssetKind, Output, split_ou
 from gridledger.ledger.crypto import ADDRESS_BYTES, PUBKEY_BYTES, SIGNATURE_BYTES, KeyPair
 from gridledger.ledger.encoding import Writer, check_name
 from gridledger.ledger.errors import Reject
+from gridledger.ledger.units import energy_cost
 from gridledger.market.orders import Order, Side
 from gridledger.petra.onion import Circuit, Stream
 
 _TAG = b"gridledger/bid/v1"
-_WS_PER_KWH = 3_600_000
 CHALLENGE_BYTES = 32
 #: Most unanswered challenges kept (the oldest are forgotten first).
 MAX_CHALLENGES = 100_000
@@ -51,16 +52,6 @@ class BidStoreError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-
-
-def payment(power_w: int, slots: int, price: int, slot_seconds: int) -> int:
-    """Minor units for ``power_w`` W over ``slots`` slots at ``price`` minor units per kWh, rounded down."""
-    return power_w * slots * slot_seconds * price // _WS_PER_KWH
-
-
-def max_payment(power_w: int, slots: int, price: int, slot_seconds: int) -> int:
-    """The most a bid can pay: its full power over its whole interval at its limit price (rounded up)."""
-    return -(-power_w * slots * slot_seconds * price // _WS_PER_KWH)
 
 
 @dataclass(frozen=True)
@@ -287,9 +278,8 @@ class BidStore:
                 f" over [{order.start_slot},{order.end_slot})",
             )
         if order.side is Side.BID:
-            need = max_payment(
-                order.power_w, order.end_slot - order.start_slot, order.limit_price, self.slot_seconds
-            )
+            energy_ws = order.power_w * (order.end_slot - order.start_slot) * self.slot_seconds
+            need = energy_cost(energy_ws, order.limit_price)
             if a[1].amount < need:
                 raise BidStoreError(
                     "bid-asset-mismatch", f"FA {a[1].amount} is below the bid's maximum payment {need}"

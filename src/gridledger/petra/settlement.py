@@ -19,11 +19,11 @@ from gridledger.ledger.transactions import (
     Transfer,
     Witness,
 )
+from gridledger.ledger.units import energy_cost
 from gridledger.market.orders import Match, Side
 from gridledger.petra.bidstore import (
     BidStoreError,
     Posted,
-    payment,
 )
 from gridledger.petra.wallet import Wallet
 
@@ -71,7 +71,7 @@ class Trade:
 
 
 def _pay(matches: Iterable[Match], slot_seconds: int) -> int:
-    return sum(payment(m.power_w, 1, m.price, slot_seconds) for m in matches)
+    return sum(energy_cost(m.power_w * slot_seconds, m.price) for m in matches)
 
 
 def build_trades(posted: Mapping[str, Posted], matches: Sequence[Match], slot_seconds: int) -> list[Trade]:

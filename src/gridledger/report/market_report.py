@@ -15,6 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from gridledger.ledger.units import WS_PER_KWH
 from gridledger.market.orders import Match, Side
 from gridledger.sim.market_rounds import Microgrid, RoundReport
 
@@ -55,11 +56,11 @@ def round_facts(g: Microgrid) -> list[RoundFacts]:
     return facts
 
 
-def _kwh(power_w: int, slot_s: int) -> float:
-    return power_w * slot_s / 3.6e6
+def _kwh(power_w: int, slot_seconds: int) -> float:
+    return power_w * slot_seconds / WS_PER_KWH
 
 
-def _summary(facts: list[RoundFacts], slot_s: int) -> Table:
+def _summary(facts: list[RoundFacts], slot_seconds: int) -> Table:
     def prices(f: RoundFacts) -> str:
         p = sorted({m.price for m in f.committed})
         return "–" if not p else str(p[0]) if len(p) == 1 else f"{p[0]}–{p[-1]}"
@@ -71,7 +72,7 @@ def _summary(facts: list[RoundFacts], slot_s: int) -> Table:
             str(len(f.offer_limits)),
             str(len(f.bid_limits)),
             f"{f.report.committed_trades}/{len(f.report.trades)}",
-            f"{_kwh(sum(m.power_w for m in f.committed), slot_s):.3f}",
+            f"{_kwh(sum(m.power_w for m in f.committed), slot_seconds):.3f}",
             prices(f),
             f"{f.report.close_to_commit_s:.2f}",
         )
@@ -248,7 +249,7 @@ def _hidden(g: Microgrid, facts: list[RoundFacts]) -> Figure:
     kwh = np.zeros((len(meters), len(meters)))
     for f in facts:
         for offer, bid, power in f.committed_trades:
-            kwh[index[g.truth[offer]], index[g.truth[bid]]] += _kwh(power, g.SLOT_SECONDS)
+            kwh[index[g.truth[offer]], index[g.truth[bid]]] += _kwh(power, g.slot_seconds)
     fig = go.Figure(
         go.Heatmap(
             z=np.where(kwh > 0, kwh, np.nan),
@@ -289,5 +290,5 @@ def market_report(g: Microgrid, provenance: Provenance, notes: tuple[str, ...] =
         _hidden(g, facts),
     )
     return Report(
-        "Private market rounds (PETra)", _summary(facts, g.SLOT_SECONDS), figures, provenance, notes
+        "Private market rounds (PETra)", _summary(facts, g.slot_seconds), figures, provenance, notes
     )

@@ -29,10 +29,10 @@ from gridledger.ledger.transactions import (
     Genesis,
     MeterLimits,
 )
+from gridledger.ledger.units import DEFAULT_SLOT_SECONDS, energy_cost
 from gridledger.market.orders import Side
 from gridledger.petra.bidstore import (
     AnonOrder,
-    max_payment,
 )
 from gridledger.petra.coinshuffle import MixBoard
 from gridledger.petra.controller import ControlSignal, MicrogridController, Prediction
@@ -104,10 +104,10 @@ class Microgrid:
     seed : seeds the order in which prosumers act (their keys are always fresh).
     mix_timeout : seconds a mix phase may stall before the board excludes the silent participants.
     board_silence : seconds a mixer waits for the board before giving up.
+    slot_seconds : slot length (s) of the new chain; afterwards read from its genesis (:attr:`slot_seconds`).
     """
 
     START_TIME = 1_767_225_600
-    SLOT_SECONDS = 900
 
     def __init__(self) -> None:
         self.time = self.START_TIME
@@ -134,6 +134,7 @@ class Microgrid:
         board_silence: float = 120.0,
         controller: MicrogridController | None = None,
         mechanism: str = "lp",
+        slot_seconds: int = DEFAULT_SLOT_SECONDS,
     ) -> Microgrid:
         g = cls()
         g.unit_w, g.slots, g.price_cap, g.prices, g.symmetric = unit_w, slots, price_cap, prices, symmetric
@@ -143,14 +144,14 @@ class Microgrid:
         g.coordinator = KeyPair.from_secret("microgrid-coordinator")
         dso_key = KeyPair.from_secret("microgrid-dso")
         genesis = Genesis(
-            "nan-microgrid", cls.SLOT_SECONDS, cls.START_TIME, dso_key.public, (g.coordinator.public,)
+            "nan-microgrid", slot_seconds, cls.START_TIME, dso_key.public, (g.coordinator.public,)
         )
         g.store = SqliteStore(path)
         g.chain = Chain.create(g.store, genesis, g.coordinator, g.time)
         g.dso = DSO(dso_key, g.chain.chain_id)
         names = [f"MI{i + 1}" for i in range(prosumers)]
         meter_keys = {n: KeyPair.from_secret(f"microgrid-meter-{n}") for n in names}
-        g.fa_unit = max_payment(unit_w, slots, price_cap, cls.SLOT_SECONDS)
+        g.fa_unit = energy_cost(unit_w * slots * g.slot_seconds, price_cap)
         limits = [MeterLimits(n, max_units * unit_w, max_units * unit_w, 2**40) for n in names]
         g.chain.submit(
             g.dso.policy(
@@ -164,7 +165,7 @@ class Microgrid:
             g.registry.publish(RelayDescriptor.create(n, f"relay-{n}", relay_keys[n], meter_keys[n]))
         g.directory = RelayDirectory.from_registry(g.registry, g.chain.state.policy, g.slot)
         for n, lim in zip(names, limits, strict=True):
-            meter = SmartMeter(n, meter_keys[n], g.chain.chain_id, cls.SLOT_SECONDS, limits=lim)
+            meter = SmartMeter(n, meter_keys[n], g.chain.chain_id, g.slot_seconds, limits=lim)
             node = await OnionNode(g._endpoint(f"relay-{n}"), relay_keys[n], g.directory).start()
             g.prosumers[n] = Prosumer(meter, Wallet(), node)
         g.store_node = await OnionNode(g._endpoint("bidstore")).start()
@@ -181,12 +182,17 @@ class Microgrid:
         g.dso_view = DsoView(period_slots=billing_period_slots)
         return g
 
+    @property
+    def slot_seconds(self) -> int:
+        """Slot length (s), from the chain's genesis."""
+        return self.chain.genesis.slot_seconds
+
     def _endpoint(self, name: str) -> Transport:
         return self.network.endpoint(name)
 
     @property
     def slot(self) -> int:
-        return (self.time - self.START_TIME) // self.SLOT_SECONDS
+        return (self.time - self.START_TIME) // self.slot_seconds
 
     def commit(self) -> Block | None:
         """The coordinator orders the mempool into a block; every wallet and meter scans it."""
@@ -292,7 +298,7 @@ class Microgrid:
         settlement = self.operator.close()
         report.trades = settlement.trades
         await asyncio.gather(
-            *(self.prosumers[n].sign_trades(self.SLOT_SECONDS) for n in self._shuffled(self.prosumers))
+            *(self.prosumers[n].sign_trades(self.slot_seconds) for n in self._shuffled(self.prosumers))
         )
         self.operator.submit_signed()
         block = self.commit()
@@ -325,7 +331,7 @@ class Microgrid:
 
     def next_slot(self) -> None:
         """Move the clock to the start of the next slot."""
-        self.time = self.START_TIME + (self.slot + 1) * self.SLOT_SECONDS
+        self.time = self.START_TIME + (self.slot + 1) * self.slot_seconds
 
     async def close(self) -> None:
         for node in [*(p.node for p in self.prosumers.values()), self.store_node, self.board_node]:
@@ -357,7 +363,7 @@ async def run_rounds(
         for _ in range(rounds):
             intents = random_intents(list(g.prosumers), rng)
             report = await g.run_round(intents)
-            energy_wh = g.unit_w * g.slots * g.SLOT_SECONDS // 3600
+            energy_wh = g.unit_w * g.slots * g.slot_seconds // 3600
             measured = {
                 n: (-1 if it.side is Side.OFFER else 1) * it.units * energy_wh
                 for n, it in intents.items()
