@@ -27,7 +27,7 @@ def cube():
 
 @pytest.fixture(scope="module")
 def evaluations(cube):
-    settings = ForecastSettings(slot_s=3600, test_fraction=0.25)
+    settings = ForecastSettings(slot_seconds=3600, test_fraction=0.25)
     return [evaluate_forecasts(cube, "consumption_wh", h, settings) for h in (NEXT_SLOT, DAY_AHEAD)]
 
 

@@ -352,7 +352,7 @@ def forecast_evaluate(
             raise StoreError(f"{store} already holds prediction stores; choose an empty or new directory")
         if report_path is not None:
             check_report_path(report_path)
-        settings = ForecastSettings(slot_s=slot_minutes * 60, test_fraction=test_fraction, seed=seed)
+        settings = ForecastSettings(slot_seconds=slot_minutes * 60, test_fraction=test_fraction, seed=seed)
         with _progress(not as_json) as say:
             cube = _cube(data, columns, max_gap, say)
             columns = tuple(c for c in columns if c in cube.values)
