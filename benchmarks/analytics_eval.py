@@ -27,19 +27,19 @@ from pathlib import Path
 
 import numpy as np
 
-from gridledger.analytics.attacks import inject_theft
 from gridledger.analytics.data import to_cube, validate_readings
+from gridledger.analytics.edge_fog import record_forecasts
 from gridledger.analytics.efficiency import efficiency_score
 from gridledger.analytics.forecast import HORIZONS, ForecastSettings, evaluate_forecasts
-from gridledger.analytics.levels import record_forecasts
 from gridledger.analytics.metrics import classification_report
-from gridledger.analytics.plausibility import plausibility
-from gridledger.analytics.poef import SPIKE, CheckRates, evaluate_check
 from gridledger.analytics.power_quality import evaluate_power_quality
-from gridledger.analytics.store import PredictionStore
+from gridledger.analytics.prediction_store import PredictionStore
+from gridledger.analytics.scorecards import SPIKE, CheckRates, evaluate_check
 from gridledger.analytics.theft import TheftSettings, detect, train
-from gridledger.consensus.plausibility import BandCheck, RobustWindowCheck
+from gridledger.analytics.theft_attacks import inject_theft
+from gridledger.consensus.plausibility import BandCheck, RankCheck, RobustWindowCheck
 from gridledger.profiles import community_readings
+from gridledger.tiers.readings import ReadingValues
 
 METERS, DAYS, SEED, FOLDS = 50, 30, 0, 5
 COLUMNS = ("consumption_wh", "production_wh", "voltage_v", "current_a", "power_factor")
@@ -185,18 +185,20 @@ def poef(frame) -> CheckRates:
     }
     rates = {name: evaluate_check(check, consumption, production, seed=SEED) for name, check in checks.items()}
     rng = np.random.default_rng(SEED)
+    rank_check = RankCheck(window=7 * 1440, period=1440)
     rank = {"honest": 0, "spike": 0, "zero": 0}
     samples = nonzero = 0
     for m in range(METERS):
-        x = consumption[m].astype(float)
-        for t in rng.integers(7 * 1440, x.size, size=40):
+        values = [ReadingValues(int(c), int(p)) for c, p in zip(consumption[m], production[m], strict=True)]
+        for t in rng.integers(7 * 1440, len(values), size=40):
             samples += 1
-            history = x[t - 7 * 1440 : t]
-            rank["honest"] += not plausibility(history, x[t], period=1440).ok
-            rank["spike"] += not plausibility(history, 10 * x[t] + 50, period=1440).ok
-            if consumption[m, t] or production[m, t]:
+            history, x = values[t - 7 * 1440 : t], values[t]
+            rank["honest"] += rank_check.check(x, history) is not None
+            spike = ReadingValues(10 * x.consumption_wh + 50, x.production_wh)
+            rank["spike"] += rank_check.check(spike, history) is not None
+            if x.consumption_wh or x.production_wh:
                 nonzero += 1
-                rank["zero"] += not plausibility(history, 0.0, period=1440).ok
+                rank["zero"] += rank_check.check(ReadingValues(0, 0), history) is not None
     print(
         f"\n  plausibility of 1-minute readings ({rates['robust-window (default)'].readings:,} honest readings; "
         f"spikes {SPIKE} and zero readings at 500 random minutes per meter; attacks h1-h6 on half the meter-days)"

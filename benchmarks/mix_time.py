@@ -28,15 +28,15 @@ from gridledger.ledger.assets import EPA, outpoint
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.policy import PolicyTimeline
 from gridledger.ledger.transactions import Genesis, MeterLimits, decode_transaction
-from gridledger.market.coinshuffle import MixBoard, Participant, mix_coin
-from gridledger.market.onion import (
+from gridledger.petra.coinshuffle import MixBoard, Participant, mix_coin
+from gridledger.petra.dso import DSO
+from gridledger.petra.meter import SmartMeter
+from gridledger.petra.onion import (
     OnionNode,
     RelayDescriptor,
     RelayDirectory,
     TcpTransport,
 )
-from gridledger.petra.dso import DSO
-from gridledger.petra.meter import SmartMeter
 from gridledger.store.sqlite import SqliteStore
 
 SIZES = {10: 5, 50: 3, 100: 3}  # participants: runs

@@ -1,6 +1,6 @@
 """Offer to trade: from the close of a clearing round to its last trade and deposit committed on the chain.
 
-A 100-prosumer microgrid (``gridledger.market.workflows.Microgrid``) in one process: a SQLite chain on a
+A 100-prosumer microgrid (``gridledger.sim.market_rounds.Microgrid``) in one process: a SQLite chain on a
 temporary file, in-process ordering by the coordinator, onion circuits over the in-process transport (three
 relays per circuit, every meter a relay), the bid store and the mix board as onion services. Each round about
 45 % of the prosumers sell and 45 % buy one or two 500 W units at random limit prices (the rest only cover);
@@ -22,8 +22,7 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from gridledger.market.simulate import random_intents
-from gridledger.market.workflows import Microgrid
+from gridledger.sim.market_rounds import Microgrid, random_intents
 
 PROSUMERS = 100
 ROUNDS = 20

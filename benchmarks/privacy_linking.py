@@ -1,6 +1,6 @@
 """Privacy: how well can an adversary link trades to meters, for mixes of N = 5, 20 and 50?
 
-The system runs for real (``gridledger.market.workflows.Microgrid``, in one process): every round each of the
+The system runs for real (``gridledger.sim.market_rounds.Microgrid``, in one process): every round each of the
 N prosumers extracts one 500 W EPA unit and one ECA + FA unit (the cover trade makes the issue transactions
 of buyers, sellers and idle prosumers identical), mixes each unit by CoinShuffle over onion circuits, and
 about 40 % sell and 40 % buy one unit at random limit prices; matched units are traded, everything is
@@ -44,7 +44,8 @@ from gridledger.ledger.assets import outpoint
 from gridledger.ledger.billing import energy_charge
 from gridledger.ledger.transactions import MeterIssue, Transfer
 from gridledger.market.orders import Side
-from gridledger.market.workflows import DsoView, Intent, Microgrid
+from gridledger.petra.prosumer import Intent
+from gridledger.sim.market_rounds import DsoView, Microgrid
 
 #: N → (rounds per run, runs with different seeds); every run is one billing period.
 RUNS = {5: (8, 4), 20: (8, 4), 50: (5, 2)}
@@ -299,7 +300,7 @@ def main() -> None:
     print("  target: at most +0.05 for N >= 20")
     per_slot = ", ".join(f"N={n}: {acc[n]['bills per slot (integer program)']:.3f}" for n in RUNS)
     print(f"bills per slot (PETra's per-interval reporting) instead: {per_slot}")
-    print("\nthe DSO's view (gridledger.market.workflows.DsoView) holds exactly:")
+    print("\nthe DSO's view (gridledger.sim.market_rounds.DsoView) holds exactly:")
     print("energy_ws[(meter, slot)] in W·s and period_bills[(meter, period)] in minor units;")
     print("no order, address, transaction or counterparty.")
     print(f"linking_excess_n20 = {excess[20]:.3f}")

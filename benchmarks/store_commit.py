@@ -1,6 +1,6 @@
 """Block commit latency and whole-chain verification on the SQLite and the PostgreSQL store.
 
-The store workload (``gridledger.store.workload``: per block one meter issue, 8 transfers spending earlier
+The store workload (``workload``: per block one meter issue, 8 transfers spending earlier
 outputs into 32 new ones, an EPA split, a DSO policy every 16 blocks; about 170 rows written per block)
 builds a chain once; its exact ``commit_block`` calls (height, hash, time, raw block, state changes) are
 recorded, then replayed into a fresh store of each kind, each call timed: the cost of the store alone, one
@@ -24,7 +24,7 @@ from gridledger.chain import verify_store
 from gridledger.store import open_store
 from gridledger.store.pgserver import PgServer
 from gridledger.store.sqlite import SqliteStore
-from gridledger.store.workload import Workload
+from workload import Workload
 
 BLOCKS = 200
 REPEATS = 3

@@ -22,14 +22,14 @@ from pathlib import Path
 
 from gridledger.node.etcd import EtcdUnavailable, etcd_binary
 from gridledger.twin import envelope
-from gridledger.twin.attacks import RunContext, scenarios, summarize
-from gridledger.twin.attacks.ledger_lab import LedgerLab
-from gridledger.twin.controller import Thresholds, TwinController
 from gridledger.twin.device_process import prepare
 from gridledger.twin.identity import Credentials
 from gridledger.twin.mapping import twin_from_report
 from gridledger.twin.mqtt import mosquitto_binary
-from gridledger.twin.store import TwinStore
+from gridledger.twin.scenarios import RunContext, scenarios, summarize
+from gridledger.twin.scenarios.ledger_lab import LedgerLab
+from gridledger.twin.twin_controller import Thresholds, TwinController
+from gridledger.twin.twin_store import TwinStore
 
 MESSAGES = 2000
 REPEATS = 5

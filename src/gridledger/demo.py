@@ -17,13 +17,13 @@ from gridledger.ledger.billing import Bill
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.transactions import Genesis, MeterLimits
+from gridledger.ledger.units import DEFAULT_SLOT_SECONDS, energy_cost
 from gridledger.petra.dso import DSO
 from gridledger.petra.meter import SmartMeter
 from gridledger.petra.wallet import Wallet, combine
 from gridledger.store.sqlite import SqliteStore
 
 START_TIME = 1_767_225_600  # 2026-01-01T00:00:00Z, slot 0
-SLOT_SECONDS = 900
 PRICES = (120, 80)  # centavos per kWh: priceConsumption, priceProduction
 TRADE_PRICE = 100  # centavos per kWh agreed in the market
 STORE_NAME = "chain.sqlite"
@@ -37,23 +37,18 @@ class DemoResult:
     bills: dict[str, list[Bill]] = field(default_factory=dict)
 
 
-def trade_payment(power_w: int, slots: int, price_per_kwh: int, slot_seconds: int = SLOT_SECONDS) -> int:
-    """Minor units for ``power_w`` W over ``slots`` slots at ``price_per_kwh``, rounded half up."""
-    return (power_w * slots * slot_seconds * price_per_kwh + 1_800_000) // 3_600_000
-
-
 def run_demo(out_dir: Path) -> DemoResult:
     """Run the demo into ``out_dir`` (created; must not hold a chain yet)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(out_dir / STORE_NAME)
     result = DemoResult(out_dir / STORE_NAME)
     dso_key, coordinator = KeyPair.from_secret("dso"), KeyPair.from_secret("concentrator-DC1")
-    genesis = Genesis("nan-demo", SLOT_SECONDS, START_TIME, dso_key.public, (coordinator.public,))
+    genesis = Genesis("nan-demo", DEFAULT_SLOT_SECONDS, START_TIME, dso_key.public, (coordinator.public,))
     chain = Chain.create(store, genesis, coordinator, START_TIME)
     result.blocks.append(chain.genesis_block)
     dso = DSO(dso_key, chain.chain_id)
     meters = {
-        name: SmartMeter(name, KeyPair.from_secret(f"meter-{name}"), chain.chain_id, SLOT_SECONDS)
+        name: SmartMeter(name, KeyPair.from_secret(f"meter-{name}"), chain.chain_id, chain.genesis.slot_seconds)
         for name in ("MI1", "MI2")
     }
     seller, buyer = Wallet(), Wallet()
@@ -83,7 +78,8 @@ def run_demo(out_dir: Path) -> DemoResult:
     # 2. Assets for the next slot: the seller expects a 2 kW surplus, the buyer a 2 kW deficit.
     t = 1
     chain.submit(meters["MI1"].issue([(EPA(2_000, t, t + 1), seller.new_address())], slot=0))
-    budget = trade_payment(2_000, 1, PRICES[0])
+    slot_seconds = chain.genesis.slot_seconds
+    budget = energy_cost(2_000 * slot_seconds, PRICES[0])
     chain.submit(
         meters["MI2"].issue([(ECA(2_000, t, t + 1), buyer.new_address()), (FA(budget), buyer.new_address())], slot=0)
     )
@@ -91,7 +87,7 @@ def run_demo(out_dir: Path) -> DemoResult:
 
     # 3. An atomic trade of 1500 W (a partial fill): EPA seller->buyer, FA + ECA buyer->seller.
     power = 1_500
-    pay = trade_payment(power, 1, TRADE_PRICE)
+    pay = energy_cost(power * slot_seconds, TRADE_PRICE)
     trade = combine(
         seller.leg(EPA(power, t, t + 1), buyer.new_address()),
         buyer.leg(FA(pay), seller.new_address()),

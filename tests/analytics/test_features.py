@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gridledger.analytics.attacks import h1, h5, h6
 from gridledger.analytics.features import feature_names, theft_features
+from gridledger.analytics.theft_attacks import h1, h5, h6
 
 
 def col(name: str, slots: int = 96) -> int:

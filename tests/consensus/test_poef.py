@@ -17,7 +17,7 @@ from gridledger.ledger.transactions import MeterLimits
 from gridledger.petra.meter import SmartMeter
 from gridledger.petra.wallet import Wallet, combine
 from gridledger.tiers.alarm import Alarm, AlarmCode
-from gridledger.tiers.hierarchy import METER_LIMITS, SLOT_SECONDS, replica_chain
+from gridledger.tiers.hierarchy import METER_LIMITS, replica_chain
 from gridledger.tiers.readings import Reading, ReadingValues, reading_key, seal
 
 from .support import commit_minutes, minute_time, readings
@@ -243,7 +243,8 @@ def test_readings_are_keyed_per_reading(nan):
 
 def test_petra_market_transactions_run_on_the_nan_under_poef(nan):
     member = nan.members["MI-00002"]
-    meter = SmartMeter("MI-00002", member.key, nan.chain_id, SLOT_SECONDS, MeterLimits("MI-00002", *METER_LIMITS))
+    limits = MeterLimits("MI-00002", *METER_LIMITS)
+    meter = SmartMeter("MI-00002", member.key, nan.chain_id, nan.genesis.slot_seconds, limits)
     seller, buyer = Wallet(), Wallet()
     nan.coordinator.submit(meter.issue([(EPA(1_500, 1, 2), seller.new_address()), (FA(300), buyer.new_address())], 0))
     first = nan.round(minute_time(0))

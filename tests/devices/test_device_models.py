@@ -18,9 +18,9 @@ from gridledger.devices import (
     CommandError,
     EnergyCounter,
     Iron,
+    MeterDevice,
     Profile,
     PVSystem,
-    SmartMeter,
 )
 
 T0 = pd.Timestamp("2024-04-11 10:00", tz="America/Mexico_City")
@@ -137,8 +137,8 @@ def test_blender_draws_the_power_of_its_speed():
         (Blender(), {"Position": 5}, "key 'Position' must be an integer 0-4"),
         (Battery(), {"Mode": "turbo"}, "key 'Mode' must be one of"),
         (Battery(), {"Setpoint": 1.5}, "key 'Setpoint' must be an integer"),
-        (SmartMeter(), {"Position": 6}, "key 'Position' must be an integer 0-5"),
-        (SmartMeter(), {"Consumption": 0}, "key 'Consumption' is not settable"),
+        (MeterDevice(), {"Position": 6}, "key 'Position' must be an integer 0-5"),
+        (MeterDevice(), {"Consumption": 0}, "key 'Consumption' is not settable"),
     ],
 )
 def test_bad_commands_are_rejected_naming_the_key(device, command, message):
@@ -262,7 +262,7 @@ def test_profiles_are_read_inside_their_span_only():
 @settings(max_examples=60, deadline=None)
 @given(nets=st.lists(st.floats(-5000, 8000), min_size=1, max_size=80), dt_s=st.sampled_from([1.0, 60.0]))
 def test_meter_registers_never_go_backwards_and_split_import_from_export(nets, dt_s):
-    meter = SmartMeter()
+    meter = MeterDevice()
     last = (0, 0)
     for net in nets:
         twin = meter.measure(net, dt_s, 127.0, 0.9)
@@ -276,13 +276,13 @@ def test_meter_registers_never_go_backwards_and_split_import_from_export(nets, d
 
 
 def test_meter_measures_current_from_power_voltage_and_power_factor():
-    meter = SmartMeter()
+    meter = MeterDevice()
     twin = meter.measure(-1270.0, 60.0, 127.0, 0.8)
     assert (twin["Power"], twin["Current"], twin["Voltage"], twin["PowerFactor"]) == (-1270, 12.5, 127.0, 0.8)
 
 
 def test_switched_off_meter_measures_nothing_and_its_display_follows_the_potentiometer():
-    meter = SmartMeter()
+    meter = MeterDevice()
     meter.measure(6000.0, 3600.0, 127.0, 1.0)
     assert meter.to_twin()["Display"] == 6000  # position 3: Power
     meter.apply({"Position": 4})

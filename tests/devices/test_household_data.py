@@ -15,9 +15,9 @@ from gridledger.devices.appliances import appliance_power, appliance_uses
 from gridledger.devices.battery import dispatch
 from gridledger.devices.household import dispatch_batteries
 from gridledger.profiles import generate_community, load_community
+from gridledger.profiles.meter_readings import _WEATHER
 from gridledger.profiles.noise import derived_seed
 from gridledger.profiles.pv import pv_system_power, synthetic_weather
-from gridledger.profiles.readings import _WEATHER
 
 SMALL = Path(__file__).parents[2] / "examples" / "community-small.toml"
 T0 = pd.Timestamp("2024-04-11", tz="America/Mexico_City")

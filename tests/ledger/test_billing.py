@@ -21,15 +21,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from gridledger.demo import trade_payment
 from gridledger.ledger.assets import ECA, EPA, FA
 from gridledger.ledger.billing import Bill, bill_slot, energy_charge
+from gridledger.ledger.units import WS_PER_WH, energy_cost
 from gridledger.petra.wallet import combine
 
 if TYPE_CHECKING:
     from conftest import Net
 
-WS_PER_WH = 3_600
 TRADE_PRICE = 100  # minor units per kWh agreed in the market
 
 
@@ -87,10 +86,11 @@ def test_bill_adds_fa_issued_and_subtracts_fa_deposited() -> None:
         (1_000 * WS_PER_WH, (120, 80), 120),  # consumption: priceConsumption
         (-1_000 * WS_PER_WH, (120, 80), -80),  # production: priceProduction
         (0, (120, 80), 0),
-        (15_000, (120, 80), 1),  # 15 000 W·s × 120 /kWh = 0.5 minor units: rounded half up
-        (14_999, (120, 80), 0),
-        (-22_500, (120, 80), 0),  # −0.5 rounds up to 0 (half up, towards +∞, the same rule on both sides)
-        (-22_501, (120, 80), -1),
+        (29_999, (120, 80), 0),  # 29 999 W·s × 120 /kWh = 0.99997 minor units: rounded down
+        (30_000, (120, 80), 1),
+        (-22_500, (120, 80), -1),  # −0.5 rounds down to −1 (towards −∞, the same rule on both sides)
+        (-1, (120, 80), -1),
+        (-45_000, (120, 80), -1),
     ],
 )
 def test_energy_charge_prices_and_rounding(energy_ws: int, prices: tuple[int, int], charge: int) -> None:
@@ -133,7 +133,7 @@ def market_cycle(
     )
     payments = []
     for i, (power, start, end) in enumerate(trades):
-        pay = trade_payment(power, end - start, TRADE_PRICE)
+        pay = energy_cost(power * (end - start) * net.chain.genesis.slot_seconds, TRADE_PRICE)
         paid_eca = power if eca_paid is None else eca_paid[i]
         trade = combine(
             seller.leg(EPA(power, start, end), buyer.new_address()),
@@ -228,9 +228,9 @@ def test_partial_fills_in_power_and_time(bare_net: Net) -> None:
     assert energy_wh(seller[2]) == -75 and seller[2].energy_charge == -6
     # the buyer consumed exactly what it bought in slot 1, 25 Wh more than bought in slot 2
     assert energy_wh(buyer[1]) == 0 and energy_wh(buyer[2]) == 25 and buyer[2].energy_charge == 3
-    assert s.payments == [40, 18]  # 800 W × 0.5 h × 100 /kWh = 40; 700 W × 0.25 h = 17.5 → 18
-    assert seller[0].fa_deposited == 58 and buyer[0].fa_issued - buyer[0].fa_deposited == 58
-    assert s.total("MI1") == -58 - 30 and s.total("MI2") == 58 + 3
+    assert s.payments == [40, 17]  # 800 W × 0.5 h × 100 /kWh = 40; 700 W × 0.25 h = 17.5 → 17 (rounded down)
+    assert seller[0].fa_deposited == 57 and buyer[0].fa_issued - buyer[0].fa_deposited == 57
+    assert s.total("MI1") == -57 - 30 and s.total("MI2") == 57 + 3
     assert all(b.eca_audit_ok for bills in s.bills.values() for b in bills)
 
 

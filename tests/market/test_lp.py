@@ -10,7 +10,7 @@ from gridledger.market import Feeder, Order, Side, clear, verify_matches
 from gridledger.market import highs as highs_module
 from gridledger.market import lp as lp_module
 from gridledger.market.book import OrderBook
-from gridledger.market.levels import clear_levels
+from gridledger.market.price_levels import clear_levels
 
 from .support import books, pairwise_optimum
 

@@ -44,7 +44,7 @@ def test_bad_feeders_are_rejected(change):
     ("kwargs", "message"),
     [
         ({"mechanism": "vickrey"}, "unknown mechanism 'vickrey'"),
-        ({"slot_s": 0}, "slot length must be a positive integer"),
+        ({"slot_seconds": 0}, "slot length must be a positive integer"),
     ],
 )
 def test_bad_clear_arguments_are_rejected(kwargs, message):

@@ -8,7 +8,7 @@ import pytest
 
 from gridledger.profiles import COLUMNS, community_readings, household_load
 from gridledger.profiles.electrical import VOLTAGE_BAND
-from gridledger.profiles.readings import meter_ids, random_meters
+from gridledger.profiles.meter_readings import meter_ids, random_meters
 
 TZ = "America/Mexico_City"
 

@@ -11,7 +11,7 @@ from gridledger.analytics.forecast import DAY_AHEAD, NEXT_SLOT, ForecastSettings
 from gridledger.analytics.metrics import forecast_errors
 from gridledger.profiles import community_readings
 from gridledger.report import Provenance
-from gridledger.report.forecast import forecast_report, per_meter_nrmse, step_times
+from gridledger.report.forecast_report import forecast_report, per_meter_nrmse, step_times
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def cube():
 
 @pytest.fixture(scope="module")
 def evaluations(cube):
-    settings = ForecastSettings(slot_s=3600, test_fraction=0.25)
+    settings = ForecastSettings(slot_seconds=3600, test_fraction=0.25)
     return [evaluate_forecasts(cube, "consumption_wh", h, settings) for h in (NEXT_SLOT, DAY_AHEAD)]
 
 

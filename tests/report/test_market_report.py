@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from gridledger.market.orders import Side
-from gridledger.market.simulate import run_rounds
 from gridledger.report import Provenance
-from gridledger.report.market import market_report, round_facts
+from gridledger.report.market_report import market_report, round_facts
+from gridledger.sim.market_rounds import run_rounds
 
 
 @pytest.fixture(scope="module")

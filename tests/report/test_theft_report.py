@@ -10,7 +10,7 @@ from gridledger.analytics.data import to_cube, validate_readings
 from gridledger.analytics.theft import Detection, TheftSettings, labelled_scenario, report
 from gridledger.profiles import community_readings
 from gridledger.report import Provenance
-from gridledger.report.theft import injected_attacks, theft_report
+from gridledger.report.theft_report import injected_attacks, theft_report
 
 # 2 meters x 4 days: day kinds (0 honest, k = attack hk), labels, detector log-odds and agent decisions.
 KINDS = np.array([[0, 1, 0, 6], [2, 0, 0, 1]])

@@ -2,11 +2,14 @@
 
 ``backend`` runs a test once on SQLite and once on PostgreSQL (marked ``postgres``). The PostgreSQL server is
 started only when a PostgreSQL test runs, and skipped only when the server binaries are not installed.
+The chain workload the store tests drive is the benchmark's (``benchmarks/workload.py``): its folder goes on
+``sys.path`` here, so ``import workload`` works in these tests and in the processes they start.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +21,8 @@ from psycopg import sql
 
 from gridledger.store import Store, open_store
 from gridledger.store.pgserver import PgServer, find_bindir
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 TEST_DATABASE = "gridledger_tests"
 

@@ -24,14 +24,14 @@ import pytest
 from gridledger.chain import verify_store
 from gridledger.ledger.block import Block
 from gridledger.store import open_store
-from gridledger.store.workload import commit_forever
+from workload import commit_forever
 
 SEED = 20_260_101
 KILLS_PER_STORE = 10
 MAX_DELAY_S = 0.3  # a few blocks' worth after the writer is ready: kills land before, inside and between commits
 SIZES = {"txs_per_block": 8, "outputs_per_tx": 32}  # about 300 rows per block: a commit takes milliseconds
 #: Imported once by the forkserver; ``__main__`` (pytest's) too, or every writer would import it again.
-PRELOAD = ["__main__", "gridledger.store.workload", "gridledger.store.sqlite", "gridledger.store.postgres"]
+PRELOAD = ["__main__", "workload", "gridledger.store.sqlite", "gridledger.store.postgres"]
 
 
 @pytest.fixture(scope="module")

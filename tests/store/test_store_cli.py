@@ -13,7 +13,7 @@ from gridledger.cli.store import app
 from gridledger.store import open_store
 from gridledger.store.migrate import copy_chain
 from gridledger.store.pgserver import PgServer, PgServerError
-from gridledger.store.workload import Workload
+from workload import Workload
 
 runner = CliRunner()
 

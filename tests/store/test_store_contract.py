@@ -26,7 +26,7 @@ from gridledger.ledger.state import MAX_SLOT, StateChanges
 from gridledger.ledger.transactions import MeterIssue, Transfer
 from gridledger.store import StoreError
 from gridledger.store.base import TABLES
-from gridledger.store.workload import COORDINATOR, METER_KEYS, PROSUMERS, Workload
+from workload import COORDINATOR, METER_KEYS, PROSUMERS, Workload
 
 SMALL = {"txs_per_block": 3, "outputs_per_tx": 4, "policy_every": 3}
 

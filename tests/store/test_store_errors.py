@@ -20,7 +20,7 @@ from gridledger.store import StoreError, open_store
 from gridledger.store.base import SCHEMA, from_i64, to_i64
 from gridledger.store.postgres import PostgresStore, redact
 from gridledger.store.sqlite import SqliteStore
-from gridledger.store.workload import Workload
+from workload import Workload
 
 
 def test_a_file_that_is_not_a_database(tmp_path):

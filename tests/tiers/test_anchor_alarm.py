@@ -12,10 +12,11 @@ from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.rules import check_transaction
 from gridledger.ledger.transactions import Genesis, decode_transaction
+from gridledger.ledger.units import DEFAULT_SLOT_SECONDS
 from gridledger.tiers.alarm import Alarm, AlarmCode, raise_alarm
 from gridledger.tiers.anchor import MAX_ANCHOR_BLOCKS, Anchor, make_anchor
 from gridledger.tiers.audit import check_anchors
-from gridledger.tiers.hierarchy import SLOT_SECONDS, START_TIME, Hierarchy, TierChain
+from gridledger.tiers.hierarchy import START_TIME, Hierarchy, TierChain
 
 from .support import outcome
 
@@ -43,7 +44,7 @@ def anchor(child: TierChain, parent: TierChain, first: int, key: KeyPair | None 
 
 def test_anchors_round_trip():
     key = KeyPair.from_secret("k")
-    g = Genesis(chain_name(Tier.HAN, "h"), SLOT_SECONDS, START_TIME, key.public, (key.public,))
+    g = Genesis(chain_name(Tier.HAN, "h"), DEFAULT_SLOT_SECONDS, START_TIME, key.public, (key.public,))
     tx = make_anchor(bytes(32), g.chain_id, 0, [bytes([i]) * 32 for i in range(5)], key, g)
     assert decode_transaction(tx.raw) == tx and tx.covers(4) and not tx.covers(5)
 
@@ -102,11 +103,13 @@ def test_only_members_anchor_and_only_into_the_tier_above(tiers):
     nan = tiers.chains["nan:DC-0-0"]
     fan = nan.parent
     outsider = KeyPair.from_secret("outsider")
-    rogue = Genesis(chain_name(Tier.HAN, "rogue"), SLOT_SECONDS, START_TIME, outsider.public, (outsider.public,))
+    rogue = Genesis(
+        chain_name(Tier.HAN, "rogue"), DEFAULT_SLOT_SECONDS, START_TIME, outsider.public, (outsider.public,)
+    )
     tx = make_anchor(nan.chain_id, rogue.chain_id, 0, [bytes(32)], outsider, rogue)
     assert outcome(nan, tx, tiers.time + 3) == "bad-anchor-signer-unknown"
     dc = nan.coordinator.key  # a member of the FAN chain, but a HAN does not anchor into a FAN
-    skipping = Genesis(chain_name(Tier.HAN, "skip"), SLOT_SECONDS, START_TIME, dc.public, (dc.public,))
+    skipping = Genesis(chain_name(Tier.HAN, "skip"), DEFAULT_SLOT_SECONDS, START_TIME, dc.public, (dc.public,))
     tx = make_anchor(fan.chain_id, skipping.chain_id, 0, [bytes(32)], dc, skipping)
     assert outcome(fan, tx, tiers.time + 3) == "bad-anchor-tier"
     own = make_anchor(fan.chain_id, fan.chain_id, 0, [bytes(32)], fan.coordinator.key, fan.genesis)

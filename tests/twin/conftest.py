@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from gridledger.devices import Blender, Household, Iron, Profile
-from gridledger.twin.controller import TwinController
 from gridledger.twin.identity import Credentials
 from gridledger.twin.mqtt import Broker, mosquitto_binary
 from gridledger.twin.physical import HouseholdSignal
-from gridledger.twin.store import TwinStore
+from gridledger.twin.twin_controller import TwinController
+from gridledger.twin.twin_store import TwinStore
 
 START = pd.Timestamp("2024-04-18 18:00", tz="America/Mexico_City")
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from gridledger.twin import mqtt
-from gridledger.twin.attacks.harness import DEFAULT_COMMUNITY
-from gridledger.twin.attacks.sniffing import readable
-from gridledger.twin.controller import TwinController
 from gridledger.twin.identity import Credentials
 from gridledger.twin.node import ControllerNode, NodeConfig
-from gridledger.twin.store import TwinStore
+from gridledger.twin.scenarios.harness import DEFAULT_COMMUNITY
+from gridledger.twin.scenarios.sniffing import readable
+from gridledger.twin.twin_controller import TwinController
+from gridledger.twin.twin_store import TwinStore
 
 pytestmark = [
     pytest.mark.mqtt,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 
 from gridledger.twin import envelope
-from gridledger.twin.controller import TwinController
 from gridledger.twin.identity import Credentials
 from gridledger.twin.replication import apply_readings, apply_registry, readings_batch, registry_snapshot
-from gridledger.twin.store import TwinStore
+from gridledger.twin.twin_controller import TwinController
+from gridledger.twin.twin_store import TwinStore
 
 
 def test_backup_store_catches_up_idempotently(controller: TwinController, meter: Credentials, home_signal) -> None:

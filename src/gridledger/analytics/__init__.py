@@ -4,16 +4,15 @@ Olivares-Rojas et al. (2023), §3.2 and §4.2: every smart meter (edge) and data
 analytics; their results feed the Proof-of-Efficiency consensus. See docs/analytics.md.
 """
 
-from .attacks import ATTACKS, inject_theft
 from .data import DataError, DayCube, Readings, load_readings, to_cube, validate_readings
 from .efficiency import EfficiencyScore, efficiency_score
 from .forecast import ForecastSettings, evaluate_forecasts
-from .plausibility import Plausibility, plausibility
-from .poef import CheckRates, audit_reward, evaluate_check, period_score, period_scores
 from .power_quality import Limits, PowerQualityModel, evaluate_power_quality, flag_events
+from .prediction_store import PredictionStore
 from .rl import ConcentratorAgent, MeterAgent, run_online
-from .store import PredictionStore
+from .scorecards import CheckRates, audit_reward, evaluate_check, period_score, period_scores
 from .theft import TheftModel, TheftSettings, detect, holdout_evaluation, train
+from .theft_attacks import ATTACKS, inject_theft
 
 __all__ = [
     "ATTACKS",
@@ -25,7 +24,6 @@ __all__ = [
     "ForecastSettings",
     "Limits",
     "MeterAgent",
-    "Plausibility",
     "PowerQualityModel",
     "PredictionStore",
     "Readings",
@@ -43,7 +41,6 @@ __all__ = [
     "load_readings",
     "period_score",
     "period_scores",
-    "plausibility",
     "run_online",
     "to_cube",
     "train",

@@ -19,7 +19,7 @@ arithmetic on Python integers (``fractions.Fraction``, ``math.isqrt`` for the sq
 component is rounded half up to per mille and the score is the reward rule's integer weighted mean
 (:func:`gridledger.consensus.rewards.score_of`), so every machine derives the same integers from the same
 readings. :func:`efficiency_score` rounds a DataFrame's readings to those units first; the ledger's readings go
-through :func:`gridledger.analytics.poef.period_score` and the same :func:`score_days`.
+through :func:`gridledger.analytics.scorecards.period_score` and the same :func:`score_days`.
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import Ridge
 from threadpoolctl import threadpool_limits
 
+from gridledger.ledger.units import DEFAULT_SLOT_SECONDS
+
 from .data import DayCube, coarser_step
 from .metrics import forecast_errors
 
@@ -45,13 +47,13 @@ class ForecastSettings:
 
     Parameters
     ----------
-    slot_s : next-slot horizon length, s (the data's step if coarser).
+    slot_seconds : next-slot horizon length, s (the data's step if coarser).
     day_ahead_step_s : resolution of the day-ahead forecast, s (hourly by default).
     test_fraction : the last share of the days is the test period; earlier days train the models.
     seed : seeds the gradient boosting.
     """
 
-    slot_s: int = 900
+    slot_seconds: int = DEFAULT_SLOT_SECONDS
     day_ahead_step_s: int = 3600
     test_fraction: float = 1 / 3
     seed: int = 0
@@ -255,7 +257,7 @@ def evaluate_forecasts(
     could not forecast at all (the edge model with too little history) is scored NaN and left out of that
     intersection.
     """
-    target = settings.slot_s if horizon == NEXT_SLOT else settings.day_ahead_step_s
+    target = settings.slot_seconds if horizon == NEXT_SLOT else settings.day_ahead_step_s
     step = coarser_step(cube.step_s, target)
     coarse = cube.coarsen(step) if step != cube.step_s else cube
     n_days = len(cube.days)

@@ -18,11 +18,11 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
-from .attacks import ATTACKS, inject_theft
 from .data import DayCube, describe_step
 from .features import feature_names, theft_features
 from .metrics import classification_report
 from .rl import ConcentratorAgent, detector_prior, run_online
+from .theft_attacks import ATTACKS, inject_theft
 from .trees import BoostedTrees, ModelFormatError
 
 FORMAT = "gridledger-theft-model"

@@ -68,7 +68,7 @@ REPORT = typer.Option(
 def _friendly() -> Iterator[None]:
     """Turn errors into one line on stderr and exit code 2 (never a traceback)."""
     from gridledger.analytics.data import DataError
-    from gridledger.analytics.store import StoreError
+    from gridledger.analytics.prediction_store import StoreError
     from gridledger.analytics.trees import ModelFormatError
 
     try:
@@ -272,7 +272,7 @@ def theft_evaluate(
     """
     from gridledger.analytics.theft import TheftSettings, detect, labelled_scenario, report, split_meters, train
     from gridledger.report import check_report_path, write_report
-    from gridledger.report.theft import injected_attacks, theft_report
+    from gridledger.report.theft_report import injected_attacks, theft_report
 
     settings = TheftSettings(theft_rate=theft_rate, seed=seed)
     with _friendly(), _progress(not as_json) as say:
@@ -348,11 +348,11 @@ def forecast_evaluate(
 ) -> None:
     """MAE, NRMSE and MAPE of the baselines and the edge and fog forecasts, per meter and neighbourhood."""
     from gridledger.analytics.data import DataError, describe_step
+    from gridledger.analytics.edge_fog import record_forecasts
     from gridledger.analytics.forecast import DAY_AHEAD, HORIZONS, NEXT_SLOT, ForecastSettings, evaluate_forecasts
-    from gridledger.analytics.levels import record_forecasts
-    from gridledger.analytics.store import StoreError
+    from gridledger.analytics.prediction_store import StoreError
     from gridledger.report import check_report_path, write_report
-    from gridledger.report.forecast import forecast_report
+    from gridledger.report.forecast_report import forecast_report
 
     columns = ("consumption_wh", "production_wh") if column == "both" else (column,)
     horizons = HORIZONS if horizon == "both" else (horizon,)
@@ -365,7 +365,7 @@ def forecast_evaluate(
             raise StoreError(f"{store} already holds prediction stores; choose an empty or new directory")
         if report_path is not None:
             check_report_path(report_path)
-        settings = ForecastSettings(slot_s=slot_seconds, test_fraction=test_fraction, seed=seed)
+        settings = ForecastSettings(slot_seconds=slot_seconds, test_fraction=test_fraction, seed=seed)
         with _progress(not as_json) as say:
             cube = _cube(data, columns, max_gap, say)
             columns = tuple(c for c in columns if c in cube.values)

@@ -63,7 +63,8 @@ def clear_command(
     ),
 ) -> None:
     """Clear the offers and bids in --bids, write the matches to --out and print the welfare."""
-    from gridledger.market.clearing import SLOT_S, clear
+    from gridledger.ledger.units import DEFAULT_SLOT_SECONDS
+    from gridledger.market.clearing import clear
     from gridledger.market.orders import MarketInputError
     from gridledger.market.tables import check_feeders_known, read_feeders, read_orders, table_format, write_matches
 
@@ -77,7 +78,7 @@ def clear_command(
                 check_feeders_known(orders, limits, bids)
             bar.update(task, description=f"clearing {len(orders)} orders ({mechanism})")
             started = time.perf_counter()
-            result = clear(orders, limits, mechanism.value, slot_seconds or SLOT_S)
+            result = clear(orders, limits, mechanism.value, slot_seconds or DEFAULT_SLOT_SECONDS)
             seconds = time.perf_counter() - started
             bar.update(task, description=f"writing {out}")
             write_matches(out, result.table())
@@ -122,9 +123,9 @@ def simulate(
 
     from rich.table import Table
 
-    from gridledger.market.simulate import run_rounds
     from gridledger.report import Provenance, check_report_path, invocation, write_report
-    from gridledger.report.market import market_report
+    from gridledger.report.market_report import market_report
+    from gridledger.sim.market_rounds import run_rounds
 
     path = out / "chain.sqlite"
     if path.exists():
@@ -161,7 +162,7 @@ def simulate(
     )
     console.print(f"chain: {path} ({len(g.blocks) + 1} blocks)   check it with: [bold]gridledger verify {out}[/]")
     if report is not None:
-        slot = f"one {g.SLOT_SECONDS // 60} min slot"
+        slot = f"one {g.slot_seconds // 60} min slot"
         notes = (f"{prosumers} prosumers, {rounds} rounds of {slot}, units of {g.unit_w} W; chain {path}.",)
         try:
             write_report(market_report(g, Provenance(invocation(ctx), seed), notes), report)

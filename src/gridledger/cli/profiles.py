@@ -43,8 +43,8 @@ def _write(frame: pd.DataFrame, out: Path) -> None:
 
 
 def _index(start: str, days: int, freq: str) -> pd.DatetimeIndex:
+    from gridledger.profiles.meter_readings import day_index
     from gridledger.profiles.pv import MORELIA
-    from gridledger.profiles.readings import day_index
 
     try:
         return day_index(start, days, freq, MORELIA)
@@ -177,7 +177,7 @@ def readings(
     out: Path | None = OUT,
 ) -> None:
     """Synthetic smart-meter readings of a community: one row per meter per step (Morelia, 127 V)."""
-    from gridledger.profiles.readings import community_readings
+    from gridledger.profiles.meter_readings import community_readings
 
     _check_out(out)
     bar, advance = _progress_bar(meters)

@@ -14,7 +14,7 @@ from rich.table import Table
 from gridledger.cli.common import console, err, fail
 
 if TYPE_CHECKING:
-    from gridledger.twin.attacks import Summary
+    from gridledger.twin.scenarios import Summary
 
 app = typer.Typer(
     help="Inject the DT platform's and the ledger's attacks into a small community and measure their detection.",
@@ -25,7 +25,7 @@ app = typer.Typer(
 @app.command("list")
 def list_scenarios() -> None:
     """List the registered scenarios: the threat each injects and the detector that should catch it."""
-    from gridledger.twin.attacks import scenarios
+    from gridledger.twin.scenarios import scenarios
 
     table = Table(title="attack scenarios")
     table.add_column("name", style="bold")
@@ -63,9 +63,9 @@ def run(
     import httpx
 
     from gridledger.node.etcd import EtcdUnavailable, etcd_binary
-    from gridledger.twin.attacks import RunContext, RunResult, get, session, summarize
-    from gridledger.twin.attacks.harness import LabError
     from gridledger.twin.mqtt import BrokerUnavailable, MqttError, mosquitto_binary
+    from gridledger.twin.scenarios import RunContext, RunResult, get, session, summarize
+    from gridledger.twin.scenarios.harness import LabError
 
     try:
         scenario = get(name)
@@ -109,7 +109,7 @@ def run(
 
 
 def _print(summary: Summary, seed: int) -> None:
-    from gridledger.twin.attacks import get
+    from gridledger.twin.scenarios import get
 
     table = Table(title=f"{summary.scenario}: {summary.runs} run(s)")
     for column in ("seed", "injected", "detected", "time to detect (s)", "false alarms", "data lost"):

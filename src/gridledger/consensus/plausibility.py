@@ -1,4 +1,7 @@
-"""The analytics plausibility check of PoEf validation: the plug-in point, the default check and the band check.
+"""The analytics plausibility check of PoEf validation: the plug-in point, the default check and the other checks.
+
+One home for the check, used by the validators and by the analytics evaluation alike
+(:func:`gridledger.analytics.scorecards.evaluate_check`, ``benchmarks/analytics_eval.py``).
 
 In PoEf the validators check transactions with the ledger rules *and* with data analytics (Olivares-Rojas et al.
 2023, §3.2): a reading far off what the member's history makes plausible raises an alarm, it does not silently
@@ -10,9 +13,10 @@ A check is any object with ``name`` (the detector name alarms record, 1..32 of `
 deterministic — every committee member must reach the same verdict — so it uses integers only, no clock and no
 randomness.
 
-The default is :class:`RobustWindowCheck`, the compact form of the analytics rank test
-(:func:`gridledger.analytics.plausibility.plausibility`) that fits the disclosure and latency budget of a round;
-:class:`BandCheck`, the first default, stays available. docs/consensus.md compares them.
+The default is :class:`RobustWindowCheck`, the compact form of the rank test (:class:`RankCheck`) that fits the
+disclosure and latency budget of a round; :class:`BandCheck`, the first default, stays available; :class:`RankCheck`
+is the distribution-free rank test on a long history (days), the reference the compact form is measured against.
+docs/consensus.md compares them.
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ class BandCheck:
 class RobustWindowCheck:
     """The default check: the analytics rank test made compact, on the member's last ``window`` readings.
 
-    The rank test (:func:`gridledger.analytics.plausibility.plausibility`) centres the history on its median and
+    The rank test (:class:`RankCheck`) centres the history on its median and
     flags a reading whose deviation from the centre ranks beyond all but a share ``alpha`` of the history's
     deviations. To flag anything at ``alpha`` = 0.001 it needs at least 999 earlier readings (4,320 with its daily
     period), and every one of them would be disclosed to, and opened by, every committee member of every block.
@@ -140,4 +144,59 @@ class RobustWindowCheck:
                 self.name,
                 f"a zero reading after {len(history)} readings of at least {self.zero_floor_wh} Wh consumed",
             )
+        return None
+
+
+@dataclass(frozen=True)
+class RankCheck:
+    """The rank test: a reading is implausible when its deviation ranks beyond all but ``alpha_ppm`` of history's.
+
+    For consumption and for production separately: without a ``period`` (or with fewer than three whole periods
+    of history) the centre ``c`` is the lower median of the last ``window`` readings and each reading's deviation
+    is ``d_i = |h_i − c|``; with a ``period`` (1440 for the daily cycle of 1-minute readings) and at least three
+    whole periods, every phase has its own centre (the lower median of the readings at that phase), ``c`` is the
+    one of the new reading's phase and ``d_i`` each reading's deviation from its own phase's centre. A reading
+    ``x`` is implausible if its rank p-value ``(1 + #{d_i ≥ |x − c|}) / (n + 1)`` is below ``alpha_ppm`` / 10^6.
+    Fewer than ``min_history`` earlier readings: no verdict. Integer Wh only, so every machine agrees; but at
+    ``alpha_ppm`` = 1000 it needs ≥ 999 earlier readings (three days with the daily period), each disclosed to
+    every committee member: docs/consensus.md explains why validators run :class:`RobustWindowCheck` instead.
+    """
+
+    name: str = "rank"
+    window: int = 3 * 1440
+    period: int | None = 1440
+    alpha_ppm: int = 1_000
+    min_history: int = 24
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha_ppm < 1_000_000:
+            raise ValueError(f"alpha_ppm must be in (0, 10^6), got {self.alpha_ppm}")
+        if self.period is not None and self.period < 1:
+            raise ValueError(f"period must be >= 1, got {self.period}")
+
+    def check(self, values: ReadingValues, history: Sequence[ReadingValues]) -> Implausible | None:
+        history = history[-self.window :]
+        n = len(history)
+        if n < self.min_history:
+            return None
+        periods = n // self.period if self.period else 0
+        for field, energy in _ENERGIES:
+            past = list(map(energy, history))
+            if periods >= 3:
+                block = past[n - periods * self.period :]  # its phase 0 is the new reading's phase
+                centres = [_lower_median(block[p :: self.period]) for p in range(self.period)]
+                deviations = [abs(v - centres[i % self.period]) for i, v in enumerate(block)]
+                centre = centres[0]
+            else:
+                centre = _lower_median(past)
+                deviations = [abs(v - centre) for v in past]
+            x = energy(values)
+            at_least = sum(d >= abs(x - centre) for d in deviations)
+            if (1 + at_least) * 1_000_000 < self.alpha_ppm * (len(deviations) + 1):
+                side = "above" if x > centre else "below"
+                return Implausible(
+                    self.name,
+                    f"{field} {x} Wh is far {side} the expected {centre} Wh: {at_least} of {len(deviations)} "
+                    f"earlier readings deviate as much",
+                )
         return None

@@ -20,7 +20,7 @@ Every replica re-checks every reward: the score is the rule's from the component
 the outputs are exactly the rule's (``bad-reward-rule``), the period is over, the member not already paid for
 it, the rate the period's. The components are public per-period summaries that the DSO computes from readings
 only key holders can open; anyone with the chain's content key (the coordinator, the DSO, an auditor) re-derives
-them from the committed readings (:func:`gridledger.analytics.poef.audit_reward`). docs/consensus.md weighs this
+them from the committed readings (:func:`gridledger.analytics.scorecards.audit_reward`). docs/consensus.md weighs this
 against disclosing the readings to the committee.
 
 Layout: ``version ‖ kind ‖ period u32 ‖ rate u32 ‖ u16 n ‖ n × (member u16 ‖ adherence u16 ‖ quality u16 ‖
@@ -127,7 +127,7 @@ def make_reward(
     members' authorized keys at the tip.
 
     ``components`` maps member index → (forecast adherence, power quality, peak reduction), per mille, e.g. from
-    :func:`gridledger.analytics.poef.period_scores`.
+    :func:`gridledger.analytics.scorecards.period_scores`.
     """
     cards = tuple(Scorecard(m, *c, score_of(c)) for m, c in sorted(components.items()))
     tx = Reward(period, rate, cards, _rule_outputs(state, state.slot_of(state.tip_time), rate, cards))

@@ -9,8 +9,8 @@ from gridledger.devices.appliances import BLENDER_SPEEDS_W, IRON_SETTINGS, Appli
 from gridledger.devices.base import CommandError, Device, EnergyCounter, Profile, TwinObject
 from gridledger.devices.battery import Battery
 from gridledger.devices.household import Household, HouseholdData, households, simulate_households
-from gridledger.devices.meter import DISPLAY, SmartMeter
-from gridledger.devices.pv import PVSystem
+from gridledger.devices.meter_device import DISPLAY, MeterDevice
+from gridledger.devices.pv_system import PVSystem
 
 __all__ = [
     "BLENDER_SPEEDS_W",
@@ -27,7 +27,7 @@ __all__ = [
     "Iron",
     "PVSystem",
     "Profile",
-    "SmartMeter",
+    "MeterDevice",
     "TwinObject",
     "households",
     "simulate_households",

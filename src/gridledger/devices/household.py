@@ -29,13 +29,13 @@ import pandas as pd
 from gridledger.devices.appliances import APPLIANCE_MODELS, ApplianceUse, appliance_power, appliance_uses
 from gridledger.devices.base import CommandError, Device, Profile, TwinObject, check_step
 from gridledger.devices.battery import Battery, dispatch
-from gridledger.devices.meter import SmartMeter
-from gridledger.devices.pv import PVSystem
+from gridledger.devices.meter_device import MeterDevice
+from gridledger.devices.pv_system import PVSystem
 from gridledger.profiles.community import Community, Home
 from gridledger.profiles.electrical import NOMINAL_VOLTAGE, power_factor, service_voltage
 from gridledger.profiles.load import LoadNoise
+from gridledger.profiles.meter_readings import meter_powers, repeat_ids
 from gridledger.profiles.noise import derived_seed
-from gridledger.profiles.readings import meter_powers, repeat_ids
 from gridledger.profiles.timegrid import MINUTE, step_minutes
 
 
@@ -49,7 +49,7 @@ class Household:
         The home's (and meter's) id, e.g. ``"MI001"``.
     base_load : Profile
         Base load profile, W.
-    meter : SmartMeter
+    meter : MeterDevice
     appliances : list of Device
         Twin-controlled appliances (:class:`Iron`, :class:`Blender`).
     pv : PVSystem or None
@@ -62,7 +62,7 @@ class Household:
 
     home_id: str
     base_load: Profile
-    meter: SmartMeter = field(default_factory=SmartMeter)
+    meter: MeterDevice = field(default_factory=MeterDevice)
     appliances: list[Device] = field(default_factory=list)
     pv: PVSystem | None = None
     battery: Battery | None = None
@@ -218,7 +218,7 @@ def simulate_households(community: Community, noise: LoadNoise | None = None) ->
     """Every home of ``community`` over its days at 1-minute resolution, vectorized over homes.
 
     The same models as :func:`households` (one ``Household`` per home, stepped per object), run in bulk: the
-    load and PV of :func:`~gridledger.profiles.readings.meter_powers` (one BDEW shape per profile and one PV
+    load and PV of :func:`~gridledger.profiles.meter_readings.meter_powers` (one BDEW shape per profile and one PV
     profile per orientation, scaled per home), the residents' seeded appliance uses
     (:func:`~gridledger.devices.appliances.appliance_uses`) played through the iron and blender models at the
     home's no-load supply voltage, and every battery's self-consumption dispatch advanced one minute at a time for

@@ -9,9 +9,10 @@ For meter i and slot t, with m the measured net consumption (Wh; consumption pos
   ``Σ ECA deposited − Σ ECA issued = Σ EPA issued − Σ EPA deposited``; a mismatch is reported, not hidden.
 * bill: ``B = FA issued − FA deposited + (E ≥ 0 ? E · priceConsumption : E · priceProduction)``.
 
-Energy is kept exactly in W·s (J); prices are minor units per kWh; the energy charge is rounded once, half up,
-to whole minor units. EPA/ECA covering slot t count with their power × slot length; FA counts in the slot in
-which the meter issued or received it.
+Energy is kept exactly in W·s (J); prices are minor units per kWh; the energy charge is rounded once, down, to
+whole minor units (:func:`gridledger.ledger.units.energy_cost`, the system's one rounding rule). EPA/ECA
+covering slot t count with their power × slot length; FA counts in the slot in which the meter issued or
+received it.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gridledger.ledger.assets import Asset, AssetKind
-
-_WS_PER_KWH = 3_600_000
-_WS_PER_WH = 3_600
+from gridledger.ledger.units import WS_PER_WH, energy_cost
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class Bill:
 
     @property
     def energy_wh(self) -> float:
-        return self.energy_ws / _WS_PER_WH
+        return self.energy_ws / WS_PER_WH
 
 
 def _power_at(assets: Iterable[Asset], kind: AssetKind, slot: int) -> int:
@@ -53,9 +52,8 @@ def _fa(assets: Iterable[Asset]) -> int:
 
 
 def energy_charge(energy_ws: int, prices: tuple[int, int]) -> int:
-    """``E · priceConsumption`` if E ≥ 0 else ``E · priceProduction``, in minor units, rounded half up."""
-    price = prices[0] if energy_ws >= 0 else prices[1]
-    return (energy_ws * price + _WS_PER_KWH // 2) // _WS_PER_KWH
+    """``E · priceConsumption`` if E ≥ 0 else ``E · priceProduction``, in minor units, rounded down."""
+    return energy_cost(energy_ws, prices[0] if energy_ws >= 0 else prices[1])
 
 
 def bill_slot(
@@ -83,7 +81,7 @@ def bill_slot(
     epa_deposited = _power_at(deposited, AssetKind.EPA, slot) * slot_seconds
     eca_issued = _power_at(issued, AssetKind.ECA, slot) * slot_seconds
     eca_deposited = _power_at(deposited, AssetKind.ECA, slot) * slot_seconds
-    measured_ws = measured_wh * _WS_PER_WH
+    measured_ws = measured_wh * WS_PER_WH
     energy_ws = measured_ws - (epa_deposited - epa_issued)
     mismatch = (eca_deposited - eca_issued) - (epa_issued - epa_deposited)
     fa_in = _fa(issued) if fa_issued is None else fa_issued

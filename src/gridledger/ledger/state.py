@@ -29,9 +29,8 @@ from gridledger.ledger.transactions import (
     TxKind,
     decode_transaction,
 )
+from gridledger.ledger.units import MAX_SLOT
 
-#: The last slot an asset can name (slots are u32 in the encoding).
-MAX_SLOT = 0xFFFF_FFFF
 #: Signature batches of at least this many are verified on a thread pool (libsodium releases the GIL).
 _PARALLEL_MIN = 256
 _WORKERS = max(2, os.cpu_count() or 2)

@@ -18,6 +18,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from gridledger.ledger.units import DEFAULT_SLOT_SECONDS, WS_PER_KWH
 from gridledger.market.auction import clear_auction
 from gridledger.market.book import OrderBook, Trades
 from gridledger.market.lp import clear_lp
@@ -25,14 +26,11 @@ from gridledger.market.orders import Feeder, MarketInputError, Match, Order, Sid
 from gridledger.market.pricing import pay_as_clear
 
 MECHANISMS = {"auction": clear_auction, "lp": clear_lp}
-#: Default slot length in seconds (15 min).
-SLOT_S = 900
-_WS_PER_KWH = 3_600_000
 
 
-def welfare_of(surplus: int, slot_s: int) -> Fraction:
+def welfare_of(surplus: int, slot_seconds: int) -> Fraction:
     """Welfare in minor money units of a surplus in (minor units / kWh) x W summed over slots."""
-    return Fraction(surplus * slot_s, _WS_PER_KWH)
+    return Fraction(surplus * slot_seconds, WS_PER_KWH)
 
 
 @dataclass(frozen=True)
@@ -49,18 +47,18 @@ class ClearingResult:
     power_w: np.ndarray
     price: np.ndarray
     surplus: int
-    slot_s: int
+    slot_seconds: int
     mechanism: str
 
     @property
     def welfare(self) -> Fraction:
         """Total gains from trade, minor money units (exact)."""
-        return welfare_of(self.surplus, self.slot_s)
+        return welfare_of(self.surplus, self.slot_seconds)
 
     @property
     def energy_wh(self) -> Fraction:
         """Total traded energy in Wh (exact)."""
-        return Fraction(int(self.power_w.sum()) * self.slot_s, 3600)
+        return Fraction(int(self.power_w.sum()) * self.slot_seconds, 3600)
 
     def table(self) -> pd.DataFrame:
         """The matches as a table with columns ``offer_id, bid_id, slot, power_w, price``."""
@@ -85,7 +83,7 @@ def clear(
     orders: Sequence[Order],
     feeders: Mapping[str, Feeder] | None = None,
     mechanism: str = "lp",
-    slot_s: int = SLOT_S,
+    slot_seconds: int = DEFAULT_SLOT_SECONDS,
 ) -> ClearingResult:
     """Clear ``orders`` under the ``feeders`` limits (``None``: no limits) with ``mechanism``.
 
@@ -97,13 +95,13 @@ def clear(
         Per-slot internal and external capacities in W.
     mechanism : {"lp", "auction"}
         ``lp``: welfare-optimal (TRANSAX on HiGHS); ``auction``: greedy double auction.
-    slot_s : int
+    slot_seconds : int
         Slot length in seconds, used only to express welfare in money.
     """
     if mechanism not in MECHANISMS:
         raise MarketInputError(f"unknown mechanism {mechanism!r} (expected one of {', '.join(MECHANISMS)})")
-    if not isinstance(slot_s, int) or isinstance(slot_s, bool) or slot_s <= 0:
-        raise MarketInputError(f"slot length must be a positive integer number of seconds, got {slot_s!r}")
+    if not isinstance(slot_seconds, int) or isinstance(slot_seconds, bool) or slot_seconds <= 0:
+        raise MarketInputError(f"slot length must be a positive integer number of seconds, got {slot_seconds!r}")
     book = OrderBook.build(orders, feeders)
     trades: Trades = MECHANISMS[mechanism](book)
     offer_limit, bid_limit = book.price[trades.offer], book.price[trades.bid]
@@ -118,7 +116,7 @@ def clear(
         power_w=trades.power,
         price=price,
         surplus=sum(((bid_limit - offer_limit) * trades.power).tolist()),  # exact, beyond int64
-        slot_s=slot_s,
+        slot_seconds=slot_seconds,
         mechanism=mechanism,
     )
 

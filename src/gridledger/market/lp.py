@@ -27,7 +27,7 @@ Fast path (no variable per (offer, bid, slot) triple):
 The aggregate model omits the pairwise price condition, so it is a relaxation of the problem: a slot
 decomposed in step 3 is solved optimally. A slot that step 3 cannot decompose (a feeder whose
 internal capacity forces it to export and import at once at prices no partner can meet) is re-solved
-exactly with the price-level model of :mod:`gridledger.market.levels`. Every MILP is solved to a zero
+exactly with the price-level model of :mod:`gridledger.market.price_levels`. Every MILP is solved to a zero
 optimality gap, so the integral result has the optimal welfare of the integral problem.
 """
 
@@ -46,7 +46,7 @@ from gridledger.market.book import (
     pair_through_blocks,
 )
 from gridledger.market.highs import Model, to_int
-from gridledger.market.levels import clear_levels
+from gridledger.market.price_levels import clear_levels
 
 _INF = np.inf
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gridledger.ledger.units import MAX_SLOT
+
 #: Bounds that keep every product of power and price, and the expansion into slots, in range.
 MAX_POWER_W = 10**9
 MAX_ABS_PRICE = 10**6
-MAX_SLOT = 10**9
 MAX_ORDER_SLOTS = 10_000
 
 
@@ -112,7 +113,7 @@ class Feeder:
 class Match:
     """One cleared trade: ``power_w`` W from ``offer_id`` to ``bid_id`` in ``slot`` at ``price``.
 
-    ``price`` is in minor money units per kWh; the buyer pays ``price * power_w * slot_s / 3.6e6``.
+    ``price`` is in minor money units per kWh; the buyer pays ``price * power_w * slot_seconds / 3.6e6``.
     """
 
     offer_id: str

@@ -28,6 +28,7 @@ from gridledger.consensus.members import Tier, chain_name
 from gridledger.ledger.block import ZERO_HASH, Block, make_block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.transactions import DsoPolicy, Genesis, MeterLimits
+from gridledger.ledger.units import DEFAULT_SLOT_SECONDS
 from gridledger.node.config import NodeConfig
 from gridledger.node.etcd import EtcdCluster
 from gridledger.node.netutil import free_port, wait_port
@@ -38,7 +39,6 @@ from gridledger.tiers.hierarchy import METER_LIMITS
 from gridledger.tiers.readings import ContentKeys, ReadingDevice
 
 STATE_FILE = "cluster.json"
-SLOT_SECONDS = 900
 
 
 @dataclass
@@ -108,9 +108,10 @@ def up(
         primary, backup = nodes[0], nodes[1]
         proposers = (primary.key.public, backup.key.public)
         if content is None:
-            genesis = Genesis(nan, SLOT_SECONDS, now - now % SLOT_SECONDS, operator.public, proposers)
+            start, name = now - now % DEFAULT_SLOT_SECONDS, nan
         else:
-            genesis = Genesis(chain_name(Tier.NAN, primary.node_id), SLOT_SECONDS, now - 60, operator.public, proposers)
+            start, name = now - 60, chain_name(Tier.NAN, primary.node_id)
+        genesis = Genesis(name, DEFAULT_SLOT_SECONDS, start, operator.public, proposers)
         block = make_block(genesis.chain_id, 0, ZERO_HASH, now, (genesis,), primary.key)
         (folder / f"{nan}.genesis").write_text(block.encode().hex())
         secrets: dict[str, bytes] = {}

@@ -3,7 +3,8 @@
 The meter is trusted hardware (PETra): it enforces MAXEPA/MAXECA and the prosumer's FA credit before it signs
 an issue (the chain re-checks), keeps what it issued per slot, gives out one-time deposit addresses, watches
 the chain for what is deposited to them, and bills each slot from its measurement and those records only.
-It reports only energy and bill totals to the DSO: never the trades.
+It reports only energy and bill totals to the DSO: never the trades. (The meter as a measuring device, what the
+digital twin mirrors, is :class:`gridledger.devices.MeterDevice`.)
 """
 
 from __future__ import annotations

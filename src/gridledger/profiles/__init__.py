@@ -22,8 +22,8 @@ from gridledger.profiles.community import (
     parse_community,
 )
 from gridledger.profiles.load import PROFILES, LoadNoise, household_load
+from gridledger.profiles.meter_readings import COLUMNS, MeterSpec, community_readings
 from gridledger.profiles.pv import MORELIA, PVArray, pv_power, synthetic_weather
-from gridledger.profiles.readings import COLUMNS, MeterSpec, community_readings
 
 __all__ = [
     "COLUMNS",

@@ -60,9 +60,7 @@ import pandas as pd
 from pvlib.location import Location
 
 from gridledger.profiles.load import PROFILES, LoadNoise
-from gridledger.profiles.noise import derived_seed
-from gridledger.profiles.pv import MORELIA, PVArray
-from gridledger.profiles.readings import (
+from gridledger.profiles.meter_readings import (
     ANNUAL_KWH_SIGMA,
     MEDIAN_ANNUAL_KWH,
     MeterSpec,
@@ -72,6 +70,8 @@ from gridledger.profiles.readings import (
     pv_size_kw,
     readings_frame,
 )
+from gridledger.profiles.noise import derived_seed
+from gridledger.profiles.pv import MORELIA, PVArray
 
 APPLIANCES = ("iron", "blender")
 LOCATIONS = {"morelia": MORELIA}
@@ -161,7 +161,7 @@ class Community:
         return tuple(home for home in self.homes if home.feeder == feeder)
 
     def meters(self) -> list[MeterSpec]:
-        """One :class:`~gridledger.profiles.readings.MeterSpec` per home (its PV orientation, seeded electrical
+        """One :class:`~gridledger.profiles.meter_readings.MeterSpec` per home (its PV orientation, seeded electrical
         constants), sorted by meter id."""
         rng = np.random.default_rng(derived_seed(self.seed, _COMMUNITY_SEED))
         offsets, pfs = electrical_constants(rng, len(self.homes))
@@ -186,7 +186,7 @@ class Community:
         self, freq: str = "1min", noise: LoadNoise | None = None, progress: Callable[[], None] | None = None
     ) -> pd.DataFrame:
         """Meter readings of every home over the community's days, in the columns of
-        :func:`~gridledger.profiles.readings.community_readings`. Batteries are not dispatched here (that is
+        :func:`~gridledger.profiles.meter_readings.community_readings`. Batteries are not dispatched here (that is
         the device model's job, :class:`gridledger.devices.household.Household`)."""
         index, meters = self.index(freq), self.meters()
         return readings_frame(index, meters, self.location, self.seed, self.variability, noise, progress)
@@ -478,7 +478,7 @@ def generate_community(
     """A seeded community of ``homes`` homes on ``feeders`` feeders (default ``max(2, ceil(homes / 40))``, one for
     a single home), in contiguous runs of meter ids.
 
-    The mix: yearly consumption lognormal around :data:`~gridledger.profiles.readings.MEDIAN_ANNUAL_KWH` (10 kWh
+    The mix: yearly consumption lognormal around :data:`~gridledger.profiles.meter_readings.MEDIAN_ANNUAL_KWH` (10 kWh
     steps); 92 % BDEW H0 homes and 8 % small shops at home (G0); a PV share drawn in [0.5, 0.7] of the homes with
     PV sized to 50-110 % of their consumption, tilt 10-30 deg and azimuth 135-225 deg in 5 and 15 deg steps
     (so PV profiles repeat across homes); :data:`BATTERY_SHARE` of the homes with >= 1 kWp with a battery sized to

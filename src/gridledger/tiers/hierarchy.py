@@ -35,6 +35,7 @@ from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.state import StateChanges
 from gridledger.ledger.transactions import DsoPolicy, Genesis, MeterLimits
+from gridledger.ledger.units import DEFAULT_SLOT_SECONDS
 from gridledger.petra.dso import DSO
 from gridledger.store.sqlite import SqliteStore
 from gridledger.tiers.anchor import Anchor, make_anchor, next_height_key
@@ -42,7 +43,6 @@ from gridledger.tiers.policy_sync import StateView, replicate
 from gridledger.tiers.readings import ContentKeys, ReadingDevice, ReadingValues, summarize
 
 START_TIME = 1_767_225_600  # 2026-01-01T00:00:00Z
-SLOT_SECONDS = 900
 #: Suffix of a backup coordinator's ID (``DC-0-0.backup``).
 BACKUP = ".backup"
 #: DSO limits of every NAN meter (MAXEPA, MAXECA in W; FA credit in minor units), so PETra runs on the NAN.
@@ -185,7 +185,7 @@ def build_chain(
     ``members_directory``, in memory by default)."""
     plausibility = plausibility or RobustWindowCheck()
     name = chain_name(tier, instance)
-    genesis = Genesis(name, SLOT_SECONDS, start_time, dso.public, tuple(k.public for k in coordinator_keys))
+    genesis = Genesis(name, DEFAULT_SLOT_SECONDS, start_time, dso.public, tuple(k.public for k in coordinator_keys))
     keys = content.chain(genesis.chain_id)
     view = None if parent is None else StateView(lambda: parent.replica.state)
 

@@ -24,10 +24,10 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from gridledger.twin import envelope, mqtt, replication
-from gridledger.twin.controller import Thresholds, TwinController
 from gridledger.twin.detectors import Alarm
 from gridledger.twin.envelope import EnvelopeRejected
-from gridledger.twin.store import TwinStore
+from gridledger.twin.twin_controller import Thresholds, TwinController
+from gridledger.twin.twin_store import TwinStore
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from gridledger.devices import CommandError, Household, SmartMeter
+from gridledger.devices import CommandError, Household, MeterDevice
 from gridledger.profiles.electrical import NOMINAL_VOLTAGE
 from gridledger.twin.smartpi import PhaseReading, measurement
 
@@ -68,7 +68,7 @@ class Tamper:
 
 
 @dataclass
-class TamperableMeter(SmartMeter):
+class TamperableMeter(MeterDevice):
     """The home's smart meter on an energy path an attacker can reach: it registers ``registered`` of the net."""
 
     registered: float = 1.0

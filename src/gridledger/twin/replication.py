@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gridledger.twin.store import TwinObject, TwinStore
+from gridledger.twin.twin_store import TwinObject, TwinStore
 
 
 def registry_snapshot(store: TwinStore) -> dict[str, Any]:
