@@ -150,6 +150,8 @@ def verify(
     try:
         state = verify_store(store)
     except Reject as e:
+        if e.code == "bad-genesis-ruleset":  # not invalid: this software cannot judge the chain
+            raise _fail(f"cannot verify: {e.message}") from None
         err.print(f"[bold red]INVALID[/] {e}")
         raise typer.Exit(1) from None
     except StoreError as e:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from gridledger.ledger.assets import ECA, EPA, FA, Output, outpoint
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.transactions import Transfer
+from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.market.bidstore import (
     AnonOrder,
     BidStore,

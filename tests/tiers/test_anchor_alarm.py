@@ -7,15 +7,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from gridledger.consensus.members import Tier, chain_name
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.rules import check_transaction
-from gridledger.ledger.transactions import Genesis, decode_transaction
-from gridledger.tiers.alarm import Alarm, AlarmCode, raise_alarm
-from gridledger.tiers.anchor import MAX_ANCHOR_BLOCKS, Anchor, make_anchor
+from gridledger.ledger.kinds import check_transaction, decode_transaction
+from gridledger.ledger.kinds.alarm import Alarm, AlarmCode, raise_alarm
+from gridledger.ledger.kinds.anchor import MAX_ANCHOR_BLOCKS, Anchor, make_anchor
+from gridledger.ledger.kinds.genesis import Genesis
+from gridledger.ledger.ruleset import Tier
 from gridledger.tiers.audit import check_anchors
-from gridledger.tiers.hierarchy import SLOT_SECONDS, START_TIME, Hierarchy, TierChain
+from gridledger.tiers.hierarchy import SLOT_SECONDS, START_TIME, Hierarchy, TierChain, chain_name
 
 from .support import outcome
 

@@ -45,14 +45,11 @@ from gridledger.ledger.billing import Bill
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.transactions import (
-    Genesis,
-    MeterLimits,
-    Transaction,
-    Transfer,
-    Witness,
-    decode_transaction,
-)
+from gridledger.ledger.kinds import decode_transaction
+from gridledger.ledger.kinds.dso_policy import MeterLimits
+from gridledger.ledger.kinds.genesis import Genesis
+from gridledger.ledger.kinds.transfer import Transfer, Witness
+from gridledger.ledger.transactions import Transaction
 from gridledger.market.bidstore import (
     AnonOrder,
     BidStore,

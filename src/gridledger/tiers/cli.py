@@ -13,15 +13,15 @@ from rich.table import Table
 
 from gridledger.chain import Chain, verify_store
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.transactions import decode_transaction
+from gridledger.ledger.kinds import decode_transaction
+from gridledger.ledger.kinds.alarm import Alarm
+from gridledger.ledger.kinds.reading import Reading
 from gridledger.store import StoreError
 from gridledger.store.sqlite import SqliteStore
-from gridledger.tiers.alarm import Alarm
 from gridledger.tiers.audit import check_anchors, check_prices
 from gridledger.tiers.hierarchy import Hierarchy
 from gridledger.tiers.prove import CoverageProof, Index, ProofError, check_proof, head_hash
 from gridledger.tiers.prove import prove as build_proof
-from gridledger.tiers.readings import Reading
 
 MANIFEST = "tiers.json"
 
