@@ -38,7 +38,7 @@ from gridledger.store.sqlite import SqliteStore
 START = 1_767_225_600
 DSO_KEY, C1, C2 = KeyPair.from_secret("dso"), KeyPair.from_secret("DC-T"), KeyPair.from_secret("DC-T.backup")
 METERS = {f"MI{i}": KeyPair.from_secret(f"MI{i}") for i in range(1, 4)}
-GENESIS = Genesis("nan:DC-T", 900, START, DSO_KEY.public, (C1.public, C2.public))
+GENESIS = Genesis("nan:DC-T", 900, START, DSO_KEY.public, (C1.public, C2.public), ruleset="nan")
 CONTENT = ContentKeys(KeyPair.from_secret("content-root").seed).chain(GENESIS.chain_id)
 GENESIS_BLOCK = make_block(GENESIS.chain_id, 0, ZERO_HASH, START, (GENESIS,), C1)
 

@@ -43,7 +43,7 @@ def anchor(child: TierChain, parent: TierChain, first: int, key: KeyPair | None 
 
 def test_anchors_round_trip():
     key = KeyPair.from_secret("k")
-    g = Genesis(chain_name(Tier.HAN, "h"), SLOT_SECONDS, START_TIME, key.public, (key.public,))
+    g = Genesis(chain_name(Tier.HAN, "h"), SLOT_SECONDS, START_TIME, key.public, (key.public,), ruleset="han")
     tx = make_anchor(bytes(32), g.chain_id, 0, [bytes([i]) * 32 for i in range(5)], key, g)
     assert decode_transaction(tx.raw) == tx and tx.covers(4) and not tx.covers(5)
 
@@ -102,13 +102,21 @@ def test_only_members_anchor_and_only_into_the_tier_above(tiers):
     nan = tiers.chains["nan:DC-0-0"]
     fan = nan.parent
     outsider = KeyPair.from_secret("outsider")
-    rogue = Genesis(chain_name(Tier.HAN, "rogue"), SLOT_SECONDS, START_TIME, outsider.public, (outsider.public,))
+    rogue = Genesis(
+        chain_name(Tier.HAN, "rogue"), SLOT_SECONDS, START_TIME, outsider.public, (outsider.public,), ruleset="han"
+    )
     tx = make_anchor(nan.chain_id, rogue.chain_id, 0, [bytes(32)], outsider, rogue)
     assert outcome(nan, tx, tiers.time + 3) == "bad-anchor-signer-unknown"
     dc = nan.coordinator.key  # a member of the FAN chain, but a HAN does not anchor into a FAN
-    skipping = Genesis(chain_name(Tier.HAN, "skip"), SLOT_SECONDS, START_TIME, dc.public, (dc.public,))
-    tx = make_anchor(fan.chain_id, skipping.chain_id, 0, [bytes(32)], dc, skipping)
-    assert outcome(fan, tx, tiers.time + 3) == "bad-anchor-tier"
+    for ruleset in ("han", "petra"):  # the tier is the child's rule set, whatever its name says
+        skipping = Genesis(
+            chain_name(Tier.NAN, "skip"), SLOT_SECONDS, START_TIME, dc.public, (dc.public,), ruleset=ruleset
+        )
+        tx = make_anchor(fan.chain_id, skipping.chain_id, 0, [bytes(32)], dc, skipping)
+        assert outcome(fan, tx, tiers.time + 3) == "bad-anchor-tier"
+    unknown = Genesis("nan:odd", SLOT_SECONDS, START_TIME, dc.public, (dc.public,), ruleset="wan")
+    tx = make_anchor(fan.chain_id, unknown.chain_id, 0, [bytes(32)], dc, unknown)
+    assert outcome(fan, tx, tiers.time + 3) == "bad-genesis-ruleset"
     own = make_anchor(fan.chain_id, fan.chain_id, 0, [bytes(32)], fan.coordinator.key, fan.genesis)
     assert outcome(fan, own, tiers.time + 4) == "bad-anchor-self"
 

@@ -145,8 +145,8 @@ class TierOutcome:
 def tier_attempts(seed: int, genuine: tuple[int, int], fake: tuple[int, int]) -> TierOutcome:
     """Replicate a genuine price down a small hierarchy (head-end, FAN/WAN, NAN, two HANs) and inject fake ones
     at the NAN."""
-    # imported here: the tiers package registers its transaction kinds and the PoEf certificate check with the
-    # ledger core, which every process importing the attack registry (the whole CLI) need not do
+    # imported here: the hierarchy pulls in the whole PoEf protocol, which every process importing the attack
+    # registry (the whole CLI) need not load
     from gridledger.ledger.ruleset import Tier
     from gridledger.tiers.hierarchy import Hierarchy
     from gridledger.tiers.policy_sync import StateView, check_price_signal
