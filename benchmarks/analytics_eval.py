@@ -38,8 +38,8 @@ from gridledger.analytics.scorecards import SPIKE, CheckRates, evaluate_check
 from gridledger.analytics.theft import TheftSettings, detect, train
 from gridledger.analytics.theft_attacks import inject_theft
 from gridledger.consensus.plausibility import BandCheck, RankCheck, RobustWindowCheck
+from gridledger.ledger.kinds.reading import ReadingValues
 from gridledger.profiles import community_readings
-from gridledger.tiers.readings import ReadingValues
 
 METERS, DAYS, SEED, FOLDS = 50, 30, 0, 5
 COLUMNS = ("consumption_wh", "production_wh", "voltage_v", "current_a", "power_factor")

@@ -20,7 +20,7 @@ from pathlib import Path
 from rich.progress import track
 
 from gridledger.ledger.crypto import KeyPair
-from gridledger.ledger.transactions import DsoPolicy
+from gridledger.ledger.kinds.dso_policy import DsoPolicy
 from gridledger.node import cluster
 from gridledger.node.client import NodeClient
 

@@ -20,7 +20,9 @@ from rich.progress import track
 from gridledger.chain import Chain
 from gridledger.ledger.assets import FA, Output
 from gridledger.ledger.crypto import KeyPair
-from gridledger.ledger.transactions import Genesis, MeterIssue, MeterLimits
+from gridledger.ledger.kinds.dso_policy import MeterLimits
+from gridledger.ledger.kinds.genesis import Genesis
+from gridledger.ledger.kinds.meter_issue import MeterIssue
 from gridledger.petra.dso import DSO
 from gridledger.store.sqlite import SqliteStore
 

@@ -24,8 +24,11 @@ from gridledger.ledger import crypto
 from gridledger.ledger.assets import FA, Output, outpoint
 from gridledger.ledger.block import Block, make_block
 from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.kinds.dso_policy import MeterLimits
+from gridledger.ledger.kinds.genesis import Genesis
+from gridledger.ledger.kinds.meter_issue import MeterIssue
+from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.ledger.state import LedgerState
-from gridledger.ledger.transactions import Genesis, MeterIssue, MeterLimits, Transfer
 from gridledger.petra.dso import DSO
 from gridledger.store.sqlite import SqliteStore
 

@@ -26,8 +26,10 @@ from nacl.public import PrivateKey
 from gridledger.chain import Chain
 from gridledger.ledger.assets import EPA, outpoint
 from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.kinds import decode_transaction
+from gridledger.ledger.kinds.dso_policy import MeterLimits
+from gridledger.ledger.kinds.genesis import Genesis
 from gridledger.ledger.policy import PolicyTimeline
-from gridledger.ledger.transactions import Genesis, MeterLimits, decode_transaction
 from gridledger.petra.coinshuffle import MixBoard, Participant, mix_coin
 from gridledger.petra.dso import DSO
 from gridledger.petra.meter import SmartMeter

@@ -3,8 +3,8 @@
 A NAN of N smart meters (real Ed25519 keys, each reading AES-GCM encrypted and signed by its meter) and one data
 concentrator (coordinator, SQLite store on disk with synchronous commits). Every meter reports the minute that
 just ended once a minute, at its own random second (so N/60 readings arrive per second). The concentrator cuts a
-block every ``INTERVAL_S``; the block's committee (``COMMITTEE_SIZE[NAN]`` meters drawn by the sortition rule)
-validates it — each member re-runs every ledger rule, opens the readings disclosed to it and re-runs the
+block every ``INTERVAL_S``; the block's committee (the NAN rule set's ``committee_size`` meters, drawn by the
+sortition rule) validates it — each member re-runs every ledger rule, opens the readings disclosed to it and re-runs the
 plausibility check itself; the meters' validators share one process and one replica of the chain, but none
 skips a check because another made it — and the block commits with its quorum certificate on the concentrator's
 store and on the meters' replica (each re-validates it). 0.5 % of readings are spikes, so alarms are raised.
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 from rich.progress import track
 
-from gridledger.consensus.committee import COMMITTEE_SIZE, quorum
-from gridledger.consensus.members import Tier
-from gridledger.tiers.alarm import Alarm
+from gridledger.ledger.committee import quorum
+from gridledger.ledger.kinds.alarm import Alarm
+from gridledger.ledger.kinds.reading import Reading, ReadingValues
+from gridledger.ledger.ruleset import Tier, tier_ruleset
 from gridledger.tiers.hierarchy import build_neighbourhood, simulated_minute
-from gridledger.tiers.readings import Reading, ReadingValues
 
 SIZES = (500, 2_000, 10_000)
 RUN_S = {500: 30, 2_000: 60, 10_000: 30}
@@ -127,7 +127,7 @@ def run(n: int, seconds: float, directory: Path) -> dict:
 
 
 def main() -> None:
-    k = COMMITTEE_SIZE[Tier.NAN]
+    k = tier_ruleset(Tier.NAN).committee_size
     print(f"NAN under PoEf: committee {k} meters per block (quorum {quorum(k)}), a block every {INTERVAL_S} s")
     results = []
     for n in SIZES:

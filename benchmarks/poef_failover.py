@@ -30,11 +30,11 @@ import etcd3gw
 from rich.progress import track
 
 from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.kinds.reading import ReadingValues
 from gridledger.node import cluster
 from gridledger.node.client import NodeClient
 from gridledger.node.config import NodeConfig
 from gridledger.petra.dso import DSO
-from gridledger.tiers.readings import ReadingValues
 
 KILLS = 10
 LATENCY_SAMPLES = 15

@@ -42,7 +42,8 @@ from scipy.sparse import coo_matrix
 
 from gridledger.ledger.assets import outpoint
 from gridledger.ledger.billing import energy_charge
-from gridledger.ledger.transactions import MeterIssue, Transfer
+from gridledger.ledger.kinds.meter_issue import MeterIssue
+from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.market.orders import Side
 from gridledger.petra.prosumer import Intent
 from gridledger.sim.market_rounds import DsoView, Microgrid

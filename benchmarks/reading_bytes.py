@@ -2,8 +2,9 @@
 
 The NAN of benchmarks/nan_latency.py — 2,000 meters reporting once a minute at their own second, a block every
 ``INTERVAL_S`` (so 25 readings per block), each block with its quorum certificate from a committee of
-``COMMITTEE_SIZE[NAN]`` — run in simulated time (no waiting), with the full PoEf round on every block. After a
-warm-up (every meter has reported, so the per-meter counters exist), ``MINUTES`` minutes of readings are committed;
+the NAN rule set's ``committee_size`` — run in simulated time (no waiting), with the full PoEf round on every
+block. After a warm-up (every meter has reported, so the per-meter counters exist), ``MINUTES`` minutes of
+readings are committed;
 the concentrator's SQLite file (WAL checkpointed) is measured before and after: bytes per reading = growth /
 readings committed in between (fsync per block is turned off for speed; it does not change the bytes). The same
 certified blocks are then appended by nodes whose stores use other SQLite page sizes: a block of 1–4 KB takes a
@@ -23,12 +24,12 @@ from pathlib import Path
 from rich.progress import track
 
 from gridledger.chain import Chain
-from gridledger.consensus.committee import COMMITTEE_SIZE, quorum
-from gridledger.consensus.members import Tier
+from gridledger.ledger.committee import quorum
+from gridledger.ledger.kinds.reading import Reading, ReadingValues
+from gridledger.ledger.ruleset import Tier, tier_ruleset
 from gridledger.ledger.state import StateChanges
 from gridledger.store.sqlite import SqliteStore
 from gridledger.tiers.hierarchy import PAGE_SIZE, START_TIME, build_neighbourhood, simulated_minute, sqlite_store
-from gridledger.tiers.readings import Reading, ReadingValues
 
 METERS = 2_000
 INTERVAL_S = 0.75
@@ -45,7 +46,7 @@ def file_size(store: SqliteStore) -> int:
 
 
 def main() -> None:
-    k = COMMITTEE_SIZE[Tier.NAN]
+    k = tier_ruleset(Tier.NAN).committee_size
     with tempfile.TemporaryDirectory(prefix="reading-bytes-") as tmp:
         node = build_neighbourhood(METERS, directory=Path(tmp))
         store = node.coordinator.chain.store

@@ -16,7 +16,10 @@ from gridledger.chain import Chain
 from gridledger.ledger.assets import EPA, FA, Asset, AssetKind, Output, outpoint
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
-from gridledger.ledger.transactions import Genesis, MeterIssue, MeterLimits, Transfer
+from gridledger.ledger.kinds.dso_policy import MeterLimits
+from gridledger.ledger.kinds.genesis import Genesis
+from gridledger.ledger.kinds.meter_issue import MeterIssue
+from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.ledger.units import DEFAULT_SLOT_SECONDS
 from gridledger.petra.dso import DSO
 from gridledger.store import open_store

@@ -26,8 +26,12 @@ from gridledger.chain import Chain
 from gridledger.ledger.assets import ECA, EPA, FA, Asset
 from gridledger.ledger.block import Block, make_block
 from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.kinds.dso_policy import MeterLimits
+from gridledger.ledger.kinds.genesis import Genesis
+from gridledger.ledger.kinds.meter_issue import MeterIssue
+from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.ledger.state import LedgerState
-from gridledger.ledger.transactions import Genesis, MeterIssue, MeterLimits, Transaction, Transfer
+from gridledger.ledger.transactions import Transaction
 from gridledger.petra.dso import DSO
 from gridledger.petra.meter import SmartMeter
 from gridledger.petra.wallet import Wallet, combine

@@ -1,9 +1,10 @@
 """A node's chain: the ledger state machine, its store, a mempool and in-process ordering (the embedded default).
 
-``Chain.create`` writes a genesis block; ``Chain.open`` reopens a store (optionally replaying and re-verifying
-every block); ``submit`` queues a transaction after its context-free checks; ``propose`` orders the mempool
-into a block as a coordinator would, dropping (and reporting) transactions the state rejects; ``append``
-validates and commits a block received from elsewhere. ``verify_store`` is the whole-chain verifier.
+The chain's rules are the rule set its genesis names (``state.ruleset``). ``Chain.create`` writes a genesis
+block; ``Chain.open`` reopens a store (optionally replaying and re-verifying every block); ``submit`` queues a
+transaction after its context-free checks; ``propose`` orders the mempool into a block as a coordinator would,
+dropping (and reporting) transactions the state rejects; ``append`` validates and commits a block received from
+elsewhere. ``verify_store`` is the whole-chain verifier.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from gridledger.ledger import crypto
 from gridledger.ledger.block import ZERO_HASH, Block, make_block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.rules import check_transaction
-from gridledger.ledger.state import LedgerState, StateChanges, block_checks_registered
-from gridledger.ledger.transactions import Genesis, Transaction, Transfer
+from gridledger.ledger.kinds.genesis import Genesis
+from gridledger.ledger.kinds.transfer import Transfer
+from gridledger.ledger.state import LedgerState, StateChanges
+from gridledger.ledger.transactions import Transaction
 from gridledger.store.base import Store, StoreError
 
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="propose-verify")
@@ -83,7 +85,7 @@ class Chain:
     # ----------------------------------------------------------------- mempool
     def submit(self, tx: Transaction) -> bytes:
         """Queue ``tx`` (idempotent by transaction id) after its context-free checks; returns the txid."""
-        check_transaction(tx)
+        self.state.ruleset.check_transaction(tx)
         self.mempool.setdefault(tx.txid, tx)
         return tx.txid
 
@@ -118,11 +120,11 @@ class Chain:
         block = make_block(
             self.chain_id, state.height + 1, state.tip_hash, max(time, state.tip_time), tuple(accepted), proposer
         )
-        if commit and not block_checks_registered():
+        if commit and not state.ruleset.block_checks:
             self._commit(block, mark)
         else:
             state.rollback(mark)
-            if commit:  # whole-block consensus rules (e.g. a quorum certificate) apply: validate it as any block
+            if commit:  # the rule set's whole-block checks (e.g. a quorum certificate) apply: validate it as any block
                 self.append(block)
         return ProposeResult(block, rejected)
 

@@ -16,7 +16,8 @@ from gridledger.ledger.assets import ECA, EPA, FA
 from gridledger.ledger.billing import Bill
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
-from gridledger.ledger.transactions import Genesis, MeterLimits
+from gridledger.ledger.kinds.dso_policy import MeterLimits
+from gridledger.ledger.kinds.genesis import Genesis
 from gridledger.ledger.units import DEFAULT_SLOT_SECONDS, energy_cost
 from gridledger.petra.dso import DSO
 from gridledger.petra.meter import SmartMeter

@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from gridledger.analytics.data import DataError
 from gridledger.analytics.efficiency import _sqrt_half_down, efficiency_score, forecast_adherence
 from gridledger.analytics.scorecards import audit_reward, evaluate_check, period_score, period_scores
-from gridledger.consensus.members import score
 from gridledger.consensus.plausibility import BandCheck, RobustWindowCheck
-from gridledger.consensus.rewards import make_reward
 from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.kinds.reading import ReadingValues
+from gridledger.ledger.kinds.reward import make_reward
+from gridledger.ledger.members import score
 from gridledger.tiers.hierarchy import START_TIME, TierChain, build_neighbourhood
-from gridledger.tiers.readings import ReadingValues
 
 
 # ------------------------------------------------------------------ the check on community readings

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from gridledger.ledger.kinds.reading import Reading, ReadingValues
 from gridledger.tiers.hierarchy import START_TIME, TierChain
-from gridledger.tiers.readings import Reading, ReadingValues
 
 METERS = 7
 

@@ -11,12 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridledger.chain import verify_store
-from gridledger.consensus.committee import COMMITTEE_SIZE, Weights, committee_for, draw, quorum
-from gridledger.consensus.members import DEFAULT_SCORE, Tier, roster, tier_of
 from gridledger.demo import run_demo
 from gridledger.ledger.block import Vote
+from gridledger.ledger.committee import Weights, committee_for, draw, quorum
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
+from gridledger.ledger.members import DEFAULT_SCORE, roster
+from gridledger.ledger.ruleset import Tier, ruleset_of, tier_ruleset
 from gridledger.store.sqlite import SqliteStore
 
 from .support import METERS, commit_minutes, minute_time, readings
@@ -50,10 +51,11 @@ def test_quorum_is_a_strict_majority(k):
         assert 2 * q > k >= 2 * (q - 1)
 
 
-def test_tiers_are_named_by_the_genesis_tag(nan):
-    assert tier_of(nan.genesis) is Tier.NAN
-    for untagged in ("nan-demo", "x", "wan:x"):
-        assert tier_of(dataclasses.replace(nan.genesis, chain=untagged)) is None
+def test_the_tier_is_the_rule_set_the_genesis_names_not_its_name(nan):
+    assert nan.genesis.ruleset == "nan" and ruleset_of(nan.genesis).tier is Tier.NAN
+    for name in ("nan-demo", "x", "head:x"):
+        assert ruleset_of(dataclasses.replace(nan.genesis, chain=name)).tier is Tier.NAN
+    assert ruleset_of(dataclasses.replace(nan.genesis, ruleset="petra")).tier is None
     assert Tier.HAN.parent is Tier.NAN and Tier.HEAD.parent is None
 
 
@@ -63,7 +65,7 @@ def test_committee_is_drawn_from_the_enrolled_members_and_verifiable(nan):
     block = nan.coordinator.propose(minute_time(0))
     committee = committee_for(nan.coordinator.chain.state, block.header)
     members = {m.key.public for m in nan.members.values()}
-    assert len(committee.members) == COMMITTEE_SIZE[Tier.NAN] < METERS
+    assert len(committee.members) == tier_ruleset(Tier.NAN).committee_size < METERS
     assert committee.keys <= members and committee.required == 3
     # anyone recomputes the same committee from their own copy of the chain
     assert committee_for(nan.replica.state, block.header) == committee

@@ -7,8 +7,8 @@ import pytest
 from gridledger.consensus.failover import Lease, Submitter, take_over
 from gridledger.consensus.poef import run_round
 from gridledger.ledger.block import Vote
-from gridledger.tiers.alarm import Alarm, AlarmCode
-from gridledger.tiers.readings import Reading
+from gridledger.ledger.kinds.alarm import Alarm, AlarmCode
+from gridledger.ledger.kinds.reading import Reading
 
 from .support import commit_minutes, minute_time, readings
 

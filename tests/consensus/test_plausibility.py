@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gridledger.consensus.plausibility import BandCheck, Implausible, Plausibility
-from gridledger.tiers.readings import ReadingValues
+from gridledger.ledger.kinds.reading import ReadingValues
 
 CHECK = BandCheck()
 energy = st.integers(0, 100_000)

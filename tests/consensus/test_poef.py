@@ -13,12 +13,12 @@ from gridledger.ledger.assets import EPA, FA
 from gridledger.ledger.block import Vote, make_block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.transactions import MeterLimits
+from gridledger.ledger.kinds.alarm import Alarm, AlarmCode
+from gridledger.ledger.kinds.dso_policy import MeterLimits
+from gridledger.ledger.kinds.reading import Reading, ReadingValues, reading_key, seal
 from gridledger.petra.meter import SmartMeter
 from gridledger.petra.wallet import Wallet, combine
-from gridledger.tiers.alarm import Alarm, AlarmCode
 from gridledger.tiers.hierarchy import METER_LIMITS, replica_chain
-from gridledger.tiers.readings import Reading, ReadingValues, reading_key, seal
 
 from .support import commit_minutes, minute_time, readings
 

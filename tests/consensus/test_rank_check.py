@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridledger.consensus.plausibility import Plausibility, RankCheck
-from gridledger.tiers.readings import ReadingValues
+from gridledger.ledger.kinds.reading import ReadingValues
 
 CHECK = RankCheck(window=2000, period=None)
 HISTORY = [ReadingValues(int(w)) for w in np.random.default_rng(0).gamma(4.0, 2.5, size=2000).round()]  # mean 10

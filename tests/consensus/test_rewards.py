@@ -9,9 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gridledger.consensus.committee import Weights
-from gridledger.consensus.members import DEFAULT_SCORE, MAX_SCORE, score
-from gridledger.consensus.rewards import (
+from gridledger.ledger import crypto
+from gridledger.ledger.assets import ECA, FA, Output, outpoint
+from gridledger.ledger.block import Vote, make_block
+from gridledger.ledger.committee import Weights
+from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.errors import Reject
+from gridledger.ledger.kinds import check_transaction, decode_transaction
+from gridledger.ledger.kinds.reward import (
     RATE_CAP,
     THRESHOLD,
     Reward,
@@ -20,13 +25,8 @@ from gridledger.consensus.rewards import (
     reward_amounts,
     score_of,
 )
-from gridledger.ledger import crypto
-from gridledger.ledger.assets import ECA, FA, Output, outpoint
-from gridledger.ledger.block import Vote, make_block
-from gridledger.ledger.crypto import KeyPair
-from gridledger.ledger.errors import Reject
-from gridledger.ledger.rules import check_transaction
-from gridledger.ledger.transactions import Transfer, decode_transaction
+from gridledger.ledger.kinds.transfer import Transfer
+from gridledger.ledger.members import DEFAULT_SCORE, MAX_SCORE, score
 
 from .support import minute_time
 

@@ -13,9 +13,9 @@ from gridledger.consensus.plausibility import Implausible, Plausibility, RobustW
 from gridledger.consensus.poef import Coordinator, Validator
 from gridledger.ledger.block import Vote, make_block
 from gridledger.ledger.errors import Reject
-from gridledger.tiers.alarm import Alarm, AlarmCode
+from gridledger.ledger.kinds.alarm import Alarm, AlarmCode
+from gridledger.ledger.kinds.reading import MAX_WIDE, ReadingValues
 from gridledger.tiers.hierarchy import TierChain, build_neighbourhood
-from gridledger.tiers.readings import MAX_WIDE, ReadingValues
 
 from .support import METERS, commit_minutes, minute_time, readings
 

@@ -29,23 +29,19 @@ import pytest
 import gridledger.chain
 import gridledger.ledger
 from gridledger.chain import Chain, verify_store
-from gridledger.ledger.assets import ECA, EPA, FA, Asset, AssetKind, Output, outpoint
+from gridledger.ledger.assets import ECA, EPA, FA, MAX_IO, Asset, AssetKind, Output, outpoint
 from gridledger.ledger.block import MAX_BLOCK_TXS, ZERO_HASH, Block, make_block
 from gridledger.ledger.crypto import KeyPair, sha256
 from gridledger.ledger.encoding import Writer
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.rules import MAX_IO
+from gridledger.ledger.kinds import check_transaction, decode_transaction
+from gridledger.ledger.kinds.dso_policy import DsoPolicy, MeterLimits
+from gridledger.ledger.kinds.genesis import Genesis
+from gridledger.ledger.kinds.meter_issue import MeterIssue
+from gridledger.ledger.kinds.reading import Reading, sealed_size
+from gridledger.ledger.kinds.transfer import Transfer, Witness
 from gridledger.ledger.state import LedgerState
-from gridledger.ledger.transactions import (
-    DsoPolicy,
-    Genesis,
-    MeterIssue,
-    MeterLimits,
-    Transaction,
-    Transfer,
-    Witness,
-    decode_transaction,
-)
+from gridledger.ledger.transactions import Transaction
 from gridledger.petra.wallet import combine
 from gridledger.store.sqlite import SqliteStore
 
@@ -324,9 +320,7 @@ def half_signed_trade_proposed(h: Harness) -> Attempt:
     """An atomic trade signed by the seller only: the coordinator drops it when it orders the mempool."""
     net = h.net
     seller, buyer = net.wallets["seller"], net.wallets["buyer"]
-    trade = combine(
-        seller.leg(EPA(1_000, 1, 2), buyer.new_address()), buyer.leg(FA(30), seller.new_address())
-    )
+    trade = combine(seller.leg(EPA(1_000, 1, 2), buyer.new_address()), buyer.leg(FA(30), seller.new_address()))
     trade = seller.sign(trade, net.chain_id)
 
     def propose() -> None:
@@ -627,7 +621,7 @@ def policy_signed_by_a_meter(h: Harness) -> Attempt:
     return h.in_block(tx)
 
 
-@case("bad-policy-stale", r"effective time 1 is in the past \(current slot 2\)")
+@case("bad-policy-stale", r"effective slot 1 is in the past \(current slot 2\)")
 def stale_policy(h: Harness) -> Attempt:
     h.net.at_slot(2)
     return h.in_block(h.policy(1, prices=(500, 1)))
@@ -692,7 +686,7 @@ def banned_meter_with_bad_id(h: Harness) -> list[Attempt]:
     return h.both(DsoPolicy(h.dso_nonce(), 5, ban=("MI#1",)))
 
 
-@case("bad-encoding-overflow", r"effective time = 18446744073709551616 does not fit in 64 bits")
+@case("bad-encoding-overflow", r"effective slot = 18446744073709551616 does not fit in 64 bits")
 def policy_time_overflows(h: Harness) -> list[Attempt]:
     return h.both(DsoPolicy(h.dso_nonce(), 2**64, prices=(1, 1)))
 
@@ -722,6 +716,16 @@ def _create(h: Harness, genesis: Genesis, tmp_name: str) -> Attempt:
             assert store.tip_height() is None
 
     return Attempt(create, store=store.db, state=None)
+
+
+@case("bad-genesis-ruleset", r"chain 'nan-x' names rule set 'wan' v1, which this software does not know")
+def genesis_of_an_unknown_rule_set(h: Harness) -> Attempt:
+    return _create(h, _genesis(ruleset="wan"), "unknown-ruleset.sqlite")
+
+
+@case("bad-genesis-ruleset", r"chain 'nan-x' names rule set nan v2; this software implements nan v1")
+def genesis_of_a_newer_rule_set(h: Harness) -> Attempt:
+    return _create(h, _genesis(ruleset="nan", ruleset_version=2), "newer-ruleset.sqlite")
 
 
 @case("bad-genesis-params", r"slot_seconds must be 1..86400")
@@ -814,9 +818,7 @@ def proposer_not_a_coordinator(h: Harness) -> Attempt:
 @case("bad-blk-signature", r"proposer signature is invalid")
 def forged_block_signature(h: Harness) -> Attempt:
     block = h.net.next_block(*h.warm)
-    forged = Block(
-        block.header, KeyPair.from_secret("rogue").sign(block.header.signing_message()), block.transactions
-    )
+    forged = Block(block.header, KeyPair.from_secret("rogue").sign(block.header.signing_message()), block.transactions)
     return Attempt(partial(h.net.chain.append, forged), height=block.height)
 
 
@@ -888,12 +890,22 @@ def unknown_transaction_kind(h: Harness) -> Attempt:
 
 @case("bad-tx-kind-unknown", r"no rules for transaction kind Orphan")
 def transaction_kind_without_rules(h: Harness) -> Attempt:
+    return Attempt(partial(check_transaction, Orphan()))
+
+
+@case("bad-tx-kind-not-in-ruleset", r"rule set petra v1 has no Orphan transactions")
+def transaction_kind_outside_every_rule_set(h: Harness) -> Attempt:
     return h.submit(Orphan())
 
 
-@case("bad-tx-kind-unknown", r"no state rules for transaction kind 250")
-def transaction_kind_without_state_rules(h: Harness) -> Attempt:
-    return Attempt(partial(h.net.state.apply_tx, Orphan(), 0))
+def _reading() -> Reading:
+    return Reading(0, 0, 0, bytes(sealed_size(0))).signed(bytes(32), KeyPair.from_secret("meter"))
+
+
+@case("bad-tx-kind-not-in-ruleset", r"rule set petra v1 has no READING transactions")
+def reading_on_a_petra_chain(h: Harness) -> list[Attempt]:
+    """A core kind that the chain's rule set lacks: refused in the mempool, in a block and by the state."""
+    return [h.submit(_reading()), h.in_block(_reading()), Attempt(partial(h.net.state.apply_tx, _reading(), 0))]
 
 
 @case("bad-encoding-flag", r"prices flag must be 0 or 1, got 2")
@@ -941,9 +953,7 @@ def verify_an_empty_store(h: Harness) -> Attempt:
 
 @case("bad-chain-height", r"block stored at height 2 says it is at 1")
 def block_stored_at_the_wrong_height(h: Harness) -> Attempt:
-    h.net.store.db.execute(
-        "UPDATE blocks SET data = (SELECT data FROM blocks WHERE height = 1) WHERE height = 2"
-    )
+    h.net.store.db.execute("UPDATE blocks SET data = (SELECT data FROM blocks WHERE height = 1) WHERE height = 2")
     return Attempt(partial(verify_store, h.net.store), height=2, live=False)
 
 
@@ -1017,15 +1027,23 @@ def _reject_codes(path: Path) -> set[str]:
             if isinstance(arg, ast.Constant):
                 codes.add(re.escape(arg.value))
             elif isinstance(arg, ast.JoinedStr):
-                codes.add(
-                    "".join(
-                        re.escape(v.value) if isinstance(v, ast.Constant) else "[a-z]+" for v in arg.values
-                    )
-                )
+                codes.add("".join(re.escape(v.value) if isinstance(v, ast.Constant) else "[a-z]+" for v in arg.values))
     return codes
 
 
-CORE_MODULES = ("rules", "state", "assets", "encoding", "block", "transactions")
+CORE_MODULES = (
+    "state",
+    "assets",
+    "encoding",
+    "block",
+    "transactions",
+    "ruleset",
+    "kinds/__init__",
+    "kinds/genesis",
+    "kinds/transfer",
+    "kinds/meter_issue",
+    "kinds/dso_policy",
+)
 
 
 def test_every_reject_code_is_in_the_corpus() -> None:
@@ -1038,3 +1056,22 @@ def test_every_reject_code_is_in_the_corpus() -> None:
     stray = sorted(code for code in exercised if not any(re.fullmatch(p, code) for p in patterns))
     assert not stray, f"corpus codes the core never raises: {stray}"
     assert len(exercised) >= 35 and len(CASES) >= 20
+
+
+#: Core modules of the multi-tier kinds and PoEf validity: their cases live with the tiers' and consensus tests.
+TIER_MODULES = ("kinds/reading", "kinds/anchor", "kinds/alarm", "kinds/reward", "committee", "members")
+
+
+def test_every_reject_code_of_the_tier_kinds_has_a_test() -> None:
+    ledger = Path(gridledger.ledger.__file__).parent
+    patterns = set().union(*(_reject_codes(ledger / f"{m}.py") for m in TIER_MODULES))
+    tests = Path(__file__).parents[1]
+    strings = {
+        node.value
+        for path in tests.rglob("test_*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    }
+    missing = sorted(p for p in patterns if not any(re.fullmatch(p, s) for s in strings))
+    assert not missing, f"reject codes of the tier kinds that no test expects: {missing}"
+    assert len(patterns) >= 30

@@ -11,7 +11,7 @@ from gridledger.chain import Chain, verify_store
 from gridledger.ledger.assets import EPA, FA, Output, outpoint
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.transactions import Transfer, Witness
+from gridledger.ledger.kinds.transfer import Transfer, Witness
 from gridledger.store.base import StoreError
 from gridledger.store.sqlite import SqliteStore
 

@@ -32,18 +32,12 @@ from gridledger.ledger.block import Block, BlockHeader, Vote
 from gridledger.ledger.crypto import KeyPair, sha256
 from gridledger.ledger.encoding import FORMAT_VERSION, Reader, Writer, check_name
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.transactions import (
-    DsoPolicy,
-    Genesis,
-    MeterIssue,
-    MeterLimits,
-    Transaction,
-    Transfer,
-    TxKind,
-    Witness,
-    decode_transaction,
-    sighash,
-)
+from gridledger.ledger.kinds import decode_transaction
+from gridledger.ledger.kinds.dso_policy import DsoPolicy, MeterLimits
+from gridledger.ledger.kinds.genesis import Genesis
+from gridledger.ledger.kinds.meter_issue import MeterIssue
+from gridledger.ledger.kinds.transfer import Transfer, Witness
+from gridledger.ledger.transactions import Transaction, TxKind, sighash
 from gridledger.petra.wallet import combine
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridledger.ledger.crypto import sha256
+from gridledger.ledger.kinds.transfer import Witness
 from gridledger.ledger.merkle import EMPTY_ROOT, leaf_hash, merkle_proof, merkle_root, node_hash, verify_proof
-from gridledger.ledger.transactions import Witness
 
 if TYPE_CHECKING:
     from conftest import Net

@@ -1,6 +1,6 @@
-"""The DSO policy timeline: the policy in force at slot t is the latest one whose effective time ≤ t.
+"""The DSO policy timeline: the policy in force at slot t is the latest one whose effective slot ≤ t.
 
-"Latest" orders by effective time, then by commit order; each element (a meter's status, a meter's limits, the
+"Latest" orders by effective slot, then by commit order; each element (a meter's status, a meter's limits, the
 prices) follows its own timeline, so a policy that only bans a meter leaves the prices in force. The property
 compares ``PolicyTimeline`` with a brute-force scan over random policy sequences, and the chain's answers
 (issues accepted or refused, prices) with the same brute force after the policies went through blocks.
@@ -18,8 +18,9 @@ from gridledger.chain import Chain
 from gridledger.ledger.assets import EPA, Output
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
+from gridledger.ledger.kinds.dso_policy import DsoPolicy, MeterLimits
+from gridledger.ledger.kinds.meter_issue import MeterIssue
 from gridledger.ledger.policy import AUTHORIZED, BANNED, UNKNOWN, PolicyTimeline
-from gridledger.ledger.transactions import DsoPolicy, MeterIssue, MeterLimits
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,24 +32,24 @@ KEYS = {m: [KeyPair.from_secret(f"{m}{i}") for i in range(2)] for m in METERS}
 
 
 def brute_force(policies: list[DsoPolicy], slot: int) -> dict:
-    """Per element, the value of the last policy (by effective time, then commit order) with time ≤ slot."""
+    """Per element, the value of the last policy (by effective slot, then commit order) with time ≤ slot."""
 
     def latest(values):  # values: (time, seq, value) of the policies that set this element
         in_force = [v for v in values if v[0] <= slot]
         return max(in_force, key=lambda v: (v[0], v[1]))[2] if in_force else None
 
     answer = {
-        "prices": latest([(p.time, i, p.prices) for i, p in enumerate(policies) if p.prices is not None])
+        "prices": latest([(p.effective_slot, i, p.prices) for i, p in enumerate(policies) if p.prices is not None])
     }
     for m in METERS:
-        status = [(p.time, i, k) for i, p in enumerate(policies) for mm, k in p.authorize if mm == m]
-        status += [(p.time, i, BANNED) for i, p in enumerate(policies) if m in p.ban]
+        status = [(p.effective_slot, i, k) for i, p in enumerate(policies) for mm, k in p.authorize if mm == m]
+        status += [(p.effective_slot, i, BANNED) for i, p in enumerate(policies) if m in p.ban]
         value = latest(status)
         answer[m] = (
             (UNKNOWN, None) if value is None else (BANNED, None) if value == BANNED else (AUTHORIZED, value)
         )
         answer[m, "limits"] = latest(
-            [(p.time, i, lim) for i, p in enumerate(policies) for lim in p.limits if lim.meter == m]
+            [(p.effective_slot, i, lim) for i, p in enumerate(policies) for lim in p.limits if lim.meter == m]
         )
     return answer
 

@@ -21,8 +21,7 @@ from hypothesis import strategies as st
 
 from gridledger.ledger.assets import ECA, EPA, FA, Asset, AssetKind, Output
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.rules import check_conservation
-from gridledger.ledger.transactions import Transfer
+from gridledger.ledger.kinds.transfer import Transfer, check_conservation
 from gridledger.petra.wallet import Wallet, combine
 
 if TYPE_CHECKING:

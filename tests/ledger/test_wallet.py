@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridledger.ledger.assets import ECA, EPA, FA, Asset, AssetKind
-from gridledger.ledger.rules import check_conservation
+from gridledger.ledger.kinds.transfer import check_conservation
 from gridledger.petra.wallet import Wallet, WalletError, combine, remainder
 
 if TYPE_CHECKING:

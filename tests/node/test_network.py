@@ -16,7 +16,7 @@ import time
 import pytest
 
 from gridledger.ledger.crypto import KeyPair
-from gridledger.ledger.transactions import DsoPolicy
+from gridledger.ledger.kinds.dso_policy import DsoPolicy
 from gridledger.node import cluster
 from gridledger.node.client import NodeClient
 from gridledger.node.etcd import EtcdUnavailable, etcd_binary

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gridledger.chain import verify_store
-from gridledger.ledger.transactions import DsoPolicy
+from gridledger.ledger.kinds.dso_policy import DsoPolicy
 from gridledger.node import cluster
 from gridledger.node.etcd import EtcdUnavailable, etcd_binary
 from gridledger.node.testnet import Testnet, wait_until

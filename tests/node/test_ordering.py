@@ -14,7 +14,7 @@ import pytest
 
 from gridledger.chain import Chain
 from gridledger.ledger.crypto import KeyPair
-from gridledger.ledger.transactions import Genesis
+from gridledger.ledger.kinds.genesis import Genesis
 from gridledger.node.ordering import EtcdOrderer, InProcessOrderer
 from gridledger.node.sequencer import Sequencer
 from gridledger.petra.dso import DSO

@@ -16,9 +16,11 @@ import signal
 import pytest
 
 from gridledger.chain import Chain
-from gridledger.consensus.committee import check_certificate, committee_for
 from gridledger.ledger.block import Block, Vote
+from gridledger.ledger.committee import check_certificate, committee_for
 from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.kinds.alarm import Alarm, AlarmCode
+from gridledger.ledger.kinds.reading import ReadingValues
 from gridledger.node import cluster
 from gridledger.node.client import NodeClient
 from gridledger.node.config import NodeConfig
@@ -27,8 +29,6 @@ from gridledger.node.poef_board import EtcdPoefOrderer
 from gridledger.node.testnet import wait_until
 from gridledger.petra.dso import DSO
 from gridledger.store.sqlite import SqliteStore
-from gridledger.tiers.alarm import Alarm, AlarmCode
-from gridledger.tiers.readings import ReadingValues
 
 pytestmark = pytest.mark.slow
 

@@ -12,13 +12,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gridledger.chain import Chain
-from gridledger.consensus.committee import check_certificate, committee_for
 from gridledger.consensus.plausibility import RobustWindowCheck
 from gridledger.consensus.poef import Coordinator, Replica
 from gridledger.ledger.block import ZERO_HASH, Block, Vote, make_block
+from gridledger.ledger.committee import check_certificate, committee_for
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.transactions import Genesis, MeterLimits
+from gridledger.ledger.kinds.alarm import Alarm, AlarmCode
+from gridledger.ledger.kinds.dso_policy import MeterLimits
+from gridledger.ledger.kinds.genesis import Genesis
+from gridledger.ledger.kinds.reading import ContentKeys, Reading, ReadingDevice, ReadingValues
 from gridledger.node.config import ConfigError, NodeConfig
 from gridledger.node.poef_board import (
     EtcdPoefOrderer,
@@ -31,13 +34,11 @@ from gridledger.node.restricted import COORDINATOR, DSO, METER, Forbidden, NotHe
 from gridledger.node.run import build_service
 from gridledger.petra.dso import DSO as DsoSigner
 from gridledger.store.sqlite import SqliteStore
-from gridledger.tiers.alarm import Alarm, AlarmCode
-from gridledger.tiers.readings import ContentKeys, Reading, ReadingDevice, ReadingValues
 
 START = 1_767_225_600
 DSO_KEY, C1, C2 = KeyPair.from_secret("dso"), KeyPair.from_secret("DC-T"), KeyPair.from_secret("DC-T.backup")
 METERS = {f"MI{i}": KeyPair.from_secret(f"MI{i}") for i in range(1, 4)}
-GENESIS = Genesis("nan:DC-T", 900, START, DSO_KEY.public, (C1.public, C2.public))
+GENESIS = Genesis("nan:DC-T", 900, START, DSO_KEY.public, (C1.public, C2.public), ruleset="nan")
 CONTENT = ContentKeys(KeyPair.from_secret("content-root").seed).chain(GENESIS.chain_id)
 GENESIS_BLOCK = make_block(GENESIS.chain_id, 0, ZERO_HASH, START, (GENESIS,), C1)
 

@@ -15,8 +15,8 @@ from nacl.public import PrivateKey
 
 from gridledger.ledger.assets import EPA
 from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.kinds import decode_transaction
 from gridledger.ledger.policy import PolicyTimeline
-from gridledger.ledger.transactions import decode_transaction
 from gridledger.petra.coinshuffle import Participant, mix_coin
 from gridledger.petra.onion import OnionNode, RelayDescriptor, RelayDirectory, TcpTransport
 

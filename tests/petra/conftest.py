@@ -21,8 +21,10 @@ from gridledger.chain import Chain
 from gridledger.ledger.assets import Asset, outpoint
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.kinds.dso_policy import DsoPolicy, MeterLimits
+from gridledger.ledger.kinds.genesis import Genesis
 from gridledger.ledger.policy import PolicyTimeline
-from gridledger.ledger.transactions import DsoPolicy, Genesis, MeterLimits, Transaction
+from gridledger.ledger.transactions import Transaction
 from gridledger.petra.coinshuffle import Board, MixError, Participant
 from gridledger.petra.dso import DSO
 from gridledger.petra.meter import SmartMeter

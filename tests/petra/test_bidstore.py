@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from gridledger.ledger.assets import ECA, EPA, FA, AssetKind, Output, outpoint
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.transactions import Transfer
+from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.ledger.units import energy_cost
 from gridledger.market.orders import Match, Side
 from gridledger.petra.bidstore import (

@@ -14,7 +14,7 @@ from gridledger.ledger import crypto
 from gridledger.ledger.assets import ECA, EPA, FA, Output, outpoint
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.transactions import Transfer
+from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.petra.coinshuffle import (
     P_MESSAGE,
     Board,

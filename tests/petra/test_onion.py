@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from nacl.public import PrivateKey
 
 from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.kinds.dso_policy import DsoPolicy
 from gridledger.ledger.policy import PolicyTimeline
-from gridledger.ledger.transactions import DsoPolicy
 from gridledger.petra.onion import (
     PAD_BYTES,
     InProcessNetwork,

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from gridledger.chain import Chain, verify_store
 from gridledger.cli import app
-from gridledger.ledger.transactions import Transfer
+from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.store.sqlite import SqliteStore
 
 

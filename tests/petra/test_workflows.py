@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from gridledger.chain import verify_store
 from gridledger.ledger.assets import ECA, EPA, FA, AssetKind, Output, outpoint
 from gridledger.ledger.crypto import KeyPair
-from gridledger.ledger.rules import check_conservation
-from gridledger.ledger.transactions import MeterIssue, Transfer
+from gridledger.ledger.kinds.meter_issue import MeterIssue
+from gridledger.ledger.kinds.transfer import Transfer, check_conservation
 from gridledger.ledger.units import energy_cost
 from gridledger.market import clear
 from gridledger.market.orders import Match, Side

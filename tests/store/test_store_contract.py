@@ -22,8 +22,9 @@ from gridledger.ledger.assets import FA, AssetKind, Output
 from gridledger.ledger.block import Block, make_block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
+from gridledger.ledger.kinds.meter_issue import MeterIssue
+from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.ledger.state import MAX_SLOT, StateChanges
-from gridledger.ledger.transactions import MeterIssue, Transfer
 from gridledger.store import StoreError
 from gridledger.store.base import TABLES
 from workload import COORDINATOR, METER_KEYS, PROSUMERS, Workload

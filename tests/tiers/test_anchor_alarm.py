@@ -7,16 +7,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from gridledger.consensus.members import Tier, chain_name
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.rules import check_transaction
-from gridledger.ledger.transactions import Genesis, decode_transaction
+from gridledger.ledger.kinds import check_transaction, decode_transaction
+from gridledger.ledger.kinds.alarm import Alarm, AlarmCode, raise_alarm
+from gridledger.ledger.kinds.anchor import MAX_ANCHOR_BLOCKS, Anchor, make_anchor
+from gridledger.ledger.kinds.genesis import Genesis
+from gridledger.ledger.ruleset import Tier
 from gridledger.ledger.units import DEFAULT_SLOT_SECONDS
-from gridledger.tiers.alarm import Alarm, AlarmCode, raise_alarm
-from gridledger.tiers.anchor import MAX_ANCHOR_BLOCKS, Anchor, make_anchor
 from gridledger.tiers.audit import check_anchors
-from gridledger.tiers.hierarchy import START_TIME, Hierarchy, TierChain
+from gridledger.tiers.hierarchy import START_TIME, Hierarchy, TierChain, chain_name
 
 from .support import outcome
 
@@ -44,7 +44,7 @@ def anchor(child: TierChain, parent: TierChain, first: int, key: KeyPair | None 
 
 def test_anchors_round_trip():
     key = KeyPair.from_secret("k")
-    g = Genesis(chain_name(Tier.HAN, "h"), DEFAULT_SLOT_SECONDS, START_TIME, key.public, (key.public,))
+    g = Genesis(chain_name(Tier.HAN, "h"), DEFAULT_SLOT_SECONDS, START_TIME, key.public, (key.public,), ruleset="han")
     tx = make_anchor(bytes(32), g.chain_id, 0, [bytes([i]) * 32 for i in range(5)], key, g)
     assert decode_transaction(tx.raw) == tx and tx.covers(4) and not tx.covers(5)
 
@@ -104,14 +104,25 @@ def test_only_members_anchor_and_only_into_the_tier_above(tiers):
     fan = nan.parent
     outsider = KeyPair.from_secret("outsider")
     rogue = Genesis(
-        chain_name(Tier.HAN, "rogue"), DEFAULT_SLOT_SECONDS, START_TIME, outsider.public, (outsider.public,)
+        chain_name(Tier.HAN, "rogue"),
+        DEFAULT_SLOT_SECONDS,
+        START_TIME,
+        outsider.public,
+        (outsider.public,),
+        ruleset="han",
     )
     tx = make_anchor(nan.chain_id, rogue.chain_id, 0, [bytes(32)], outsider, rogue)
     assert outcome(nan, tx, tiers.time + 3) == "bad-anchor-signer-unknown"
     dc = nan.coordinator.key  # a member of the FAN chain, but a HAN does not anchor into a FAN
-    skipping = Genesis(chain_name(Tier.HAN, "skip"), DEFAULT_SLOT_SECONDS, START_TIME, dc.public, (dc.public,))
-    tx = make_anchor(fan.chain_id, skipping.chain_id, 0, [bytes(32)], dc, skipping)
-    assert outcome(fan, tx, tiers.time + 3) == "bad-anchor-tier"
+    for ruleset in ("han", "petra"):  # the tier is the child's rule set, whatever its name says
+        skipping = Genesis(
+            chain_name(Tier.NAN, "skip"), DEFAULT_SLOT_SECONDS, START_TIME, dc.public, (dc.public,), ruleset=ruleset
+        )
+        tx = make_anchor(fan.chain_id, skipping.chain_id, 0, [bytes(32)], dc, skipping)
+        assert outcome(fan, tx, tiers.time + 3) == "bad-anchor-tier"
+    unknown = Genesis("nan:odd", DEFAULT_SLOT_SECONDS, START_TIME, dc.public, (dc.public,), ruleset="wan")
+    tx = make_anchor(fan.chain_id, unknown.chain_id, 0, [bytes(32)], dc, unknown)
+    assert outcome(fan, tx, tiers.time + 3) == "bad-genesis-ruleset"
     own = make_anchor(fan.chain_id, fan.chain_id, 0, [bytes(32)], fan.coordinator.key, fan.genesis)
     assert outcome(fan, own, tiers.time + 4) == "bad-anchor-self"
 

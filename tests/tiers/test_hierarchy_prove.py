@@ -10,13 +10,13 @@ from collections.abc import Iterator
 import pytest
 
 from gridledger.chain import verify_store
-from gridledger.consensus.members import Tier
 from gridledger.ledger.errors import Reject
-from gridledger.tiers.alarm import Alarm, AlarmCode
+from gridledger.ledger.kinds.alarm import Alarm, AlarmCode
+from gridledger.ledger.kinds.reading import Reading, ReadingValues, open_reading, summarize
+from gridledger.ledger.ruleset import Tier
 from gridledger.tiers.audit import check_anchors
 from gridledger.tiers.hierarchy import Hierarchy
 from gridledger.tiers.prove import CoverageProof, Index, ProofError, check_proof, head_hash, prove
-from gridledger.tiers.readings import Reading, ReadingValues, open_reading, summarize
 
 MINUTES = 10
 

@@ -11,12 +11,8 @@ from hypothesis import strategies as st
 
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.merkle import leaf_hash
-from gridledger.ledger.rules import check_transaction
-from gridledger.ledger.transactions import decode_transaction
-from gridledger.petra.dso import DSO
-from gridledger.tiers.hierarchy import START_TIME, TierChain, build_neighbourhood
-from gridledger.tiers.readings import (
+from gridledger.ledger.kinds import check_transaction, decode_transaction
+from gridledger.ledger.kinds.reading import (
     KNOWN_FLAGS,
     VOLTAGE,
     WIDE,
@@ -32,6 +28,9 @@ from gridledger.tiers.readings import (
     seal,
     summarize,
 )
+from gridledger.ledger.merkle import leaf_hash
+from gridledger.petra.dso import DSO
+from gridledger.tiers.hierarchy import START_TIME, TierChain, build_neighbourhood
 
 from .support import outcome as committed_or_code
 

@@ -16,7 +16,8 @@ from gridledger.chain import Chain, verify_store
 from gridledger.ledger.assets import EPA, FA, AssetKind, Output
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.transactions import Genesis, MeterLimits
+from gridledger.ledger.kinds.dso_policy import MeterLimits
+from gridledger.ledger.kinds.genesis import Genesis
 from gridledger.node.etcd import EtcdUnavailable, etcd_binary
 from gridledger.node.testnet import wait_until
 from gridledger.petra.dso import DSO

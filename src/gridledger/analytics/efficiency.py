@@ -14,10 +14,10 @@ first only serves as the forecast's reference):
 * **peak reduction**: the load factor of hourly grid import, ``mean / max`` (1 when nothing is imported).
 
 The inputs are integers — Wh per reading, voltage in 0.1 V, power factor in per mille, as a reading on the
-ledger holds them (:class:`gridledger.tiers.readings.ReadingValues`) — and every step is exact rational
+ledger holds them (:class:`gridledger.ledger.kinds.reading.ReadingValues`) — and every step is exact rational
 arithmetic on Python integers (``fractions.Fraction``, ``math.isqrt`` for the square root of the RMSE). Each
 component is rounded half up to per mille and the score is the reward rule's integer weighted mean
-(:func:`gridledger.consensus.rewards.score_of`), so every machine derives the same integers from the same
+(:func:`gridledger.ledger.kinds.reward.score_of`), so every machine derives the same integers from the same
 readings. :func:`efficiency_score` rounds a DataFrame's readings to those units first; the ledger's readings go
 through :func:`gridledger.analytics.scorecards.period_score` and the same :func:`score_days`.
 """
@@ -32,7 +32,7 @@ from math import isqrt
 import numpy as np
 import pandas as pd
 
-from gridledger.consensus.rewards import WEIGHTS, score_of
+from gridledger.ledger.kinds.reward import WEIGHTS, score_of
 
 from .data import DAY_S, DataError, to_cube, validate_readings
 from .power_quality import Limits

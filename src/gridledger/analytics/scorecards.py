@@ -4,7 +4,7 @@ validators' plausibility check does on community readings.
 Olivares-Rojas et al. (2023), §3.2–3.3: the validators check each reading with the analytics and efficient users
 are rewarded by their analytics score. The per-reading check a committee runs is
 :class:`gridledger.consensus.plausibility.RobustWindowCheck`; the reward rule is
-:mod:`gridledger.consensus.rewards`. This module is the key holders' side of the reward: the DSO (which derives
+:mod:`gridledger.ledger.kinds.reward`. This module is the key holders' side of the reward: the DSO (which derives
 every reading key) computes each member's period scorecard from the committed readings with
 :func:`period_scores`, and anyone holding the chain's content key re-derives them with :func:`audit_reward`.
 """
@@ -19,8 +19,8 @@ import numpy as np
 
 from gridledger.chain import Chain
 from gridledger.consensus.plausibility import Plausibility
-from gridledger.consensus.rewards import PERIOD_MINUTES, Reward
-from gridledger.tiers.readings import ChainKeys, Reading, ReadingValues, open_reading
+from gridledger.ledger.kinds.reading import ChainKeys, Reading, ReadingValues, open_reading
+from gridledger.ledger.kinds.reward import PERIOD_MINUTES, Reward
 
 from .efficiency import HOURS, REFERENCE_DAYS, EfficiencyScore, QualityTally, integer_limits, score_days
 from .power_quality import Limits

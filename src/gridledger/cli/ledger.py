@@ -102,6 +102,8 @@ def verify(
     try:
         state = verify_store(store)
     except Reject as e:
+        if e.code == "bad-genesis-ruleset":  # not invalid: this software cannot judge the chain
+            raise fail(f"cannot verify: {e.message}") from None
         raise invalid(str(e)) from None
     except StoreError as e:
         raise fail(str(e)) from None

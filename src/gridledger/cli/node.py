@@ -145,8 +145,8 @@ def cluster_reading(
     folder: Path = typer.Option(Path("cluster"), "--dir", help=DIR),
 ) -> None:
     """Submit a meter's signed, encrypted reading to a PoEf cluster through the meter's own API."""
+    from gridledger.ledger.kinds.reading import ReadingError, ReadingValues
     from gridledger.node.cluster import meter_device
-    from gridledger.tiers.readings import ReadingError, ReadingValues
 
     state = _cluster_state(folder)
     try:

@@ -65,9 +65,9 @@ def simulate(
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the simulated consumption (same seed, same chains)."),
 ) -> None:
     """Run every tier in one process under PoEf (real keys, signatures and votes), anchored up to the head-end."""
-    from gridledger.tiers.alarm import Alarm
+    from gridledger.ledger.kinds.alarm import Alarm
+    from gridledger.ledger.kinds.reading import Reading
     from gridledger.tiers.hierarchy import Hierarchy
-    from gridledger.tiers.readings import Reading
 
     if min(price) < 0:
         raise typer.BadParameter("prices are non-negative minor units per kWh", param_hint="--price")
@@ -137,7 +137,7 @@ def _open(path: Path, stack: ExitStack) -> tuple[list[dict], dict[str, Chain]]:
 
 
 def _pick_reading(chains: dict[str, Chain], chain: str | None, member: int | None, minute: int | None) -> bytes:
-    from gridledger.tiers.readings import Reading
+    from gridledger.ledger.kinds.reading import Reading
 
     names = [chain] if chain else [n for n in chains if n.startswith("han:")]
     if chain and chain not in chains:
@@ -167,7 +167,7 @@ def prove(
 
     Without --txid, proves the first reading matching --chain, --member and --minute.
     """
-    from gridledger.ledger.transactions import decode_transaction
+    from gridledger.ledger.kinds import decode_transaction
     from gridledger.tiers.prove import CoverageProof, Index, ProofError, check_proof, head_hash
     from gridledger.tiers.prove import prove as build_proof
 

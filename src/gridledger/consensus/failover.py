@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from gridledger.consensus.poef import Coordinator, Validator
 from gridledger.ledger.block import Block
+from gridledger.ledger.kinds.alarm import AlarmCode, raise_alarm
 from gridledger.ledger.transactions import Transaction
-from gridledger.tiers.alarm import AlarmCode, raise_alarm
 
 
 @dataclass

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Protocol, runtime_checkable
 
-from gridledger.tiers.readings import ReadingValues
+from gridledger.ledger.kinds.reading import ReadingValues
 
 
 @dataclass(frozen=True)

@@ -33,18 +33,17 @@ import nacl.public
 import nacl.signing
 
 from gridledger.chain import Chain
-from gridledger.consensus.committee import Committee, certify, check_vote, committee_for
 from gridledger.consensus.plausibility import Plausibility, RobustWindowCheck
 from gridledger.ledger.block import Block, Vote, make_block
+from gridledger.ledger.committee import Committee, certify, check_vote, committee_for
 from gridledger.ledger.crypto import HASH_BYTES, KeyPair
 from gridledger.ledger.encoding import Reader, Writer, check_name
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.rules import check_transaction
+from gridledger.ledger.kinds.alarm import Alarm, AlarmCode, raise_alarm
+from gridledger.ledger.kinds.reading import KEY_BYTES, ChainKeys, Reading, ReadingError, ReadingValues, open_reading
 from gridledger.ledger.state import LedgerState
 from gridledger.ledger.transactions import Transaction
-from gridledger.tiers.alarm import Alarm, AlarmCode, raise_alarm
 from gridledger.tiers.policy_sync import ParentView, check_replicated
-from gridledger.tiers.readings import KEY_BYTES, ChainKeys, Reading, ReadingError, ReadingValues, open_reading
 
 #: Votes a validator remembers (heights below the newest minus this are forgotten).
 _VOTE_MEMORY = 64
@@ -254,7 +253,7 @@ class Coordinator:
                     state.apply_tx(tx, slot)
                     alarm = self._plausibility_alarm(tx, history) if isinstance(tx, Reading) else None
                     if alarm is not None:
-                        check_transaction(alarm)
+                        state.ruleset.check_transaction(alarm)
                         state.apply_tx(alarm, slot)
                 except Reject as e:
                     state.rollback(tx_mark)

@@ -10,6 +10,7 @@ An output is an asset with the 20-byte address that owns it; an outpoint names a
 from __future__ import annotations
 
 import struct
+from collections import defaultdict
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -154,3 +155,29 @@ def outpoint(txid: bytes, index: int) -> bytes:
 def split_outpoint(op: bytes) -> tuple[bytes, int]:
     """(txid, index) of an outpoint."""
     return _OUTPOINT.unpack(op)
+
+
+#: At most this many inputs and outputs per transaction (bounds validation work per byte).
+MAX_IO = 1024
+
+
+def check_outputs(outputs: tuple[Output, ...], what: str = "output") -> None:
+    """Every output holds a valid asset and a 20-byte owner; per-kind totals stay within ``MAX_AMOUNT``."""
+    if not outputs:
+        raise Reject("bad-txns-vout-empty", "transaction has no outputs")
+    if len(outputs) > MAX_IO:
+        raise Reject("bad-txns-too-many", f"{len(outputs)} outputs; at most {MAX_IO}")
+    totals: dict[int, int] = defaultdict(int)
+    for i, out in enumerate(outputs):
+        if not isinstance(out, Output):
+            raise Reject("bad-asset-type", f"{what} {i} is not an output")
+        check_asset(out.asset, f"{what} {i}")
+        if not isinstance(out.owner, bytes) or len(out.owner) != ADDRESS_BYTES:
+            raise Reject("bad-txns-owner", f"{what} {i} owner must be a {ADDRESS_BYTES}-byte address")
+        totals[out.asset.kind] += out.asset.amount
+        # Sums bounded like Bitcoin's MAX_MONEY check (CVE-2010-5139: an overflowing sum minted coins).
+        if totals[out.asset.kind] > MAX_AMOUNT:
+            raise Reject(
+                "bad-txns-outputs-toolarge",
+                f"total {AssetKind(out.asset.kind).name} amount of the outputs exceeds {MAX_AMOUNT}",
+            )

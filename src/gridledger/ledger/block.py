@@ -15,8 +15,9 @@ from functools import cached_property
 from gridledger.ledger.crypto import HASH_BYTES, PUBKEY_BYTES, SIGNATURE_BYTES, KeyPair, sha256
 from gridledger.ledger.encoding import Reader, Writer
 from gridledger.ledger.errors import Reject
+from gridledger.ledger.kinds import decode_transaction
 from gridledger.ledger.merkle import leaf_hash, merkle_root
-from gridledger.ledger.transactions import Transaction, decode_transaction
+from gridledger.ledger.transactions import Transaction
 
 _BLOCK_TAG = b"gridledger/block/v1"
 ZERO_HASH = bytes(HASH_BYTES)
@@ -26,6 +27,9 @@ MAX_BLOCK_TXS = 100_000
 
 @dataclass(frozen=True)
 class BlockHeader:
+    """A block header; ``time`` is Unix time in whole seconds (not a slot index: a DSO policy's
+    ``effective_slot`` is one)."""
+
     chain_id: bytes
     height: int
     prev_hash: bytes

@@ -1,7 +1,7 @@
 """The DSO policy timeline: which meters are authorized or banned, their limits, and the prices, at any slot.
 
-The policy in force at slot t is given by the latest policy whose effective ``time`` ≤ t; policies with equal
-times are ordered by the order in which they were committed. Each element (a meter's status, a meter's limits,
+The policy in force at slot t is given by the latest policy whose ``effective_slot`` ≤ t; policies with equal
+slots are ordered by the order in which they were committed. Each element (a meter's status, a meter's limits,
 the prices) has its own timeline, so a policy that only bans one meter leaves the prices in force.
 """
 
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from gridledger.ledger.transactions import DsoPolicy, MeterLimits
+if TYPE_CHECKING:
+    from gridledger.ledger.kinds.dso_policy import DsoPolicy, MeterLimits
 
 #: Status of a meter at a slot.
 UNKNOWN, AUTHORIZED, BANNED = "unknown", "authorized", "banned"
@@ -50,7 +52,7 @@ class PolicyTimeline:
     def add(self, policy: DsoPolicy) -> None:
         seq = len(self.policies)
         self.policies.append(policy)
-        t = policy.time
+        t = policy.effective_slot
         for meter, pubkey in policy.authorize:
             self._status.setdefault(meter, _Timeline()).add(t, seq, pubkey)
         for meter in policy.ban:

@@ -4,31 +4,27 @@ The state is: the unspent outputs, each meter's issued EPA/ECA totals per slot a
 meters and of the DSO, and the DSO policy timeline. ``apply_block`` validates a block against the state and
 applies it atomically: on any reject the state is rolled back exactly (an undo log), so a bad block or
 transaction never leaves a trace. The state does not know where its blocks come from (in-process orderer,
-etcd, a peer): it only checks them.
+etcd, a peer): it only checks them, by the rule set its genesis names (:mod:`gridledger.ledger.ruleset`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from gridledger.ledger import crypto
-from gridledger.ledger.assets import AssetKind, Output, outpoint, split_outpoint
+from gridledger.ledger.assets import Output, outpoint
 from gridledger.ledger.block import ZERO_HASH, Block
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.policy import AUTHORIZED, BANNED, PolicyTimeline
-from gridledger.ledger.rules import check_conservation, check_transaction
-from gridledger.ledger.transactions import (
-    DsoPolicy,
-    Genesis,
-    MeterIssue,
-    Transaction,
-    Transfer,
-    TxKind,
-    decode_transaction,
-)
+from gridledger.ledger.kinds import check_transaction, decode_transaction
+from gridledger.ledger.kinds.dso_policy import DsoPolicy
+from gridledger.ledger.kinds.genesis import Genesis
+from gridledger.ledger.kinds.transfer import Transfer
+from gridledger.ledger.policy import PolicyTimeline
+from gridledger.ledger.ruleset import Ruleset, ruleset_of
+from gridledger.ledger.transactions import Transaction
 from gridledger.ledger.units import MAX_SLOT
 
 #: Signature batches of at least this many are verified on a thread pool (libsodium releases the GIL).
@@ -75,11 +71,6 @@ class StateChanges:
     policies: list[DsoPolicy] = field(default_factory=list)
 
 
-def _fmt_op(op: bytes) -> str:
-    txid, index = split_outpoint(op)
-    return f"{txid.hex()[:16]}…:{index}"
-
-
 class LedgerState:
     """Unspent outputs, issued totals, nonces and policy of one chain, at its tip."""
 
@@ -89,6 +80,8 @@ class LedgerState:
             raise Reject("bad-genesis", "block 0 must hold exactly one genesis transaction", height=0)
         genesis: Genesis = txs[0]
         check_transaction(genesis)
+        #: The chain's rules, named by its genesis (never by what this process imported).
+        self.ruleset: Ruleset = ruleset_of(genesis)
         h = genesis_block.header
         if h.chain_id != genesis.chain_id or h.prev_hash != ZERO_HASH:
             raise Reject(
@@ -134,18 +127,18 @@ class LedgerState:
 
         Transfer signatures are checked on the thread pool while the contextual rules run (``parallel_signatures``),
         or inline, one transaction at a time; never skipped. With ``proposal`` the block is a proposal still waiting
-        for its quorum certificate: it is validated by every rule except the registered block checks
-        (:func:`register_block_check`), and the state is left unchanged (the returned changes are empty).
+        for its quorum certificate: it is validated by every rule except the rule set's whole-block checks, and the
+        state is left unchanged (the returned changes are empty).
         """
         h = block.header
         try:
             self._check_header(block)
             if not proposal:
-                for check in _BLOCK_CHECKS:
+                for check in self.ruleset.block_checks:
                     check(self, block)
             for i, tx in enumerate(block.transactions):
                 try:
-                    check_transaction(tx)
+                    self.ruleset.check_transaction(tx)
                 except Reject as e:
                     raise e.at(tx_index=i) from None
             # Signatures are checked on worker threads while this thread runs the contextual rules.
@@ -273,114 +266,36 @@ class LedgerState:
     def apply_tx(self, tx: Transaction, slot: int, *, signatures_checked: bool = False) -> None:
         """Check ``tx``'s context-dependent rules at ``slot`` and apply it (the caller rolls back on Reject).
 
-        Context-free checks (``rules.check_transaction``) must have passed already.
+        Context-free checks (``self.ruleset.check_transaction``) must have passed already.
         """
-        handler = _HANDLERS.get(tx.KIND)
-        if handler is None:
-            raise Reject("bad-tx-kind-unknown", f"no state rules for transaction kind {tx.KIND}")
-        handler(self, tx, slot, signatures_checked)
+        self.ruleset.rules_of(tx).apply(self, tx, slot, signatures_checked)
 
-    def _add_outputs(self, txid: bytes, outputs: tuple[Output, ...]) -> None:
+    def add_outputs(self, txid: bytes, outputs: tuple[Output, ...]) -> None:
+        """Create the outputs of transaction ``txid``."""
         for i, out in enumerate(outputs):
             op = outpoint(txid, i)
             self.utxos[op] = out.encode()
             self._log.append(("utxo+", op))
 
-    def _set(self, table: dict, tag: str, key, value: int) -> None:
+    def spend(self, op: bytes, raw: bytes) -> None:
+        """Spend the unspent output ``op`` (whose encoding is ``raw``)."""
+        del self.utxos[op]
+        self._spent_in_block[op] = 1
+        self._log.append(("utxo-", op, raw))
+
+    def spent_in_block(self, op: bytes) -> bool:
+        """True if an earlier transaction of the block being applied spent ``op``."""
+        return op in self._spent_in_block
+
+    def set_entry(self, table: dict, tag: str, key, value: int) -> None:
+        """Set ``table[key]`` (one of the state's tables, logged as ``tag`` for rollback and the store)."""
         self._log.append((tag, key, table.get(key)))
         table[key] = value
 
-    def _apply_transfer(self, tx: Transfer, slot: int, signatures_checked: bool) -> None:
-        spent = []
-        if not signatures_checked:
-            msg = tx.sighash(self.chain_id)
-        for j, (op, wit) in enumerate(zip(tx.inputs, tx.witnesses, strict=True)):
-            raw = self.utxos.get(op)
-            if raw is None:
-                earlier = self._spent_in_block.get(op)
-                if earlier is not None:
-                    raise Reject(
-                        "bad-blk-double-spend",
-                        f"input {j} ({_fmt_op(op)}) was spent by an earlier transaction of this block",
-                    )
-                raise Reject("bad-txns-inputs-missingorspent", f"input {j} ({_fmt_op(op)}) is unknown or already spent")
-            out = Output.decode(raw)
-            if crypto.address_of(wit.pubkey) != out.owner:
-                raise Reject("bad-txns-wrong-owner", f"input {j} is not owned by the key that signs it")
-            if not signatures_checked and not crypto.verify(wit.pubkey, msg, wit.signature):
-                raise Reject("bad-txns-signature", f"signature of input {j} is invalid")
-            spent.append((op, raw, out.asset))
-        check_conservation([a for _, _, a in spent], [o.asset for o in tx.outputs])
-        for op, raw, _ in spent:
-            del self.utxos[op]
-            self._spent_in_block[op] = 1
-            self._log.append(("utxo-", op, raw))
-        self._add_outputs(tx.txid, tx.outputs)
-
-    def _apply_meter_issue(self, tx: MeterIssue, slot: int, _: bool) -> None:
-        status, pubkey = self.policy.status(tx.meter, slot)
-        if status == BANNED:
-            raise Reject("bad-issue-meter-banned", f"meter {tx.meter} is banned at slot {slot}")
-        if status != AUTHORIZED:
-            raise Reject("bad-issue-meter-unknown", f"meter {tx.meter} is not authorized at slot {slot}")
-        if not crypto.verify(pubkey, tx.sighash(self.chain_id), tx.signature):
-            raise Reject("bad-issue-signature", f"signature is not meter {tx.meter}'s")
-        last = self.nonces.get(tx.meter, 0)
-        if tx.nonce <= last:
-            raise Reject(
-                "bad-issue-nonce", f"nonce {tx.nonce} of meter {tx.meter} is not above its last {last} (replay?)"
-            )
-        self._set(self.nonces, "nonce", tx.meter, tx.nonce)
-        max_slots = self.genesis.max_issue_slots
-        for i, out in enumerate(tx.outputs):
-            a = out.asset
-            if a.kind == AssetKind.FA:
-                lim = self.policy.limits(tx.meter, slot)
-                credit = lim.credit_fa if lim else 0
-                total = self.fa_issued.get(tx.meter, 0) + a.amount
-                if total > credit:
-                    raise Reject(
-                        "bad-issue-insolvent",
-                        f"meter {tx.meter} would issue {total} FA in all, beyond its credit {credit}",
-                    )
-                self._set(self.fa_issued, "fa", tx.meter, total)
-                continue
-            if a.start < slot:
-                raise Reject(
-                    "bad-issue-past-interval", f"output {i} starts at slot {a.start}, before the current slot {slot}"
-                )
-            if a.end - a.start > max_slots:
-                raise Reject(
-                    "bad-issue-interval-too-long", f"output {i} covers {a.end - a.start} slots; at most {max_slots}"
-                )
-            for t in range(a.start, a.end):
-                lim = self.policy.limits(tx.meter, t)
-                cap = (lim.max_epa_w if a.kind == AssetKind.EPA else lim.max_eca_w) if lim else 0
-                key = (tx.meter, int(a.kind), t)
-                total = self.issued.get(key, 0) + a.amount
-                if total > cap:
-                    raise Reject(
-                        "bad-issue-over-limit",
-                        f"meter {tx.meter} would have {total} W of {a.kind.name} at slot {t}, "
-                        f"above MAX{a.kind.name} {cap} W",
-                    )
-                self._set(self.issued, "issued", key, total)
-        self._add_outputs(tx.txid, tx.outputs)
-
-    def _apply_dso_policy(self, tx: DsoPolicy, slot: int, _: bool) -> None:
-        if not crypto.verify(self.genesis.dso_pubkey, tx.sighash(self.chain_id), tx.signature):
-            raise Reject("bad-policy-signature", "policy is not signed by the DSO")
-        if tx.nonce <= self.policy.nonce:
-            raise Reject(
-                "bad-policy-nonce", f"policy nonce {tx.nonce} is not above the last {self.policy.nonce} (replay?)"
-            )
-        if tx.time < slot:
-            raise Reject("bad-policy-stale", f"effective time {tx.time} is in the past (current slot {slot})")
-        self.policy.add(tx)
-        self._log.append(("policy", tx))
-
-    def _reject_genesis(self, tx: Genesis, slot: int, _: bool) -> None:
-        raise Reject("bad-genesis-misplaced", "a genesis transaction may only appear in block 0")
+    def add_policy(self, policy: DsoPolicy) -> None:
+        """Add a DSO policy to the timeline."""
+        self.policy.add(policy)
+        self._log.append(("policy", policy))
 
     # ----------------------------------------------------------------- snapshots
     def snapshot(self) -> dict:
@@ -406,35 +321,3 @@ class LedgerState:
         self.policy = PolicyTimeline()
         for raw in snap["policies"]:
             self.policy.add(decode_transaction(raw))
-
-
-_HANDLERS: dict[int, Callable] = {
-    TxKind.TRANSFER: LedgerState._apply_transfer,
-    TxKind.METER_ISSUE: LedgerState._apply_meter_issue,
-    TxKind.DSO_POLICY: LedgerState._apply_dso_policy,
-    TxKind.GENESIS: LedgerState._reject_genesis,
-}
-
-
-def register_handler(kind: TxKind, handler: Callable) -> None:
-    """Register the state rules of a later transaction kind: ``handler(state, tx, slot, signatures_checked)``."""
-    _HANDLERS[int(kind)] = handler
-
-
-#: Whole-block consensus checks run by ``apply_block`` (e.g. the PoEf quorum certificate); none by default.
-_BLOCK_CHECKS: list[Callable[[LedgerState, Block], None]] = []
-
-
-def block_checks_registered() -> bool:
-    """True once a consensus module has registered whole-block checks."""
-    return bool(_BLOCK_CHECKS)
-
-
-def register_block_check(check: Callable[[LedgerState, Block], None]) -> None:
-    """Register a whole-block check ``check(state, block)`` that raises ``Reject``.
-
-    It runs after the header checks, against the state at the block's parent, for every block except proposals.
-    A check decides itself which chains it applies to (from ``state.genesis``).
-    """
-    if check not in _BLOCK_CHECKS:
-        _BLOCK_CHECKS.append(check)

@@ -24,10 +24,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gridledger.consensus.members import Tier, chain_name
 from gridledger.ledger.block import ZERO_HASH, Block, make_block
 from gridledger.ledger.crypto import KeyPair
-from gridledger.ledger.transactions import DsoPolicy, Genesis, MeterLimits
+from gridledger.ledger.kinds.dso_policy import DsoPolicy, MeterLimits
+from gridledger.ledger.kinds.genesis import Genesis
+from gridledger.ledger.kinds.reading import ContentKeys, ReadingDevice
+from gridledger.ledger.ruleset import Tier, tier_ruleset
 from gridledger.ledger.units import DEFAULT_SLOT_SECONDS
 from gridledger.node.config import NodeConfig
 from gridledger.node.etcd import EtcdCluster
@@ -35,8 +37,7 @@ from gridledger.node.netutil import free_port, wait_port
 from gridledger.node.poef_board import EtcdPoefOrderer
 from gridledger.petra.dso import DSO
 from gridledger.store.pgserver import PgServer
-from gridledger.tiers.hierarchy import METER_LIMITS
-from gridledger.tiers.readings import ContentKeys, ReadingDevice
+from gridledger.tiers.hierarchy import METER_LIMITS, chain_name
 
 STATE_FILE = "cluster.json"
 
@@ -108,10 +109,10 @@ def up(
         primary, backup = nodes[0], nodes[1]
         proposers = (primary.key.public, backup.key.public)
         if content is None:
-            start, name = now - now % DEFAULT_SLOT_SECONDS, nan
+            genesis = Genesis(nan, DEFAULT_SLOT_SECONDS, now - now % DEFAULT_SLOT_SECONDS, operator.public, proposers)
         else:
-            start, name = now - 60, chain_name(Tier.NAN, primary.node_id)
-        genesis = Genesis(name, DEFAULT_SLOT_SECONDS, start, operator.public, proposers)
+            name, ruleset = chain_name(Tier.NAN, primary.node_id), tier_ruleset(Tier.NAN).name
+            genesis = Genesis(name, DEFAULT_SLOT_SECONDS, now - 60, operator.public, proposers, ruleset=ruleset)
         block = make_block(genesis.chain_id, 0, ZERO_HASH, now, (genesis,), primary.key)
         (folder / f"{nan}.genesis").write_text(block.encode().hex())
         secrets: dict[str, bytes] = {}

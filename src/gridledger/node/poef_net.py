@@ -34,18 +34,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gridledger.chain import Chain
-from gridledger.consensus.committee import committee_for
-from gridledger.consensus.members import member_of_key
 from gridledger.consensus.plausibility import Plausibility, RobustWindowCheck
 from gridledger.consensus.poef import Coordinator, Disclosure, Replica, Validator
 from gridledger.ledger.block import Block, Vote
+from gridledger.ledger.committee import committee_for
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.transactions import decode_transaction
+from gridledger.ledger.kinds import decode_transaction
+from gridledger.ledger.kinds.alarm import AlarmCode, raise_alarm
+from gridledger.ledger.kinds.reading import ChainKeys, Reading
+from gridledger.ledger.members import member_of_key
 from gridledger.node.poef_board import PoefOrderer, Verdict
 from gridledger.node.sequencer import MAX_BLOCK_TXS, Sequencer
-from gridledger.tiers.alarm import AlarmCode, raise_alarm
-from gridledger.tiers.readings import ChainKeys, Reading
 
 #: Seconds a leader waits for a quorum before it re-proposes (the etcd lease is 1 s; a round takes ~0.1 s).
 ROUND_TIMEOUT_S = 3.0

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gridledger.consensus.members import roster
+from gridledger.ledger.kinds.genesis import Genesis
+from gridledger.ledger.kinds.reading import ChainKeys, Reading, ReadingError, ReadingValues, open_reading, reading_key
+from gridledger.ledger.members import roster
 from gridledger.ledger.state import LedgerState
-from gridledger.ledger.transactions import Genesis
-from gridledger.tiers.readings import ChainKeys, Reading, ReadingError, ReadingValues, open_reading, reading_key
 
 DSO, COORDINATOR, METER = "dso", "coordinator", "meter"
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import uvicorn
 
 from gridledger.chain import Chain, verify_store
-from gridledger.consensus.members import tier_of
 from gridledger.ledger.block import Block
 from gridledger.ledger.errors import Reject
+from gridledger.ledger.kinds.reading import ChainKeys
+from gridledger.ledger.ruleset import Consensus
 from gridledger.node.auth import NodeRegistry, RateLimiter
 from gridledger.node.client import NodeClient, catch_up
 from gridledger.node.config import ConfigError, NodeConfig
@@ -31,7 +32,6 @@ from gridledger.node.restricted import ReadingKeys
 from gridledger.node.sequencer import Sequencer
 from gridledger.node.service import NodeService
 from gridledger.store import open_store
-from gridledger.tiers.readings import ChainKeys
 
 log = logging.getLogger("gridledger.node")
 
@@ -70,7 +70,7 @@ def build_service(cfg: NodeConfig) -> NodeService:
     master = None if cfg.content_key is None or not is_coordinator else ChainKeys(chain.chain_id, cfg.content_key)
     own = None if cfg.content_key is None or is_coordinator else (cfg.node_id, cfg.content_key)
     inprocess = cfg.orderer == "inprocess"
-    if tier_of(chain.genesis) is None:
+    if chain.state.ruleset.consensus is Consensus.COORDINATOR:
         orderer = InProcessOrderer() if inprocess else EtcdOrderer(cfg.orderer, chain.chain_id)
         sequencer = Sequencer(chain, orderer, cfg.node_id, cfg.key if is_coordinator else None)
     else:

@@ -22,7 +22,7 @@ from gridledger.chain import Chain
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.transactions import decode_transaction
+from gridledger.ledger.kinds import decode_transaction
 from gridledger.node.ordering import Orderer
 
 #: Most pending transactions one block takes.

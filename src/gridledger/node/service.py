@@ -24,12 +24,13 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from gridledger.chain import Chain
-from gridledger.consensus.members import roster, tier_of
 from gridledger.jsonview import block_json
 from gridledger.ledger.block import Block
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.rules import check_transaction
-from gridledger.ledger.transactions import decode_transaction
+from gridledger.ledger.kinds import decode_transaction
+from gridledger.ledger.kinds.alarm import Alarm, AlarmCode
+from gridledger.ledger.kinds.reading import Reading
+from gridledger.ledger.members import roster
 from gridledger.node.auth import AuthError, NodeRegistry, RateLimiter
 from gridledger.node.ordering import Orderer
 from gridledger.node.restricted import (
@@ -42,8 +43,6 @@ from gridledger.node.restricted import (
     reading_json,
 )
 from gridledger.node.sequencer import Sequencer
-from gridledger.tiers.alarm import Alarm, AlarmCode
-from gridledger.tiers.readings import Reading
 
 MAX_TX_BYTES = 256 * 1024
 
@@ -147,7 +146,7 @@ class NodeService:
                 "height": st.height,
                 "tip": st.tip_hash.hex(),
                 "leading": self.sequencer.leading,
-                "consensus": "coordinator" if tier_of(self.chain.genesis) is None else "poef",
+                "consensus": self.chain.state.ruleset.consensus.value,
                 "tamper_report": self.tamper_report,
             }
 
@@ -158,7 +157,7 @@ class NodeService:
                 return JSONResponse({"code": "bad-tx-size", "message": f"over {MAX_TX_BYTES} bytes"}, 413)
             try:
                 tx = decode_transaction(body)
-                check_transaction(tx)
+                self.chain.state.ruleset.check_transaction(tx)
             except Reject as e:
                 return JSONResponse({"code": e.code, "message": e.message}, 400)
             await asyncio.to_thread(self.orderer.submit, tx.txid, tx.encode())

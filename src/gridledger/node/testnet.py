@@ -27,7 +27,7 @@ import httpx
 
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
-from gridledger.ledger.transactions import Genesis
+from gridledger.ledger.kinds.genesis import Genesis
 from gridledger.node import cluster
 from gridledger.node.client import NodeClient
 

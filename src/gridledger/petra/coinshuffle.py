@@ -51,7 +51,8 @@ from gridledger.ledger.assets import OUTPOINT_BYTES, Asset, AssetKind, Output, o
 from gridledger.ledger.crypto import ADDRESS_BYTES, PUBKEY_BYTES, SIGNATURE_BYTES, KeyPair
 from gridledger.ledger.encoding import Reader, Writer
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.transactions import Transfer, Witness, decode_transaction
+from gridledger.ledger.kinds import decode_transaction
+from gridledger.ledger.kinds.transfer import Transfer, Witness
 from gridledger.petra.onion import Circuit, OnionError, OnionNode, Stream, TransportError
 
 _TAG = b"gridledger/coinshuffle/v1"

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from gridledger.chain import Chain
-from gridledger.ledger.transactions import DsoPolicy
+from gridledger.ledger.kinds.dso_policy import DsoPolicy
 from gridledger.market.orders import Match, Order, Side
 from gridledger.petra.dso import DSO
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gridledger.ledger.crypto import KeyPair
-from gridledger.ledger.transactions import DsoPolicy, MeterLimits
+from gridledger.ledger.kinds.dso_policy import DsoPolicy, MeterLimits
 
 
 @dataclass
@@ -19,16 +19,17 @@ class DSO:
 
     def policy(
         self,
-        time: int,
+        effective_slot: int,
         *,
         prices: tuple[int, int] | None = None,
         authorize: dict[str, bytes] | None = None,
         limits: list[MeterLimits] | None = None,
         ban: list[str] | None = None,
     ) -> DsoPolicy:
-        """A signed policy in force from slot ``time``; prices in minor units per kWh, limits in W and minor units."""
+        """A signed policy in force from slot ``effective_slot``; prices in minor units per kWh, limits in W and
+        minor units."""
         self.nonce += 1
         auth = tuple(sorted((authorize or {}).items()))
         self.meters.update(dict(auth))
-        tx = DsoPolicy(self.nonce, time, prices, auth, tuple(limits or ()), tuple(ban or ()))
+        tx = DsoPolicy(self.nonce, effective_slot, prices, auth, tuple(limits or ()), tuple(ban or ()))
         return tx.signed(self.chain_id, self.key)

@@ -16,7 +16,8 @@ from gridledger.ledger.assets import Asset, AssetKind, Output
 from gridledger.ledger.billing import Bill, bill_slot
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
-from gridledger.ledger.transactions import MeterIssue, MeterLimits
+from gridledger.ledger.kinds.dso_policy import MeterLimits
+from gridledger.ledger.kinds.meter_issue import MeterIssue
 from gridledger.petra.wallet import Wallet
 
 

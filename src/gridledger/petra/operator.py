@@ -6,10 +6,8 @@ from collections.abc import Callable, Mapping
 
 from gridledger.chain import Chain
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.transactions import (
-    Transfer,
-    decode_transaction,
-)
+from gridledger.ledger.kinds import decode_transaction
+from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.market.clearing import clear
 from gridledger.market.orders import Feeder
 from gridledger.petra.bidstore import (

@@ -33,11 +33,9 @@ from dataclasses import dataclass, field
 
 from gridledger.ledger.assets import Asset, outpoint
 from gridledger.ledger.crypto import KeyPair
-from gridledger.ledger.transactions import (
-    Transaction,
-    Transfer,
-    decode_transaction,
-)
+from gridledger.ledger.kinds import decode_transaction
+from gridledger.ledger.kinds.transfer import Transfer
+from gridledger.ledger.transactions import Transaction
 from gridledger.market.orders import Match, Side
 from gridledger.petra.bidstore import (
     AnonOrder,

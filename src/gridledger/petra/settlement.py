@@ -15,10 +15,7 @@ from dataclasses import dataclass, field
 
 from gridledger.ledger import crypto
 from gridledger.ledger.assets import FA, Asset, AssetKind, Output, outpoint
-from gridledger.ledger.transactions import (
-    Transfer,
-    Witness,
-)
+from gridledger.ledger.kinds.transfer import Transfer, Witness
 from gridledger.ledger.units import energy_cost
 from gridledger.market.orders import Match, Side
 from gridledger.petra.bidstore import (

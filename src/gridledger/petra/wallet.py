@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from gridledger.ledger.assets import Asset, AssetKind, Output, outpoint
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
-from gridledger.ledger.transactions import Transfer
+from gridledger.ledger.kinds.transfer import Transfer
 
 
 class WalletError(Exception):

@@ -25,10 +25,8 @@ from gridledger.ledger.assets import ECA, EPA, FA, Asset, AssetKind
 from gridledger.ledger.billing import Bill
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
-from gridledger.ledger.transactions import (
-    Genesis,
-    MeterLimits,
-)
+from gridledger.ledger.kinds.dso_policy import MeterLimits
+from gridledger.ledger.kinds.genesis import Genesis
 from gridledger.ledger.units import DEFAULT_SLOT_SECONDS, energy_cost
 from gridledger.market.orders import Side
 from gridledger.petra.bidstore import (

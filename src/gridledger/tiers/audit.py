@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from gridledger.chain import Chain
 from gridledger.ledger.errors import Reject
-from gridledger.tiers.anchor import Anchor, anchor_root
+from gridledger.ledger.kinds.anchor import Anchor, anchor_root
 
 
 def check_anchors(chains: Iterable[Chain]) -> dict[str, int]:
@@ -45,15 +45,16 @@ def check_anchors(chains: Iterable[Chain]) -> dict[str, int]:
 
 def check_prices(child: Chain, parent: Chain) -> int:
     """Every price policy on ``child`` is also on ``parent`` (same effective slot and prices); returns how many."""
-    theirs = {(p.time, p.prices) for p in parent.state.policy.policies if p.prices is not None}
+    theirs = {(p.effective_slot, p.prices) for p in parent.state.policy.policies if p.prices is not None}
     n = 0
     for p in child.state.policy.policies:
         if p.prices is None:
             continue
-        if (p.time, p.prices) not in theirs:
+        if (p.effective_slot, p.prices) not in theirs:
             raise Reject(
                 "bad-policy-fake-price",
-                f"{child.genesis.chain} holds prices {p.prices} from slot {p.time} that {parent.genesis.chain} lacks",
+                f"{child.genesis.chain} holds prices {p.prices} from slot {p.effective_slot} "
+                f"that {parent.genesis.chain} lacks",
             )
         n += 1
     return n

@@ -28,19 +28,20 @@ from pathlib import Path
 
 from gridledger.chain import Chain
 from gridledger.consensus.failover import take_over
-from gridledger.consensus.members import Tier, chain_name
 from gridledger.consensus.plausibility import Plausibility, RobustWindowCheck
 from gridledger.consensus.poef import Coordinator, Replica, Round, Validator, run_round
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.kinds.anchor import Anchor, make_anchor, next_height_key
+from gridledger.ledger.kinds.dso_policy import DsoPolicy, MeterLimits
+from gridledger.ledger.kinds.genesis import Genesis
+from gridledger.ledger.kinds.reading import ContentKeys, ReadingDevice, ReadingValues, summarize
+from gridledger.ledger.ruleset import Tier, tier_ruleset
 from gridledger.ledger.state import StateChanges
-from gridledger.ledger.transactions import DsoPolicy, Genesis, MeterLimits
 from gridledger.ledger.units import DEFAULT_SLOT_SECONDS
 from gridledger.petra.dso import DSO
 from gridledger.store.sqlite import SqliteStore
-from gridledger.tiers.anchor import Anchor, make_anchor, next_height_key
 from gridledger.tiers.policy_sync import StateView, replicate
-from gridledger.tiers.readings import ContentKeys, ReadingDevice, ReadingValues, summarize
 
 START_TIME = 1_767_225_600  # 2026-01-01T00:00:00Z
 #: Suffix of a backup coordinator's ID (``DC-0-0.backup``).
@@ -139,6 +140,12 @@ class TierChain:
             replica.chain.store.close()
 
 
+def chain_name(tier: Tier, instance: str) -> str:
+    """The genesis name of a tier instance, e.g. ``chain_name(Tier.NAN, "DC-01") == "nan:DC-01"`` (a name only:
+    the chain's tier is its genesis's rule set)."""
+    return f"{tier.value}:{instance}"
+
+
 def store_name(name: str) -> str:
     """The file name of a node's store (``nan:DC-0-0.coordinator`` → ``nan_DC-0-0.coordinator.sqlite``)."""
     return f"{name.replace(':', '_')}.sqlite"
@@ -185,7 +192,8 @@ def build_chain(
     ``members_directory``, in memory by default)."""
     plausibility = plausibility or RobustWindowCheck()
     name = chain_name(tier, instance)
-    genesis = Genesis(name, DEFAULT_SLOT_SECONDS, start_time, dso.public, tuple(k.public for k in coordinator_keys))
+    proposers = tuple(k.public for k in coordinator_keys)
+    genesis = Genesis(name, DEFAULT_SLOT_SECONDS, start_time, dso.public, proposers, ruleset=tier_ruleset(tier).name)
     keys = content.chain(genesis.chain_id)
     view = None if parent is None else StateView(lambda: parent.replica.state)
 

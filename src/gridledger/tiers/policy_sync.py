@@ -28,8 +28,9 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from gridledger.ledger.errors import Reject
+from gridledger.ledger.kinds.dso_policy import DsoPolicy
 from gridledger.ledger.state import LedgerState
-from gridledger.ledger.transactions import DsoPolicy, Transaction
+from gridledger.ledger.transactions import Transaction
 from gridledger.petra.dso import DSO
 
 PriceSignal = tuple[int, tuple[int, int]]
@@ -37,7 +38,7 @@ PriceSignal = tuple[int, tuple[int, int]]
 
 def signal_of(policy: DsoPolicy) -> PriceSignal | None:
     """(effective slot, (priceConsumption, priceProduction)) of a price policy; None for a chain-local one."""
-    return None if policy.prices is None else (policy.time, tuple(policy.prices))
+    return None if policy.prices is None else (policy.effective_slot, tuple(policy.prices))
 
 
 class ParentView(Protocol):
@@ -85,7 +86,7 @@ def check_replicated(tx: Transaction, parent: ParentView | None) -> None:
     if signal_of(tx) not in parent.price_signals():
         raise Reject(
             "bad-policy-fake-price",
-            f"prices {tx.prices[0]}/{tx.prices[1]} per kWh from slot {tx.time} are not committed on the "
+            f"prices {tx.prices[0]}/{tx.prices[1]} per kWh from slot {tx.effective_slot} are not committed on the "
             "coordinator's tier above",
         )
 

@@ -15,13 +15,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gridledger.chain import Chain
-from gridledger.consensus.members import tier_of
 from gridledger.ledger.block import BlockHeader
 from gridledger.ledger.encoding import Reader
 from gridledger.ledger.errors import Reject
+from gridledger.ledger.kinds import decode_transaction
+from gridledger.ledger.kinds.anchor import Anchor
 from gridledger.ledger.merkle import leaf_hash, merkle_proof, verify_proof
-from gridledger.ledger.transactions import decode_transaction
-from gridledger.tiers.anchor import Anchor
+from gridledger.ledger.ruleset import Tier, ruleset_of
 
 Path = list[tuple[bool, bytes]]
 
@@ -173,7 +173,7 @@ def prove(index: Index, txid: bytes) -> CoverageProof:
         header, item, path = index.link(cid, height, i)
         chain = index.name(cid)
         genesis = index.chains[cid].genesis
-        if tier_of(genesis) is not None and tier_of(genesis).parent is None:
+        if ruleset_of(genesis).tier is Tier.HEAD:
             links.append(Link(chain, header, item, path))
             return CoverageProof(tuple(links))
         above = index.anchor_of(cid, height)

@@ -41,8 +41,8 @@ from gridledger.chain import Chain
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
+from gridledger.ledger.kinds.dso_policy import DsoPolicy
 from gridledger.ledger.merkle import leaf_hash, merkle_root
-from gridledger.ledger.transactions import DsoPolicy
 from gridledger.store.sqlite import SqliteStore
 from gridledger.twin.scenarios.base import RunContext, RunResult, register
 from gridledger.twin.scenarios.ledger_lab import LedgerLab, LedgerScenario
@@ -75,10 +75,10 @@ def api_attempts(
 ) -> list[Attempt]:
     """Submit a forged and an altered policy through ``via``'s API; their fate at commit."""
     net = lab.network
-    forged = DsoPolicy(genuine.nonce + 1 + rng.randrange(1000), genuine.time, fake).signed(
+    forged = DsoPolicy(genuine.nonce + 1 + rng.randrange(1000), genuine.effective_slot, fake).signed(
         net.chain_id, KeyPair.generate()
     )
-    altered = dataclasses.replace(lab.dso.policy(genuine.time, prices=genuine.prices), prices=fake)
+    altered = dataclasses.replace(lab.dso.policy(genuine.effective_slot, prices=genuine.prices), prices=fake)
     attempts = []
     for what, tx in (("policy signed by a non-DSO key", forged), ("DSO policy altered in transit", altered)):
         started = time.time()
@@ -145,9 +145,9 @@ class TierOutcome:
 def tier_attempts(seed: int, genuine: tuple[int, int], fake: tuple[int, int]) -> TierOutcome:
     """Replicate a genuine price down a small hierarchy (head-end, FAN/WAN, NAN, two HANs) and inject fake ones
     at the NAN."""
-    # imported here: the tiers package registers its transaction kinds and the PoEf certificate check with the
-    # ledger core, which every process importing the attack registry (the whole CLI) need not do
-    from gridledger.consensus.members import Tier
+    # imported here: the hierarchy pulls in the whole PoEf protocol, which every process importing the attack
+    # registry (the whole CLI) need not load
+    from gridledger.ledger.ruleset import Tier
     from gridledger.tiers.hierarchy import Hierarchy
     from gridledger.tiers.policy_sync import StateView, check_price_signal
 

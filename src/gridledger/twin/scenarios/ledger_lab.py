@@ -22,7 +22,9 @@ from pathlib import Path
 import httpx
 
 from gridledger.ledger.assets import FA
-from gridledger.ledger.transactions import DsoPolicy, MeterIssue, MeterLimits, Transaction
+from gridledger.ledger.kinds.dso_policy import DsoPolicy, MeterLimits
+from gridledger.ledger.kinds.meter_issue import MeterIssue
+from gridledger.ledger.transactions import Transaction
 from gridledger.node.testnet import OPERATOR, Testnet
 from gridledger.petra.dso import DSO
 from gridledger.petra.meter import SmartMeter

@@ -3,8 +3,8 @@
 **Committee rule** (published; anyone recomputes it from the chain alone). The committee of block *h* is drawn
 from the members authorized at the block's slot (:mod:`.members`), against the state at block *h − 1*:
 
-* if at most ``COMMITTEE_SIZE[tier]`` members are authorized, all of them;
-* otherwise ``COMMITTEE_SIZE[tier]`` distinct members by sortition weighted by efficiency score (*proof of
+* if at most ``k`` members are authorized (``k``: the committee size of the chain's rule set), all of them;
+* otherwise ``k`` distinct members by sortition weighted by efficiency score (*proof of
   efficiency*): draw *j* = 0, 1, 2, … takes ``r_j = SHA-256("gridledger/committee/v1" ‖ prev_hash ‖ j) mod W``
   (W = the sum of the weights, weight = 1 + score) and picks the member whose cumulative-weight interval holds
   ``r_j``; an already chosen member is skipped. This is sequential weighted sampling without replacement, in
@@ -14,8 +14,8 @@ from the members authorized at the block's slot (:mod:`.members`), against the s
 the genesis; checked by the core) and the votes of a strict majority of its committee (``quorum(k) = k // 2 + 1``;
 0 for an empty committee, i.e. before the DSO has enrolled anyone). A vote is a committee member's Ed25519
 signature over ``header.signing_message()``. The certificate lists the votes by increasing public key and must
-hold at least a quorum of them. The check is registered with the core (``register_block_check``), so every
-verifier — ``Chain.append``, ``verify_store``, ``gridledger verify`` — checks it on every block.
+hold at least a quorum of them. The check is a whole-block check of every PoEf rule set (:mod:`.ruleset`), so
+every verifier — ``Chain.append``, ``verify_store``, ``gridledger verify`` — checks it on every block.
 
 The security trade-off of a committee smaller than the membership is discussed in docs/consensus.md.
 """
@@ -28,19 +28,17 @@ import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from gridledger.consensus.members import Tier, authorized_members, score, scores_version, tier_of
 from gridledger.ledger import crypto
-from gridledger.ledger.block import Block, BlockHeader, Vote
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.state import LedgerState, register_block_check
+from gridledger.ledger.members import authorized_members, score, scores_version
+
+if TYPE_CHECKING:
+    from gridledger.ledger.block import Block, BlockHeader, Vote
+    from gridledger.ledger.state import LedgerState
 
 _SEED_TAG = b"gridledger/committee/v1"
-
-#: Committee size per tier: the largest committee that keeps a NAN of 2,000 meters within a 1 s p99
-#: submit-to-commit latency and 128 B per reading on disk (benchmarks/nan_latency.py, reading_bytes.py).
-COMMITTEE_SIZE = {Tier.HAN: 5, Tier.NAN: 5, Tier.FAN: 9, Tier.HEAD: 9}
-
 
 def quorum(size: int) -> int:
     """Votes needed from a committee of ``size``: a strict majority (0 for an empty committee)."""
@@ -113,9 +111,9 @@ def weights(state: LedgerState, slot: int) -> Weights:
 
 
 def committee_for(state: LedgerState, header: BlockHeader) -> Committee:
-    """The committee of the block ``header`` proposes on top of ``state`` (empty for an untagged chain)."""
-    tier = tier_of(state.genesis)
-    if tier is None:
+    """The committee of the block ``header`` proposes on top of ``state`` (empty off PoEf: committee size 0)."""
+    size = state.ruleset.committee_size
+    if not size:
         return Committee(())
     slot = state.slot_of(header.time)
     version = (state.height, state.tip_hash, header.prev_hash, slot)
@@ -123,7 +121,7 @@ def committee_for(state: LedgerState, header: BlockHeader) -> Committee:
     if cached is not None and cached[0] == version:
         return cached[1]
     table = weights(state, slot)
-    picked = draw(header.prev_hash, table.cumulative, COMMITTEE_SIZE[tier])
+    picked = draw(header.prev_hash, table.cumulative, size)
     result = Committee(tuple(table.members[i] for i in picked))
     _COMMITTEES[state] = (version, result)
     return result
@@ -160,11 +158,6 @@ def certify(committee: Committee, votes: Iterable[Vote]) -> tuple[Vote, ...]:
     return tuple(unique[k] for k in sorted(unique))[: committee.required]
 
 
-def _check_block_certificate(state: LedgerState, block: Block) -> None:
-    """The core hook: every block of a tiered (PoEf) chain carries a valid quorum certificate."""
-    if tier_of(state.genesis) is None:
-        return
+def check_block_certificate(state: LedgerState, block: Block) -> None:
+    """The whole-block check of the PoEf rule sets: the block carries a valid quorum certificate of its committee."""
     check_certificate(committee_for(state, block.header), block.header, block.certificate)
-
-
-register_block_check(_check_block_certificate)

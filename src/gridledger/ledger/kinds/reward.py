@@ -1,4 +1,4 @@
-"""Proof-of-Efficiency rewards: the REWARD transaction kind (kind 7) and the published rule that fixes its amounts.
+"""REWARD (kind 7): Proof-of-Efficiency rewards, and the published rule that fixes its amounts.
 
 PoEf rewards the users who use energy most efficiently (Olivares-Rojas et al. 2023, §3.3): the DSO pays them from
 an incentive budget, so that efficiency lowers their bill. The score is the analytics' PoEf efficiency score
@@ -31,24 +31,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
-from gridledger.consensus.members import (
-    MAX_SCORE,
-    REWARDS_KEY,
-    authorized_members,
-    rate_key,
-    reward_key,
-    score_key,
-)
 from gridledger.ledger import crypto
-from gridledger.ledger.assets import FA, AssetKind, Output
+from gridledger.ledger.assets import FA, MAX_IO, AssetKind, Output
 from gridledger.ledger.crypto import SIGNATURE_BYTES, KeyPair
 from gridledger.ledger.encoding import Reader, Writer
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.rules import MAX_IO, register_check
-from gridledger.ledger.state import LedgerState, register_handler
-from gridledger.ledger.transactions import Transaction, TxKind, register_kind
+from gridledger.ledger.members import MAX_SCORE, REWARDS_KEY, authorized_members, rate_key, reward_key, score_key
+from gridledger.ledger.transactions import KindRules, Transaction, TxKind
+
+if TYPE_CHECKING:
+    from gridledger.ledger.state import LedgerState
 
 #: Weights of forecast adherence, power quality and peak reduction in the score.
 WEIGHTS = (1, 1, 1)
@@ -85,7 +79,6 @@ def reward_amounts(rate: int, cards: Sequence[Scorecard]) -> list[tuple[int, int
     return [(m, a) for m, a in paid if a > 0]
 
 
-@register_kind
 @dataclass(frozen=True)
 class Reward(Transaction):
     KIND: ClassVar[TxKind] = TxKind.REWARD
@@ -190,13 +183,12 @@ def apply_reward(state: LedgerState, tx: Reward, slot: int, _: bool) -> None:
             )
     if tuple(tx.outputs) != _rule_outputs(state, slot, tx.rate, tx.cards):
         raise Reject("bad-reward-rule", "outputs differ from what the published reward rule gives for these scores")
-    state._set(state.nonces, "nonce", rate_key(tx.period), tx.rate)
-    state._set(state.nonces, "nonce", REWARDS_KEY, state.nonces.get(REWARDS_KEY, 0) + 1)
+    state.set_entry(state.nonces, "nonce", rate_key(tx.period), tx.rate)
+    state.set_entry(state.nonces, "nonce", REWARDS_KEY, state.nonces.get(REWARDS_KEY, 0) + 1)
     for card in tx.cards:
-        state._set(state.nonces, "nonce", reward_key(card.member), tx.period + 1)
-        state._set(state.nonces, "nonce", score_key(card.member), card.score)
-    state._add_outputs(tx.txid, tx.outputs)
+        state.set_entry(state.nonces, "nonce", reward_key(card.member), tx.period + 1)
+        state.set_entry(state.nonces, "nonce", score_key(card.member), card.score)
+    state.add_outputs(tx.txid, tx.outputs)
 
 
-register_check(Reward, check_reward)
-register_handler(TxKind.REWARD, apply_reward)
+RULES = KindRules(Reward, check_reward, apply_reward)

@@ -1,4 +1,4 @@
-"""Alarms: the ALARM transaction kind (kind 6), so that an anomaly is recorded on the ledger, never silently passed.
+"""ALARM (kind 6): the transaction that makes sure an anomaly is recorded on the ledger, never silently passed.
 
 The paper's answer to majority attacks and tampering (Olivares-Rojas et al. 2023, §4.2) is an alarm system that
 reports abnormal consumption/production transactions for later analysis. An alarm names what it is about
@@ -17,16 +17,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from gridledger.consensus.members import member_of_key
 from gridledger.ledger import crypto
 from gridledger.ledger.crypto import HASH_BYTES, PUBKEY_BYTES, SIGNATURE_BYTES, KeyPair
 from gridledger.ledger.encoding import Reader, Writer, check_name
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.rules import register_check
-from gridledger.ledger.state import LedgerState, register_handler
-from gridledger.ledger.transactions import Transaction, TxKind, register_kind
+from gridledger.ledger.members import member_of_key
+from gridledger.ledger.transactions import KindRules, Transaction, TxKind
+
+if TYPE_CHECKING:
+    from gridledger.ledger.state import LedgerState
 
 
 class AlarmCode(IntEnum):
@@ -41,7 +42,6 @@ class AlarmCode(IntEnum):
 _CODES = {int(c) for c in AlarmCode}
 
 
-@register_kind
 @dataclass(frozen=True)
 class Alarm(Transaction):
     KIND: ClassVar[TxKind] = TxKind.ALARM
@@ -88,5 +88,4 @@ def apply_alarm(state: LedgerState, tx: Alarm, slot: int, _: bool) -> None:
         raise Reject("bad-alarm-signature", "alarm signature is invalid")
 
 
-register_check(Alarm, check_alarm)
-register_handler(TxKind.ALARM, apply_alarm)
+RULES = KindRules(Alarm, check_alarm, apply_alarm)

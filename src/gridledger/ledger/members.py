@@ -1,9 +1,8 @@
-"""Who takes part in a chain's consensus: its tier, its enrolled members and their efficiency scores.
+"""Who takes part in a chain's PoEf consensus: its enrolled members and their efficiency scores.
 
-**Tier.** A chain's tier is fixed in its genesis by a tag that starts its name: ``han:``, ``nan:``, ``fan:`` or
-``head:`` (e.g. ``nan:DC-01``), after the four AMI areas of Olivares-Rojas et al. (2023), Fig. 2. Tagged chains
-run PoEf (a quorum certificate on every block); untagged chains, like the ``nan-demo`` chain of
-``gridledger demo``, keep the core's coordinator-only rule.
+A chain's tier and whether it runs PoEf come from the rule set its genesis names (:mod:`.ruleset`). This module
+and :mod:`.committee` are the deterministic part of PoEf that every verifier needs; the protocol (rounds, votes,
+fail-over, plausibility) is :mod:`gridledger.consensus`.
 
 **Members.** The members of a chain are the parties its DSO policy authorizes on it: the appliances of a HAN,
 the smart meters of a NAN, the concentrators of a FAN/WAN, the FAN/WAN coordinators at the head-end. A member's
@@ -13,7 +12,7 @@ index (2 bytes instead of a name of up to 32). Anyone derives it from the chain 
 
 **Scores.** A member's efficiency score (per mille, 0..1000: the analytics' PoEf efficiency score,
 :mod:`gridledger.analytics.efficiency`) is the last one a reward transaction committed for it
-(:mod:`gridledger.consensus.rewards`), or ``DEFAULT_SCORE`` before any.
+(:mod:`gridledger.ledger.kinds.reward`), or ``DEFAULT_SCORE`` before any.
 
 Per-member counters of the tier and consensus rules (last reading minute, score, next reward period, anchored
 heights) live in the core's ``nonces`` table under namespaced keys (``reading:17``, ``score:17``, ``reward:17``,
@@ -25,49 +24,18 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from gridledger.ledger.policy import AUTHORIZED
-from gridledger.ledger.state import LedgerState
-from gridledger.ledger.transactions import Genesis
+
+if TYPE_CHECKING:
+    from gridledger.ledger.state import LedgerState
 
 #: A member's score (per mille) before any reward transaction has scored it.
 DEFAULT_SCORE = 500
 MAX_SCORE = 1_000
 #: Most members one chain may enrol (a member index is a u16).
 MAX_MEMBERS = 0xFFFF
-
-
-class Tier(StrEnum):
-    """The four tiers (AMI areas) of the multi-tier ledger, from the home up to the utility."""
-
-    HAN = "han"
-    NAN = "nan"
-    FAN = "fan"
-    HEAD = "head"
-
-    @property
-    def parent(self) -> Tier | None:
-        """The tier this one anchors into (None for the head-end)."""
-        order = list(Tier)
-        i = order.index(self)
-        return order[i + 1] if i + 1 < len(order) else None
-
-
-def tier_of(genesis: Genesis) -> Tier | None:
-    """The tier named by the chain's tag (``nan:DC-01`` → NAN), or None for an untagged chain."""
-    tag, sep, _ = genesis.chain.partition(":")
-    if not sep:
-        return None
-    try:
-        return Tier(tag)
-    except ValueError:
-        return None
-
-
-def chain_name(tier: Tier, instance: str) -> str:
-    """The genesis name of a tier instance, e.g. ``chain_name(Tier.NAN, "DC-01") == "nan:DC-01"``."""
-    return f"{tier.value}:{instance}"
 
 
 @dataclass(frozen=True)

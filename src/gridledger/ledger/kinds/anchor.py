@@ -1,4 +1,4 @@
-"""Anchors: the ANCHOR transaction kind (kind 5), by which every tier anchors its blocks into the tier above.
+"""ANCHOR (kind 5): the transaction by which every tier anchors its blocks into the tier above.
 
 An anchor on a parent chain commits to the blocks ``first..last`` of one child chain by the Merkle root over their
 hashes (leaves ``SHA-256(0x00 ‖ block hash)``). Each child block is anchored exactly once, in order: the first
@@ -18,23 +18,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from gridledger.consensus.members import member_of_key, tier_of
-from gridledger.ledger import crypto
+from gridledger.ledger import crypto, kinds
 from gridledger.ledger.crypto import HASH_BYTES, PUBKEY_BYTES, SIGNATURE_BYTES, KeyPair
 from gridledger.ledger.encoding import Reader, Writer
 from gridledger.ledger.errors import Reject
+from gridledger.ledger.kinds.genesis import Genesis
+from gridledger.ledger.members import member_of_key
 from gridledger.ledger.merkle import leaf_hash, merkle_root
-from gridledger.ledger.rules import check_transaction, register_check
-from gridledger.ledger.state import LedgerState, register_handler
-from gridledger.ledger.transactions import Genesis, Transaction, TxKind, decode_transaction, register_kind
+from gridledger.ledger.transactions import KindRules, Transaction, TxKind
+
+if TYPE_CHECKING:
+    from gridledger.ledger.state import LedgerState
 
 #: Most blocks one anchor may cover (bounds the work of building and checking its root).
 MAX_ANCHOR_BLOCKS = 100_000
 
 
-@register_kind
 @dataclass(frozen=True)
 class Anchor(Transaction):
     KIND: ClassVar[TxKind] = TxKind.ANCHOR
@@ -68,7 +69,7 @@ class Anchor(Transaction):
     def child_genesis(self) -> Genesis:
         """The child's genesis transaction carried by a first anchor."""
         try:
-            tx = decode_transaction(self.genesis)
+            tx = kinds.decode_transaction(self.genesis)
         except Reject as e:
             raise Reject("bad-anchor-genesis", f"child genesis does not decode: {e.message}") from None
         if not isinstance(tx, Genesis):
@@ -109,7 +110,7 @@ def check_anchor(tx: Anchor) -> None:
         )
     if tx.genesis:
         genesis = tx.child_genesis()
-        check_transaction(genesis)
+        kinds.check_transaction(genesis)
         if genesis.chain_id != tx.child:
             raise Reject("bad-anchor-genesis", "the carried genesis is not the anchored chain's")
         if tx.signer not in genesis.proposers:
@@ -138,7 +139,12 @@ def apply_anchor(state: LedgerState, tx: Anchor, slot: int, _: bool) -> None:
         raise Reject(code, f"anchor starts at child height {tx.first}; the next unanchored height is {expected}")
     if tx.genesis:
         genesis = tx.child_genesis()
-        here, there = tier_of(state.genesis), tier_of(genesis)
+        # imported here: the rule set table lists this kind, so it is complete only once this module is
+        from gridledger.ledger.ruleset import ruleset_of
+
+        here = state.ruleset.tier
+        # The child's rule set must be known here: an unknown one (bad-genesis-ruleset) has no tier to check.
+        there = ruleset_of(genesis).tier
         if here is None or there is None or there.parent != here:
             raise Reject("bad-anchor-tier", f"a {there} chain does not anchor into a {here} chain")
     elif not state.nonces.get(coordinator_key(tx.child, tx.signer)):
@@ -147,9 +153,8 @@ def apply_anchor(state: LedgerState, tx: Anchor, slot: int, _: bool) -> None:
         raise Reject("bad-anchor-signature", "anchor signature is invalid")
     if tx.genesis:
         for pubkey in genesis.proposers:
-            state._set(state.nonces, "nonce", coordinator_key(tx.child, pubkey), 1)
-    state._set(state.nonces, "nonce", next_height_key(tx.child), tx.last + 1)
+            state.set_entry(state.nonces, "nonce", coordinator_key(tx.child, pubkey), 1)
+    state.set_entry(state.nonces, "nonce", next_height_key(tx.child), tx.last + 1)
 
 
-register_check(Anchor, check_anchor)
-register_handler(TxKind.ANCHOR, apply_anchor)
+RULES = KindRules(Anchor, check_anchor, apply_anchor)

@@ -1,4 +1,4 @@
-"""Signed, encrypted meter readings: the READING transaction kind (kind 4).
+"""READING (kind 4): signed, encrypted meter readings.
 
 A reading is one member's measurement: an appliance's on a HAN chain, a smart meter's on a NAN chain, a
 concentrator's summary of its whole NAN on a FAN/WAN chain. It holds the energy consumed and produced (Wh) over
@@ -32,22 +32,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
-from gridledger.consensus.members import member_key
 from gridledger.ledger import crypto
 from gridledger.ledger.crypto import SIGNATURE_BYTES, KeyPair
 from gridledger.ledger.encoding import Reader, Writer
 from gridledger.ledger.errors import Reject
+from gridledger.ledger.members import member_key
 from gridledger.ledger.policy import AUTHORIZED, BANNED
-from gridledger.ledger.rules import register_check
-from gridledger.ledger.state import LedgerState, register_handler
-from gridledger.ledger.transactions import Transaction, TxKind, register_kind
+from gridledger.ledger.transactions import KindRules, Transaction, TxKind
+
+if TYPE_CHECKING:
+    from gridledger.ledger.state import LedgerState
 
 WIDE, VOLTAGE, CURRENT, POWER_FACTOR = 0x01, 0x02, 0x04, 0x08
 KNOWN_FLAGS = WIDE | VOLTAGE | CURRENT | POWER_FACTOR
@@ -162,7 +163,6 @@ def summarize(values: Iterable[ReadingValues]) -> ReadingValues:
     return ReadingValues(consumption, production)
 
 
-@register_kind
 @dataclass(frozen=True)
 class Reading(Transaction):
     """A member's signed, encrypted reading for the interval ending with ``minute``."""
@@ -333,8 +333,7 @@ def apply_reading(state: LedgerState, tx: Reading, slot: int, _: bool) -> None:
             "bad-reading-replay",
             f"member {tx.member} already reported up to minute {first - 1}; minute {tx.minute} is a replay",
         )
-    state._set(state.nonces, "nonce", counter, tx.minute + 1)
+    state.set_entry(state.nonces, "nonce", counter, tx.minute + 1)
 
 
-register_check(Reading, check_reading)
-register_handler(TxKind.READING, apply_reading)
+RULES = KindRules(Reading, check_reading, apply_reading)
