@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 
+import httpx
 import pytest
 
 from gridledger.ledger.crypto import KeyPair
@@ -20,6 +21,7 @@ from gridledger.ledger.transactions import DsoPolicy
 from gridledger.node import cluster
 from gridledger.node.client import NodeClient
 from gridledger.node.etcd import EtcdUnavailable, etcd_binary
+from gridledger.node.ordering import EtcdOrderer
 from gridledger.node.testnet import wait_until
 
 pytestmark = pytest.mark.slow
@@ -216,3 +218,35 @@ def test_a_flooding_meter_does_not_delay_the_others(net):
             t.join()
     assert 429 in codes
     assert flooder.request("GET", "/v1/status").status_code in (200, 429)
+
+
+def test_a_junk_ordering_log_entry_is_voided_and_the_chain_resumes(net):
+    """Bytes written under the next block's key in etcd (by anyone with etcd access) must not stop any node: each
+    refuses the entry, counts it and stays alive; the leader quarantines it and the height is proposed again."""
+    chain_id = net.chain_id()
+    orderer = EtcdOrderer([m["url"] for m in net.state["etcd"]], chain_id)
+    client = net.client("MI1")
+    try:
+        before = {i: net.client(i).status()["entries_rejected"] for i in ALL}
+        height = client.status()["height"]
+        assert orderer.publish(height + 1, b"\x07junk")  # what an attacker in the network can write
+        tx = net.policy(chain_id)
+        assert client.submit(tx).status_code == 202
+        net.wait(lambda: client.tx_status(tx.txid)["status"] == "committed", what="the commit after the junk entry")
+        assert client.tx_status(tx.txid)["height"] == height + 1
+        assert orderer.quarantined(height + 1) == [b"\x07junk"]
+        net.wait(lambda: net.agree(ALL, height + 1), what="every node past the junk entry")
+        for i in ALL:
+            status = net.client(i).status()
+            assert status["sequencer_alive"] and status["last_applied_height"] >= height + 1
+            assert status["entries_rejected"] <= before[i] + 1
+            h = httpx.get(net.node(i)["url"] + "/v1/health")
+            assert h.status_code == 200 and h.json()["healthy"]
+            metrics = httpx.get(net.node(i)["url"] + "/v1/metrics").text
+            assert "gridledger_sequencer_alive 1" in metrics
+        # at least the nodes that read the junk before it was replaced counted it, and said why
+        refused = [net.client(i).status() for i in ALL]
+        assert any(s["entries_rejected"] > before[s["node_id"]] for s in refused)
+        assert any(s["last_rejected"] and "bad-encoding" in s["last_rejected"] for s in refused)
+    finally:
+        orderer.close()

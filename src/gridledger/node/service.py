@@ -2,7 +2,11 @@
 
 API (every request signed by a registered node, see ``auth``; rate-limited per node):
 
-* ``GET  /v1/status`` — node id, role, height, tip hash, leader.
+* ``GET  /v1/status`` — node id, role, height, tip hash, leader, and the node's health: ``sequencer_alive``,
+  ``last_applied_height``, ``entries_rejected`` (ordering-log entries it refused), ``last_rejected`` and
+  ``sequencer_errors``.
+* ``GET  /v1/health`` (unsigned) — ``200`` if every worker thread runs, else ``503``.
+* ``GET  /v1/metrics`` (unsigned) — the same figures in the Prometheus text format.
 * ``POST /v1/transactions`` — a raw canonical transaction (``application/octet-stream``); context-free checks, then
   queued at the orderer (idempotent by txid). ``400`` with ``{code, message}`` for an invalid transaction.
 * ``GET  /v1/transactions/{txid}`` — ``pending``, ``committed`` (with height) or ``rejected`` (with the reject).
@@ -21,7 +25,7 @@ import json
 import threading
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from gridledger.chain import Chain
 from gridledger.consensus.members import roster, tier_of
@@ -87,6 +91,21 @@ class NodeService:
             elif isinstance(tx, Alarm) and tx.code == AlarmCode.IMPLAUSIBLE_READING:
                 self.alarmed.add(tx.subject)
 
+    @property
+    def sequencer_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def health(self) -> dict:
+        """What ``/v1/status``, ``/v1/health`` and ``/v1/metrics`` report about the node's own work."""
+        seq = self.sequencer
+        return {
+            "sequencer_alive": self.sequencer_alive,
+            "last_applied_height": self.chain.height,
+            "entries_rejected": seq.entries_rejected,
+            "last_rejected": None if seq.last_rejected is None else str(seq.last_rejected),
+            "sequencer_errors": seq.errors,
+        }
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self.sequencer.run, args=(self._stop,), name=f"sequencer-{self.node_id}")
         self._thread.daemon = True
@@ -146,14 +165,44 @@ class NodeService:
                 "chain_id": self.chain.chain_id.hex(),
                 "height": st.height,
                 "tip": st.tip_hash.hex(),
-                "leading": self.sequencer.leading,
+                "leading": self.sequencer.leading and self.sequencer_alive,
                 "consensus": "coordinator" if tier_of(self.chain.genesis) is None else "poef",
                 "tamper_report": self.tamper_report,
+                **self.health(),
             }
+
+        @app.get("/v1/health")
+        async def health():
+            alive = self.sequencer_alive
+            return JSONResponse({"healthy": alive, "workers": {"sequencer": alive}}, 200 if alive else 503)
+
+        @app.get("/v1/metrics")
+        async def metrics():
+            h = self.health()
+            rows = [
+                ("gridledger_sequencer_alive", "gauge", "1 while the sequencer thread runs", int(h["sequencer_alive"])),
+                (
+                    "gridledger_last_applied_height",
+                    "gauge",
+                    "height of the last block applied",
+                    h["last_applied_height"],
+                ),
+                ("gridledger_entries_rejected_total", "counter", "ordering-log entries refused", h["entries_rejected"]),
+                (
+                    "gridledger_sequencer_errors_total",
+                    "counter",
+                    "unexpected sequencer failures",
+                    h["sequencer_errors"],
+                ),
+            ]
+            text = "".join(f"# HELP {n} {d}\n# TYPE {n} {t}\n{n} {v}\n" for n, t, d, v in rows)
+            return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
         @app.post("/v1/transactions", status_code=202)
         async def submit(request: Request):
             _, _, body = await self._authorize(request)
+            if not self.sequencer_alive:
+                return JSONResponse({"code": "node-unhealthy", "message": "this node's sequencer is not running"}, 503)
             if len(body) > MAX_TX_BYTES:
                 return JSONResponse({"code": "bad-tx-size", "message": f"over {MAX_TX_BYTES} bytes"}, 413)
             try:
