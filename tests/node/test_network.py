@@ -250,3 +250,30 @@ def test_a_junk_ordering_log_entry_is_voided_and_the_chain_resumes(net):
         assert any(s["last_rejected"] and "bad-encoding" in s["last_rejected"] for s in refused)
     finally:
         orderer.close()
+
+
+def test_a_store_changed_under_a_running_node_is_never_served(net):
+    """A byte flipped in blocks.data while MI1 runs: MI1 serves the block as it validated it (not the stored bytes),
+    reports the tampering, turns unhealthy, and rebuilds its store when restarted."""
+    client = net.client("MI1")
+    good = client.request("GET", "/v1/blocks/1").json()
+    raw_good = client.blocks(1, 1)[0][1]
+    db = sqlite3.connect(net.folder / "MI1.sqlite")
+    raw = bytearray(db.execute("SELECT data FROM blocks WHERE height = 1").fetchone()[0])
+    raw[-1] ^= 0x01
+    db.execute("UPDATE blocks SET data = ? WHERE height = 1", (bytes(raw),))
+    db.commit()
+    db.close()
+    assert client.request("GET", "/v1/blocks/1").json() == good
+    assert client.blocks(1, 1)[0][1] == raw_good
+    status = client.status()
+    assert status["store_tampered"] == 1 and "block 1" in status["tamper_report"]
+    health = httpx.get(net.node("MI1")["url"] + "/v1/health")
+    assert health.status_code == 503 and not health.json()["store_verified"]
+    mi1 = net.node("MI1")
+    os.kill(mi1["pid"], signal.SIGTERM)
+    net.wait(lambda: not cluster._alive(mi1["pid"]), what="MI1 stopped")
+    cluster.restart(net.folder, "MI1")
+    height = net.client("MI2").status()["height"]
+    net.wait(lambda: net.agree(ALL, height), timeout=60, what="MI1 rebuilt its store")
+    assert httpx.get(net.node("MI1")["url"] + "/v1/health").status_code == 200

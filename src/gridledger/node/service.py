@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -30,6 +31,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from gridledger.chain import Chain
 from gridledger.consensus.members import roster, tier_of
 from gridledger.jsonview import block_json
+from gridledger.ledger import crypto
 from gridledger.ledger.block import Block
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.rules import check_transaction
@@ -51,6 +53,8 @@ from gridledger.tiers.readings import Reading
 
 MAX_TX_BYTES = 256 * 1024
 
+log = logging.getLogger("gridledger.node")
+
 
 class NodeService:
     """A node: chain + orderer + sequencer thread + HTTP API."""
@@ -71,25 +75,47 @@ class NodeService:
         self.registry, self.limiter = registry, limiter
         self.reading_keys = reading_keys or ReadingKeys()
         self.tamper_report: str | None = None
+        #: The first height whose stored bytes were found changed while the node ran (None: none found).
+        self.store_tampered: int | None = None
         self.committed: dict[bytes, int] = {}
         #: Committed readings' txids by member index, oldest first; subjects of implausible-reading alarms.
         self.readings: dict[int, list[bytes]] = {}
         self.alarmed: set[bytes] = set()
-        for block in chain.blocks(1):
-            self._index(block)
+        #: SHA-256 of every block's bytes as this node validated them, 32 bytes per height: what it serves must match.
+        self._digests = bytearray()
+        for height, raw in chain.store.iter_blocks(0):
+            self._index(Block.decode(raw) if height else chain.genesis_block, raw)
         previous = sequencer.on_block
-        sequencer.on_block = lambda b: (self._index(b), previous and previous(b))
+        sequencer.on_block = lambda b: (self._index(b, b.encode()), previous and previous(b))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.app = self._build_app()
 
-    def _index(self, block: Block) -> None:
+    def _index(self, block: Block, raw: bytes) -> None:
+        self._digests += crypto.sha256(raw)
         for tx in block.transactions:
             self.committed[tx.txid] = block.height
             if isinstance(tx, Reading):
                 self.readings.setdefault(tx.member, []).append(tx.txid)
             elif isinstance(tx, Alarm) and tx.code == AlarmCode.IMPLAUSIBLE_READING:
                 self.alarmed.add(tx.subject)
+
+    def _block_bytes(self, height: int) -> bytes:
+        """Block ``height`` as this node validated it (hold the sequencer lock). A stored copy that differs (the store
+        was changed under the running node) is never served: the node reports the tampering, turns unhealthy (a
+        restart rebuilds the store) and serves the orderer's copy if that one matches, else answers 503."""
+        raw = self.chain.store.block_bytes(height)
+        digest = bytes(self._digests[32 * height : 32 * height + 32])
+        if crypto.sha256(raw) == digest:
+            return raw
+        if self.store_tampered is None:
+            self.store_tampered = height
+            self.tamper_report = f"block {height} in the store changed while the node ran; restart to rebuild the store"
+            log.error("%s: %s", self.node_id, self.tamper_report)
+        copy = [r for _, r in self.orderer.blocks(height, 1)] if height else [self.chain.genesis_block.encode()]
+        if copy and crypto.sha256(copy[0]) == digest:
+            return copy[0]
+        raise HTTPException(503, detail=f"block {height} of this node's store is corrupted: ask another node")
 
     @property
     def sequencer_alive(self) -> bool:
@@ -104,6 +130,7 @@ class NodeService:
             "entries_rejected": seq.entries_rejected,
             "last_rejected": None if seq.last_rejected is None else str(seq.last_rejected),
             "sequencer_errors": seq.errors,
+            "store_tampered": self.store_tampered,
         }
 
     def start(self) -> None:
@@ -134,7 +161,7 @@ class NodeService:
         for txid in txids:
             height = self.committed[txid]
             if height not in blocks:
-                block = Block.decode(self.chain.store.block_bytes(height))
+                block = Block.decode(self._block_bytes(height))
                 blocks[height] = {tx.txid: tx for tx in block.transactions}
             rows.append((height, blocks[height][txid]))
         return rows
@@ -173,8 +200,9 @@ class NodeService:
 
         @app.get("/v1/health")
         async def health():
-            alive = self.sequencer_alive
-            return JSONResponse({"healthy": alive, "workers": {"sequencer": alive}}, 200 if alive else 503)
+            alive, store_ok = self.sequencer_alive, self.store_tampered is None
+            body = {"healthy": alive and store_ok, "workers": {"sequencer": alive}, "store_verified": store_ok}
+            return JSONResponse(body, 200 if alive and store_ok else 503)
 
         @app.get("/v1/metrics")
         async def metrics():
@@ -232,7 +260,7 @@ class NodeService:
             await self._authorize(request)
             with self.sequencer.lock:
                 top = min(self.chain.height, start + limit - 1)
-                rows = [{"height": h, "raw": self.chain.store.block_bytes(h).hex()} for h in range(start, top + 1)]
+                rows = [{"height": h, "raw": self._block_bytes(h).hex()} for h in range(start, top + 1)]
             return {"blocks": rows}
 
         @app.get("/v1/blocks/{height}")
@@ -241,7 +269,7 @@ class NodeService:
             if not 0 <= height <= self.chain.height:
                 raise HTTPException(404, detail=f"no block at height {height}")
             with self.sequencer.lock:
-                raw = self.chain.store.block_bytes(height)
+                raw = self._block_bytes(height)
             return block_json(Block.decode(raw))
 
         @app.get("/v1/readings/{txid}")
@@ -289,7 +317,7 @@ class NodeService:
                 while not await request.is_disconnected():
                     while h <= self.chain.height:
                         with self.sequencer.lock:
-                            b = Block.decode(self.chain.store.block_bytes(h))
+                            b = Block.decode(self._block_bytes(h))
                         data = {"height": h, "hash": b.hash.hex(), "txs": len(b.transactions)}
                         yield f"event: block\ndata: {json.dumps(data)}\n\n"
                         h += 1
