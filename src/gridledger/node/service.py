@@ -51,9 +51,34 @@ from gridledger.node.sequencer import Sequencer
 from gridledger.tiers.alarm import Alarm, AlarmCode
 from gridledger.tiers.readings import Reading
 
-MAX_TX_BYTES = 256 * 1024
+#: Largest request body (bytes): a transaction. Longer bodies are refused (413) before they are read.
+MAX_BODY_BYTES = 256 * 1024
+#: Default requests per second (and burst) from one peer address, counted before authentication.
+PEER_RATE, PEER_BURST = 1000.0, 2000.0
 
 log = logging.getLogger("gridledger.node")
+
+
+class PeerGate:
+    """ASGI middleware in front of every route: a token bucket per peer address and the body-size cap, applied
+    before a request is authenticated or its body read (floods of bad signatures or huge bodies cost little)."""
+
+    def __init__(self, app, limiter: RateLimiter, max_body: int) -> None:
+        self.app, self.limiter, self.max_body = app, limiter, max_body
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            peer = (scope.get("client") or ("unknown",))[0]
+            length = dict(scope["headers"]).get(b"content-length", b"0")
+            refusal = None
+            if not self.limiter.allow(peer):
+                refusal = JSONResponse({"detail": f"rate limit for address {peer}"}, 429)
+            elif not length.isdigit() or int(length) > self.max_body:
+                refusal = JSONResponse({"detail": f"request body over {self.max_body} bytes"}, 413)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class NodeService:
@@ -69,6 +94,7 @@ class NodeService:
         registry: NodeRegistry,
         limiter: RateLimiter,
         reading_keys: ReadingKeys | None = None,
+        peer_limiter: RateLimiter | None = None,
     ) -> None:
         self.node_id, self.role = node_id, role
         self.chain, self.orderer, self.sequencer = chain, orderer, sequencer
@@ -89,6 +115,7 @@ class NodeService:
         sequencer.on_block = lambda b: (self._index(b, b.encode()), previous and previous(b))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.peer_limiter = peer_limiter or RateLimiter(PEER_RATE, PEER_BURST)
         self.app = self._build_app()
 
     def _index(self, block: Block, raw: bytes) -> None:
@@ -131,6 +158,7 @@ class NodeService:
             "last_rejected": None if seq.last_rejected is None else str(seq.last_rejected),
             "sequencer_errors": seq.errors,
             "store_tampered": self.store_tampered,
+            "requests_refused": {"peer_rate": self.peer_limiter.refused, "node_rate": self.limiter.refused},
         }
 
     def start(self) -> None:
@@ -144,7 +172,12 @@ class NodeService:
             self._thread.join(10)
 
     async def _authorize(self, request: Request) -> tuple[str, str, bytes]:
-        body = await request.body()
+        body = bytearray()
+        async for chunk in request.stream():  # a body without Content-Length is capped as it arrives
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise HTTPException(413, detail=f"request body over {MAX_BODY_BYTES} bytes")
+        body = bytes(body)
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         try:
             node_id, role = self.registry.authenticate(request.headers, request.method, path, body)
@@ -166,21 +199,29 @@ class NodeService:
             rows.append((height, blocks[height][txid]))
         return rows
 
-    def _open(self, caller: str, meter: str, rows: list[tuple[int, Reading]]) -> tuple[str, list[dict]]:
-        """(why ``caller`` may read ``meter``'s readings, their clear views); HTTP 403 if the caller is not entitled,
-        404 if this node cannot open them."""
+    def _entitlement(self, caller: str, meter: str) -> str:
+        """Why ``caller`` may read ``meter``'s readings; HTTP 403 if it may not (hold the sequencer lock).
+
+        Judged before looking the meter up, so that an unknown meter is refused exactly like a meter the caller may
+        not read: the answers do not tell which meters exist."""
         state = self.chain.state
         try:
-            basis = entitlement(state.genesis, caller, self.registry.nodes[caller][1], meter, meter_keys(state, meter))
-            opened = [(h, r, self.reading_keys.open(state, r)) for h, r in rows]
+            return entitlement(state.genesis, caller, self.registry.nodes[caller][1], meter, meter_keys(state, meter))
         except Forbidden as e:
             raise HTTPException(403, detail=str(e)) from None
+
+    def _open(self, rows: list[tuple[int, Reading]]) -> list[dict]:
+        """The clear views of readings the caller is entitled to; HTTP 404 if this node cannot open them."""
+        state = self.chain.state
+        try:
+            opened = [(h, r, self.reading_keys.open(state, r)) for h, r in rows]
         except NotHeld as e:
             raise HTTPException(404, detail=str(e)) from None
-        return basis, [reading_json(state, r, h, values, r.txid in self.alarmed) for h, r, values in opened]
+        return [reading_json(state, r, h, values, r.txid in self.alarmed) for h, r, values in opened]
 
     def _build_app(self) -> FastAPI:
         app = FastAPI(title=f"gridledger node {self.node_id}", version="1", description=__doc__)
+        app.add_middleware(PeerGate, limiter=self.peer_limiter, max_body=MAX_BODY_BYTES)
 
         @app.get("/v1/status")
         async def status(request: Request) -> dict:
@@ -207,23 +248,18 @@ class NodeService:
         @app.get("/v1/metrics")
         async def metrics():
             h = self.health()
-            rows = [
-                ("gridledger_sequencer_alive", "gauge", "1 while the sequencer thread runs", int(h["sequencer_alive"])),
-                (
-                    "gridledger_last_applied_height",
-                    "gauge",
-                    "height of the last block applied",
-                    h["last_applied_height"],
-                ),
-                ("gridledger_entries_rejected_total", "counter", "ordering-log entries refused", h["entries_rejected"]),
-                (
-                    "gridledger_sequencer_errors_total",
-                    "counter",
-                    "unexpected sequencer failures",
-                    h["sequencer_errors"],
-                ),
+            rows = [  # (name, type, help, value)
+                ("sequencer_alive", "gauge", "1 while the sequencer thread runs", int(h["sequencer_alive"])),
+                ("last_applied_height", "gauge", "height of the last block applied", h["last_applied_height"]),
+                ("entries_rejected_total", "counter", "ordering-log entries refused", h["entries_rejected"]),
+                ("sequencer_errors_total", "counter", "unexpected sequencer failures", h["sequencer_errors"]),
+                ("store_tampered", "gauge", "1 once a stored block changed", int(h["store_tampered"] is not None)),
+                ("peer_throttled_total", "counter", "requests refused per address", h["requests_refused"]["peer_rate"]),
+                ("node_throttled_total", "counter", "requests refused per node", h["requests_refused"]["node_rate"]),
             ]
-            text = "".join(f"# HELP {n} {d}\n# TYPE {n} {t}\n{n} {v}\n" for n, t, d, v in rows)
+            text = "".join(
+                f"# HELP gridledger_{n} {d}\n# TYPE gridledger_{n} {t}\ngridledger_{n} {v}\n" for n, t, d, v in rows
+            )
             return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
         @app.post("/v1/transactions", status_code=202)
@@ -231,8 +267,6 @@ class NodeService:
             _, _, body = await self._authorize(request)
             if not self.sequencer_alive:
                 return JSONResponse({"code": "node-unhealthy", "message": "this node's sequencer is not running"}, 503)
-            if len(body) > MAX_TX_BYTES:
-                return JSONResponse({"code": "bad-tx-size", "message": f"over {MAX_TX_BYTES} bytes"}, 413)
             try:
                 tx = decode_transaction(body)
                 check_transaction(tx)
@@ -282,9 +316,18 @@ class NodeService:
             with self.sequencer.lock:
                 rows = self._rows([key]) if key in self.committed else []
                 if not rows or not isinstance(rows[0][1], Reading):
+                    rows = []
+                try:  # the same 403 for a reading that does not exist as for one of a meter the caller may not read
+                    basis = self._entitlement(caller, meter_id(self.chain.state, rows[0][1].member) if rows else "")
+                except HTTPException:
+                    raise HTTPException(
+                        403,
+                        detail=f"node {caller} may not read reading {txid}: only the meter that made it, "
+                        "the chain's coordinators and the DSO may",
+                    ) from None
+                if not rows:
                     raise HTTPException(404, detail=f"no committed reading {txid} on this chain")
-                basis, views = self._open(caller, meter_id(self.chain.state, rows[0][1].member), rows)
-            return {"served_as": basis, **views[0]}
+                return {"served_as": basis, **self._open(rows)[0]}
 
         @app.get("/v1/readings")
         async def readings(request: Request, meter: str = Query(...), limit: int = Query(100, ge=1, le=1000)):
@@ -292,10 +335,11 @@ class NodeService:
 
             def serve() -> dict:
                 with self.sequencer.lock:
+                    basis = self._entitlement(caller, meter)
                     member = roster(self.chain.state).index.get(meter)
                     if member is None:
                         raise HTTPException(404, detail=f"no meter {meter!r} is enrolled on this chain")
-                    basis, views = self._open(caller, meter, self._rows(self.readings.get(member, [])[-limit:]))
+                    views = self._open(self._rows(self.readings.get(member, [])[-limit:]))
                 return {
                     "meter": meter,
                     "member": member,
