@@ -3,9 +3,12 @@ and the health endpoint (``NodeService`` on an in-process orderer, requests thro
 
 from __future__ import annotations
 
+import asyncio
 import time
 import warnings
+from contextlib import AsyncExitStack
 
+import httpx
 import pytest
 
 with warnings.catch_warnings():  # starlette's notice about a future httpx package, at import
@@ -18,7 +21,9 @@ from gridledger.ledger.transactions import Genesis
 from gridledger.node.auth import NodeRegistry, RateLimiter, sign_headers
 from gridledger.node.ordering import InProcessOrderer
 from gridledger.node.sequencer import Sequencer
-from gridledger.node.service import MAX_BODY_BYTES, NodeService
+from gridledger.node.service import MAX_BODY_BYTES, MAX_STREAMS_PER_CALLER, NodeService
+from gridledger.node.testnet import serve
+from gridledger.petra.dso import DSO
 from gridledger.store.sqlite import SqliteStore
 
 START = 1_767_225_600
@@ -97,3 +102,49 @@ def test_health_says_unhealthy_while_the_sequencer_thread_is_not_running(service
     assert not http.get("/v1/status", headers=signed("GET", "/v1/status")).json()["leading"]
     assert "gridledger_sequencer_alive 0" in http.get("/v1/metrics").text
 
+
+def test_open_streams_neither_starve_other_callers_nor_outlive_their_clients(tmp_path):
+    """Eight meters each try 20 event streams: 16 per node are served, the rest refused (429); while they are open,
+    another node's requests answer, the streams carry new blocks, and once the clients leave the streams end."""
+    svc = make_service(tmp_path, RateLimiter(100_000, 100_000))
+    svc.start()
+    path = "/v1/stream?start=0"
+
+    async def scenario(url: str) -> None:
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits) as http, AsyncExitStack() as streams:
+            opened, refused = [], 0
+            for caller in list(METERS)[:8]:
+                for _ in range(20):
+                    r = await streams.enter_async_context(
+                        http.stream("GET", path, headers=signed("GET", path, caller=caller))
+                    )
+                    if r.status_code == 200:
+                        opened.append(r.aiter_lines())
+                    else:
+                        assert r.status_code == 429
+                        refused += 1
+            assert (len(opened), refused) == (8 * MAX_STREAMS_PER_CALLER, 8 * (20 - MAX_STREAMS_PER_CALLER))
+            assert [await lines.__anext__() for lines in opened[:3]] == ["event: block"] * 3  # the genesis block
+            other = "MI9"
+            for _ in range(20):  # generous bound: this asserts the API answers at all, not how fast
+                r = await http.get("/v1/status", headers=signed("GET", "/v1/status", caller=other), timeout=5)
+                assert r.status_code == 200 and r.json()["streams_open"] == len(opened)
+            tx = DSO(DSO_KEY, svc.chain.chain_id).policy((int(time.time()) - START) // 900 + 10, prices=(7, 5))
+            r = await http.post(
+                "/v1/transactions", content=tx.encode(), headers=signed("POST", "/v1/transactions", tx.encode(), other)
+            )
+            assert r.status_code == 202
+            lines = opened[0]
+            seen = [await lines.__anext__() for _ in range(4)]  # the genesis event's data and end, then block 1
+            assert seen[2] == "event: block" and seen[3].startswith('data: {"height": 1,')
+        deadline = time.monotonic() + 10  # the clients are gone: their streams end, the slots are free
+        while svc.health()["streams_open"]:
+            assert time.monotonic() < deadline, svc.health()["streams_open"]
+            await asyncio.sleep(0.05)
+
+    try:
+        with serve(svc.app) as url:
+            asyncio.run(scenario(url))
+    finally:
+        svc.stop()

@@ -12,7 +12,8 @@ API (every request signed by a registered node, see ``auth``; rate-limited per n
 * ``GET  /v1/transactions/{txid}`` — ``pending``, ``committed`` (with height) or ``rejected`` (with the reject).
 * ``GET  /v1/blocks?start=H&limit=N`` — raw blocks (hex), for peers to catch up (they re-validate them).
 * ``GET  /v1/blocks/{height}`` — one block as JSON.
-* ``GET  /v1/stream?start=H`` — server-sent events, one ``block`` event per committed block.
+* ``GET  /v1/stream?start=H`` — server-sent events, one ``block`` event per committed block; at most
+  ``MAX_STREAMS_PER_CALLER`` open per calling node and ``MAX_STREAMS`` in all (``429`` beyond).
 * ``GET  /v1/readings/{txid}`` — a committed reading's values, only to the meter itself, its coordinators and the
   DSO (``403`` to anyone else; ``404`` if this node holds no key that opens it): see ``restricted``.
 * ``GET  /v1/readings?meter=ID&limit=N`` — the meter's latest readings with their values and totals, likewise.
@@ -24,6 +25,7 @@ import asyncio
 import json
 import logging
 import threading
+import weakref
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -53,6 +55,8 @@ from gridledger.tiers.readings import Reading
 
 #: Largest request body (bytes): a transaction. Longer bodies are refused (413) before they are read.
 MAX_BODY_BYTES = 256 * 1024
+#: Open ``/v1/stream`` connections allowed per calling node and in all; events sent per chunk; keep-alive period (s).
+MAX_STREAMS_PER_CALLER, MAX_STREAMS, STREAM_BATCH, STREAM_KEEPALIVE_S = 16, 1024, 256, 15.0
 #: Default requests per second (and burst) from one peer address, counted before authentication.
 PEER_RATE, PEER_BURST = 1000.0, 2000.0
 
@@ -109,6 +113,13 @@ class NodeService:
         self.alarmed: set[bytes] = set()
         #: SHA-256 of every block's bytes as this node validated them, 32 bytes per height: what it serves must match.
         self._digests = bytearray()
+        #: Per height: the block hash and its number of transactions (4 bytes), what ``/v1/stream`` sends.
+        self._summaries = bytearray()
+        #: Open streams per calling node, in all, and how they learn of new blocks (set in the event loop).
+        self._streams: dict[str, int] = {}
+        self._streams_total = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tip_changed = asyncio.Event()
         for height, raw in chain.store.iter_blocks(0):
             self._index(Block.decode(raw) if height else chain.genesis_block, raw)
         previous = sequencer.on_block
@@ -120,6 +131,9 @@ class NodeService:
 
     def _index(self, block: Block, raw: bytes) -> None:
         self._digests += crypto.sha256(raw)
+        self._summaries += block.hash + len(block.transactions).to_bytes(4, "big")
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._notify)
         for tx in block.transactions:
             self.committed[tx.txid] = block.height
             if isinstance(tx, Reading):
@@ -144,6 +158,45 @@ class NodeService:
             return copy[0]
         raise HTTPException(503, detail=f"block {height} of this node's store is corrupted: ask another node")
 
+    def _notify(self) -> None:
+        """Wake every open stream (in the event loop): a block was appended."""
+        woken, self._tip_changed = self._tip_changed, asyncio.Event()
+        woken.set()
+
+    async def _events(self, h: int):
+        """Server-sent ``block`` events from height ``h`` on, formatted from the in-memory index (no store read, no
+        decoding in the event loop); a comment line every ``STREAM_KEEPALIVE_S`` finds clients that are gone."""
+        if self._loop is not asyncio.get_running_loop():  # the server's loop (a test client may start another)
+            self._loop, self._tip_changed = asyncio.get_running_loop(), asyncio.Event()
+        while True:
+            changed = self._tip_changed
+            top = min(len(self._summaries) // 36 - 1, h + STREAM_BATCH - 1)
+            if h <= top:
+                yield "".join(self._event(k) for k in range(h, top + 1))
+                h = top + 1
+                continue
+            try:
+                await asyncio.wait_for(changed.wait(), STREAM_KEEPALIVE_S)
+            except TimeoutError:
+                yield ": keepalive\n\n"
+
+    def _stream_slot(self, caller: str, events) -> None:
+        """Count an open stream of ``caller`` until its event generator is gone (ended, cancelled or never run)."""
+        self._streams[caller] = self._streams.get(caller, 0) + 1
+        self._streams_total += 1
+        weakref.finalize(events, self._stream_closed, caller)
+
+    def _stream_closed(self, caller: str) -> None:
+        self._streams_total -= 1
+        self._streams[caller] -= 1
+        if not self._streams[caller]:
+            del self._streams[caller]
+
+    def _event(self, height: int) -> str:
+        row = self._summaries[36 * height : 36 * height + 36]
+        data = {"height": height, "hash": row[:32].hex(), "txs": int.from_bytes(row[32:], "big")}
+        return f"event: block\ndata: {json.dumps(data)}\n\n"
+
     @property
     def sequencer_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -159,6 +212,7 @@ class NodeService:
             "sequencer_errors": seq.errors,
             "store_tampered": self.store_tampered,
             "requests_refused": {"peer_rate": self.peer_limiter.refused, "node_rate": self.limiter.refused},
+            "streams_open": self._streams_total,
         }
 
     def start(self) -> None:
@@ -256,6 +310,7 @@ class NodeService:
                 ("store_tampered", "gauge", "1 once a stored block changed", int(h["store_tampered"] is not None)),
                 ("peer_throttled_total", "counter", "requests refused per address", h["requests_refused"]["peer_rate"]),
                 ("node_throttled_total", "counter", "requests refused per node", h["requests_refused"]["node_rate"]),
+                ("streams_open", "gauge", "open /v1/stream connections", h["streams_open"]),
             ]
             text = "".join(
                 f"# HELP gridledger_{n} {d}\n# TYPE gridledger_{n} {t}\ngridledger_{n} {v}\n" for n, t, d, v in rows
@@ -354,19 +409,13 @@ class NodeService:
 
         @app.get("/v1/stream")
         async def stream(request: Request, start: int = Query(1, ge=0)):
-            await self._authorize(request)
-
-            async def events():
-                h = start
-                while not await request.is_disconnected():
-                    while h <= self.chain.height:
-                        with self.sequencer.lock:
-                            b = Block.decode(self._block_bytes(h))
-                        data = {"height": h, "hash": b.hash.hex(), "txs": len(b.transactions)}
-                        yield f"event: block\ndata: {json.dumps(data)}\n\n"
-                        h += 1
-                    await asyncio.sleep(0.05)
-
-            return StreamingResponse(events(), media_type="text/event-stream")
+            caller, _, _ = await self._authorize(request)
+            if self._streams_total >= MAX_STREAMS or self._streams.get(caller, 0) >= MAX_STREAMS_PER_CALLER:
+                raise HTTPException(
+                    429, detail=f"stream limit: {MAX_STREAMS_PER_CALLER} per node, {MAX_STREAMS} in all"
+                )
+            events = self._events(start)
+            self._stream_slot(caller, events)
+            return StreamingResponse(events, media_type="text/event-stream")
 
         return app
