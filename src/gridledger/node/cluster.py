@@ -81,9 +81,11 @@ def up(
 ) -> dict:
     """Start the network in ``folder`` (created; must not hold a running cluster). Returns the state.
 
-    ``rate_limit``: (requests per second, burst) each node allows every calling node. ``poef``: PoEf NAN chains
-    (see the module docstring); otherwise untagged chains with the coordinator-only rule. ``postgres``: every node
-    stores its chain in its own database of a throwaway PostgreSQL server (else SQLite files beside its config).
+    ``rate_limit``: (requests per second, burst) each node allows every calling node (the limit per peer address,
+    shared on loopback by every caller, is 20 times that, at least 1000 / s with bursts of 2000). ``poef``: PoEf
+    NAN chains (see the module docstring); otherwise untagged chains with the coordinator-only rule. ``postgres``:
+    every node stores its chain in its own database of a throwaway PostgreSQL server (else SQLite files beside its
+    config).
     """
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / STATE_FILE).exists():
@@ -136,6 +138,8 @@ def up(
                 f"orderer = {_toml_list(etcd.endpoints)}",
                 f"peers = {_toml_list(peers)}",
                 f"rate_limit = {{ rate = {rate_limit[0]}, burst = {rate_limit[1]} }}",
+                # on loopback every caller has the same address: its limit covers all of them together
+                f"peer_limit = {{ rate = {max(1000, 20 * rate_limit[0])}, burst = {max(2000, 20 * rate_limit[1])} }}",
             ]
             if node.node_id in secrets:
                 lines.append(f'content_key = "{secrets[node.node_id].hex()}"')
