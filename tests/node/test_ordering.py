@@ -238,3 +238,35 @@ def test_junk_entries_are_voided_and_a_coordinator_signed_bad_block_is_held(tmp_
     assert [c.height for c in chains] == [2, 2]
     assert meter.last_rejected.code == "bad-blk-prev" and orderers[0].quarantined(3) == []
     assert leader.entries_rejected == 3 and leader.leading
+
+
+class _FailingOnce(InProcessOrderer):
+    """An orderer whose first read fails with an error no one planned for."""
+
+    failed = False
+
+    def blocks(self, start: int, limit: int = 256) -> list[tuple[int, bytes]]:
+        if not self.failed:
+            self.failed = True
+            raise ValueError("an unplanned failure")
+        return super().blocks(start, limit)
+
+
+def test_an_unexpected_failure_is_counted_and_the_loop_goes_on(tmp_path):
+    chain = _chain(tmp_path, "robust")
+    orderer = _FailingOnce()
+    seq = Sequencer(chain, orderer, "primary", C1)
+    stop = threading.Event()
+    t = threading.Thread(target=seq.run, args=(stop,))
+    t.start()
+    try:
+        tx = DSO(DSO_KEY, chain.chain_id).policy(_slot() + 5, prices=(7, 5))
+        orderer.submit(tx.txid, tx.encode())
+        deadline = time.monotonic() + 10
+        while chain.height < 1:
+            assert time.monotonic() < deadline and t.is_alive()
+            time.sleep(0.02)
+        assert seq.errors == 1
+    finally:
+        stop.set()
+        t.join()
