@@ -11,12 +11,14 @@ committed transaction is lost and pending ones are only delayed.
 block's key. A node never trusts an entry: one that fails is logged with its reject code, counted
 (``entries_rejected``) and not applied; the loop goes on. Such an entry is **void** when it is not a block signed
 for this chain and this height by one of the genesis proposers (it does not decode, names another chain or height,
-another proposer, or its signature fails). That judgement depends only on the genesis and the entry's bytes, so
-every node makes it alike whatever its own state; the leading coordinator then moves the void entry to
-``quarantine/`` (compare-and-delete: only those exact bytes) and proposes the height again, and every node goes on
-with the block that replaces it. An entry signed by a coordinator that breaks a ledger rule is *not* void (only a
-compromised coordinator key makes one): every node refuses it and holds at that height, reporting it on
-``/v1/status`` (``last_rejected``) until the DSO acts.
+another proposer, or its signature fails) — a judgement that depends only on the genesis and the entry's bytes, so
+every node makes it alike whatever its own state — or, on a PoEf chain, a block without a valid quorum certificate
+(``bad-qc-*``: e.g. a coordinator's proposal copied off the round board; judged against the tip every honest node
+shares). The leading coordinator moves a void entry to ``quarantine/`` (compare-and-delete: only those exact bytes)
+and proposes (or publishes its certified block for) the height again, and every node goes on with the block that
+replaces it. A coordinator-signed (and certified) block that breaks a ledger rule is *not* void (only a compromised
+coordinator key or a colluding committee makes one): every node refuses it and holds at that height, reporting it
+on ``/v1/status`` (``last_rejected``) until the DSO acts.
 
 That is the coordinator-only rule of untagged chains. On a tier-tagged (PoEf) chain the subclass
 :class:`gridledger.node.poef_net.PoefSequencer` replaces what a leader does (``_lead``: a PoEf round), what the
@@ -41,6 +43,9 @@ from gridledger.node.ordering import Orderer
 from gridledger.store.base import StoreError
 
 log = logging.getLogger("gridledger.node")
+
+#: Reject codes of a block without a valid quorum certificate (``consensus.committee``): such an entry is void.
+UNCERTIFIED = "bad-qc-"
 
 #: Most pending transactions one block takes.
 MAX_BLOCK_TXS = 5_000
@@ -100,8 +105,8 @@ class Sequencer:
                     return n
                 try:
                     self._append(block)
-                except Reject as e:
-                    self._refuse(height, raw, e, void=False)
+                except Reject as e:  # void if uncertified (a PoEf proposal copied off the board), else held
+                    self._refuse(height, raw, e, void=e.code.startswith(UNCERTIFIED))
                     return n
                 self._refused = {h: v for h, v in self._refused.items() if h > height}
                 n += 1
