@@ -38,6 +38,8 @@ from gridledger.tiers.hierarchy import METER_LIMITS
 from gridledger.tiers.readings import ContentKeys, ReadingDevice
 
 STATE_FILE = "cluster.json"
+#: Requests per second (and burst) each node allows one peer address; on loopback that address is every caller's.
+LOOPBACK_PEER_LIMIT = (100_000, 200_000)
 SLOT_SECONDS = 900
 
 
@@ -81,8 +83,8 @@ def up(
 ) -> dict:
     """Start the network in ``folder`` (created; must not hold a running cluster). Returns the state.
 
-    ``rate_limit``: (requests per second, burst) each node allows every calling node (the limit per peer address,
-    shared on loopback by every caller, is 20 times that, at least 1000 / s with bursts of 2000). ``poef``: PoEf
+    ``rate_limit``: (requests per second, burst) each node allows every calling node (the limit per peer address is
+    ``LOOPBACK_PEER_LIMIT``: on loopback every caller has the same address). ``poef``: PoEf
     NAN chains (see the module docstring); otherwise untagged chains with the coordinator-only rule. ``postgres``:
     every node stores its chain in its own database of a throwaway PostgreSQL server (else SQLite files beside its
     config).
@@ -138,8 +140,8 @@ def up(
                 f"orderer = {_toml_list(etcd.endpoints)}",
                 f"peers = {_toml_list(peers)}",
                 f"rate_limit = {{ rate = {rate_limit[0]}, burst = {rate_limit[1]} }}",
-                # on loopback every caller has the same address: its limit covers all of them together
-                f"peer_limit = {{ rate = {max(1000, 20 * rate_limit[0])}, burst = {max(2000, 20 * rate_limit[1])} }}",
+                # on loopback every caller has the same address: a limit per address would throttle them all together
+                f"peer_limit = {{ rate = {LOOPBACK_PEER_LIMIT[0]}, burst = {LOOPBACK_PEER_LIMIT[1]} }}",
             ]
             if node.node_id in secrets:
                 lines.append(f'content_key = "{secrets[node.node_id].hex()}"')
