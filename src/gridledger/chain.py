@@ -194,11 +194,16 @@ def replay(store: Store) -> Iterator[tuple[Block, LedgerState, StateChanges]]:
 
 
 def verify_store(store: Store) -> LedgerState:
-    """Replay and re-validate every stored block; compare the rebuilt state with the stored one.
+    """Check the database's integrity, replay and re-validate every stored block; compare every stored state table
+    with the rebuilt state (the policies with their sequence numbers: their order decides who is banned).
 
-    Returns the rebuilt state; raises ``Reject`` naming the first bad block (and transaction), or
+    Returns the rebuilt state; raises ``Reject('bad-store-integrity', ...)`` when the database's own check finds a
+    corrupted page or index, ``Reject`` naming the first bad block (and transaction), or
     ``Reject('bad-chain-state', ...)`` when the stored state tables differ from the replay.
     """
+    problems = store.integrity_problems()
+    if problems:
+        raise Reject("bad-store-integrity", f"the database's integrity check failed: {'; '.join(problems[:5])}")
     last = deque(replay(store), maxlen=1)
     if not last:
         raise Reject("bad-chain-empty", "the store holds no blocks")
@@ -207,6 +212,6 @@ def verify_store(store: Store) -> LedgerState:
     for key in ("height", "tip_hash", "utxos", "issued", "fa_issued", "nonces"):
         if stored[key] != getattr(state, key):
             raise Reject("bad-chain-state", f"stored {key} differ from the state rebuilt by replaying the blocks")
-    if stored["policies"] != [p.encode() for p in state.policy.policies]:
+    if store.dump()["policies"] != [(seq, p.encode()) for seq, p in enumerate(state.policy.policies)]:
         raise Reject("bad-chain-state", "stored policies differ from the state rebuilt by replaying the blocks")
     return state

@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 
+import httpx
 import pytest
 
 from gridledger.ledger.crypto import KeyPair
@@ -20,6 +21,7 @@ from gridledger.ledger.kinds.dso_policy import DsoPolicy
 from gridledger.node import cluster
 from gridledger.node.client import NodeClient
 from gridledger.node.etcd import EtcdUnavailable, etcd_binary
+from gridledger.node.ordering import EtcdOrderer
 from gridledger.node.testnet import wait_until
 
 pytestmark = pytest.mark.slow
@@ -216,3 +218,62 @@ def test_a_flooding_meter_does_not_delay_the_others(net):
             t.join()
     assert 429 in codes
     assert flooder.request("GET", "/v1/status").status_code in (200, 429)
+
+
+def test_a_junk_ordering_log_entry_is_voided_and_the_chain_resumes(net):
+    """Bytes written under the next block's key in etcd (by anyone with etcd access) must not stop any node: each
+    refuses the entry, counts it and stays alive; the leader quarantines it and the height is proposed again."""
+    chain_id = net.chain_id()
+    orderer = EtcdOrderer([m["url"] for m in net.state["etcd"]], chain_id)
+    client = net.client("MI1")
+    try:
+        before = {i: net.client(i).status()["entries_rejected"] for i in ALL}
+        height = client.status()["height"]
+        assert orderer.publish(height + 1, b"\x07junk")  # what an attacker in the network can write
+        tx = net.policy(chain_id)
+        assert client.submit(tx).status_code == 202
+        net.wait(lambda: client.tx_status(tx.txid)["status"] == "committed", what="the commit after the junk entry")
+        assert client.tx_status(tx.txid)["height"] == height + 1
+        assert orderer.quarantined(height + 1) == [b"\x07junk"]
+        net.wait(lambda: net.agree(ALL, height + 1), what="every node past the junk entry")
+        for i in ALL:
+            status = net.client(i).status()
+            assert status["sequencer_alive"] and status["last_applied_height"] >= height + 1
+            assert status["entries_rejected"] <= before[i] + 1
+            h = httpx.get(net.node(i)["url"] + "/v1/health")
+            assert h.status_code == 200 and h.json()["healthy"]
+            metrics = httpx.get(net.node(i)["url"] + "/v1/metrics").text
+            assert "gridledger_sequencer_alive 1" in metrics
+        # at least the nodes that read the junk before it was replaced counted it, and said why
+        refused = [net.client(i).status() for i in ALL]
+        assert any(s["entries_rejected"] > before[s["node_id"]] for s in refused)
+        assert any(s["last_rejected"] and "bad-encoding" in s["last_rejected"] for s in refused)
+    finally:
+        orderer.close()
+
+
+def test_a_store_changed_under_a_running_node_is_never_served(net):
+    """A byte flipped in blocks.data while MI1 runs: MI1 serves the block as it validated it (not the stored bytes),
+    reports the tampering, turns unhealthy, and rebuilds its store when restarted."""
+    client = net.client("MI1")
+    good = client.request("GET", "/v1/blocks/1").json()
+    raw_good = client.blocks(1, 1)[0][1]
+    db = sqlite3.connect(net.folder / "MI1.sqlite")
+    raw = bytearray(db.execute("SELECT data FROM blocks WHERE height = 1").fetchone()[0])
+    raw[-1] ^= 0x01
+    db.execute("UPDATE blocks SET data = ? WHERE height = 1", (bytes(raw),))
+    db.commit()
+    db.close()
+    assert client.request("GET", "/v1/blocks/1").json() == good
+    assert client.blocks(1, 1)[0][1] == raw_good
+    status = client.status()
+    assert status["store_tampered"] == 1 and "block 1" in status["tamper_report"]
+    health = httpx.get(net.node("MI1")["url"] + "/v1/health")
+    assert health.status_code == 503 and not health.json()["store_verified"]
+    mi1 = net.node("MI1")
+    os.kill(mi1["pid"], signal.SIGTERM)
+    net.wait(lambda: not cluster._alive(mi1["pid"]), what="MI1 stopped")
+    cluster.restart(net.folder, "MI1")
+    height = net.client("MI2").status()["height"]
+    net.wait(lambda: net.agree(ALL, height), timeout=60, what="MI1 rebuilt its store")
+    assert httpx.get(net.node("MI1")["url"] + "/v1/health").status_code == 200

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from gridledger.chain import Chain
+from gridledger.ledger.block import make_block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.genesis import Genesis
 from gridledger.node.ordering import EtcdOrderer, InProcessOrderer
@@ -189,3 +190,83 @@ def test_threads_keep_up(tmp_path, etcd_cluster):
         stop.set()
         t.join()
     assert orderer.leader() is None
+
+
+def test_void_moves_only_the_exact_entry_to_quarantine(make_orderer):
+    a = make_orderer()
+    a.publish(1, b"junk")
+    assert not a.void(1, b"other bytes")  # compare-and-delete: a block that replaced the junk stays
+    assert a.blocks(1) == [(1, b"junk")]
+    assert a.void(1, b"junk")
+    assert a.blocks(1) == [] and a.quarantined(1) == [b"junk"]
+    assert a.publish(1, b"block")  # the height is free again
+    assert not a.void(1, b"junk")
+
+
+def test_junk_entries_are_voided_and_a_coordinator_signed_bad_block_is_held(tmp_path, make_orderer):
+    """No entry stops a sequencer: junk (or a block no coordinator signed) is void and the leader proposes the
+    height again; a block a coordinator signed that breaks a rule is refused by every node, which holds there."""
+    chains = [_chain(tmp_path, n) for n in ("primary", "meter")]
+    orderers = [make_orderer() for _ in chains]
+    leader, meter = Sequencer(chains[0], orderers[0], "primary", C1), Sequencer(chains[1], orderers[1], "meter")
+    leader.step()
+    dso = DSO(DSO_KEY, chains[0].chain_id)
+    stranger = KeyPair.from_secret("stranger")
+    forged = make_block(chains[0].chain_id, 2, bytes(32), START + 60, (), stranger)
+    for junk in (b"\x07junk", forged.encode()):
+        height = chains[0].height + 1
+        orderers[0].publish(height, junk)
+        tx = dso.policy(_slot() + 10 + height, prices=(100 + height, 80))
+        orderers[1].submit(tx.txid, tx.encode())
+        meter.step()  # the meter refuses the entry first, and waits
+        assert meter.entries_rejected == height and chains[1].height == height - 1
+        meter.step()
+        assert meter.entries_rejected == height  # counted once
+        for _ in range(3):
+            leader.step()
+        meter.step()
+        assert [c.height for c in chains] == [height, height]
+        assert next(chains[1].blocks(height)).transactions[0].txid == tx.txid
+        assert orderers[0].quarantined(height) == [junk]
+    assert meter.last_rejected.code == "bad-blk-proposer" and meter.last_rejected.height == 2
+    # a coordinator's block that breaks a rule (here: a wrong parent) is refused, never voided
+    bad = make_block(chains[0].chain_id, 3, bytes(32), START + 120, (), C2)
+    orderers[0].publish(3, bad.encode())
+    for _ in range(3):
+        leader.step()
+        meter.step()
+    assert [c.height for c in chains] == [2, 2]
+    assert meter.last_rejected.code == "bad-blk-prev" and orderers[0].quarantined(3) == []
+    assert leader.entries_rejected == 3 and leader.leading
+
+
+class _FailingOnce(InProcessOrderer):
+    """An orderer whose first read fails with an error no one planned for."""
+
+    failed = False
+
+    def blocks(self, start: int, limit: int = 256) -> list[tuple[int, bytes]]:
+        if not self.failed:
+            self.failed = True
+            raise ValueError("an unplanned failure")
+        return super().blocks(start, limit)
+
+
+def test_an_unexpected_failure_is_counted_and_the_loop_goes_on(tmp_path):
+    chain = _chain(tmp_path, "robust")
+    orderer = _FailingOnce()
+    seq = Sequencer(chain, orderer, "primary", C1)
+    stop = threading.Event()
+    t = threading.Thread(target=seq.run, args=(stop,))
+    t.start()
+    try:
+        tx = DSO(DSO_KEY, chain.chain_id).policy(_slot() + 5, prices=(7, 5))
+        orderer.submit(tx.txid, tx.encode())
+        deadline = time.monotonic() + 10
+        while chain.height < 1:
+            assert time.monotonic() < deadline and t.is_alive()
+            time.sleep(0.02)
+        assert seq.errors == 1
+    finally:
+        stop.set()
+        t.join()

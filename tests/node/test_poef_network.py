@@ -184,13 +184,16 @@ def test_readings_are_served_only_to_the_meter_its_coordinators_and_the_dso(net)
         r = ask(via, as_id)
         assert r.status_code == 200, (via, as_id, r.text)
         assert r.json()["served_as"] == basis and r.json()["consumption_wh"] == 42
+    unknown = f"/v1/readings/{bytes(32).hex()}"
     for via in ("DC1", "MI1", "MI3"):
-        r = ask(via, "MI2")
-        assert r.status_code == 403
-        assert r.json()["detail"] == (
-            "node MI2 may not read the readings of meter MI1: only the meter itself, the chain's coordinators "
-            "and the DSO may"
-        )
+        for p in (path, unknown):  # a reading that does not exist is refused exactly like one the caller may not read
+            r = net.client(via, "MI2").request("GET", p)
+            assert r.status_code == 403
+            assert r.json()["detail"] == (
+                f"node MI2 may not read reading {p.rsplit('/', 1)[1]}: only the meter that made it, "
+                "the chain's coordinators and the DSO may"
+            )
+    assert net.client("DC1", "operator").request("GET", unknown).status_code == 404
     stranger = net.client("DC1", "stranger", KeyPair.generate())
     assert stranger.request("GET", path).status_code == 401
     impostor = net.client("DC1", "MI1", KeyPair.generate())  # MI1's name without MI1's key
@@ -199,7 +202,12 @@ def test_readings_are_served_only_to_the_meter_its_coordinators_and_the_dso(net)
     assert r.status_code == 404 and "does not hold the content key of meter MI1" in r.json()["detail"]
     summary = net.client("DC1", "MI1").request("GET", "/v1/readings", {"meter": "MI1"}).json()
     assert summary["count"] >= 2 and summary["consumption_wh"] == sum(v["consumption_wh"] for v in summary["readings"])
-    assert net.client("DC1", "MI3").request("GET", "/v1/readings", {"meter": "MI1"}).status_code == 403
+    for meter in ("MI1", "NO-SUCH-METER"):  # an unknown meter is refused like a meter MI3 may not read
+        r = net.client("DC1", "MI3").request("GET", "/v1/readings", {"meter": meter})
+        assert r.status_code == 403 and r.json()["detail"].startswith(
+            f"node MI3 may not read the readings of meter {meter}:"
+        )
+    assert net.client("DC1").request("GET", "/v1/readings", {"meter": "NO-SUCH-METER"}).status_code == 404
 
 
 def test_a_validator_down_does_not_stop_commits_while_a_majority_lives(net):

@@ -176,6 +176,21 @@ def test_without_a_quorum_the_leader_reproposes_the_same_block_in_a_new_round(ne
     assert net.height("DC") == 2 and net.block("DC", 2).hash == Block.decode(first).hash
 
 
+def test_a_proposal_copied_into_the_blocks_key_is_void_and_the_certified_block_replaces_it(net):
+    """Anyone who can write to etcd can copy the leader's uncertified proposal (coordinator-signed) under the next
+    block's key before the leader publishes: every node refuses it (no quorum certificate), none dies, the leader
+    quarantines it and publishes its certified block."""
+    net.read(0)
+    net.nodes["DC"].step()  # the leader posts its proposal for height 2
+    [(_, proposal)] = net.board.proposals(2)
+    assert net.board.publish(2, proposal)
+    net.step(4)
+    assert {name: net.height(name) for name in net.nodes} == dict.fromkeys(net.nodes, 2)
+    assert net.block("MI1", 2).hash == Block.decode(proposal).hash and len(net.block("MI1", 2).certificate) >= 2
+    assert net.board.quarantined(2) == [proposal]
+    assert net.nodes["DC"].last_rejected.code.startswith("bad-qc-")
+
+
 def test_transactions_the_committee_refuses_are_dropped_after_the_time_out():
     net = Net(coordinator_check=Lenient())  # the coordinator misses a spike the members' check flags
     net.enrol()

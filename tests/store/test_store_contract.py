@@ -385,6 +385,10 @@ STATE_TAMPERING = {
     "fa-issued-total": lambda b: b.raw("UPDATE fa_issued SET total = total - 1"),
     "nonce": lambda b: b.raw("UPDATE nonces SET nonce = nonce + 1000"),
     "policy-deleted": lambda b: b.raw("DELETE FROM policies WHERE seq = (SELECT MAX(seq) FROM policies)"),
+    # same order, other numbers: the next policy would be stored at seq = COUNT(*), before the renumbered one
+    "policy-seq-renumbered": lambda b: b.raw(
+        "UPDATE policies SET seq = seq + 100 WHERE seq = (SELECT MAX(seq) FROM policies)"
+    ),
     "tip-hash-column": lambda b: b.raw(
         "UPDATE blocks SET hash = ? WHERE height = (SELECT MAX(height) FROM blocks)", (bytes(32),)
     ),

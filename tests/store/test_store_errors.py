@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from gridledger.chain import verify_store
 from gridledger.cli import app
+from gridledger.ledger.errors import Reject
 from gridledger.ledger.state import StateChanges
 from gridledger.store import StoreError, open_store
 from gridledger.store.base import SCHEMA, from_i64, to_i64
@@ -145,3 +146,51 @@ def test_a_read_only_role_can_verify_but_not_write(pg_schema_url):
             db.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM auditor")
             db.execute(f"REVOKE ALL ON SCHEMA {schema} FROM auditor")
             db.execute("DROP ROLE auditor")
+
+
+def test_a_corrupted_index_fails_verify_though_every_table_scan_reads_fine(tmp_path):
+    """One byte of the nonces table's primary-key index changed in the file: the rows read the same by a table scan,
+    so only the database's own integrity check (``PRAGMA integrity_check``) sees it."""
+    path = tmp_path / "c.sqlite"
+    store = SqliteStore(path)
+    work = Workload.start(store, random.Random(1))
+    for _ in range(4):
+        work.step()
+    store.close()  # the last connection checkpoints the WAL into the file
+    db = sqlite3.connect(path)
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'sqlite_autoindex_nonces_1'").fetchone()
+    db.close()
+    data = bytearray(path.read_bytes())
+    page = slice((root - 1) * page_size, root * page_size)
+    at = page.start + bytes(data[page]).rindex(b"WM")
+    data[at + 2] ^= 0x40  # 'WM1' -> 'WMq' in the index only
+    path.write_bytes(bytes(data))
+    store = SqliteStore(path)
+    assert store.snapshot()["nonces"] == work.chain.state.nonces  # a table scan does not notice
+    with pytest.raises(Reject) as e:
+        verify_store(store)
+    assert e.value.code == "bad-store-integrity"
+    assert "sqlite_autoindex_nonces_1" in str(e.value)
+    res = CliRunner().invoke(app, ["verify", str(path)])
+    assert res.exit_code == 1
+    assert "INVALID" in res.output
+    store.close()
+
+
+def test_postgres_verify_runs_amcheck_when_installed_and_says_so_when_not(pg_schema_url, caplog):
+    store = PostgresStore(pg_schema_url())
+    Workload.start(store, random.Random(1)).step()
+    with caplog.at_level("WARNING", logger="gridledger.store"):
+        verify_store(store)
+    assert "amcheck is not installed" in caplog.text
+    caplog.clear()
+    store.db.execute("CREATE EXTENSION amcheck")  # into the test's own schema, dropped with it
+    try:
+        with caplog.at_level("WARNING", logger="gridledger.store"):
+            verify_store(store)
+            assert store.integrity_problems() == []
+        assert caplog.text == ""
+    finally:
+        store.db.execute("DROP EXTENSION amcheck")
+        store.close()

@@ -1,4 +1,4 @@
-"""Signed node-to-node requests and per-node rate limits (the paper's MitM and DoS scenarios).
+"""Signed node-to-node requests and rate limits (the paper's MitM and DoS scenarios).
 
 Every request carries ``X-Node-Id``, ``X-Timestamp`` (Unix seconds), ``X-Nonce`` (16 random bytes, hex) and
 ``X-Signature``: an Ed25519 signature by the node's registered key over
@@ -19,6 +19,8 @@ from gridledger.ledger import crypto
 from gridledger.ledger.crypto import KeyPair
 
 MAX_SKEW_S = 30
+#: Keys a rate limiter tracks before it forgets those idle long enough to have a full bucket again.
+MAX_BUCKETS = 10_000
 
 
 class AuthError(Exception):
@@ -81,10 +83,12 @@ class NodeRegistry:
 
 @dataclass
 class RateLimiter:
-    """A token bucket per node: ``rate`` requests per second with bursts of ``burst``."""
+    """A token bucket per key (a node id, or a peer address): ``rate`` requests per second with bursts of ``burst``."""
 
     rate: float = 50.0
     burst: float = 100.0
+    #: Requests refused so far.
+    refused: int = 0
     _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -95,6 +99,10 @@ class RateLimiter:
             tokens = min(self.burst, tokens + (now - last) * self.rate)
             if tokens < 1:
                 self._buckets[node_id] = (tokens, now)
+                self.refused += 1
                 return False
             self._buckets[node_id] = (tokens - 1, now)
+            if len(self._buckets) > MAX_BUCKETS:  # forget keys whose bucket has refilled: they are as if new
+                full = now - self.burst / self.rate
+                self._buckets = {k: v for k, v in self._buckets.items() if v[1] > full}
             return True

@@ -40,6 +40,8 @@ from gridledger.store.pgserver import PgServer
 from gridledger.tiers.hierarchy import METER_LIMITS, chain_name
 
 STATE_FILE = "cluster.json"
+#: Requests per second (and burst) each node allows one peer address; on loopback that address is every caller's.
+LOOPBACK_PEER_LIMIT = (100_000, 200_000)
 
 
 @dataclass
@@ -82,9 +84,11 @@ def up(
 ) -> dict:
     """Start the network in ``folder`` (created; must not hold a running cluster). Returns the state.
 
-    ``rate_limit``: (requests per second, burst) each node allows every calling node. ``poef``: PoEf NAN chains
-    (see the module docstring); otherwise untagged chains with the coordinator-only rule. ``postgres``: every node
-    stores its chain in its own database of a throwaway PostgreSQL server (else SQLite files beside its config).
+    ``rate_limit``: (requests per second, burst) each node allows every calling node (the limit per peer address is
+    ``LOOPBACK_PEER_LIMIT``: on loopback every caller has the same address). ``poef``: PoEf
+    NAN chains (see the module docstring); otherwise untagged chains with the coordinator-only rule. ``postgres``:
+    every node stores its chain in its own database of a throwaway PostgreSQL server (else SQLite files beside its
+    config).
     """
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / STATE_FILE).exists():
@@ -138,6 +142,8 @@ def up(
                 f"orderer = {_toml_list(etcd.endpoints)}",
                 f"peers = {_toml_list(peers)}",
                 f"rate_limit = {{ rate = {rate_limit[0]}, burst = {rate_limit[1]} }}",
+                # on loopback every caller has the same address: a limit per address would throttle them all together
+                f"peer_limit = {{ rate = {LOOPBACK_PEER_LIMIT[0]}, burst = {LOOPBACK_PEER_LIMIT[1]} }}",
             ]
             if node.node_id in secrets:
                 lines.append(f'content_key = "{secrets[node.node_id].hex()}"')

@@ -9,7 +9,8 @@ genesis = "nan1.genesis"     # the chain's genesis block, hex
 api = "127.0.0.1:8101"       # where the API listens
 orderer = ["http://127.0.0.1:2379", …]   # etcd client URLs, or "inprocess"
 peers = ["http://127.0.0.1:8102"]        # other nodes' APIs, for catch-up
-rate_limit = { rate = 50, burst = 100 }  # requests per second per calling node
+rate_limit = { rate = 50, burst = 100 }  # requests per second per calling node (after authentication)
+peer_limit = { rate = 1000, burst = 2000 }  # requests per second per peer address (before authentication)
 content_key = "…64 hex…"     # PoEf chains: a coordinator's chain master content key, a meter's own member key
 round_timeout = 3.0          # PoEf chains: seconds a leader waits for a quorum before it re-proposes
 [[registry]]                 # every node allowed to talk to this one (this node included)
@@ -48,6 +49,8 @@ class NodeConfig:
     registry: list[tuple[str, str, bytes]] = field(default_factory=list)
     rate: float = 50.0
     burst: float = 100.0
+    peer_rate: float = 1000.0
+    peer_burst: float = 2000.0
     content_key: bytes | None = None
     round_timeout: float = 3.0
 
@@ -92,7 +95,7 @@ class NodeConfig:
                 registry.append((entry["id"], entry["role"], bytes.fromhex(entry["pubkey"])))
             except (KeyError, TypeError, ValueError):
                 raise ConfigError(f"{path}: registry entry {i} needs id, role and a hex pubkey") from None
-        limits = data.get("rate_limit", {})
+        limits, peer = data.get("rate_limit", {}), data.get("peer_limit", {})
         content_key = data.get("content_key")
         if content_key is not None:
             try:
@@ -117,6 +120,8 @@ class NodeConfig:
             registry,
             float(limits.get("rate", 50)),
             float(limits.get("burst", 100)),
+            float(peer.get("rate", 1000)),
+            float(peer.get("burst", 2000)),
             content_key,
             float(round_timeout),
         )

@@ -9,7 +9,9 @@ Two implementations behind one interface:
   peers read blocks in height order. When the leader dies its lease expires and a backup wins the next campaign.
   Pending transactions live in etcd under their txid, so resubmitting is idempotent and a fail-over loses none.
 
-Key layout under ``/gridledger/<chain id hex>/``: ``leader``, ``blocks/<height, 20 digits>``, ``mempool/<txid hex>``.
+Key layout under ``/gridledger/<chain id hex>/``: ``leader``, ``blocks/<height, 20 digits>``, ``mempool/<txid hex>``,
+``quarantine/<height, 20 digits>/<SHA-256 of the entry, hex>`` (void entries the leader moved out of ``blocks/``,
+see :mod:`gridledger.node.sequencer`).
 The ledger state never sees the orderer: it only validates the blocks a node reads from it.
 """
 
@@ -23,6 +25,8 @@ from abc import ABC, abstractmethod
 
 import etcd3gw
 from etcd3gw.lease import Lease
+
+from gridledger.ledger import crypto
 
 
 class Orderer(ABC):
@@ -43,6 +47,14 @@ class Orderer(ABC):
     @abstractmethod
     def publish(self, height: int, raw_block: bytes) -> bool:
         """Make ``raw_block`` final at ``height`` unless a block is there already; True if this one won."""
+
+    @abstractmethod
+    def void(self, height: int, raw: bytes) -> bool:
+        """Move the entry at ``height`` to quarantine if it still holds exactly ``raw``; True if it did."""
+
+    @abstractmethod
+    def quarantined(self, height: int) -> list[bytes]:
+        """The void entries moved out of ``height``, oldest first."""
 
     @abstractmethod
     def blocks(self, start: int, limit: int = 256) -> list[tuple[int, bytes]]:
@@ -70,6 +82,7 @@ class InProcessOrderer(Orderer):
         self._lock = threading.Lock()
         self._pending: dict[bytes, bytes] = {}
         self._blocks: dict[int, bytes] = {}
+        self._quarantine: dict[int, list[bytes]] = {}
         self._leader: str | None = None
 
     def submit(self, txid: bytes, raw: bytes) -> None:
@@ -91,6 +104,17 @@ class InProcessOrderer(Orderer):
                 return False
             self._blocks[height] = raw_block
             return True
+
+    def void(self, height: int, raw: bytes) -> bool:
+        with self._lock:
+            if self._blocks.get(height) != raw:
+                return False
+            self._quarantine.setdefault(height, []).append(self._blocks.pop(height))
+            return True
+
+    def quarantined(self, height: int) -> list[bytes]:
+        with self._lock:
+            return list(self._quarantine.get(height, []))
 
     def blocks(self, start: int, limit: int = 256) -> list[tuple[int, bytes]]:
         with self._lock:
@@ -172,6 +196,23 @@ class EtcdOrderer(Orderer):
     def publish(self, height: int, raw_block: bytes) -> bool:
         key = self._key(f"blocks/{height:020d}")
         return bool(self._call(lambda c: c.create(key, raw_block)))
+
+    def void(self, height: int, raw: bytes) -> bool:
+        key = _b64(self._key(f"blocks/{height:020d}"))
+        moved = _b64(self._key(f"quarantine/{height:020d}/{crypto.sha256(raw).hex()}"))
+        txn = {
+            "compare": [{"key": key, "result": "EQUAL", "target": "VALUE", "value": _b64(raw)}],
+            "success": [
+                {"request_put": {"key": moved, "value": _b64(raw)}},
+                {"request_delete_range": {"key": key}},
+            ],
+            "failure": [],
+        }
+        return bool(self._call(lambda c: c.transaction(txn)).get("succeeded", False))
+
+    def quarantined(self, height: int) -> list[bytes]:
+        prefix = self._key(f"quarantine/{height:020d}/")
+        return [v for v, _ in self._call(lambda c: c.get_prefix(prefix, sort_order="ascend", sort_target="create"))]
 
     def blocks(self, start: int, limit: int = 256) -> list[tuple[int, bytes]]:
         first, end = self._key(f"blocks/{start:020d}"), self._key("blocks0")  # '0' sorts right after '/'

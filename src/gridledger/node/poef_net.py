@@ -201,9 +201,11 @@ class PoefSequencer(Sequencer):
             if self.monotonic() - rnd.since >= self.round_timeout:
                 self._time_out(rnd, verdicts)
             return None
-        self.round = None
         if not self._make_final(committed.block, []):
-            return None  # another block is final at this height; the next sync appends it
+            # another entry is at this height: the next sync appends it (a block) or the next step voids it (junk),
+            # and the round is published again once the height is free
+            return None
+        self.round = None
         self.orderer.clear(rnd.height)
         return committed.block
 

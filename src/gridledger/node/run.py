@@ -83,8 +83,9 @@ def build_service(cfg: NodeConfig) -> NodeService:
     registry = NodeRegistry()
     for node_id, role, pubkey in cfg.registry:
         registry.register(node_id, role, pubkey)
-    limiter = RateLimiter(cfg.rate, cfg.burst)
-    service = NodeService(cfg.node_id, cfg.role, chain, orderer, sequencer, registry, limiter, ReadingKeys(master, own))
+    limiter, peer_limiter = RateLimiter(cfg.rate, cfg.burst), RateLimiter(cfg.peer_rate, cfg.peer_burst)
+    keys = ReadingKeys(master, own)
+    service = NodeService(cfg.node_id, cfg.role, chain, orderer, sequencer, registry, limiter, keys, peer_limiter)
     service.tamper_report = tamper
     return service
 

@@ -7,6 +7,19 @@ blocks, publishes each at its height (create-if-absent) and only then appends it
 loop: when the leader dies it wins the campaign, catches up, and goes on from the pending transactions, so no
 committed transaction is lost and pending ones are only delayed.
 
+**Entries a node cannot validate.** Anyone with write access to the orderer (etcd) can write bytes under the next
+block's key. A node never trusts an entry: one that fails is logged with its reject code, counted
+(``entries_rejected``) and not applied; the loop goes on. Such an entry is **void** when it is not a block signed
+for this chain and this height by one of the genesis proposers (it does not decode, names another chain or height,
+another proposer, or its signature fails) — a judgement that depends only on the genesis and the entry's bytes, so
+every node makes it alike whatever its own state — or, on a PoEf chain, a block without a valid quorum certificate
+(``bad-qc-*``: e.g. a coordinator's proposal copied off the round board; judged against the tip every honest node
+shares). The leading coordinator moves a void entry to ``quarantine/`` (compare-and-delete: only those exact bytes)
+and proposes (or publishes its certified block for) the height again, and every node goes on with the block that
+replaces it. A coordinator-signed (and certified) block that breaks a ledger rule is *not* void (only a compromised
+coordinator key or a colluding committee makes one): every node refuses it and holds at that height, reporting it
+on ``/v1/status`` (``last_rejected``) until the DSO acts.
+
 That is the coordinator-only rule of untagged chains. On a tier-tagged (PoEf) chain the subclass
 :class:`gridledger.node.poef_net.PoefSequencer` replaces what a leader does (``_lead``: a PoEf round), what the
 others do between syncs (``_follow``: committee members vote) and how a block is appended (``_append``).
@@ -14,16 +27,25 @@ others do between syncs (``_follow``: committee members vote) and how a block is
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
 
 from gridledger.chain import Chain
+from gridledger.ledger import crypto
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds import decode_transaction
 from gridledger.node.ordering import Orderer
+from gridledger.store.base import StoreError
+
+log = logging.getLogger("gridledger.node")
+
+#: Reject codes of a block without a valid quorum certificate (``ledger.committee``): such an entry is void.
+UNCERTIFIED = "bad-qc-"
 
 #: Most pending transactions one block takes.
 MAX_BLOCK_TXS = 5_000
@@ -52,6 +74,13 @@ class Sequencer:
         self.on_block = on_block
         self.rejected: dict[bytes, Reject] = {}
         self.leading = False
+        #: Ordering-log entries this node refused (each distinct entry counted once), and the last one refused.
+        self.entries_rejected = 0
+        self.last_rejected: Reject | None = None
+        #: Unexpected failures of the loop (logged with their traceback; the loop goes on).
+        self.errors = 0
+        #: The refused entry at each height above the tip (height → raw bytes), and whether it is void.
+        self._refused: dict[int, tuple[bytes, bool]] = {}
         #: Held while the chain changes; readers of the chain's store from other threads take it too.
         self.lock = threading.RLock()
 
@@ -66,12 +95,57 @@ class Sequencer:
             rows = self.orderer.blocks(self.chain.height + 1)
             if not rows:
                 return n
-            for _, raw in rows:
-                block = Block.decode(raw)
-                self._append(block)
+            for height, raw in rows:
+                if self._refused.get(height, (None,))[0] == raw:
+                    return n  # judged already; waits for the leader to replace it (or for the DSO)
+                try:
+                    block = self._coordinator_block(height, raw)
+                except Reject as e:
+                    self._refuse(height, raw, e, void=True)
+                    return n
+                try:
+                    self._append(block)
+                except Reject as e:  # void if uncertified (a PoEf proposal copied off the board), else held
+                    self._refuse(height, raw, e, void=e.code.startswith(UNCERTIFIED))
+                    return n
+                self._refused = {h: v for h, v in self._refused.items() if h > height}
                 n += 1
                 if self.on_block:
                     self.on_block(block)
+
+    def _coordinator_block(self, height: int, raw: bytes) -> Block:
+        """The entry at ``height`` as a block signed for it by a coordinator of this chain; ``Reject`` if it is not
+        (the entry is then void: this depends only on the genesis and the entry's bytes)."""
+        block = Block.decode(raw)
+        h = block.header
+        if h.chain_id != self.chain.chain_id or h.height != height:
+            raise Reject("bad-blk-height", f"the entry is block {h.height} of chain {h.chain_id.hex()[:16]}…")
+        if h.proposer not in self.chain.genesis.proposers:
+            raise Reject("bad-blk-proposer", "the entry's proposer is not a coordinator of this chain")
+        if not crypto.verify(h.proposer, h.signing_message(), block.signature):
+            raise Reject("bad-blk-signature", "the entry's proposer signature is invalid")
+        return block
+
+    def _refuse(self, height: int, raw: bytes, e: Reject, *, void: bool) -> None:
+        self._refused[height] = (raw, void)
+        self.entries_rejected += 1
+        self.last_rejected = e.at(height=height)
+        what = "void" if void else "signed by a coordinator, held"
+        log.warning(
+            "%s: refused the ordering-log entry at height %d (%d bytes, %s): %s",
+            self.node_id,
+            height,
+            len(raw),
+            what,
+            self.last_rejected,
+        )
+
+    def _clear_void(self) -> None:
+        """As leader: quarantine a void entry at the next height so that the height can be proposed again."""
+        height = self.chain.height + 1
+        raw, void = self._refused.get(height, (None, False))
+        if void and self.orderer.void(height, raw):
+            log.warning("%s: moved the void entry at height %d to quarantine", self.node_id, height)
 
     def _append(self, block: Block) -> None:
         """Validate and append one final block (every rule, and the certificate on a PoEf chain)."""
@@ -87,6 +161,7 @@ class Sequencer:
         if self.key is not None:
             self.leading = self.orderer.campaign(self.node_id)
         if self.leading:
+            self._clear_void()
             return self._lead()
         self._follow()
         return None
@@ -124,14 +199,25 @@ class Sequencer:
         return True
 
     def run(self, stop: threading.Event, idle: float = 0.02) -> None:
-        """Loop until ``stop`` is set; transient orderer failures are retried."""
-        while not stop.is_set():
-            try:
-                block = self.step()
-            except ConnectionError:
-                block = None
-                stop.wait(0.2)
-            if block is None:
-                stop.wait(idle)
-        if self.leading:
-            self.orderer.resign()
+        """Loop until ``stop`` is set. Transient orderer and store failures are retried; any other failure is
+        logged with its traceback, counted (``errors``) and retried after a second: no input stops the loop."""
+        try:
+            while not stop.is_set():
+                try:
+                    block = self.step()
+                except (ConnectionError, StoreError) as e:
+                    log.warning("%s: %s; retrying", self.node_id, e)
+                    block = None
+                    stop.wait(0.2)
+                except Exception:
+                    self.errors += 1
+                    log.exception("%s: sequencer step failed; retrying in 1 s", self.node_id)
+                    block = None
+                    stop.wait(1.0)
+                if block is None:
+                    stop.wait(idle)
+        finally:
+            if self.leading:
+                self.leading = False
+                with contextlib.suppress(ConnectionError):
+                    self.orderer.resign()

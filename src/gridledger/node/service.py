@@ -2,13 +2,18 @@
 
 API (every request signed by a registered node, see ``auth``; rate-limited per node):
 
-* ``GET  /v1/status`` — node id, role, height, tip hash, leader.
+* ``GET  /v1/status`` — node id, role, height, tip hash, leader, and the node's health: ``sequencer_alive``,
+  ``last_applied_height``, ``entries_rejected`` (ordering-log entries it refused), ``last_rejected`` and
+  ``sequencer_errors``.
+* ``GET  /v1/health`` (unsigned) — ``200`` if every worker thread runs, else ``503``.
+* ``GET  /v1/metrics`` (unsigned) — the same figures in the Prometheus text format.
 * ``POST /v1/transactions`` — a raw canonical transaction (``application/octet-stream``); context-free checks, then
   queued at the orderer (idempotent by txid). ``400`` with ``{code, message}`` for an invalid transaction.
 * ``GET  /v1/transactions/{txid}`` — ``pending``, ``committed`` (with height) or ``rejected`` (with the reject).
 * ``GET  /v1/blocks?start=H&limit=N`` — raw blocks (hex), for peers to catch up (they re-validate them).
 * ``GET  /v1/blocks/{height}`` — one block as JSON.
-* ``GET  /v1/stream?start=H`` — server-sent events, one ``block`` event per committed block.
+* ``GET  /v1/stream?start=H`` — server-sent events, one ``block`` event per committed block; at most
+  ``MAX_STREAMS_PER_CALLER`` open per calling node and ``MAX_STREAMS`` in all (``429`` beyond).
 * ``GET  /v1/readings/{txid}`` — a committed reading's values, only to the meter itself, its coordinators and the
   DSO (``403`` to anyone else; ``404`` if this node holds no key that opens it): see ``restricted``.
 * ``GET  /v1/readings?meter=ID&limit=N`` — the meter's latest readings with their values and totals, likewise.
@@ -18,13 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
+import weakref
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from gridledger.chain import Chain
 from gridledger.jsonview import block_json
+from gridledger.ledger import crypto
 from gridledger.ledger.block import Block
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds import decode_transaction
@@ -44,7 +52,36 @@ from gridledger.node.restricted import (
 )
 from gridledger.node.sequencer import Sequencer
 
-MAX_TX_BYTES = 256 * 1024
+#: Largest request body (bytes): a transaction. Longer bodies are refused (413) before they are read.
+MAX_BODY_BYTES = 256 * 1024
+#: Open ``/v1/stream`` connections allowed per calling node and in all; events sent per chunk; keep-alive period (s).
+MAX_STREAMS_PER_CALLER, MAX_STREAMS, STREAM_BATCH, STREAM_KEEPALIVE_S = 16, 1024, 256, 15.0
+#: Default requests per second (and burst) from one peer address, counted before authentication.
+PEER_RATE, PEER_BURST = 1000.0, 2000.0
+
+log = logging.getLogger("gridledger.node")
+
+
+class PeerGate:
+    """ASGI middleware in front of every route: a token bucket per peer address and the body-size cap, applied
+    before a request is authenticated or its body read (floods of bad signatures or huge bodies cost little)."""
+
+    def __init__(self, app, limiter: RateLimiter, max_body: int) -> None:
+        self.app, self.limiter, self.max_body = app, limiter, max_body
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            peer = (scope.get("client") or ("unknown",))[0]
+            length = dict(scope["headers"]).get(b"content-length", b"0")
+            refusal = None
+            if not self.limiter.allow(peer):
+                refusal = JSONResponse({"detail": f"rate limit for address {peer}"}, 429)
+            elif not length.isdigit() or int(length) > self.max_body:
+                refusal = JSONResponse({"detail": f"request body over {self.max_body} bytes"}, 413)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class NodeService:
@@ -60,31 +97,122 @@ class NodeService:
         registry: NodeRegistry,
         limiter: RateLimiter,
         reading_keys: ReadingKeys | None = None,
+        peer_limiter: RateLimiter | None = None,
     ) -> None:
         self.node_id, self.role = node_id, role
         self.chain, self.orderer, self.sequencer = chain, orderer, sequencer
         self.registry, self.limiter = registry, limiter
         self.reading_keys = reading_keys or ReadingKeys()
         self.tamper_report: str | None = None
+        #: The first height whose stored bytes were found changed while the node ran (None: none found).
+        self.store_tampered: int | None = None
         self.committed: dict[bytes, int] = {}
         #: Committed readings' txids by member index, oldest first; subjects of implausible-reading alarms.
         self.readings: dict[int, list[bytes]] = {}
         self.alarmed: set[bytes] = set()
-        for block in chain.blocks(1):
-            self._index(block)
+        #: SHA-256 of every block's bytes as this node validated them, 32 bytes per height: what it serves must match.
+        self._digests = bytearray()
+        #: Per height: the block hash and its number of transactions (4 bytes), what ``/v1/stream`` sends.
+        self._summaries = bytearray()
+        #: Open streams per calling node, in all, and how they learn of new blocks (set in the event loop).
+        self._streams: dict[str, int] = {}
+        self._streams_total = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tip_changed = asyncio.Event()
+        for height, raw in chain.store.iter_blocks(0):
+            self._index(Block.decode(raw) if height else chain.genesis_block, raw)
         previous = sequencer.on_block
-        sequencer.on_block = lambda b: (self._index(b), previous and previous(b))
+        sequencer.on_block = lambda b: (self._index(b, b.encode()), previous and previous(b))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.peer_limiter = peer_limiter or RateLimiter(PEER_RATE, PEER_BURST)
         self.app = self._build_app()
 
-    def _index(self, block: Block) -> None:
+    def _index(self, block: Block, raw: bytes) -> None:
+        self._digests += crypto.sha256(raw)
+        self._summaries += block.hash + len(block.transactions).to_bytes(4, "big")
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._notify)
         for tx in block.transactions:
             self.committed[tx.txid] = block.height
             if isinstance(tx, Reading):
                 self.readings.setdefault(tx.member, []).append(tx.txid)
             elif isinstance(tx, Alarm) and tx.code == AlarmCode.IMPLAUSIBLE_READING:
                 self.alarmed.add(tx.subject)
+
+    def _block_bytes(self, height: int) -> bytes:
+        """Block ``height`` as this node validated it (hold the sequencer lock). A stored copy that differs (the store
+        was changed under the running node) is never served: the node reports the tampering, turns unhealthy (a
+        restart rebuilds the store) and serves the orderer's copy if that one matches, else answers 503."""
+        raw = self.chain.store.block_bytes(height)
+        digest = bytes(self._digests[32 * height : 32 * height + 32])
+        if crypto.sha256(raw) == digest:
+            return raw
+        if self.store_tampered is None:
+            self.store_tampered = height
+            self.tamper_report = f"block {height} in the store changed while the node ran; restart to rebuild the store"
+            log.error("%s: %s", self.node_id, self.tamper_report)
+        copy = [r for _, r in self.orderer.blocks(height, 1)] if height else [self.chain.genesis_block.encode()]
+        if copy and crypto.sha256(copy[0]) == digest:
+            return copy[0]
+        raise HTTPException(503, detail=f"block {height} of this node's store is corrupted: ask another node")
+
+    def _notify(self) -> None:
+        """Wake every open stream (in the event loop): a block was appended."""
+        woken, self._tip_changed = self._tip_changed, asyncio.Event()
+        woken.set()
+
+    async def _events(self, h: int):
+        """Server-sent ``block`` events from height ``h`` on, formatted from the in-memory index (no store read, no
+        decoding in the event loop); a comment line every ``STREAM_KEEPALIVE_S`` finds clients that are gone."""
+        if self._loop is not asyncio.get_running_loop():  # the server's loop (a test client may start another)
+            self._loop, self._tip_changed = asyncio.get_running_loop(), asyncio.Event()
+        while True:
+            changed = self._tip_changed
+            top = min(len(self._summaries) // 36 - 1, h + STREAM_BATCH - 1)
+            if h <= top:
+                yield "".join(self._event(k) for k in range(h, top + 1))
+                h = top + 1
+                continue
+            try:
+                await asyncio.wait_for(changed.wait(), STREAM_KEEPALIVE_S)
+            except TimeoutError:
+                yield ": keepalive\n\n"
+
+    def _stream_slot(self, caller: str, events) -> None:
+        """Count an open stream of ``caller`` until its event generator is gone (ended, cancelled or never run)."""
+        self._streams[caller] = self._streams.get(caller, 0) + 1
+        self._streams_total += 1
+        weakref.finalize(events, self._stream_closed, caller)
+
+    def _stream_closed(self, caller: str) -> None:
+        self._streams_total -= 1
+        self._streams[caller] -= 1
+        if not self._streams[caller]:
+            del self._streams[caller]
+
+    def _event(self, height: int) -> str:
+        row = self._summaries[36 * height : 36 * height + 36]
+        data = {"height": height, "hash": row[:32].hex(), "txs": int.from_bytes(row[32:], "big")}
+        return f"event: block\ndata: {json.dumps(data)}\n\n"
+
+    @property
+    def sequencer_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def health(self) -> dict:
+        """What ``/v1/status``, ``/v1/health`` and ``/v1/metrics`` report about the node's own work."""
+        seq = self.sequencer
+        return {
+            "sequencer_alive": self.sequencer_alive,
+            "last_applied_height": self.chain.height,
+            "entries_rejected": seq.entries_rejected,
+            "last_rejected": None if seq.last_rejected is None else str(seq.last_rejected),
+            "sequencer_errors": seq.errors,
+            "store_tampered": self.store_tampered,
+            "requests_refused": {"peer_rate": self.peer_limiter.refused, "node_rate": self.limiter.refused},
+            "streams_open": self._streams_total,
+        }
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.sequencer.run, args=(self._stop,), name=f"sequencer-{self.node_id}")
@@ -97,7 +225,12 @@ class NodeService:
             self._thread.join(10)
 
     async def _authorize(self, request: Request) -> tuple[str, str, bytes]:
-        body = await request.body()
+        body = bytearray()
+        async for chunk in request.stream():  # a body without Content-Length is capped as it arrives
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise HTTPException(413, detail=f"request body over {MAX_BODY_BYTES} bytes")
+        body = bytes(body)
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         try:
             node_id, role = self.registry.authenticate(request.headers, request.method, path, body)
@@ -114,26 +247,34 @@ class NodeService:
         for txid in txids:
             height = self.committed[txid]
             if height not in blocks:
-                block = Block.decode(self.chain.store.block_bytes(height))
+                block = Block.decode(self._block_bytes(height))
                 blocks[height] = {tx.txid: tx for tx in block.transactions}
             rows.append((height, blocks[height][txid]))
         return rows
 
-    def _open(self, caller: str, meter: str, rows: list[tuple[int, Reading]]) -> tuple[str, list[dict]]:
-        """(why ``caller`` may read ``meter``'s readings, their clear views); HTTP 403 if the caller is not entitled,
-        404 if this node cannot open them."""
+    def _entitlement(self, caller: str, meter: str) -> str:
+        """Why ``caller`` may read ``meter``'s readings; HTTP 403 if it may not (hold the sequencer lock).
+
+        Judged before looking the meter up, so that an unknown meter is refused exactly like a meter the caller may
+        not read: the answers do not tell which meters exist."""
         state = self.chain.state
         try:
-            basis = entitlement(state.genesis, caller, self.registry.nodes[caller][1], meter, meter_keys(state, meter))
-            opened = [(h, r, self.reading_keys.open(state, r)) for h, r in rows]
+            return entitlement(state.genesis, caller, self.registry.nodes[caller][1], meter, meter_keys(state, meter))
         except Forbidden as e:
             raise HTTPException(403, detail=str(e)) from None
+
+    def _open(self, rows: list[tuple[int, Reading]]) -> list[dict]:
+        """The clear views of readings the caller is entitled to; HTTP 404 if this node cannot open them."""
+        state = self.chain.state
+        try:
+            opened = [(h, r, self.reading_keys.open(state, r)) for h, r in rows]
         except NotHeld as e:
             raise HTTPException(404, detail=str(e)) from None
-        return basis, [reading_json(state, r, h, values, r.txid in self.alarmed) for h, r, values in opened]
+        return [reading_json(state, r, h, values, r.txid in self.alarmed) for h, r, values in opened]
 
     def _build_app(self) -> FastAPI:
         app = FastAPI(title=f"gridledger node {self.node_id}", version="1", description=__doc__)
+        app.add_middleware(PeerGate, limiter=self.peer_limiter, max_body=MAX_BODY_BYTES)
 
         @app.get("/v1/status")
         async def status(request: Request) -> dict:
@@ -145,16 +286,41 @@ class NodeService:
                 "chain_id": self.chain.chain_id.hex(),
                 "height": st.height,
                 "tip": st.tip_hash.hex(),
-                "leading": self.sequencer.leading,
+                "leading": self.sequencer.leading and self.sequencer_alive,
                 "consensus": self.chain.state.ruleset.consensus.value,
                 "tamper_report": self.tamper_report,
+                **self.health(),
             }
+
+        @app.get("/v1/health")
+        async def health():
+            alive, store_ok = self.sequencer_alive, self.store_tampered is None
+            body = {"healthy": alive and store_ok, "workers": {"sequencer": alive}, "store_verified": store_ok}
+            return JSONResponse(body, 200 if alive and store_ok else 503)
+
+        @app.get("/v1/metrics")
+        async def metrics():
+            h = self.health()
+            rows = [  # (name, type, help, value)
+                ("sequencer_alive", "gauge", "1 while the sequencer thread runs", int(h["sequencer_alive"])),
+                ("last_applied_height", "gauge", "height of the last block applied", h["last_applied_height"]),
+                ("entries_rejected_total", "counter", "ordering-log entries refused", h["entries_rejected"]),
+                ("sequencer_errors_total", "counter", "unexpected sequencer failures", h["sequencer_errors"]),
+                ("store_tampered", "gauge", "1 once a stored block changed", int(h["store_tampered"] is not None)),
+                ("peer_throttled_total", "counter", "requests refused per address", h["requests_refused"]["peer_rate"]),
+                ("node_throttled_total", "counter", "requests refused per node", h["requests_refused"]["node_rate"]),
+                ("streams_open", "gauge", "open /v1/stream connections", h["streams_open"]),
+            ]
+            text = "".join(
+                f"# HELP gridledger_{n} {d}\n# TYPE gridledger_{n} {t}\ngridledger_{n} {v}\n" for n, t, d, v in rows
+            )
+            return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
         @app.post("/v1/transactions", status_code=202)
         async def submit(request: Request):
             _, _, body = await self._authorize(request)
-            if len(body) > MAX_TX_BYTES:
-                return JSONResponse({"code": "bad-tx-size", "message": f"over {MAX_TX_BYTES} bytes"}, 413)
+            if not self.sequencer_alive:
+                return JSONResponse({"code": "node-unhealthy", "message": "this node's sequencer is not running"}, 503)
             try:
                 tx = decode_transaction(body)
                 self.chain.state.ruleset.check_transaction(tx)
@@ -182,7 +348,7 @@ class NodeService:
             await self._authorize(request)
             with self.sequencer.lock:
                 top = min(self.chain.height, start + limit - 1)
-                rows = [{"height": h, "raw": self.chain.store.block_bytes(h).hex()} for h in range(start, top + 1)]
+                rows = [{"height": h, "raw": self._block_bytes(h).hex()} for h in range(start, top + 1)]
             return {"blocks": rows}
 
         @app.get("/v1/blocks/{height}")
@@ -191,7 +357,7 @@ class NodeService:
             if not 0 <= height <= self.chain.height:
                 raise HTTPException(404, detail=f"no block at height {height}")
             with self.sequencer.lock:
-                raw = self.chain.store.block_bytes(height)
+                raw = self._block_bytes(height)
             return block_json(Block.decode(raw))
 
         @app.get("/v1/readings/{txid}")
@@ -204,9 +370,18 @@ class NodeService:
             with self.sequencer.lock:
                 rows = self._rows([key]) if key in self.committed else []
                 if not rows or not isinstance(rows[0][1], Reading):
+                    rows = []
+                try:  # the same 403 for a reading that does not exist as for one of a meter the caller may not read
+                    basis = self._entitlement(caller, meter_id(self.chain.state, rows[0][1].member) if rows else "")
+                except HTTPException:
+                    raise HTTPException(
+                        403,
+                        detail=f"node {caller} may not read reading {txid}: only the meter that made it, "
+                        "the chain's coordinators and the DSO may",
+                    ) from None
+                if not rows:
                     raise HTTPException(404, detail=f"no committed reading {txid} on this chain")
-                basis, views = self._open(caller, meter_id(self.chain.state, rows[0][1].member), rows)
-            return {"served_as": basis, **views[0]}
+                return {"served_as": basis, **self._open(rows)[0]}
 
         @app.get("/v1/readings")
         async def readings(request: Request, meter: str = Query(...), limit: int = Query(100, ge=1, le=1000)):
@@ -214,10 +389,11 @@ class NodeService:
 
             def serve() -> dict:
                 with self.sequencer.lock:
+                    basis = self._entitlement(caller, meter)
                     member = roster(self.chain.state).index.get(meter)
                     if member is None:
                         raise HTTPException(404, detail=f"no meter {meter!r} is enrolled on this chain")
-                    basis, views = self._open(caller, meter, self._rows(self.readings.get(member, [])[-limit:]))
+                    views = self._open(self._rows(self.readings.get(member, [])[-limit:]))
                 return {
                     "meter": meter,
                     "member": member,
@@ -232,19 +408,13 @@ class NodeService:
 
         @app.get("/v1/stream")
         async def stream(request: Request, start: int = Query(1, ge=0)):
-            await self._authorize(request)
-
-            async def events():
-                h = start
-                while not await request.is_disconnected():
-                    while h <= self.chain.height:
-                        with self.sequencer.lock:
-                            b = Block.decode(self.chain.store.block_bytes(h))
-                        data = {"height": h, "hash": b.hash.hex(), "txs": len(b.transactions)}
-                        yield f"event: block\ndata: {json.dumps(data)}\n\n"
-                        h += 1
-                    await asyncio.sleep(0.05)
-
-            return StreamingResponse(events(), media_type="text/event-stream")
+            caller, _, _ = await self._authorize(request)
+            if self._streams_total >= MAX_STREAMS or self._streams.get(caller, 0) >= MAX_STREAMS_PER_CALLER:
+                raise HTTPException(
+                    429, detail=f"stream limit: {MAX_STREAMS_PER_CALLER} per node, {MAX_STREAMS} in all"
+                )
+            events = self._events(start)
+            self._stream_slot(caller, events)
+            return StreamingResponse(events, media_type="text/event-stream")
 
         return app

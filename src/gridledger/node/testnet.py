@@ -3,7 +3,8 @@
 ``Testnet`` starts (or adopts) a cluster folder and gives what a scenario driving the network needs: signed clients
 as any registered node (or as an outsider), the node keys, the leading coordinator, every node's height and tip,
 the transactions a node holds, and stopping, killing and restarting node processes. ``wait_until`` polls a
-condition through the transient errors of nodes that are restarting.
+condition through the transient errors of nodes that are restarting; ``serve`` runs one node's API in a thread of
+this process (in-process tests and benchmarks).
 
 >>> with Testnet.start(folder, meters=2) as net:          # doctest: +SKIP
 ...     leader = net.leader()
@@ -13,6 +14,7 @@ condition through the transient errors of nodes that are restarting.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,16 +26,33 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import uvicorn
 
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.genesis import Genesis
 from gridledger.node import cluster
 from gridledger.node.client import NodeClient
+from gridledger.node.netutil import free_port, wait_port
 
 T = TypeVar("T")
 OPERATOR = "operator"
 PAGE = 500  # blocks per request
+
+
+@contextlib.contextmanager
+def serve(app, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve an ASGI ``app`` (a node's API) with uvicorn in a thread of this process; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name=f"api-{port}", daemon=True)
+    thread.start()
+    try:
+        wait_port(port, host=host)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def wait_until(predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition", interval: float = 0.05) -> T:

@@ -84,6 +84,14 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    @abstractmethod
+    def integrity_problems(self) -> list[str]:
+        """What the database's own consistency check finds wrong with its files and indexes (empty: none).
+
+        A corrupted index can hide or invent rows that a table scan does not see, so the whole-chain verifier runs
+        this before it replays the blocks.
+        """
+
     def _sql(self, sql: str) -> str:
         return sql if self.PARAM == "?" else sql.replace("?", self.PARAM)
 

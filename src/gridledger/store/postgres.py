@@ -5,10 +5,15 @@ integers. Each block is one PostgreSQL transaction: the server makes it durable 
 rolls back any transaction whose client disappears, so a crash of the node leaves the whole block or nothing.
 Writers lock the ``blocks`` table (``SHARE ROW EXCLUSIVE``: readers are never blocked) for the length of the
 transaction; snapshots are read in one ``REPEATABLE READ`` read-only transaction.
+
+``integrity_problems`` uses the ``amcheck`` extension (``verify_heapam`` on every table, ``bt_index_check`` with
+``heapallindexed`` on every index) when it is installed in the database and the role may run it; otherwise it logs
+that the files and indexes were not checked (PostgreSQL has no built-in equivalent of SQLite's integrity check).
 """
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,6 +24,8 @@ from gridledger.store.base import SCHEMA, TABLES, Store, StoreError
 #: Key of the advisory lock that serializes schema creation by concurrent openers ("gridledg" in ASCII).
 _SCHEMA_LOCK = int.from_bytes(b"gridledg", "big") >> 1
 CONNECT_TIMEOUT_S = 10
+
+log = logging.getLogger("gridledger.store")
 
 
 def redact(url: str) -> str:
@@ -67,6 +74,36 @@ class PostgresStore(Store):
             else:
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield cur
+
+    def integrity_problems(self) -> list[str]:
+        found = self._fetch(
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
+            " WHERE e.extname = 'amcheck'"
+        )
+        if not found:
+            log.warning("%s: amcheck is not installed: tables and indexes not checked", redact(self.url))
+            return []
+        fn = f'"{found[0][0]}"'
+        checks = []  # (what, SQL yielding (page, message) rows of corruption, relation)
+        for table in TABLES:
+            checks.append((f"table {table}", f"SELECT blkno, msg FROM {fn}.verify_heapam(%s::regclass)", table))
+            for (index,) in self._fetch(
+                "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = to_regclass(%s)", (table,)
+            ):
+                # raises on a corrupted index; heapallindexed: every table row must be found in the index
+                checks.append((f"index {index}", f"SELECT 0, NULL FROM {fn}.bt_index_check(%s::regclass, true)", index))
+        problems = []
+        for what, sql, relation in checks:
+            try:
+                rows = self.db.execute(sql, (relation,)).fetchall()
+            except psycopg.errors.InsufficientPrivilege as e:
+                log.warning("%s: amcheck refused (%s): tables and indexes not checked", redact(self.url), e)
+                return []
+            except psycopg.Error as e:
+                problems.append(f"{what}: {' '.join(str(e).split())}")
+                continue
+            problems += [f"{what}: {msg} (page {page})" for page, msg in rows if msg is not None]
+        return problems
 
     def close(self) -> None:
         self.db.close()

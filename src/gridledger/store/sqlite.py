@@ -51,5 +51,10 @@ class SqliteStore(Store):
                 cur.execute("ROLLBACK")
             raise
 
+    def integrity_problems(self) -> list[str]:
+        """``PRAGMA integrity_check``: every page, b-tree, index entry and constraint of the file."""
+        rows = self._fetch("PRAGMA integrity_check")
+        return [] if rows == [("ok",)] else [str(r[0]) for r in rows]
+
     def close(self) -> None:
         self.db.close()
