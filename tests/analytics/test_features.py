@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gridledger.analytics.features import feature_names, theft_features
+from gridledger.analytics.features import NORMALIZED, day_features, feature_names, theft_features
 from gridledger.analytics.theft_attacks import h1, h5, h6
 
 
@@ -23,7 +23,21 @@ def test_shape_and_names(cube):
     assert f.shape == (*x.shape[:2], len(feature_names(96)))
     assert np.isfinite(f).all()
     assert len(feature_names(96)) == len(set(feature_names(96)))
-    assert [n for n in feature_names(96) if n[6:].isdigit()] == [f"shape_{h:02d}" for h in range(24)]
+    assert feature_names(96) == feature_names(4)  # the same features at every resolution
+    # per-meter normalization: the raw day statistics reach the detector only as z-scores
+    assert not set(NORMALIZED) - {"shape_corr", "shape_l1"} & set(feature_names(96))
+    assert {f"z_{n}" for n in NORMALIZED} | {f"nb_z_{n}" for n in NORMALIZED} <= set(feature_names(96))
+
+
+def test_normalized_features_do_not_see_a_households_level_of_spikiness():
+    """A meter whose every day is twice as spiky has the same z-scores: only its deviations count."""
+    rng = np.random.default_rng(0)
+    x = rng.gamma(4.0, 10.0, size=(4, 20, 96))
+    spiky = x.copy()
+    spiky[0] = x[0].mean(axis=-1, keepdims=True) + 2 * (x[0] - x[0].mean(axis=-1, keepdims=True))
+    a, b = day_features(x), day_features(spiky)
+    assert np.median(b["cv"][0]) > 1.5 * np.median(a["cv"][0])
+    np.testing.assert_allclose(b["z_cv"][0], a["z_cv"][0], rtol=0.02)  # up to the scale floor
 
 
 def test_missing_days_get_nan_and_are_no_reference(cube):
@@ -40,7 +54,7 @@ def test_missing_days_get_nan_and_are_no_reference(cube):
 @settings(max_examples=10, deadline=None)
 def test_features_do_not_depend_on_the_unit_of_energy(factor):
     x = np.random.default_rng(0).gamma(2.0, 10.0, size=(5, 8, 96))
-    np.testing.assert_allclose(theft_features(x * factor)[..., :40], theft_features(x)[..., :40], atol=1e-6)
+    np.testing.assert_allclose(theft_features(x * factor), theft_features(x), atol=1e-6)
 
 
 def test_zero_and_flat_days_give_finite_features_without_warnings():
@@ -50,8 +64,10 @@ def test_zero_and_flat_days_give_finite_features_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         f = theft_features(x)
+        table = day_features(x)
     assert np.isfinite(f).all()
-    assert f[0, 0, col("zero_share", 24)] == 1.0 and f[1, 1, col("cv", 24)] == 0.0
+    assert table["zero_share"][0, 0] == 1.0 and table["cv"][1, 1] == 0.0
+    assert f[0, 0, col("zero_run", 24)] == 1.0
 
 
 def test_attacks_move_the_features_they_should(cube):
@@ -63,7 +79,7 @@ def test_attacks_move_the_features_they_should(cube):
     f = theft_features(x)
     honest = np.median(f[:, [0, 1, 2, 3, 4]], axis=(0, 1))
     assert np.median(f[:, 5, col("log_energy_ratio")]) < honest[col("log_energy_ratio")] - 0.2
-    assert (f[:, 6, col("cv")] < 1e-9).all()
+    assert (f[:, 6, col("z_cv")] < honest[col("z_cv")] - 2).all()
     assert np.median(f[:, 7, col("shape_corr")]) < honest[col("shape_corr")] - 0.3
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -11,8 +12,11 @@ from threadpoolctl import threadpool_limits
 
 from gridledger.analytics.data import DayCube
 from gridledger.analytics.theft import (
+    Detection,
+    SmallSampleWarning,
     TheftModel,
     TheftSettings,
+    attack_scenario,
     detect,
     holdout_evaluation,
     labelled_scenario,
@@ -31,7 +35,8 @@ def model(cube: DayCube) -> TheftModel:
 
 
 def test_detector_separates_injected_theft_on_held_out_meters(cube):
-    result = holdout_evaluation(cube, FAST, test_fraction=0.25)
+    with pytest.warns(SmallSampleWarning):
+        result = holdout_evaluation(cube, FAST, test_fraction=0.25)
     assert result["injected"] and len(result["test_meters"]) == 4 and result["train_meters"] == 12
     for key in ("without_rl", "with_rl"):
         r = result[key]
@@ -55,17 +60,68 @@ def test_model_json_round_trip_scores_identically(model, cube):
     np.testing.assert_array_equal(loaded.agent_prior, model.agent_prior)
 
 
+def _labelled(cube: DayCube, labels: np.ndarray) -> DayCube:
+    n = labels.shape[0]
+    values = {"consumption_wh": cube.values["consumption_wh"][:n]}
+    return DayCube(cube.meters[:n], cube.days, cube.step_s, values, labels)
+
+
 def test_labelled_thefts_in_training_data_are_kept_as_positives(cube):
-    labelled = DayCube(
-        cube.meters[:8],
-        cube.days,
-        cube.step_s,
-        {"consumption_wh": cube.values["consumption_wh"][:8]},
-        np.zeros((8, len(cube.days)), dtype=np.int8),
-    )
-    labelled.labels[:, :3] = 1
-    trained = train(labelled, TheftSettings(max_iter=20, draws=1, theft_rate=0.0))
+    labels = np.zeros((8, len(cube.days)), dtype=np.int8)
+    labels[:, :3] = 1
+    trained = train(_labelled(cube, labels), TheftSettings(max_iter=20, draws=1, theft_rate=0.0))
     assert trained.info["positives"] == 8 * 3
+
+
+def test_labelled_honest_days_are_not_tampered_unless_asked(cube):
+    """A 50 %-labelled file trains on its own 50 %, not on ~75 % (attacks re-injected into its honest days)."""
+    labels = np.zeros((8, len(cube.days)), dtype=np.int8)
+    labels[:, ::2] = 1
+    file = _labelled(cube, labels)
+    trained = train(file, TheftSettings(max_iter=20, draws=3, theft_rate=0.5))
+    assert trained.info["draws"] == 1  # every day labelled: nothing to draw
+    assert trained.info["positives"] == int(labels.sum()) and trained.info["examples"] == labels.size
+    reported, got = attack_scenario(file, TheftSettings(theft_rate=0.5), np.random.default_rng(0))
+    assert np.array_equal(got, labels) and np.array_equal(reported, file.values["consumption_wh"])
+    asked = TheftSettings(theft_rate=0.5, inject_labelled=True)
+    reported, got = attack_scenario(file, asked, np.random.default_rng(0))
+    assert 0.6 < got.mean() < 0.9 and (got[labels == 1] == 1).all()
+    assert not np.array_equal(reported, file.values["consumption_wh"])
+
+
+def test_unlabelled_days_of_a_partly_labelled_file_are_tampered(cube):
+    labels = np.full((8, len(cube.days)), -1, dtype=np.int8)
+    labels[:4] = 0
+    reported, got = attack_scenario(_labelled(cube, labels), TheftSettings(theft_rate=0.5), np.random.default_rng(0))
+    assert (got[:4] == 0).all() and 0.3 < got[4:].mean() < 0.7
+    np.testing.assert_array_equal(reported[:4], cube.values["consumption_wh"][:4])
+
+
+def test_small_evaluations_warn_with_their_size(model, cube):
+    test = cube.select(range(12, 16))
+    reported, labels, _ = labelled_scenario(test, FAST, seed=1)
+    found = detect(model, test.meters, reported, labels)
+    with pytest.warns(SmallSampleWarning, match=f"only {labels.size} labelled meter-days .* fewer than 500"):
+        result = report(found, labels)
+    assert "±" in result["warning"]
+    big = np.tile(labels, (10, 1))  # 560 meter-days
+    tiled = Detection(
+        [f"m{i}" for i in range(40)],
+        *(np.tile(a, (10, 1)) for a in (found.logits, found.detector_decisions, found.agent_scores)),
+        np.tile(found.agent_decisions, (10, 1)),
+        0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert report(tiled, big)["warning"] is None
+
+
+def test_training_across_neighbourhoods(cube):
+    a, b = cube.select(range(8)), cube.select(range(8, 16))
+    trained = train([a, b], FAST)
+    assert trained.info["neighbourhoods"] == 2 and trained.info["meters"] == 16
+    with pytest.raises(ValueError, match="same resolution"):
+        train([a, b.coarsen(3600)], FAST)
 
 
 def test_file_labels_are_used_for_evaluation_instead_of_injection(cube):
@@ -105,7 +161,7 @@ def test_finer_data_is_aggregated_to_the_models_resolution(model, cube):
     [
         (lambda d: d.update(format="something-else"), "not a gridledger-theft-model"),
         (lambda d: d.update(format_version=99), "unsupported"),
-        (lambda d: d.update(step_s=86_400), "feature list does not match"),
+        (lambda d: d.update(features=d["features"][:-1]), "feature list does not match"),
         (lambda d: d.update(agent_prior=[1.0, 2.0]), "agent prior"),
         (lambda d: d["trees"].update(sklearn_version="0.1"), "scikit-learn 0.1"),
         (

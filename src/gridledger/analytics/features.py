@@ -1,17 +1,20 @@
 """Per meter-day features for energy-theft detection at the concentrator (fog level).
 
 Input is a cube ``x[meter, day, slot]`` of energy per slot (Wh, NaN for a missing day) of one neighbourhood.
-Each meter-day gets three groups of features, all scale-free so that one model serves every household:
+Each meter-day gets three groups of features, all scale-free so that one model serves every household
+and — through per-meter normalization — households of models it was never trained on:
 
-* the day itself: variation, peak and trough over the mean, zero steps and the longest zero run, lag-1
-  autocorrelation, roughness, and the hourly shape (share of the day's energy in each hour);
-* the meter's own history (robust statistics over its days): log ratio of the day's energy to the typical
-  day (the median, and the upper quartile and 90th percentile, which tampered days pull down less), its
-  robust z-score, correlation and L1 distance of the hourly shape to the typical shape, and the change of
-  the day statistics against their medians;
-* the neighbours on the same day (the concentrator sees all its meters): the energy ratio above net of the
-  neighbourhood's median ratio (removes weather and weekday effects), and correlation with the neighbourhood's
-  median shape.
+* the day itself, normalized per meter: robust z-scores (median and MAD over the meter's days) of the day's
+  variation, peak and trough over the mean, zero steps, lag-1 autocorrelation, roughness, and the hourly
+  shape's correlation and L1 distance to the meter's typical shape; only the longest zero run (h2's mark) is
+  kept as it is. The raw levels of these statistics differ between households and between household models
+  (a minute-resolved appliance model is far spikier than a standard profile) and do not transfer;
+* the meter's own history: log ratio of the day's energy to the typical day (the median, and the upper
+  quartile and 90th percentile, which tampered days pull down less), its robust z-score, correlation and L1
+  distance of the hourly shape to the typical shape;
+* the neighbours on the same day (the concentrator sees all its meters): every z-score above net of the
+  neighbourhood's median that day, the energy ratio net of the neighbourhood's median ratio (removes weather
+  and weekday effects), and correlation with the neighbourhood's median shape.
 
 References: the attack models of Jokar et al. (2016) (see :mod:`.attacks`) and the fog-level analytics of
 Olivares-Rojas et al. (2023), section 3.2.
@@ -31,19 +34,33 @@ HISTORY = (
     "energy_z",
     "shape_corr",
     "shape_l1",
-    "d_cv",
-    "d_peak",
-    "d_zero_share",
-    "d_acf1",
-    "d_roughness",
 )
 NEIGHBOURS = ("nb_energy_ratio", "nb_shape_corr")
+NORMALIZED = ("cv", "peak", "trough", "zero_share", "acf1", "roughness", "shape_l1", "shape_corr")
+"""Day statistics the detector sees only as robust z-scores against the meter's own days (``z_*``) and those
+net of the neighbourhood's median z the same day (``nb_z_*``): their levels differ between households and
+between household models, their deviations from a meter's normal much less."""
+THEFT_FEATURES = (
+    *(f"z_{n}" for n in NORMALIZED),
+    "energy_z",
+    *(f"nb_z_{n}" for n in NORMALIZED),
+    "nb_z_energy",
+    "zero_run",
+    "log_energy_ratio",
+    "log_energy_ratio_q75",
+    "log_energy_ratio_q90",
+    "shape_corr",
+    "shape_l1",
+    *NEIGHBOURS,
+)
 ZERO_WH = 1e-9
 
 
 def feature_names(slots: int) -> list[str]:
-    """Names of the feature columns for days of ``slots`` steps."""
-    return [*DAY_STATS, *(f"shape_{h:02d}" for h in range(_bins(slots))), *HISTORY, *NEIGHBOURS]
+    """Names of the detector's feature columns (the same at every resolution; ``slots`` is checked only)."""
+    if slots < 1:
+        raise ValueError(f"a day needs at least one slot, got {slots}")
+    return list(THEFT_FEATURES)
 
 
 def _bins(slots: int) -> int:
@@ -109,10 +126,20 @@ def _nanmedian(a: np.ndarray, axis: int) -> np.ndarray:
         return np.nanmedian(a, axis=axis)
 
 
-def theft_features(x: np.ndarray) -> np.ndarray:
-    """Features ``(n_meters, n_days, n_features)`` for a cube ``x`` ``(n_meters, n_days, slots)`` in Wh.
+def _robust_z(a: np.ndarray) -> np.ndarray:
+    """``(a - median) / scale`` per meter (axis 1: days); scale = 1.4826 MAD + 5 % of |median| + 0.001."""
+    median = _nanmedian(a, axis=1)[:, None]
+    mad = _nanmedian(np.abs(a - median), axis=1)[:, None] * 1.4826
+    return (a - median) / (mad + 1e-3 + 0.05 * np.abs(median))
 
-    Missing days (any NaN in the day) get NaN features and are left out of every reference median.
+
+def day_features(x: np.ndarray) -> dict[str, np.ndarray]:
+    """Every per meter-day quantity by name, each ``(n_meters, n_days)``, for a cube ``x`` in Wh.
+
+    The day statistics (:data:`DAY_STATS`), the history features
+    (:data:`HISTORY`), the neighbour features (:data:`NEIGHBOURS`), and the per-meter normalized ``z_*`` and
+    ``nb_z_*`` of :data:`NORMALIZED` (and ``nb_z_energy``). Missing days (any NaN in the day) are NaN and are
+    left out of every reference median.
     """
     if x.ndim != 3:
         raise ValueError(f"expected a (meters, days, slots) cube, got shape {x.shape}")
@@ -134,32 +161,33 @@ def theft_features(x: np.ndarray) -> np.ndarray:
     ref_shape = ref_shape / np.where(
         ref_shape.sum(axis=-1, keepdims=True) > 0, ref_shape.sum(-1, keepdims=True), 1
     )
-    ref_stats = _nanmedian(stats, axis=1)[:, None, :]
+    out = {name: stats[..., i] for i, name in enumerate(DAY_STATS)}
     log_ratio = log_e - ref_log_e
-    cv, peak, _, zero_share, _, acf1, rough = (stats[..., i] for i in range(len(DAY_STATS)))
-    r_cv, r_peak, _, r_zero, _, r_acf1, r_rough = (ref_stats[..., i] for i in range(len(DAY_STATS)))
-    history = np.stack(
-        [
-            log_ratio,
-            log_e - upper[0],
-            log_e - upper[1],
-            log_ratio / spread,
-            _rowcorr(shape, ref_shape),
-            np.abs(shape - ref_shape).sum(axis=-1),
-            cv - r_cv,
-            np.log((peak + 1e-6) / (r_peak + 1e-6)),
-            zero_share - r_zero,
-            acf1 - r_acf1,
-            np.log((rough + 1e-6) / (r_rough + 1e-6)),
-        ],
-        axis=-1,
+    out.update(
+        log_energy_ratio=log_ratio,
+        log_energy_ratio_q75=log_e - upper[0],
+        log_energy_ratio_q90=log_e - upper[1],
+        energy_z=log_ratio / spread,
+        shape_corr=_rowcorr(shape, ref_shape),
+        shape_l1=np.abs(shape - ref_shape).sum(axis=-1),
     )
 
     # Neighbours on the same day.
-    nb_ratio = log_ratio - _nanmedian(log_ratio, axis=0)[None, :]
-    nb_shape = _nanmedian(shape, axis=0)[None, :, :]
-    neighbours = np.stack([nb_ratio, _rowcorr(shape, nb_shape)], axis=-1)
+    out["nb_energy_ratio"] = log_ratio - _nanmedian(log_ratio, axis=0)[None, :]
+    out["nb_shape_corr"] = _rowcorr(shape, _nanmedian(shape, axis=0)[None, :, :])
 
-    features = np.concatenate([stats, shape, history, neighbours], axis=-1)
-    features[~valid] = np.nan
-    return features
+    # Per-meter normalization, and the same net of the neighbourhood.
+    for name in NORMALIZED:
+        out[f"z_{name}"] = _robust_z(out[name])
+    for name in (*NORMALIZED, "energy"):
+        z = out[f"z_{name}" if name != "energy" else "energy_z"]
+        out[f"nb_z_{name}"] = z - _nanmedian(z, axis=0)[None, :]
+    for v in out.values():
+        v[~valid] = np.nan
+    return out
+
+
+def theft_features(x: np.ndarray) -> np.ndarray:
+    """The detector's features ``(n_meters, n_days, len(THEFT_FEATURES))`` for a cube ``x`` in Wh."""
+    table = day_features(x)
+    return np.stack([table[name] for name in THEFT_FEATURES], axis=-1)
