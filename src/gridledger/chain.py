@@ -10,7 +10,7 @@ elsewhere. ``verify_store`` is the whole-chain verifier.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -214,4 +214,24 @@ def verify_store(store: Store) -> LedgerState:
             raise Reject("bad-chain-state", f"stored {key} differ from the state rebuilt by replaying the blocks")
     if store.dump()["policies"] != [(seq, p.encode()) for seq, p in enumerate(state.policy.policies)]:
         raise Reject("bad-chain-state", "stored policies differ from the state rebuilt by replaying the blocks")
+    return state
+
+
+def copy_chain(source: Store, target: Store, on_block: Callable[[int], None] | None = None) -> LedgerState:
+    """Copy every block of ``source`` into the empty ``target``; return the ledger state at the tip.
+
+    Raises ``StoreError`` if the target already holds a chain or the source holds none, and a located
+    ``Reject`` at the first invalid source block (the target then holds the valid blocks before it).
+    ``on_block(height)`` is called after each block is committed.
+    """
+    if source.tip_height() is None:
+        raise StoreError("the source store holds no chain")
+    if target.tip_height() is not None:
+        raise StoreError("the target store already holds a chain; copy into an empty one")
+    state = None
+    for block, after, ch in replay(source):
+        target.commit_block(block.height, block.hash, block.header.time, block.encode(), ch)
+        state = after
+        if on_block is not None:
+            on_block(block.height)
     return state

@@ -8,10 +8,9 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from gridledger.chain import verify_store
+from gridledger.chain import copy_chain, verify_store
 from gridledger.cli.store import app
 from gridledger.store import open_store
-from gridledger.store.migrate import copy_chain
 from gridledger.store.pgserver import PgServer, PgServerError
 from workload import Workload
 

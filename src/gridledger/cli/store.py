@@ -26,7 +26,7 @@ def copy(
     ),
 ) -> None:
     """Copy a chain block by block into an empty store, re-validating every block on the way."""
-    from gridledger.store.migrate import copy_chain
+    from gridledger.chain import copy_chain
     from gridledger.store.postgres import redact
 
     try:

@@ -34,6 +34,7 @@ import nacl.signing
 
 from gridledger.chain import Chain
 from gridledger.consensus.plausibility import Plausibility, RobustWindowCheck
+from gridledger.consensus.policy_sync import ParentView, check_replicated
 from gridledger.ledger.block import Block, Vote, make_block
 from gridledger.ledger.committee import Committee, certify, check_vote, committee_for
 from gridledger.ledger.crypto import HASH_BYTES, KeyPair
@@ -43,7 +44,6 @@ from gridledger.ledger.kinds.alarm import Alarm, AlarmCode, raise_alarm
 from gridledger.ledger.kinds.reading import KEY_BYTES, ChainKeys, Reading, ReadingError, ReadingValues, open_reading
 from gridledger.ledger.state import LedgerState
 from gridledger.ledger.transactions import Transaction
-from gridledger.tiers.policy_sync import ParentView, check_replicated
 
 #: Votes a validator remembers (heights below the newest minus this are forgotten).
 _VOTE_MEMORY = 64

@@ -3,7 +3,8 @@
 A parent chain cannot see its children, so the ledger rules only check who anchors and that ranges are contiguous
 (:mod:`.anchor`). With every chain at hand, an auditor (``gridledger verify`` of a run folder) also checks that each
 anchor's root is the Merkle root of the child's stored block hashes, that every child block up to the last anchor is
-covered, and that every price policy below the head-end was committed on its parent first (:mod:`.policy_sync`).
+covered, and that every price policy below the head-end was committed on its parent first
+(:mod:`gridledger.consensus.policy_sync`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Each tier stores only summaries of the tier below: a meter reports on the NAN th
 reading), a concentrator reports on the FAN/WAN the total of its NAN per summary period, and anchors
 (:mod:`.anchor`) link every block to the tier above. The DSO enrols each chain's members with a chain-local policy
 and publishes prices on the head-end; each coordinator relays the DSO's copy for its chain once the price is
-committed on its parent (:mod:`.policy_sync`).
+committed on its parent (:mod:`gridledger.consensus.policy_sync`).
 
 :class:`Hierarchy` builds all of it with deterministic keys (``KeyPair.from_secret``: for simulations and tests,
 never for deployments) and drives it minute by minute with :meth:`Hierarchy.step`. The networked node runs the
@@ -30,6 +30,7 @@ from gridledger.chain import Chain
 from gridledger.consensus.failover import take_over
 from gridledger.consensus.plausibility import Plausibility, RobustWindowCheck
 from gridledger.consensus.poef import Coordinator, Replica, Round, Validator, run_round
+from gridledger.consensus.policy_sync import StateView, replicate
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.anchor import Anchor, make_anchor, next_height_key
@@ -41,7 +42,6 @@ from gridledger.ledger.state import StateChanges
 from gridledger.ledger.units import DEFAULT_SLOT_SECONDS
 from gridledger.petra.dso import DSO
 from gridledger.store.sqlite import SqliteStore
-from gridledger.tiers.policy_sync import StateView, replicate
 
 START_TIME = 1_767_225_600  # 2026-01-01T00:00:00Z
 #: Suffix of a backup coordinator's ID (``DC-0-0.backup``).

@@ -18,7 +18,7 @@ coordinator's                                 chain (``check_price_signal``)
 ============================================  ==================================  =============================
 
 The first four run on the lab's network of node processes (the ledger rules every node applies). The last three
-drive the multi-tier ledger's policy replication (``gridledger.tiers.policy_sync``) on an in-process
+drive the multi-tier ledger's policy replication (``gridledger.consensus.policy_sync``) on an in-process
 ``Hierarchy`` (head-end, FAN/WAN, NAN, HAN chains with PoEf rounds): the DSO's price is replicated down every
 tier, and each node compares what it sees with its coordinator's tier.
 
@@ -147,9 +147,9 @@ def tier_attempts(seed: int, genuine: tuple[int, int], fake: tuple[int, int]) ->
     at the NAN."""
     # imported here: the hierarchy pulls in the whole PoEf protocol, which every process importing the attack
     # registry (the whole CLI) need not load
+    from gridledger.consensus.policy_sync import StateView, check_price_signal
     from gridledger.ledger.ruleset import Tier
     from gridledger.tiers.hierarchy import Hierarchy
-    from gridledger.tiers.policy_sync import StateView, check_price_signal
 
     hierarchy = Hierarchy(fans=1, nans=1, homes=2, appliances=1, seed=seed)
     try:

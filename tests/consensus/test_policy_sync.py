@@ -6,12 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from gridledger.consensus.policy_sync import StateView, check_price_signal
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
 from gridledger.petra.dso import DSO
 from gridledger.tiers.audit import check_prices
 from gridledger.tiers.hierarchy import Hierarchy
-from gridledger.tiers.policy_sync import StateView, check_price_signal
 
 PRICE = (120, 80)
 
