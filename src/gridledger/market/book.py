@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from operator import attrgetter
 
 import numpy as np
 
@@ -53,47 +54,52 @@ class OrderBook:
     @classmethod
     def build(cls, orders: Sequence[Order], feeders: Mapping[str, Feeder] | None) -> OrderBook:
         """Index ``orders``; reject duplicate ids and, given ``feeders``, unknown feeders."""
-        seen: set[str] = set()
         for order in orders:
             if not isinstance(order, Order):
                 raise MarketInputError(f"not an Order: {order!r}")
-            if order.id in seen:
-                raise MarketInputError(f"order {order.id!r}: duplicate id")
-            seen.add(order.id)
+        ids = tuple(o.id for o in orders)
+        if len(set(ids)) < len(ids):
+            seen: set[str] = set()
+            for ident in ids:
+                if ident in seen:
+                    raise MarketInputError(f"order {ident!r}: duplicate id")
+                seen.add(ident)
+        feeder_of = [o.feeder for o in orders]
         if feeders is None:
-            names = tuple(sorted({o.feeder for o in orders}))
+            names = tuple(sorted(set(feeder_of)))
             internal = external = np.full(len(names), UNLIMITED, dtype=np.int64)
         else:
             names = tuple(sorted(feeders))
-            for order in orders:
-                if order.feeder not in feeders:
-                    raise MarketInputError(f"order {order.id!r}: unknown feeder {order.feeder!r}")
+            if not set(feeder_of) <= set(feeders):
+                order = next(o for o in orders if o.feeder not in feeders)
+                raise MarketInputError(f"order {order.id!r}: unknown feeder {order.feeder!r}")
             internal = np.array([feeders[n].internal_capacity_w for n in names], dtype=np.int64)
             external = np.array([feeders[n].external_capacity_w for n in names], dtype=np.int64)
         index = {name: i for i, name in enumerate(names)}
-        is_offer = np.array([o.side is Side.OFFER for o in orders], dtype=bool)
-        feeder = np.array([index[o.feeder] for o in orders], dtype=np.int64)
-        price = np.array([o.limit_price for o in orders], dtype=np.int64)
-        start = np.array([o.start_slot for o in orders], dtype=np.int64)
-        length = np.array([o.end_slot - o.start_slot for o in orders], dtype=np.int64)
-        power = np.array([o.power_w for o in orders], dtype=np.int64)
-
-        row_order, row_slot = expand_ranges(start, start + length)
-        keep = power[row_order] > 0
-        row_order, row_slot = row_order[keep], row_slot[keep]
-        merit = np.where(is_offer, price, -price)[row_order]
-        perm = np.lexsort((row_order, merit, feeder[row_order], ~is_offer[row_order], row_slot))
+        n = len(orders)
+        is_offer = np.fromiter((o.side is Side.OFFER for o in orders), bool, n)
+        feeder = np.fromiter(map(index.__getitem__, feeder_of), np.int64, n)
+        price, start, end, power = (
+            np.fromiter(map(attrgetter(name), orders), np.int64, n)
+            for name in ("limit_price", "start_slot", "end_slot", "power_w")
+        )
+        # merit order within (side, feeder) first, over orders; then a stable sort of the rows by slot
+        merit = np.lexsort((np.arange(n), np.where(is_offer, price, -price), feeder, ~is_offer))
+        merit = merit[power[merit] > 0]
+        row_order, row_slot = expand_ranges(start[merit], end[merit])
+        by_slot = np.argsort(row_slot, kind="stable")
+        row_order, row_slot = merit[row_order[by_slot]], row_slot[by_slot]
         return cls(
-            ids=tuple(o.id for o in orders),
+            ids=ids,
             is_offer=is_offer,
             feeder=feeder,
             price=price,
             feeder_names=names,
             internal_cap=internal,
             external_cap=external,
-            row_order=row_order[perm],
-            row_slot=row_slot[perm],
-            row_power=power[row_order[perm]],
+            row_order=row_order,
+            row_slot=row_slot,
+            row_power=power[row_order],
         )
 
 
