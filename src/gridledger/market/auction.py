@@ -29,8 +29,8 @@ def clear_auction(book: OrderBook) -> Trades:
     """Match ``book`` slot by slot with the greedy double auction; integral trades."""
     if not len(book.row_slot):
         return Trades.concat([])
-    runs = _Queues(book).runs()
-    return Trades.concat([_cut_runs(book, *runs)])
+    queues = _Queues(book)
+    return Trades.concat([queues.trades(*queues.runs())])
 
 
 class _Queues:
@@ -50,7 +50,6 @@ class _Queues:
         first = np.r_[True, book.row_slot[1:] != book.row_slot[:-1]]
         slot_index = np.cumsum(first) - 1
         self.n_slots = int(slot_index[-1]) + 1
-        self.slot_id = book.row_slot[first]
         # queue key of a row: ((slot * 2 + side) * n_feeders + feeder), side 0 = offers, 1 = bids
         queue = (slot_index * 2 + ~book.is_offer[order]) * n_feeders + book.feeder[order]
         keys = np.arange(self.n_slots * 2 * n_feeders).reshape(self.n_slots, 2, n_feeders)
@@ -124,19 +123,16 @@ class _Queues:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
         return tuple(np.concatenate(part) for part in zip(*found, strict=True))
 
+    def trades(self, o_at: np.ndarray, b_at: np.ndarray, amount: np.ndarray) -> Trades:
+        """Cut runs (queue positions and power, W) into pairwise trades at the orders' boundaries."""
+        o_row, o_size = self._pieces(o_at, amount)
+        b_row, b_size = self._pieces(b_at, amount)
+        i, j, power = pair_streams(o_size, b_size)
+        book = self.book
+        return Trades(book.row_order[o_row[i]], book.row_order[b_row[j]], book.row_slot[o_row[i]], power)
 
-def _cut_runs(book: OrderBook, o_at: np.ndarray, b_at: np.ndarray, amount: np.ndarray) -> Trades:
-    """Cut runs (queue positions and power, W) into pairwise trades at the orders' boundaries."""
-    edge = np.r_[0, np.cumsum(book.row_power)]
-
-    def pieces(at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        first = np.searchsorted(edge, at, "right") - 1
-        last = np.searchsorted(edge, at + amount - 1, "right") - 1
-        run, row = expand_ranges(first, last + 1)
-        size = np.minimum(edge[row + 1], at[run] + amount[run]) - np.maximum(edge[row], at[run])
+    def _pieces(self, at: np.ndarray, amount: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows that the intervals ``[at, at + amount)`` cover, in order, and the power of each piece."""
+        run, row = expand_ranges(self.top(at), self.top(at + amount - 1) + 1)
+        size = np.minimum(self.edge[row + 1], at[run] + amount[run]) - np.maximum(self.edge[row], at[run])
         return row, size
-
-    o_row, o_size = pieces(o_at)
-    b_row, b_size = pieces(b_at)
-    i, j, power = pair_streams(o_size, b_size)
-    return Trades(book.row_order[o_row[i]], book.row_order[b_row[j]], book.row_slot[o_row[i]], power)
