@@ -219,30 +219,34 @@ class Segments:
 
     @classmethod
     def build(cls, book: OrderBook) -> Segments:
-        slot_ids, slot = np.unique(book.row_slot, return_inverse=True)
+        # rows are sorted by slot: a compact slot index counts the changes
+        slot = np.r_[0, np.cumsum(np.diff(book.row_slot) != 0)][: len(book.row_slot)]
+        n_slots = int(slot[-1]) + 1 if len(slot) else 0
         order = book.row_order
         offer, price = book.is_offer[order], book.price[order]
-        max_bid = np.full(len(slot_ids), np.iinfo(np.int64).min)
+        max_bid = np.full(n_slots, np.iinfo(np.int64).min)
         np.maximum.at(max_bid, slot[~offer], price[~offer])
-        min_offer = np.full(len(slot_ids), np.iinfo(np.int64).max)
+        min_offer = np.full(n_slots, np.iinfo(np.int64).max)
         np.minimum.at(min_offer, slot[offer], price[offer])
         rows = np.flatnonzero(np.where(offer, price <= max_bid[slot], price >= min_offer[slot]))
-        key = np.stack([slot[rows], offer[rows], book.feeder[order[rows]], price[rows]])
-        first = np.ones(len(rows), dtype=bool)
-        first[1:] = (key[:, 1:] != key[:, :-1]).any(axis=0)
+        key = (slot[rows], offer[rows], book.feeder[order[rows]], price[rows])
+        first = np.zeros(len(rows), dtype=bool)
+        first[:1] = True
+        for column in key:
+            first[1:] |= column[1:] != column[:-1]
         start = np.flatnonzero(first)
         cap = np.add.reduceat(book.row_power[rows], start) if len(rows) else np.zeros(0, dtype=np.int64)
         return cls(
             rows,
             slot[rows],
-            len(slot_ids),
+            n_slots,
             start,
             np.cumsum(first) - 1,
             cap,
-            key[0, start],
-            key[1, start].astype(bool),
-            key[2, start],
-            key[3, start],
+            key[0][start],
+            key[1][start],
+            key[2][start],
+            key[3][start],
         )
 
     def fill_rows(self, book: OrderBook, seg_value: np.ndarray) -> np.ndarray:
