@@ -84,11 +84,11 @@ class OrderBook:
             for name in ("limit_price", "start_slot", "end_slot", "power_w")
         )
         # merit order within (side, feeder) first, over orders; then a stable sort of the rows by slot
-        merit = np.lexsort((np.arange(n), np.where(is_offer, price, -price), feeder, ~is_offer))
-        merit = merit[power[merit] > 0]
-        row_order, row_slot = expand_ranges(start[merit], end[merit])
+        by_merit = np.lexsort((np.arange(n), np.where(is_offer, price, -price), feeder, ~is_offer))
+        by_merit = by_merit[power[by_merit] > 0]
+        row_order, row_slot = expand_ranges(start[by_merit], end[by_merit])
         by_slot = np.argsort(row_slot, kind="stable")
-        row_order, row_slot = merit[row_order[by_slot]], row_slot[by_slot]
+        row_order, row_slot = by_merit[row_order[by_slot]], row_slot[by_slot]
         return cls(
             ids=ids,
             is_offer=is_offer,

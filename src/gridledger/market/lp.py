@@ -144,7 +144,7 @@ def _merit_fill(book: OrderBook, seg: Segments, sold: np.ndarray, bought: np.nda
 def _decompose(book, seg, fill, sold, bought) -> tuple[list[Trades], np.ndarray]:
     """Step 3: pairwise trades of the decomposable slots, and a mask of the slots that are not."""
     n_feeders = len(book.feeder_names)
-    accepted = np.flatnonzero(fill > 0)
+    accepted = np.flatnonzero(fill > 0)  # a feeder's accepted rows come first in its merit order
     rows, slot, fill = seg.rows[accepted], seg.slot[accepted], fill[accepted]
     order = book.row_order[rows]
     offer, price = book.is_offer[order], book.price[order]
