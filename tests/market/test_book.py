@@ -48,3 +48,13 @@ def test_trade_batches_merge_repeated_pairs():
         [Trades(ints(1, 0), ints(2, 3), ints(0, 0), ints(5, 1)), Trades(ints(1), ints(2), ints(0), ints(4))]
     )
     assert (trades.offer.tolist(), trades.bid.tolist(), trades.power.tolist()) == ([0, 1], [3, 2], [1, 9])
+
+
+@pytest.mark.parametrize("scale", [1, 2**40])  # 2**40: key ranges too wide to pack into one int64 key
+def test_trade_batches_are_sorted_by_slot_offer_bid(scale):
+    rng = np.random.default_rng(7)
+    offer, bid, slot = (rng.integers(0, 5, 200) * scale for _ in range(3))
+    trades = Trades.concat([Trades(offer, bid, slot, np.ones(200, dtype=np.int64))])
+    expected = sorted({(s, o, b) for o, b, s in zip(offer.tolist(), bid.tolist(), slot.tolist(), strict=True)})
+    assert list(zip(trades.slot.tolist(), trades.offer.tolist(), trades.bid.tolist(), strict=True)) == expected
+    assert trades.power.sum() == 200

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from operator import attrgetter
 
 import numpy as np
 
@@ -53,47 +54,52 @@ class OrderBook:
     @classmethod
     def build(cls, orders: Sequence[Order], feeders: Mapping[str, Feeder] | None) -> OrderBook:
         """Index ``orders``; reject duplicate ids and, given ``feeders``, unknown feeders."""
-        seen: set[str] = set()
         for order in orders:
             if not isinstance(order, Order):
                 raise MarketInputError(f"not an Order: {order!r}")
-            if order.id in seen:
-                raise MarketInputError(f"order {order.id!r}: duplicate id")
-            seen.add(order.id)
+        ids = tuple(o.id for o in orders)
+        if len(set(ids)) < len(ids):
+            seen: set[str] = set()
+            for ident in ids:
+                if ident in seen:
+                    raise MarketInputError(f"order {ident!r}: duplicate id")
+                seen.add(ident)
+        feeder_of = [o.feeder for o in orders]
         if feeders is None:
-            names = tuple(sorted({o.feeder for o in orders}))
+            names = tuple(sorted(set(feeder_of)))
             internal = external = np.full(len(names), UNLIMITED, dtype=np.int64)
         else:
             names = tuple(sorted(feeders))
-            for order in orders:
-                if order.feeder not in feeders:
-                    raise MarketInputError(f"order {order.id!r}: unknown feeder {order.feeder!r}")
+            if not set(feeder_of) <= set(feeders):
+                order = next(o for o in orders if o.feeder not in feeders)
+                raise MarketInputError(f"order {order.id!r}: unknown feeder {order.feeder!r}")
             internal = np.array([feeders[n].internal_capacity_w for n in names], dtype=np.int64)
             external = np.array([feeders[n].external_capacity_w for n in names], dtype=np.int64)
         index = {name: i for i, name in enumerate(names)}
-        is_offer = np.array([o.side is Side.OFFER for o in orders], dtype=bool)
-        feeder = np.array([index[o.feeder] for o in orders], dtype=np.int64)
-        price = np.array([o.limit_price for o in orders], dtype=np.int64)
-        start = np.array([o.start_slot for o in orders], dtype=np.int64)
-        length = np.array([o.end_slot - o.start_slot for o in orders], dtype=np.int64)
-        power = np.array([o.power_w for o in orders], dtype=np.int64)
-
-        row_order, row_slot = expand_ranges(start, start + length)
-        keep = power[row_order] > 0
-        row_order, row_slot = row_order[keep], row_slot[keep]
-        merit = np.where(is_offer, price, -price)[row_order]
-        perm = np.lexsort((row_order, merit, feeder[row_order], ~is_offer[row_order], row_slot))
+        n = len(orders)
+        is_offer = np.fromiter((o.side is Side.OFFER for o in orders), bool, n)
+        feeder = np.fromiter(map(index.__getitem__, feeder_of), np.int64, n)
+        price, start, end, power = (
+            np.fromiter(map(attrgetter(name), orders), np.int64, n)
+            for name in ("limit_price", "start_slot", "end_slot", "power_w")
+        )
+        # merit order within (side, feeder) first, over orders; then a stable sort of the rows by slot
+        by_merit = np.lexsort((np.arange(n), np.where(is_offer, price, -price), feeder, ~is_offer))
+        by_merit = by_merit[power[by_merit] > 0]
+        row_order, row_slot = expand_ranges(start[by_merit], end[by_merit])
+        by_slot = np.argsort(row_slot, kind="stable")
+        row_order, row_slot = by_merit[row_order[by_slot]], row_slot[by_slot]
         return cls(
-            ids=tuple(o.id for o in orders),
+            ids=ids,
             is_offer=is_offer,
             feeder=feeder,
             price=price,
             feeder_names=names,
             internal_cap=internal,
             external_cap=external,
-            row_order=row_order[perm],
-            row_slot=row_slot[perm],
-            row_power=power[row_order[perm]],
+            row_order=row_order,
+            row_slot=row_slot,
+            row_power=power[row_order],
         )
 
 
@@ -113,13 +119,27 @@ class Trades:
             np.concatenate([getattr(p, f) for p in parts] or [np.zeros(0, np.int64)]).astype(np.int64)
             for f in ("offer", "bid", "slot", "power")
         )
-        perm = np.lexsort((bid, offer, slot))
-        offer, bid, slot, power = offer[perm], bid[perm], slot[perm], power[perm]
         if not len(power):
             return cls(offer, bid, slot, power)
+        perm = _lexsort_ints(bid, offer, slot)
+        offer, bid, slot, power = offer[perm], bid[perm], slot[perm], power[perm]
         first = np.r_[True, (np.diff(offer) != 0) | (np.diff(bid) != 0) | (np.diff(slot) != 0)]
         start = np.flatnonzero(first)
         return cls(offer[start], bid[start], slot[start], np.add.reduceat(power, start))
+
+
+def _lexsort_ints(*keys: np.ndarray) -> np.ndarray:
+    """``np.lexsort(keys)`` (last key primary) for non-empty int64 keys, as one stable argsort of a packed
+    key when the keys' ranges fit in int64 (several times faster than ``np.lexsort``)."""
+    low = [int(k.min()) for k in keys]
+    spans = [int(k.max()) - lo + 1 for k, lo in zip(keys, low, strict=True)]
+    if np.prod(spans, dtype=object) >= 2**63:
+        return np.lexsort(keys)
+    packed, scale = np.zeros(len(keys[0]), dtype=np.int64), 1
+    for key, lo, span in zip(keys, low, spans, strict=True):
+        packed += (key - lo) * scale
+        scale *= span
+    return np.argsort(packed, kind="stable")
 
 
 def pair_streams(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,7 +151,9 @@ def pair_streams(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     ca, cb = np.cumsum(a), np.cumsum(b)
     if (ca[-1] if len(ca) else 0) != (cb[-1] if len(cb) else 0):
         raise RuntimeError("pair_streams: the two sequences have different totals")
-    ends = np.union1d(ca, cb)
+    # both cumsums are sorted: a stable sort of the two runs is one linear merge (np.union1d hashes)
+    ends = np.sort(np.concatenate([ca, cb]), kind="stable")
+    ends = ends[np.r_[True, ends[1:] != ends[:-1]]] if len(ends) else ends
     starts = np.r_[0, ends][:-1].astype(np.int64)
     return np.searchsorted(ca, starts, "right"), np.searchsorted(cb, starts, "right"), ends - starts
 
@@ -197,30 +219,34 @@ class Segments:
 
     @classmethod
     def build(cls, book: OrderBook) -> Segments:
-        slot_ids, slot = np.unique(book.row_slot, return_inverse=True)
+        # rows are sorted by slot: a compact slot index counts the changes
+        slot = np.r_[0, np.cumsum(np.diff(book.row_slot) != 0)][: len(book.row_slot)]
+        n_slots = int(slot[-1]) + 1 if len(slot) else 0
         order = book.row_order
         offer, price = book.is_offer[order], book.price[order]
-        max_bid = np.full(len(slot_ids), np.iinfo(np.int64).min)
+        max_bid = np.full(n_slots, np.iinfo(np.int64).min)
         np.maximum.at(max_bid, slot[~offer], price[~offer])
-        min_offer = np.full(len(slot_ids), np.iinfo(np.int64).max)
+        min_offer = np.full(n_slots, np.iinfo(np.int64).max)
         np.minimum.at(min_offer, slot[offer], price[offer])
         rows = np.flatnonzero(np.where(offer, price <= max_bid[slot], price >= min_offer[slot]))
-        key = np.stack([slot[rows], offer[rows], book.feeder[order[rows]], price[rows]])
-        first = np.ones(len(rows), dtype=bool)
-        first[1:] = (key[:, 1:] != key[:, :-1]).any(axis=0)
+        key = (slot[rows], offer[rows], book.feeder[order[rows]], price[rows])
+        first = np.zeros(len(rows), dtype=bool)
+        first[:1] = True
+        for column in key:
+            first[1:] |= column[1:] != column[:-1]
         start = np.flatnonzero(first)
         cap = np.add.reduceat(book.row_power[rows], start) if len(rows) else np.zeros(0, dtype=np.int64)
         return cls(
             rows,
             slot[rows],
-            len(slot_ids),
+            n_slots,
             start,
             np.cumsum(first) - 1,
             cap,
-            key[0, start],
-            key[1, start].astype(bool),
-            key[2, start],
-            key[3, start],
+            key[0][start],
+            key[1][start],
+            key[2][start],
+            key[3][start],
         )
 
     def fill_rows(self, book: OrderBook, seg_value: np.ndarray) -> np.ndarray:

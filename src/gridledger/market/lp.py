@@ -144,10 +144,11 @@ def _merit_fill(book: OrderBook, seg: Segments, sold: np.ndarray, bought: np.nda
 def _decompose(book, seg, fill, sold, bought) -> tuple[list[Trades], np.ndarray]:
     """Step 3: pairwise trades of the decomposable slots, and a mask of the slots that are not."""
     n_feeders = len(book.feeder_names)
-    rows = seg.rows
+    accepted = np.flatnonzero(fill > 0)  # a feeder's accepted rows come first in its merit order
+    rows, slot, fill = seg.rows[accepted], seg.slot[accepted], fill[accepted]
     order = book.row_order[rows]
     offer, price = book.is_offer[order], book.price[order]
-    zone = seg.slot * n_feeders + book.feeder[order]
+    zone = slot * n_feeders + book.feeder[order]
     inside = np.minimum(np.minimum(sold, bought), np.tile(book.internal_cap, seg.n_slots))
     cross_total = np.where(offer, (sold - inside)[zone], (bought - inside)[zone])
     cross = np.clip(cross_total - _group_before(fill, zone * 2 + ~offer), 0, fill)
@@ -160,7 +161,7 @@ def _decompose(book, seg, fill, sold, bought) -> tuple[list[Trades], np.ndarray]
     b_in = b_in[np.lexsort((price[b_in], zone[b_in]))]
     i, j, amount_in = pair_streams(internal[s_in], internal[b_in])
     s_in, b_in = s_in[i], b_in[j]
-    failed[seg.slot[s_in[price[s_in] > price[b_in]]]] = True
+    failed[slot[s_in[price[s_in] > price[b_in]]]] = True
 
     # cross trades: blocks f -> g (f != g) where every crossing offer of f is priced <= every bid of g
     s_ex, b_ex = np.flatnonzero(offer & (cross > 0)), np.flatnonzero(~offer & (cross > 0))
@@ -180,9 +181,9 @@ def _decompose(book, seg, fill, sold, bought) -> tuple[list[Trades], np.ndarray]
     to_route = np.add.reduceat(sold - inside, np.arange(0, len(sold), n_feeders))
     failed |= routed != to_route
 
-    ok_in = ~failed[seg.slot[s_in]]
+    ok_in = ~failed[slot[s_in]]
     trades = [_trades(book, rows[s_in[ok_in]], rows[b_in[ok_in]], amount_in[ok_in])]
-    s_ex, b_ex = s_ex[~failed[seg.slot[s_ex]]], b_ex[~failed[seg.slot[b_ex]]]
+    s_ex, b_ex = s_ex[~failed[slot[s_ex]]], b_ex[~failed[slot[b_ex]]]
     keep = (flow > 0) & ~failed[e // n_feeders]
     p, q, amount = pair_through_blocks(
         cross[s_ex], zone[s_ex], cross[b_ex], zone[b_ex], flow[keep], e[keep], m[keep]
