@@ -1,0 +1,77 @@
+"""``gridledger simulate``: the main job, one community end to end on every layer (the community run)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from gridledger.cli.common import console, err, fail
+
+
+def _default_out() -> Path:
+    return Path(time.strftime("sim-%Y%m%d-%H%M%S"))
+
+
+def simulate(
+    community_file: Path | None = typer.Argument(
+        None,
+        metavar="[COMMUNITY.toml]",
+        help="The community file (see examples/). Without it, a community is generated from --homes/--days/--seed "
+        "and written into the output folder first.",
+        show_default=False,
+    ),
+    homes: int = typer.Option(20, "--homes", min=4, help="Homes of a generated community (without a file)."),
+    days: int = typer.Option(1, "--days", min=1, max=366, help="Days of a generated community (without a file)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of a generated community (without a file)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Output folder (new or empty). Default: a new sim-TIMESTAMP/ folder.", show_default=False
+    ),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write report.html into the output folder."),
+) -> None:
+    """Run a whole community end to end: households, readings on the HAN and NAN chains under PoEf, PETra's private
+    market on each feeder's NAN chain, bills and the DSO view, anchors up to the head-end, rewards.
+
+    Writes into the output folder: summary.json, parquet tables, the chain stores (chains/) and report.html.
+    Check it afterwards with `gridledger verify OUT` (every chain).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from gridledger.profiles.community import CommunityError, community_toml, generate_community, load_community
+    from gridledger.sim.run import RunError, run_community
+
+    out = out or _default_out()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise fail(f"--out {out}: the folder is not empty (it may hold an earlier run); choose a new one")
+    try:
+        if community_file is not None:
+            community = load_community(community_file)
+        else:
+            community = generate_community(homes, days, seed)
+    except (CommunityError, OSError) as e:
+        raise fail(str(e)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    if community_file is None:
+        (out / "community.toml").write_text(community_toml(community, f"generated: --homes {homes} --days {days} "
+                                                                      f"--seed {seed}"))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=err, transient=True) as bar:
+            task = bar.add_task("slots", total=None)
+            summary = run_community(
+                community, out, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
+    except RunError as e:
+        raise fail(str(e)) from None
+    console.print(
+        f"{summary['homes']} homes x {summary['slots']} slots in {summary['wall_s']:.1f} s: "
+        f"{summary['blocks']} blocks, {summary['trades']} trades ({summary['energy_traded_wh'] / 1000:.1f} kWh), "
+        f"bills {summary['total_bill_minor']} vs {summary['baseline_bill_minor']} without the market, "
+        f"{summary['alarms']} alarms"
+    )
+    if report:
+        from gridledger.report.community_report import community_report
+
+        console.print(f"report: {community_report(out)}")
+    console.print(f"outputs in {out}/ (check them with: gridledger verify {out})")
