@@ -134,6 +134,35 @@ class TierChain:
             new.submit(tx)
         return adopted
 
+    def relay_prices(self, price_copies: list[tuple[tuple[int, tuple[int, int]], dict[bytes, DsoPolicy]]]) -> None:
+        """Submit this chain's copy of each price signal once the parent has committed it (head-end: at once)."""
+        for signal, copies in price_copies:
+            mine = copies[self.chain_id]
+            if mine.txid in {p.txid for p in self.coordinator.chain.state.policy.policies}:
+                continue
+            if self.coordinator.parent is None or signal in self.coordinator.parent.price_signals():
+                self.coordinator.submit(mine)
+
+    def anchor_up(self) -> None:
+        """Anchor this chain's unanchored blocks into its parent (one anchor in flight per child)."""
+        parent = self.parent
+        if parent is None:
+            return
+        in_flight = parent.coordinator.in_flight
+        pending = [*parent.coordinator.pending.values(), *(in_flight.transactions if in_flight else ())]
+        if any(isinstance(tx, Anchor) and tx.child == self.chain_id for tx in pending):
+            return
+        first = parent.coordinator.chain.state.nonces.get(next_height_key(self.chain_id), 0)
+        if first > self.coordinator.chain.height:
+            return
+        # the coordinator in charge signs, if the DSO enrolled it on the parent (a HAN's meter is; its backup not)
+        members = parent.validators
+        signer = next(c.key for c in (self.coordinator, *self.coordinators) if c.key.public in members)
+        genesis = self.genesis if first == 0 else None
+        parent.coordinator.submit(
+            make_anchor(parent.chain_id, self.chain_id, first, self.block_hashes(first), signer, genesis)
+        )
+
     def close(self) -> None:
         for replica in {id(r): r for r in [*(c.replica for c in self.coordinators), self.replica]}.values():
             replica.chain.store.close()
@@ -179,13 +208,14 @@ def build_chain(
     parent: TierChain | None = None,
     start_time: int = START_TIME,
     members_directory: Path | None = None,
+    slot_seconds: int = SLOT_SECONDS,
 ) -> TierChain:
     """One tier instance: genesis naming ``coordinator_keys`` (primary first), each coordinator's own store and
     a store shared by the members' validators, in ``directory`` (None: in memory; the members' store goes to
     ``members_directory``, in memory by default)."""
     plausibility = plausibility or RobustWindowCheck()
     name = chain_name(tier, instance)
-    genesis = Genesis(name, SLOT_SECONDS, start_time, dso.public, tuple(k.public for k in coordinator_keys))
+    genesis = Genesis(name, slot_seconds, start_time, dso.public, tuple(k.public for k in coordinator_keys))
     keys = content.chain(genesis.chain_id)
     view = None if parent is None else StateView(lambda: parent.replica.state)
 
@@ -337,34 +367,6 @@ class Hierarchy:
         """The DSO publishes prices in force from ``slot``: signed copies for every chain, head-end first."""
         self.price_copies.append(((slot, prices), replicate(prices, slot, self.dsos.values())))
 
-    def _relay_prices(self, node: TierChain) -> None:
-        for signal, copies in self.price_copies:
-            mine = copies[node.chain_id]
-            if mine.txid in {p.txid for p in node.coordinator.chain.state.policy.policies}:
-                continue
-            if node.coordinator.parent is None or signal in node.coordinator.parent.price_signals():
-                node.coordinator.submit(mine)
-
-    def _anchor_up(self, node: TierChain) -> None:
-        """Anchor the node's unanchored blocks into its parent (one anchor in flight per child)."""
-        parent = node.parent
-        if parent is None:
-            return
-        in_flight = parent.coordinator.in_flight
-        pending = [*parent.coordinator.pending.values(), *(in_flight.transactions if in_flight else ())]
-        if any(isinstance(tx, Anchor) and tx.child == node.chain_id for tx in pending):
-            return
-        first = parent.coordinator.chain.state.nonces.get(next_height_key(node.chain_id), 0)
-        if first > node.coordinator.chain.height:
-            return
-        # the coordinator in charge signs, if the DSO enrolled it on the parent (a HAN's meter is; its backup not)
-        members = parent.validators
-        signer = next(c.key for c in (node.coordinator, *node.coordinators) if c.key.public in members)
-        genesis = node.genesis if first == 0 else None
-        parent.coordinator.submit(
-            make_anchor(parent.chain_id, node.chain_id, first, node.block_hashes(first), signer, genesis)
-        )
-
     def _readings(self, minute: int) -> None:
         """Every device reports the minute that just ended; summaries go up every ``summary_minutes``."""
         for node in self.chains.values():
@@ -404,12 +406,12 @@ class Hierarchy:
             anchor = (minute + 1) % self.anchor_minutes == 0
         results = {}
         for node in self.bottom_up():
-            self._relay_prices(node)
+            node.relay_prices(self.price_copies)
             if node.active in node.down:
                 continue
             results[node.name] = node.round(self.time)
             if anchor:
-                self._anchor_up(node)
+                node.anchor_up()
         return results
 
     def run(self, minutes: int, progress: Callable[[int], None] | None = None) -> None:
