@@ -366,6 +366,9 @@ class Validator:
         self.plausibility = plausibility or RobustWindowCheck()
         self.parent = parent
         self._votes: dict[int, tuple[Block, Vote]] = {}
+        #: Readings this validator has opened (txid → values): a reading is immutable, so the history a later block
+        #: needs is not opened again.
+        self._plain: dict[bytes, ReadingValues] = _Recent(16 * 1024)
 
     def validate(self, block: Block, disclosure: Disclosure | None = None) -> Vote | Reject:
         """A vote for ``block``, or the ``Reject`` that says why not."""
@@ -421,7 +424,7 @@ class Validator:
         }
         index = {tx.txid: i for i, tx in enumerate(block.transactions)}
         chain_id = self.replica.state.chain_id
-        opened: dict[bytes, ReadingValues] = {}
+        opened = self._plain
 
         def values(r: Reading) -> ReadingValues:
             if r.txid not in opened:

@@ -157,7 +157,7 @@ class NanMarket:
         }
 
     def extract(self, start: int, end: int) -> None:
-        """Every meter issues ``units`` of each denomination of the day to fresh addresses (submitted, not committed)."""
+        """Every meter issues ``units`` of each of the day's denominations to fresh addresses (submitted only)."""
         units = {d: self.units for d in self.denominations(start, end).values()}
         for name in self._shuffled(self.prosumers):
             self.chain.submit(self.prosumers[name].extract(units, self.slot))
@@ -214,7 +214,9 @@ class NanMarket:
         await asyncio.gather(*(post(n) for n in self._shuffled(self.prosumers)))
         self.truth.update(posted)
         settlement = self.operator.close()
-        await asyncio.gather(*(self.prosumers[n].sign_trades(self.slot_seconds) for n in self._shuffled(self.prosumers)))
+        await asyncio.gather(
+            *(self.prosumers[n].sign_trades(self.slot_seconds) for n in self._shuffled(self.prosumers))
+        )
         self.operator.submit_signed()
         return SlotTrades(t, settlement.trades, posted)
 
@@ -258,4 +260,3 @@ class NanMarket:
     async def close(self) -> None:
         for node in [*(p.node for p in self.prosumers.values()), self.store_node, self.board_node]:
             await node.close()
-

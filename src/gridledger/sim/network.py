@@ -21,7 +21,7 @@ from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.transactions import DsoPolicy
 from gridledger.petra.dso import DSO
 from gridledger.profiles.community import Community, Home
-from gridledger.tiers.hierarchy import TierChain, build_chain
+from gridledger.tiers.hierarchy import TierChain, build_chain, store_name
 from gridledger.tiers.policy_sync import replicate
 from gridledger.tiers.readings import ContentKeys
 
@@ -29,6 +29,16 @@ from gridledger.tiers.readings import ContentKeys
 FAN_ID = "FAN-0"
 #: The head-end chain's instance name.
 HEAD_ID = "utility"
+
+
+def dso_key() -> KeyPair:
+    """The simulated DSO's signing key."""
+    return KeyPair.from_secret("dso")
+
+
+def content_keys() -> ContentKeys:
+    """The simulated DSO's root of reading content keys (an auditor holding it opens every reading)."""
+    return ContentKeys(KeyPair.from_secret("dso-content-root").seed)
 
 
 def concentrator_id(feeder: str) -> str:
@@ -63,8 +73,8 @@ class CommunityLedger:
     directory: Path
     meter_limits: tuple[int, int, int]
     start_time: int
-    dso_key: KeyPair = field(default_factory=lambda: KeyPair.from_secret("dso"))
-    content: ContentKeys = field(default_factory=lambda: ContentKeys(KeyPair.from_secret("dso-content-root").seed))
+    dso_key: KeyPair = field(default_factory=dso_key)
+    content: ContentKeys = field(default_factory=content_keys)
     chains: dict[str, TierChain] = field(default_factory=dict)
     dsos: dict[bytes, DSO] = field(default_factory=dict)
     price_copies: list[tuple[tuple[int, tuple[int, int]], dict[bytes, DsoPolicy]]] = field(default_factory=list)
@@ -102,6 +112,7 @@ class CommunityLedger:
             start_time=self.start_time,
             members_directory=self.directory,
             slot_seconds=self.community.slot_seconds,
+            durable=False,  # a simulation: the stores survive a killed run, not a crash of the machine
         )
         self.chains[node.name] = node
         self.dsos[node.chain_id] = DSO(self.dso_key, node.chain_id)
@@ -128,6 +139,21 @@ class CommunityLedger:
         if result.failure is not None:
             raise RuntimeError(f"{node.name}: block {result.block.height} did not commit: {result.failure}")
         return result
+
+    def manifest(self) -> dict:
+        """Each chain's name, tier, id, parent and the file names of its coordinator's and members' stores."""
+        return {
+            "chains": [
+                {
+                    "name": node.name,
+                    "tier": str(node.tier),
+                    "chain_id": node.chain_id.hex(),
+                    "parent": None if node.parent is None else node.parent.name,
+                    "stores": [store_name(f"{node.name}.coordinator"), store_name(f"{node.name}.members")],
+                }
+                for node in reversed(list(self.bottom_up()))
+            ]
+        }
 
     def close(self) -> None:
         for node in self.chains.values():

@@ -40,13 +40,12 @@ import numpy as np
 import pandas as pd
 
 from gridledger.analytics.poef import period_score
-from gridledger.consensus.members import Tier
-from gridledger.consensus.rewards import PERIOD_MINUTES, Reward, make_reward
+from gridledger.consensus.rewards import PERIOD_MINUTES, make_reward
 from gridledger.ledger.assets import Asset, AssetKind
 from gridledger.ledger.billing import Bill, bill_slot, energy_charge
 from gridledger.ledger.block import Block
 from gridledger.market.onion import MIN_HOPS, InProcessNetwork
-from gridledger.market.orders import Feeder, Side
+from gridledger.market.orders import Feeder
 from gridledger.profiles.community import Community
 from gridledger.profiles.electrical import meter_electrical
 from gridledger.sim.households import Households, simulate_households
@@ -169,7 +168,11 @@ class _Run:
         feeder_number = np.array([s.feeder for s in specs])
         rng = np.random.default_rng(self.c.seed)
         volts, pf, amps = meter_electrical(
-            h.net_w, feeder_number, np.array([s.voltage_offset_v for s in specs]), np.array([s.base_pf for s in specs]), rng
+            h.net_w,
+            feeder_number,
+            np.array([s.voltage_offset_v for s in specs]),
+            np.array([s.base_pf for s in specs]),
+            rng,
         )
 
         def per_slot(w: np.ndarray) -> np.ndarray:  # W per minute → Wh per slot, integers
@@ -231,7 +234,9 @@ class _Run:
         if block is not None:
             self.blocks += 1
             votes = sum(1 for v in result.votes.values() if not isinstance(v, Exception))
-            self.rows["blocks"].append((node.name, str(node.tier), block.height, self.now, len(block.transactions), votes))
+            self.rows["blocks"].append(
+                (node.name, str(node.tier), block.height, self.now, len(block.transactions), votes)
+            )
             for i, tx in enumerate(block.transactions):
                 if isinstance(tx, Alarm):
                     self.rows["alarms"].append(
@@ -268,7 +273,7 @@ class _Run:
         nan_committed = set()
         if now < self.S - 1:
             await self._market(now, nan_committed)
-        for f, nan in self.ledger.nans.items():
+        for f in self.ledger.nans:
             if f not in nan_committed:
                 self.markets[f].commit()
         if now % self.p.han_block_slots == 0 or now == self.S:
@@ -350,7 +355,9 @@ class _Run:
                     self.trades += 1
                     for mt in tr.matches:
                         self.traded_w_slots += mt.power_w
-                        self.rows["trades"].append((f, mt.slot, mt.offer_id, mt.bid_id, mt.power_w, mt.price))
+                        self.rows["trades"].append(
+                            (f, mt.slot, tr.tx.txid.hex(), mt.offer_id, mt.bid_id, mt.power_w, mt.price)
+                        )
             await market.forget()
             if start == day_end - 1:
                 market.deposit()
@@ -386,8 +393,19 @@ class _Run:
                     baseline = energy_charge(int(self.net[i, s]) * 3600, prices)
                     self.dso.record_bill(home.id, b)
                     self.rows["bills"].append(
-                        (home.id, f, s, b.measured_ws, b.energy_ws, b.energy_charge, b.fa_issued, b.fa_deposited,
-                         b.amount, baseline, b.eca_audit_ok)
+                        (
+                            home.id,
+                            f,
+                            s,
+                            b.measured_ws,
+                            b.energy_ws,
+                            b.energy_charge,
+                            b.fa_issued,
+                            b.fa_deposited,
+                            b.amount,
+                            baseline,
+                            b.eca_audit_ok,
+                        )
                     )
         self.billed = end
 
@@ -406,8 +424,11 @@ class _Run:
                 for s in range(first_minute // self.m, end_minute // self.m):
                     minute = (s + 1) * self.m - 1
                     v = ReadingValues(
-                        int(self.consumption[i, s]), int(self.production[i, s]), int(self.volts_dv[i, s]),
-                        int(self.amps_ca[i, s]), int(self.pf_pm[i, s]),
+                        int(self.consumption[i, s]),
+                        int(self.production[i, s]),
+                        int(self.volts_dv[i, s]),
+                        int(self.amps_ca[i, s]),
+                        int(self.pf_pm[i, s]),
                     )
                     timed.append((minute, v))
                 components[member.index] = period_score(timed, period).components
@@ -422,27 +443,71 @@ class _Run:
     # ---------------------------------------------------------------- outputs
     def _write(self, wall_s: float, cpu_s: float) -> dict:
         tables = {
-            "readings": ["meter", "feeder", "slot", "consumption_wh", "production_wh", "voltage_dv", "current_ca",
-                         "power_factor_pm"],
+            "readings": [
+                "meter",
+                "feeder",
+                "slot",
+                "consumption_wh",
+                "production_wh",
+                "voltage_dv",
+                "current_ca",
+                "power_factor_pm",
+            ],
             "forecasts": ["meter", "slot", "forecast_wh", "actual_wh"],
-            "trades": ["feeder", "slot", "offer_id", "bid_id", "power_w", "price"],
-            "bills": ["meter", "feeder", "slot", "measured_ws", "energy_ws", "energy_charge", "fa_issued",
-                      "fa_deposited", "amount", "baseline_amount", "eca_audit_ok"],
+            "trades": ["feeder", "slot", "txid", "offer_id", "bid_id", "power_w", "price"],
+            "bills": [
+                "meter",
+                "feeder",
+                "slot",
+                "measured_ws",
+                "energy_ws",
+                "energy_charge",
+                "fa_issued",
+                "fa_deposited",
+                "amount",
+                "baseline_amount",
+                "eca_audit_ok",
+            ],
             "alarms": ["chain", "height", "tx_index", "slot", "code", "subject", "detector"],
-            "rewards": ["feeder", "period", "meter", "forecast_adherence", "power_quality", "peak_reduction", "score",
-                        "amount"],
+            "rewards": [
+                "feeder",
+                "period",
+                "meter",
+                "forecast_adherence",
+                "power_quality",
+                "peak_reduction",
+                "score",
+                "amount",
+            ],
             "blocks": ["chain", "tier", "height", "slot", "transactions", "votes"],
         }
         for name, columns in tables.items():
             pd.DataFrame(self.rows[name], columns=columns).to_parquet(self.out / f"{name}.parquet", index=False)
         orders = [
-            (f, p.order.order_id, str(p.order.side), p.order.start_slot, p.order.power_w, p.order.limit_price,
-             p.posted_slot)
+            (
+                f,
+                p.order.order_id,
+                str(p.order.side),
+                p.order.start_slot,
+                p.order.power_w,
+                p.order.limit_price,
+                p.posted_slot,
+            )
             for f, market in self.markets.items()
             for p in market.operator.store.history
         ]
-        pd.DataFrame(orders, columns=["feeder", "order_id", "side", "slot", "power_w", "limit_price", "posted_slot"]
-                     ).to_parquet(self.out / "orders.parquet", index=False)
+        pd.DataFrame(
+            orders, columns=["feeder", "order_id", "side", "slot", "power_w", "limit_price", "posted_slot"]
+        ).to_parquet(self.out / "orders.parquet", index=False)
+        meters = [
+            (name, f, address.hex())
+            for f, market in self.markets.items()
+            for name, p in market.prosumers.items()
+            for address in p.meter.deposits.keys
+        ]
+        pd.DataFrame(meters, columns=["meter", "feeder", "deposit_address"]).to_parquet(
+            self.out / "meter_deposit_addresses.parquet", index=False
+        )
         pd.DataFrame(
             [(f, s, imp, exp) for (f, s), (imp, exp) in sorted(self.dso.feeder_slots.items())],
             columns=["feeder", "slot", "import_wh", "export_wh"],
@@ -471,6 +536,7 @@ class _Run:
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "home_slots_per_s": round(len(self.ids) * self.S / wall_s, 1) if wall_s else math.inf,
         }
+        (self.out / "chains" / "manifest.json").write_text(json.dumps(self.ledger.manifest(), indent=2) + "\n")
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
@@ -479,5 +545,3 @@ def _overlapping(records: list[tuple[int, Asset]], start: int, end: int) -> list
     """The EPA/ECA records covering any slot of ``[start, end)`` (FA is counted by slot separately)."""
     return [(t, a) for t, a in records if a.kind != AssetKind.FA and a.start < end and start < a.end]
 
-
-__all__ = ["DsoView", "RunError", "RunParams", "Reward", "Side", "Tier", "run_community"]

@@ -173,8 +173,9 @@ def store_name(name: str) -> str:
     return f"{name.replace(':', '_')}.sqlite"
 
 
-def sqlite_store(path: Path | None, page_size: int = PAGE_SIZE) -> SqliteStore:
-    """A chain store at ``path`` (None: in memory); a new file gets ``page_size``-byte pages."""
+def sqlite_store(path: Path | None, page_size: int = PAGE_SIZE, durable: bool = True) -> SqliteStore:
+    """A chain store at ``path`` (None: in memory); a new file gets ``page_size``-byte pages (``durable``: see
+    :class:`~gridledger.store.sqlite.SqliteStore`)."""
     if path is None:
         return SqliteStore(":memory:")
     if not path.exists():
@@ -185,12 +186,12 @@ def sqlite_store(path: Path | None, page_size: int = PAGE_SIZE) -> SqliteStore:
             db.execute("PRAGMA journal_mode = WAL")
         finally:
             db.close()
-    return SqliteStore(path)
+    return SqliteStore(path, durable=durable)
 
 
-def replica_chain(path: Path | None, genesis_block: Block) -> Chain:
+def replica_chain(path: Path | None, genesis_block: Block, durable: bool = True) -> Chain:
     """A node's own copy of a chain, started from the genesis block (as a node joining the chain does)."""
-    store = sqlite_store(path)
+    store = sqlite_store(path, durable=durable)
     store.commit_block(0, genesis_block.hash, genesis_block.header.time, genesis_block.encode(), StateChanges())
     return Chain.open(store)
 
@@ -209,10 +210,11 @@ def build_chain(
     start_time: int = START_TIME,
     members_directory: Path | None = None,
     slot_seconds: int = SLOT_SECONDS,
+    durable: bool = True,
 ) -> TierChain:
     """One tier instance: genesis naming ``coordinator_keys`` (primary first), each coordinator's own store and
     a store shared by the members' validators, in ``directory`` (None: in memory; the members' store goes to
-    ``members_directory``, in memory by default)."""
+    ``members_directory``, in memory by default; ``durable``: see :func:`sqlite_store`)."""
     plausibility = plausibility or RobustWindowCheck()
     name = chain_name(tier, instance)
     genesis = Genesis(name, slot_seconds, start_time, dso.public, tuple(k.public for k in coordinator_keys))
@@ -222,12 +224,16 @@ def build_chain(
     def path(node: str, where: Path | None) -> Path | None:
         return None if where is None else where / store_name(f"{name}.{node}")
 
-    first = Chain.create(sqlite_store(path("coordinator", directory)), genesis, coordinator_keys[0], start_time)
+    first = Chain.create(
+        sqlite_store(path("coordinator", directory), durable=durable), genesis, coordinator_keys[0], start_time
+    )
     coordinators = []
     for i, key in enumerate(coordinator_keys):
-        chain = first if i == 0 else replica_chain(path(f"backup{i}", directory), first.genesis_block)
+        chain = first if i == 0 else replica_chain(path(f"backup{i}", directory), first.genesis_block, durable)
         coordinators.append(Coordinator(Replica(chain, plausibility.window), key, keys, plausibility, view))
-    replica = Replica(replica_chain(path("members", members_directory), first.genesis_block), plausibility.window)
+    replica = Replica(
+        replica_chain(path("members", members_directory), first.genesis_block, durable), plausibility.window
+    )
     members = {}
     for index, (ident, key) in enumerate(member_keys.items()):
         device = ReadingDevice(genesis.chain_id, index, key, keys.member_key(index))
