@@ -11,9 +11,10 @@ Every transaction is one of the NAN chain's own, ordered and committed under PoE
 * **trade** (every slot, for the next one): each prosumer posts, over a fresh onion circuit per order, one
   anonymous order per day coin it uses, proving control of the coin; the bid store clears the book with the
   LP under the feeder's limits; every trade is one atomic transfer that both parties check and sign; a partial
-  fill splits the day coin in time and power, and the remainder returns to the coin's own address;
-* **deposit** (at the end of the trading day): everything each prosumer holds goes back, coin by coin, to
-  fresh one-time addresses of its meter.
+  fill splits the day coin in time and power, and the remainder returns to the coin's own address, where the
+  order is also paid;
+* **deposit** (at the end of the trading day): everything each prosumer holds goes back to fresh one-time
+  addresses of its meter, one transfer per address (a day coin's remainders and what its orders were paid).
 
 A trading day's units are one pseudonym per coin for the day: the bid store and the chain can link a coin's
 orders within its day (its remainders stay at its address), never across days and never to a meter (the mix).
@@ -36,7 +37,7 @@ from gridledger.market.bidstore import AnonOrder, max_payment
 from gridledger.market.coinshuffle import MixBoard, MixError, Participant, mix_coin
 from gridledger.market.onion import InProcessNetwork, OnionNode, RelayDescriptor, RelayDirectory, RelayRegistry
 from gridledger.market.orders import Feeder, Side
-from gridledger.market.workflows import MarketOperator, Prosumer, Trade
+from gridledger.market.workflows import MarketOperator, Prosumer, Trade, deposit
 from gridledger.petra.meter import SmartMeter
 from gridledger.petra.wallet import Wallet
 from gridledger.tiers.hierarchy import TierChain
@@ -102,6 +103,8 @@ class NanMarket:
         self.slot = 0
         self.truth: dict[str, str] = {}
         self.mix_sessions: list[tuple[Asset, int]] = []
+        #: Whether the previous round's book held offers (public: the store lists its open orders).
+        self.offers_seen = False
 
     @property
     def chain(self):
@@ -190,8 +193,15 @@ class NanMarket:
         await mix_coin(p.node, self._node("mixboard"), participant, d, self.mix_timeout)
 
     def deposit(self) -> int:
-        """Every prosumer sends every coin it holds back to fresh addresses of its meter; returns the transfers."""
-        txs = [tx for name in self._shuffled(self.prosumers) for tx in self.prosumers[name].deposits()]
+        """Every prosumer sends every coin it holds back to fresh addresses of its meter, one transfer per address it
+        holds coins at (a day coin's remainders and what its orders received); returns the transfers."""
+        txs = []
+        for name in self._shuffled(self.prosumers):
+            p = self.prosumers[name]
+            by_address: dict[bytes, list[bytes]] = {}
+            for op, out in p.wallet.coins.items():
+                by_address.setdefault(out.owner, []).append(op)
+            txs += [deposit(p.wallet, ops, p.meter.deposit_address(), p.meter.chain_id) for ops in by_address.values()]
         for tx in self._shuffled(txs):
             self.chain.submit(tx)
         return len(txs)
@@ -213,6 +223,7 @@ class NanMarket:
 
         await asyncio.gather(*(post(n) for n in self._shuffled(self.prosumers)))
         self.truth.update(posted)
+        self.offers_seen = any(p.order.side is Side.OFFER for p in self.operator.store.orders.values())
         settlement = self.operator.close()
         await asyncio.gather(
             *(self.prosumers[n].sign_trades(self.slot_seconds) for n in self._shuffled(self.prosumers))
@@ -241,9 +252,10 @@ class NanMarket:
                     break
                 money.remove(fa)
                 backing.append(fa)
-            order = AnonOrder(
-                intent.side, self.feeder, t, t + 1, power, intent.limit_price, t, p.wallet.new_address(), tuple(backing)
-            )
+            # paid at the day coin's own address: the order names the coin already, so this links nothing new,
+            # and all a coin's day ends up at one address (one deposit)
+            pay_to = coins[op].owner
+            order = AnonOrder(intent.side, self.feeder, t, t + 1, power, intent.limit_price, t, pay_to, tuple(backing))
             orders.append((order, tuple(p.wallet.keys[coins[b].owner] for b in backing)))
             left -= power
         return orders

@@ -65,6 +65,7 @@ class CommunityLedger:
     ----------
     community : the community file.
     directory : folder of the SQLite stores.
+    han_reading_slots : slots one HAN device reading covers (the HAN's plausibility check is scaled to it).
     meter_limits : (MAXEPA W, MAXECA W, FA credit) of every NAN meter.
     start_time : Unix time of slot 0 (the community's first local midnight).
     """
@@ -73,6 +74,7 @@ class CommunityLedger:
     directory: Path
     meter_limits: tuple[int, int, int]
     start_time: int
+    han_reading_slots: int = 1
     dso_key: KeyPair = field(default_factory=dso_key)
     content: ContentKeys = field(default_factory=content_keys)
     chains: dict[str, TierChain] = field(default_factory=dict)
@@ -80,7 +82,10 @@ class CommunityLedger:
     price_copies: list[tuple[tuple[int, tuple[int, int]], dict[bytes, DsoPolicy]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.plausibility = plausibility_for(self.community.slot_seconds)
+        self.plausibility = {
+            tier: plausibility_for(self.community.slot_seconds * (self.han_reading_slots if tier == Tier.HAN else 1))
+            for tier in Tier
+        }
         feeders = [f.id for f in self.community.feeders]
         self.head = self._chain(Tier.HEAD, HEAD_ID, None, [FAN_ID])
         self.fan = self._chain(Tier.FAN, FAN_ID, self.head, [concentrator_id(f) for f in feeders])
@@ -107,7 +112,7 @@ class CommunityLedger:
             dso=self.dso_key,
             content=self.content,
             directory=self.directory,
-            plausibility=self.plausibility,
+            plausibility=self.plausibility[tier],
             parent=parent,
             start_time=self.start_time,
             members_directory=self.directory,

@@ -2,8 +2,9 @@
 
 Per slot, in chain time (slot ``c`` is "now", slot ``c − 1`` has just ended):
 
-1. **readings**: each home's devices report slot ``c − 1`` on its HAN chain (load, PV, battery), its meter reports
-   the home's total on the feeder's NAN chain, each concentrator its feeder's total on the FAN/WAN chain and the
+1. **readings**: each home's devices (load, PV, battery) report on its HAN chain once per HAN block (every
+   ``han_block_slots`` slots, the energy since their last reading), its meter reports slot ``c − 1`` on the feeder's
+   NAN chain, each concentrator its feeder's total on the FAN/WAN chain and the
    FAN/WAN coordinator the community's on the head-end: signed, encrypted readings, checked for plausibility by
    every PoEf committee (an implausible one gets an ALARM in its block);
 2. **market** (PETra on the NAN chain, :mod:`.nan_market`): on the first slot of a trading day every meter
@@ -69,7 +70,7 @@ class RunParams:
     price_cap : highest bid price, minor units per kWh (an FA unit pays a full unit at it).
     unit_w, units : power of one unit (W) and units of each kind every meter extracts per trading day.
     mix_size : most coins in one CoinShuffle session.
-    han_block_slots : a HAN chain commits a block every this many slots.
+    han_block_slots : a HAN chain commits a block every this many slots; its devices report that often.
     anchor_slots : every chain anchors into its parent every this many slots.
     reward_rate : minor units per efficiency-score point above the threshold.
     billing_slots : slots of one billing period of the DSO view.
@@ -77,11 +78,11 @@ class RunParams:
 
     prices: tuple[int, int] = (120, 80)
     price_cap: int = 150
-    unit_w: int = 1000
-    units: int = 3
+    unit_w: int = 2000
+    units: int = 2
     mix_size: int = 16
     han_block_slots: int = 4
-    anchor_slots: int = 4
+    anchor_slots: int = 8
     reward_rate: int = 10
     billing_slots: int = 30 * 96
     seed: int = 0
@@ -195,7 +196,7 @@ class _Run:
         limits = (p.units * p.unit_w, p.units * p.unit_w, 0)
         fa_unit_day = -(-p.unit_w * self.spd * self.L * p.price_cap // 3_600_000)
         limits = (limits[0], limits[1], p.units * fa_unit_day * (self.c.days + 1))
-        self.ledger = CommunityLedger(self.c, self.out / "chains", limits, self.t0)
+        self.ledger = CommunityLedger(self.c, self.out / "chains", limits, self.t0, p.han_block_slots)
         self.ledger.publish_prices(p.prices, 0)
         self.now, self._tick = 0, 0
         for node in [self.ledger.head, self.ledger.fan, *self.ledger.nans.values()]:  # in force from slot 0
@@ -306,14 +307,8 @@ class _Run:
             totals = []
             for home in self.c.homes_on(f):
                 i = self.row[home.id]
-                devices = {
-                    "load": ReadingValues(int(self.load[i, s])),
-                    "pv": ReadingValues(0, int(self.pv[i, s])),
-                    "battery": ReadingValues(int(self.charge[i, s]), int(self.discharge[i, s])),
-                }
-                han = led.hans[home.id]
-                for d in han_devices(home):
-                    han.coordinator.submit(han.members[d].device.reading(minute, devices[d]))
+                if (s + 1) % self.p.han_block_slots == 0 or s == self.S - 1:
+                    self._device_readings(home, i, s, minute)
                 values = ReadingValues(
                     int(self.consumption[i, s]),
                     int(self.production[i, s]),
@@ -330,12 +325,27 @@ class _Run:
             community_totals.append(total)
         led.head.coordinator.submit(led.head.members[FAN_ID].device.reading(minute, summarize(community_totals)))
 
+    def _device_readings(self, home, i: int, s: int, minute: int) -> None:
+        """The home's devices report their energy of the slots since their last reading, up to slot ``s``."""
+        span = slice(s - (s % self.p.han_block_slots), s + 1)
+
+        def wh(a: np.ndarray) -> int:
+            return int(a[i, span].sum())
+
+        devices = {
+            "load": ReadingValues(wh(self.load)),
+            "pv": ReadingValues(0, wh(self.pv)),
+            "battery": ReadingValues(wh(self.charge), wh(self.discharge)),
+        }
+        han = self.ledger.hans[home.id]
+        for d in han_devices(home):
+            han.coordinator.submit(han.members[d].device.reading(minute, devices[d]))
+
     # ---------------------------------------------------------------- market
     async def _market(self, now: int, committed: set[str]) -> None:
         start = now + 1
         day_end = min((now // self.spd + 1) * self.spd + 1, self.S)  # trading day: [day start + 1, next day start + 1)
         forecasts = forecast_next(self.net, start, self.spd)
-        intents_by_feeder = self.strategy.intents(self.ids, forecasts, self.L)
         for i, home in enumerate(self.ids):
             self.rows["forecasts"].append((home, start, int(forecasts[i]), int(self.net[i, start])))
         for f, market in self.markets.items():
@@ -346,8 +356,9 @@ class _Run:
                 if failures:
                     raise RuntimeError(f"feeder {f}: {failures} coins failed to mix")
                 market.commit()
-            homes = {h.id for h in self.c.homes_on(f)}
-            result = await market.trade({k: v for k, v in intents_by_feeder.items() if k in homes})
+            rows = [self.row[h.id] for h in self.c.homes_on(f)]
+            intents = self.strategy.intents([self.ids[i] for i in rows], forecasts[rows], self.L, market.offers_seen)
+            result = await market.trade(intents)
             block = market.commit()
             on_chain = {tx.txid for tx in block.transactions} if block else set()
             for tr in result.trades:
@@ -376,19 +387,20 @@ class _Run:
             for home in self.c.homes_on(f):
                 i = self.row[home.id]
                 issued, deposited = market.issued_and_deposited(home.id)
-                span_issued = _overlapping(issued, self.billed, end)
-                span_deposited = _overlapping(deposited, self.billed, end)
+                span_issued = [a for _, a in _overlapping(issued, self.billed, end)]
+                span_deposited = [a for _, a in _overlapping(deposited, self.billed, end)]
+                fa_issued, fa_deposited = _fa_by_slot(issued), _fa_by_slot(deposited)
                 for s in range(self.billed, end):
                     prices = nan_state.policy.prices(s)
                     b = bill_slot(
                         s,
                         int(self.net[i, s]),
-                        [a for _, a in span_issued],
-                        [a for _, a in span_deposited],
+                        span_issued,
+                        span_deposited,
                         prices,
                         self.L,
-                        fa_issued=sum(a.amount for t, a in issued if t == s and a.kind == AssetKind.FA),
-                        fa_deposited=sum(a.amount for t, a in deposited if t == s and a.kind == AssetKind.FA),
+                        fa_issued=fa_issued.get(s, 0),
+                        fa_deposited=fa_deposited.get(s, 0),
                     )
                     baseline = energy_charge(int(self.net[i, s]) * 3600, prices)
                     self.dso.record_bill(home.id, b)
@@ -545,3 +557,11 @@ def _overlapping(records: list[tuple[int, Asset]], start: int, end: int) -> list
     """The EPA/ECA records covering any slot of ``[start, end)`` (FA is counted by slot separately)."""
     return [(t, a) for t, a in records if a.kind != AssetKind.FA and a.start < end and start < a.end]
 
+
+def _fa_by_slot(records: list[tuple[int, Asset]]) -> dict[int, int]:
+    """FA amounts by the slot the meter recorded them in."""
+    out: dict[int, int] = defaultdict(int)
+    for t, a in records:
+        if a.kind == AssetKind.FA:
+            out[t] += a.amount
+    return out

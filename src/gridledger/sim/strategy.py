@@ -6,7 +6,9 @@ When the forecast is made (during slot ``t − 1``), the last measured slot is `
 
 **Orders** (the documented strategy): a forecast surplus above ``deadband_w`` becomes an offer of that power, a
 deficit above it a bid; sellers ask the production price plus a quarter of the spread to the consumption price,
-buyers bid the consumption price minus a quarter (both do better than with the DSO), never above the cap.
+buyers bid the consumption price minus a quarter (both do better than with the DSO), never above the cap. Buyers
+bid only when the bid store's public book held offers in the previous round (at night nobody sells: a bid would
+only cost its poster a circuit and the store a proof check).
 """
 
 from __future__ import annotations
@@ -53,13 +55,16 @@ class Strategy:
         consumption, production = self.prices
         return min(self.price_cap, consumption - (consumption - production) // 4)
 
-    def intents(self, homes: list[str], forecast_wh: np.ndarray, slot_seconds: int) -> dict[str, Intent]:
-        """Each home's order intent from its forecast net energy for the slot (homes with nothing to trade omitted)."""
+    def intents(
+        self, homes: list[str], forecast_wh: np.ndarray, slot_seconds: int, offers_seen: bool
+    ) -> dict[str, Intent]:
+        """Each home's order intent from its forecast net energy for the slot (homes with nothing to trade omitted);
+        ``offers_seen``: the previous round's book held offers."""
         power = forecast_wh * 3600 // slot_seconds
         out = {}
         for home, w in zip(homes, power.tolist(), strict=True):
             if w < -self.deadband_w:
                 out[home] = Intent(Side.OFFER, -w, self.ask)
-            elif w > self.deadband_w:
+            elif w > self.deadband_w and offers_seen:
                 out[home] = Intent(Side.BID, w, self.bid)
         return out
