@@ -207,6 +207,7 @@ class Coordinator:
         #: Why the most recent dropped transactions were refused (txid → reject).
         self.rejected: dict[bytes, Reject] = _Recent(64 * 1024)
         self._plain: dict[bytes, ReadingValues] = _Recent(64 * 1024)
+        self._reading_keys: dict[bytes, bytes] = _Recent(64 * 1024)
         self._disclosed: tuple[bytes, dict[bytes, bytes]] = (b"", {})
 
     @property
@@ -305,7 +306,10 @@ class Coordinator:
             keys = {}
             for reading, before in _history_of(self.replica, block, self.plausibility.window):
                 for r in (*before, reading):
-                    keys[r.txid] = self.content.key_of(r)
+                    key = self._reading_keys.get(r.txid)
+                    if key is None:
+                        key = self._reading_keys[r.txid] = self.content.key_of(r)
+                    keys[r.txid] = key
             self._disclosed = (block.hash, keys)
         return Disclosure(block.hash, self._disclosed[1])
 
