@@ -22,6 +22,7 @@ from gridledger.sim.network import content_keys
 from gridledger.sim.run import RunError, RunParams, run_community
 from gridledger.store.sqlite import SqliteStore
 from gridledger.tiers.alarm import Alarm
+from gridledger.tiers.anchor import next_height_key
 from gridledger.tiers.readings import Reading, open_reading
 
 SLOT_S = 3600
@@ -81,21 +82,27 @@ def blocks(out: Path, store: str) -> list[Block]:
         s.close()
 
 
-def test_every_store_of_every_chain_verifies(run):
+def test_every_store_of_every_chain_verifies_and_is_anchored_up_to_the_head_end(run):
     out, summary = run
-    heights = {}
+    states = {}
     for chain in chains(out):
         tips = []
         for store in chain["stores"]:
             s = SqliteStore(out / "chains" / store)
             try:
-                tips.append(verify_store(s).tip_hash)
+                states[chain["name"]] = verify_store(s)
             finally:
                 s.close()
+            tips.append(states[chain["name"]].tip_hash)
         assert len(set(tips)) == 1, f"{chain['name']}: the coordinator's and the members' copies differ"
-        heights[chain["name"]] = len(blocks(out, chain["stores"][0]))
     assert {c["tier"] for c in chains(out)} == {"han", "nan", "fan", "head"}
-    assert len(table(out, "blocks")) == summary["blocks"]
+    for chain in chains(out):
+        if chain["parent"] is not None:
+            anchored = states[chain["parent"]].nonces[next_height_key(bytes.fromhex(chain["chain_id"]))]
+            assert anchored == states[chain["name"]].height + 1, chain["name"]
+    assert summary["blocks"] == sum(state.height for state in states.values())
+    enrolments = len(states)  # block 1 of every chain (the DSO enrols its members) comes before the run
+    assert len(table(out, "blocks")) == summary["blocks"] - enrolments
 
 
 def test_trades_happened_and_conserve_energy_and_money(run):

@@ -34,14 +34,14 @@ import resource
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from gridledger.analytics.poef import period_score
-from gridledger.consensus.rewards import PERIOD_MINUTES, make_reward
+from gridledger.consensus.rewards import PERIOD_MINUTES, make_reward, reward_amounts
 from gridledger.ledger.assets import Asset, AssetKind
 from gridledger.ledger.billing import Bill, bill_slot, energy_charge
 from gridledger.ledger.block import Block
@@ -157,7 +157,6 @@ class _Run:
         self.rows: dict[str, list] = defaultdict(list)
         self.trades = 0
         self.traded_w_slots = 0
-        self.blocks = 0
 
     # ---------------------------------------------------------------- set-up
     def _households(self) -> None:
@@ -233,7 +232,6 @@ class _Run:
         result = self.ledger.round(node, self._time())
         block = result.committed
         if block is not None:
-            self.blocks += 1
             votes = sum(1 for v in result.votes.values() if not isinstance(v, Exception))
             self.rows["blocks"].append(
                 (node.name, str(node.tier), block.height, self.now, len(block.transactions), votes)
@@ -317,7 +315,7 @@ class _Run:
                     power_factor_pm=int(self.pf_pm[i, s]),
                 )
                 nan.coordinator.submit(nan.members[home.id].device.reading(minute, values))
-                self.rows["readings"].append((home.id, f, s, *(int(x) for x in values.__dict__.values())))
+                self.rows["readings"].append((home.id, f, s, *astuple(values)))
                 totals.append(values)
             total = summarize(totals)
             led.fan.coordinator.submit(led.fan.members[concentrator_id(f)].device.reading(minute, total))
@@ -448,9 +446,11 @@ class _Run:
             reward = make_reward(state, period, self.p.reward_rate, components, self.ledger.dso_key)
             nan.coordinator.submit(reward)
             by_index = {m.index: m.ident for m in nan.members.values()}
+            paid = dict(reward_amounts(reward.rate, reward.cards))
             for card in reward.cards:
-                amount = self.p.reward_rate * max(0, card.score - 500)
-                self.rows["rewards"].append((f, period, by_index[card.member], *card.components, card.score, amount))
+                self.rows["rewards"].append(
+                    (f, period, by_index[card.member], *card.components, card.score, paid.get(card.member, 0))
+                )
 
     # ---------------------------------------------------------------- outputs
     def _write(self, wall_s: float, cpu_s: float) -> dict:
@@ -535,7 +535,7 @@ class _Run:
             "feeders": len(self.c.feeders),
             "slots": self.S,
             "slot_seconds": self.L,
-            "blocks": self.blocks,
+            "blocks": sum(node.coordinator.chain.height for node in self.ledger.chains.values()),
             "trades": self.trades,
             "energy_traded_wh": self.traded_w_slots * self.L / 3600,
             "total_bill_minor": sum(b[8] for b in bills),
