@@ -8,11 +8,11 @@ Every transaction is one of the NAN chain's own, ordered and committed under PoE
   the meter and again by every validator;
 * **mix** (once per trading day): each denomination's coins go through CoinShuffle in sessions of at most
   ``mix_size`` coins, each coin over its own onion circuit, to fresh one-time addresses;
-* **trade** (every slot, for the next one): each prosumer posts, over a fresh onion circuit per order, one
-  anonymous order per day coin it uses, proving control of the coin; the bid store clears the book with the
-  LP under the feeder's limits; every trade is one atomic transfer that both parties check and sign; a partial
-  fill splits the day coin in time and power, and the remainder returns to the coin's own address, where the
-  order is also paid;
+* **trade** (every slot, for the next one): each prosumer posts one anonymous order per day coin it uses,
+  proving control of the coin, over the coin's own onion circuit to the store (one circuit per coin and day;
+  an ECA coin bids with the same FA coin all day); the bid store clears the book with the LP under the feeder's
+  limits; every trade is one atomic transfer that both parties check and sign; a partial fill splits the day
+  coin in time and power, and the remainder returns to the coin's own address, where the order is also paid;
 * **deposit** (at the end of the trading day): everything each prosumer holds goes back to fresh one-time
   addresses of its meter, one transfer per address (a day coin's remainders and what its orders were paid).
 
@@ -33,11 +33,11 @@ from nacl.public import PrivateKey
 from gridledger.ledger.assets import ECA, EPA, FA, Asset, AssetKind
 from gridledger.ledger.block import Block
 from gridledger.ledger.transactions import MeterLimits
-from gridledger.market.bidstore import AnonOrder, max_payment
+from gridledger.market.bidstore import AnonOrder, BidStoreClient, max_payment
 from gridledger.market.coinshuffle import MixBoard, MixError, Participant, mix_coin
 from gridledger.market.onion import InProcessNetwork, OnionNode, RelayDescriptor, RelayDirectory, RelayRegistry
 from gridledger.market.orders import Feeder, Side
-from gridledger.market.workflows import MarketOperator, Prosumer, Trade, deposit
+from gridledger.market.workflows import MarketOperator, OrderState, Prosumer, Trade, deposit
 from gridledger.petra.meter import SmartMeter
 from gridledger.petra.wallet import Wallet
 from gridledger.tiers.hierarchy import TierChain
@@ -103,6 +103,10 @@ class NanMarket:
         self.slot = 0
         self.truth: dict[str, str] = {}
         self.mix_sessions: list[tuple[Asset, int]] = []
+        #: Each day coin's circuit to the bid store (by the coin's address: its orders are linkable anyway).
+        self._circuits: dict[bytes, BidStoreClient] = {}
+        #: The FA day coin (address) each ECA day coin (address) bids with.
+        self._pairs: dict[bytes, bytes] = {}
         #: Whether the previous round's book held offers (public: the store lists its open orders).
         self.offers_seen = False
 
@@ -217,8 +221,14 @@ class NanMarket:
             p, intent = self.prosumers[name], intents.get(name)
             if intent is None:
                 return
-            orders = self._orders(p, intent, t)
-            for oid in await p.post(self._node("bidstore"), orders):
+            for order, keys in self._orders(p, intent, t):
+                client = self._circuits.get(order.pay_to)
+                if client is None:
+                    client = self._circuits[order.pay_to] = BidStoreClient(
+                        await p.node.open_circuit(self._node("bidstore"))
+                    )
+                oid = await client.post(order, keys)
+                p.orders[oid] = OrderState(order, keys, {k.address for k in keys} | {order.pay_to}, client)
                 posted[oid] = name
 
         await asyncio.gather(*(post(n) for n in self._shuffled(self.prosumers)))
@@ -236,9 +246,7 @@ class NanMarket:
         energy_kind = AssetKind.EPA if intent.side is Side.OFFER else AssetKind.ECA
         coins = p.wallet.coins
         energy = [op for op, o in coins.items() if o.asset.kind == energy_kind and o.asset.start <= t < o.asset.end]
-        money = sorted(
-            (op for op, o in coins.items() if o.asset.kind == AssetKind.FA), key=lambda op: -coins[op].asset.amount
-        )
+        money = {o.owner: op for op, o in coins.items() if o.asset.kind == AssetKind.FA}
         orders, left = [], intent.power_w
         for op in energy:
             power = min(left, coins[op].asset.amount)
@@ -246,11 +254,17 @@ class NanMarket:
                 break
             backing = [op]
             if intent.side is Side.BID:
-                need = max_payment(power, 1, intent.limit_price, self.slot_seconds)
-                fa = next((m for m in money if coins[m].asset.amount >= need), None)
-                if fa is None:
-                    break
-                money.remove(fa)
+                # an ECA day coin keeps one FA day coin for the day, so bids link no two coins of the day
+                paired = self._pairs.get(coins[op].owner)
+                if paired is None:
+                    taken = set(self._pairs.values())
+                    paired = next((a for a in money if a not in taken and coins[money[a]].asset.amount > 0), None)
+                    if paired is None:
+                        break
+                    self._pairs[coins[op].owner] = paired
+                fa = money.get(paired)
+                if fa is None or coins[fa].asset.amount < max_payment(power, 1, intent.limit_price, self.slot_seconds):
+                    continue
                 backing.append(fa)
             # paid at the day coin's own address: the order names the coin already, so this links nothing new,
             # and all a coin's day ends up at one address (one deposit)
@@ -260,9 +274,16 @@ class NanMarket:
             left -= power
         return orders
 
-    async def forget(self) -> None:
-        """Close the round's circuits."""
-        await asyncio.gather(*(p.forget() for p in self.prosumers.values()))
+    def forget(self) -> None:
+        """End the round: the prosumers drop its orders (each day coin keeps its circuit to the store for the day)."""
+        for p in self.prosumers.values():
+            p.orders.clear()
+
+    async def end_day(self) -> None:
+        """Close the day coins' circuits and forget their pairs."""
+        await asyncio.gather(*(client.circuit.close() for client in self._circuits.values()))
+        self._circuits.clear()
+        self._pairs.clear()
 
     def issued_and_deposited(self, name: str) -> tuple[list[tuple[int, Asset]], list[tuple[int, Asset]]]:
         """What meter ``name`` recorded: ``(slot, asset)`` it issued and that was deposited back to it."""

@@ -367,8 +367,9 @@ class _Run:
                         self.rows["trades"].append(
                             (f, mt.slot, tr.tx.txid.hex(), mt.offer_id, mt.bid_id, mt.power_w, mt.price)
                         )
-            await market.forget()
+            market.forget()
             if start == day_end - 1:
+                await market.end_day()
                 market.deposit()
                 market.commit()
                 self.settled_until = day_end
