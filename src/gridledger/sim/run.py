@@ -45,6 +45,7 @@ from gridledger.consensus.rewards import PERIOD_MINUTES, make_reward, reward_amo
 from gridledger.ledger.assets import Asset, AssetKind
 from gridledger.ledger.billing import Bill, bill_slot, energy_charge
 from gridledger.ledger.block import Block
+from gridledger.market.bidstore import max_payment
 from gridledger.market.onion import MIN_HOPS, InProcessNetwork
 from gridledger.market.orders import Feeder
 from gridledger.profiles.community import Community
@@ -192,9 +193,9 @@ class _Run:
     async def _setup(self) -> None:
         p = self.p
         self._households()
-        limits = (p.units * p.unit_w, p.units * p.unit_w, 0)
-        fa_unit_day = -(-p.unit_w * self.spd * self.L * p.price_cap // 3_600_000)
-        limits = (limits[0], limits[1], p.units * fa_unit_day * (self.c.days + 1))
+        # MAXEPA = MAXECA = the day units; the FA credit covers every day's FA units
+        fa_unit_day = max_payment(p.unit_w, self.spd, p.price_cap, self.L)
+        limits = (p.units * p.unit_w, p.units * p.unit_w, p.units * fa_unit_day * (self.c.days + 1))
         self.ledger = CommunityLedger(self.c, self.out / "chains", limits, self.t0, p.han_block_slots)
         self.ledger.publish_prices(p.prices, 0)
         self.now, self._tick = 0, 0
@@ -220,7 +221,6 @@ class _Run:
         self.dso = DsoView(p.billing_slots)
         self.billed = 0
         self.settled_until = 1  # slot 0 is never traded
-        self.issued_fa: dict[str, dict[int, int]] = defaultdict(dict)
 
     # ---------------------------------------------------------------- PoEf rounds
     def _time(self) -> int:
