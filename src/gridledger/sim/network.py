@@ -51,10 +51,11 @@ def han_devices(home: Home) -> list[str]:
     return ["load", *(["pv"] if home.pv_kw > 0 else []), *(["battery"] if home.battery_wh > 0 else [])]
 
 
-def plausibility_for(slot_seconds: int) -> RobustWindowCheck:
-    """The analytics check scaled from its 1-minute calibration to readings of one slot each."""
-    minutes = slot_seconds // 60
-    return RobustWindowCheck(step_wh=45 * minutes, zero_floor_wh=3 * minutes)
+def plausibility_for(seconds: int, homes: int = 1) -> RobustWindowCheck:
+    """The analytics check scaled from its calibration (one home, 1-minute readings) to readings of ``seconds``
+    each that sum ``homes`` homes (a concentrator's feeder total, the FAN/WAN's community total)."""
+    minutes = seconds // 60
+    return RobustWindowCheck(step_wh=45 * minutes * homes, zero_floor_wh=3 * minutes * homes)
 
 
 @dataclass
@@ -82,9 +83,13 @@ class CommunityLedger:
     price_copies: list[tuple[tuple[int, tuple[int, int]], dict[bytes, DsoPolicy]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        slot = self.community.slot_seconds
+        largest = max(len(self.community.homes_on(f.id)) for f in self.community.feeders)
         self.plausibility = {
-            tier: plausibility_for(self.community.slot_seconds * (self.han_reading_slots if tier == Tier.HAN else 1))
-            for tier in Tier
+            Tier.HAN: plausibility_for(slot * self.han_reading_slots),
+            Tier.NAN: plausibility_for(slot),
+            Tier.FAN: plausibility_for(slot, largest),
+            Tier.HEAD: plausibility_for(slot, len(self.community.homes)),
         }
         feeders = [f.id for f in self.community.feeders]
         self.head = self._chain(Tier.HEAD, HEAD_ID, None, [FAN_ID])
