@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from gridledger.cli import analytics, ledger, market, node, profiles, store, tiers, twin
+from gridledger.cli import analytics, ledger, market, node, profiles, simulate, store, tiers, twin
 
 app = typer.Typer(
     name="gridledger",
@@ -20,6 +20,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+app.command()(simulate.simulate)
 app.command()(ledger.demo)
 app.command()(ledger.verify)
 app.command()(ledger.inspect)

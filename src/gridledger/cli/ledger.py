@@ -80,7 +80,8 @@ def demo(
 def verify(
     path: str = typer.Argument(
         ...,
-        help=f"{STORE} Or a run folder of several chains (with tiers.json, made by `gridledger tiers simulate`).",
+        help=f"{STORE} Or a run folder of several chains: made by `gridledger simulate` (chains/tiers.json) or "
+        "`gridledger tiers simulate` (tiers.json).",
         show_default=False,
     ),
 ) -> None:
@@ -92,8 +93,11 @@ def verify(
     from gridledger.chain import verify_store
     from gridledger.cli.tiers import MANIFEST, verify_run
 
-    if (Path(path) / MANIFEST).is_file():
-        verify_run(Path(path))
+    run = Path(path)
+    if (run / "chains" / MANIFEST).is_file():  # the output folder of `gridledger simulate`
+        run = run / "chains"
+    if (run / MANIFEST).is_file():
+        verify_run(run)
         return
     try:
         store = open_store(store_url(path))

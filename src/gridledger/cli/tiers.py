@@ -126,7 +126,7 @@ def _open(path: Path, stack: ExitStack) -> tuple[list[dict], dict[str, Chain]]:
         entries = json.loads(manifest_file.read_text())["chains"]
         chains = {}
         for e in entries:
-            store = SqliteStore(path / e["store"])
+            store = SqliteStore(path / _stores(e)[0])
             stack.callback(store.close)
             chains[e["name"]] = Chain.open(store)
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -223,10 +223,16 @@ def prove(
         console.print("[green]valid[/]: the reading is covered by the head-end chain")
 
 
+def _stores(entry: dict) -> list[str]:
+    """A manifest entry's store files: the coordinator's first, then any replica's (``gridledger simulate``)."""
+    return entry["stores"] if "stores" in entry else [entry["store"]]
+
+
 def verify_run(path: Path) -> None:
     """``gridledger verify`` of a run folder: every chain (rules, quorum certificates), anchor and replicated price."""
     from gridledger.chain import verify_store
     from gridledger.store import StoreError
+    from gridledger.store.sqlite import SqliteStore
     from gridledger.tiers.audit import check_anchors, check_prices
 
     with ExitStack() as stack:
@@ -237,6 +243,11 @@ def verify_run(path: Path) -> None:
         try:
             for e in entries:
                 state = verify_store(chains[e["name"]].store)
+                for replica in _stores(e)[1:]:  # every other copy verifies too, and holds the same chain
+                    store = SqliteStore(path / replica)
+                    stack.callback(store.close)
+                    if verify_store(store).tip_hash != state.tip_hash:
+                        raise Reject("bad-chain-state", f"{replica} holds another tip than {_stores(e)[0]}")
                 parent = e.get("parent")
                 prices = "—" if parent is None else str(check_prices(chains[e["name"]], chains[parent]))
                 table.add_row(e["name"], str(state.height + 1), "ok", prices)

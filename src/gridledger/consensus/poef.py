@@ -206,6 +206,7 @@ class Coordinator:
         #: Why the most recent dropped transactions were refused (txid → reject).
         self.rejected: dict[bytes, Reject] = _Recent(64 * 1024)
         self._plain: dict[bytes, ReadingValues] = _Recent(64 * 1024)
+        self._reading_keys: dict[bytes, bytes] = _Recent(64 * 1024)
         self._disclosed: tuple[bytes, dict[bytes, bytes]] = (b"", {})
 
     @property
@@ -304,7 +305,10 @@ class Coordinator:
             keys = {}
             for reading, before in _history_of(self.replica, block, self.plausibility.window):
                 for r in (*before, reading):
-                    keys[r.txid] = self.content.key_of(r)
+                    key = self._reading_keys.get(r.txid)
+                    if key is None:
+                        key = self._reading_keys[r.txid] = self.content.key_of(r)
+                    keys[r.txid] = key
             self._disclosed = (block.hash, keys)
         return Disclosure(block.hash, self._disclosed[1])
 
@@ -365,6 +369,9 @@ class Validator:
         self.plausibility = plausibility or RobustWindowCheck()
         self.parent = parent
         self._votes: dict[int, tuple[Block, Vote]] = {}
+        #: Readings this validator has opened (txid → values): a reading is immutable, so the history a later block
+        #: needs is not opened again.
+        self._plain: dict[bytes, ReadingValues] = _Recent(16 * 1024)
 
     def validate(self, block: Block, disclosure: Disclosure | None = None) -> Vote | Reject:
         """A vote for ``block``, or the ``Reject`` that says why not."""
@@ -420,7 +427,7 @@ class Validator:
         }
         index = {tx.txid: i for i, tx in enumerate(block.transactions)}
         chain_id = self.replica.state.chain_id
-        opened: dict[bytes, ReadingValues] = {}
+        opened = self._plain
 
         def values(r: Reading) -> ReadingValues:
             if r.txid not in opened:

@@ -1,7 +1,9 @@
 """SQLite store: the embedded default (one file, no server).
 
 WAL journal with ``synchronous=FULL``: a committed block survives a crash of the process or of the machine,
-and a block whose transaction did not commit leaves no trace (SQLite's atomic commit). ``STRICT`` tables
+and a block whose transaction did not commit leaves no trace (SQLite's atomic commit). A store opened with
+``durable=False`` (``synchronous=NORMAL``, for simulations) still survives a killed process, but a crash of the
+machine may lose its last commits. ``STRICT`` tables
 refuse values of the wrong type. Writers take the database's write lock at ``BEGIN IMMEDIATE``.
 """
 
@@ -21,7 +23,7 @@ class SqliteStore(Store):
     PARAM = "?"
     DB_ERRORS = (sqlite3.Error,)
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, durable: bool = True) -> None:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,7 +31,7 @@ class SqliteStore(Store):
                 self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
             )
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             for stmt in SCHEMA:
                 self.db.execute(stmt.format(B="BLOB", I="INTEGER", T=" STRICT", K=" WITHOUT ROWID, STRICT"))
         except (sqlite3.Error, OSError) as e:

@@ -135,6 +135,35 @@ class TierChain:
             new.submit(tx)
         return adopted
 
+    def relay_prices(self, price_copies: list[tuple[tuple[int, tuple[int, int]], dict[bytes, DsoPolicy]]]) -> None:
+        """Submit this chain's copy of each price signal once the parent has committed it (head-end: at once)."""
+        for signal, copies in price_copies:
+            mine = copies[self.chain_id]
+            if mine.txid in {p.txid for p in self.coordinator.chain.state.policy.policies}:
+                continue
+            if self.coordinator.parent is None or signal in self.coordinator.parent.price_signals():
+                self.coordinator.submit(mine)
+
+    def anchor_up(self) -> None:
+        """Anchor this chain's unanchored blocks into its parent (one anchor in flight per child)."""
+        parent = self.parent
+        if parent is None:
+            return
+        in_flight = parent.coordinator.in_flight
+        pending = [*parent.coordinator.pending.values(), *(in_flight.transactions if in_flight else ())]
+        if any(isinstance(tx, Anchor) and tx.child == self.chain_id for tx in pending):
+            return
+        first = parent.coordinator.chain.state.nonces.get(next_height_key(self.chain_id), 0)
+        if first > self.coordinator.chain.height:
+            return
+        # the coordinator in charge signs, if the DSO enrolled it on the parent (a HAN's meter is; its backup not)
+        members = parent.validators
+        signer = next(c.key for c in (self.coordinator, *self.coordinators) if c.key.public in members)
+        genesis = self.genesis if first == 0 else None
+        parent.coordinator.submit(
+            make_anchor(parent.chain_id, self.chain_id, first, self.block_hashes(first), signer, genesis)
+        )
+
     def close(self) -> None:
         for replica in {id(r): r for r in [*(c.replica for c in self.coordinators), self.replica]}.values():
             replica.chain.store.close()
@@ -151,8 +180,9 @@ def store_name(name: str) -> str:
     return f"{name.replace(':', '_')}.sqlite"
 
 
-def sqlite_store(path: Path | None, page_size: int = PAGE_SIZE) -> SqliteStore:
-    """A chain store at ``path`` (None: in memory); a new file gets ``page_size``-byte pages."""
+def sqlite_store(path: Path | None, page_size: int = PAGE_SIZE, durable: bool = True) -> SqliteStore:
+    """A chain store at ``path`` (None: in memory); a new file gets ``page_size``-byte pages (``durable``: see
+    :class:`~gridledger.store.sqlite.SqliteStore`)."""
     if path is None:
         return SqliteStore(":memory:")
     if not path.exists():
@@ -163,12 +193,12 @@ def sqlite_store(path: Path | None, page_size: int = PAGE_SIZE) -> SqliteStore:
             db.execute("PRAGMA journal_mode = WAL")
         finally:
             db.close()
-    return SqliteStore(path)
+    return SqliteStore(path, durable=durable)
 
 
-def replica_chain(path: Path | None, genesis_block: Block) -> Chain:
+def replica_chain(path: Path | None, genesis_block: Block, durable: bool = True) -> Chain:
     """A node's own copy of a chain, started from the genesis block (as a node joining the chain does)."""
-    store = sqlite_store(path)
+    store = sqlite_store(path, durable=durable)
     store.commit_block(0, genesis_block.hash, genesis_block.header.time, genesis_block.encode(), StateChanges())
     return Chain.open(store)
 
@@ -186,26 +216,32 @@ def build_chain(
     parent: TierChain | None = None,
     start_time: int = START_TIME,
     members_directory: Path | None = None,
+    slot_seconds: int = DEFAULT_SLOT_SECONDS,
+    durable: bool = True,
 ) -> TierChain:
     """One tier instance: genesis naming ``coordinator_keys`` (primary first), each coordinator's own store and
     a store shared by the members' validators, in ``directory`` (None: in memory; the members' store goes to
-    ``members_directory``, in memory by default)."""
+    ``members_directory``, in memory by default; ``durable``: see :func:`sqlite_store`)."""
     plausibility = plausibility or RobustWindowCheck()
     name = chain_name(tier, instance)
     proposers = tuple(k.public for k in coordinator_keys)
-    genesis = Genesis(name, DEFAULT_SLOT_SECONDS, start_time, dso.public, proposers, ruleset=tier_ruleset(tier).name)
+    genesis = Genesis(name, slot_seconds, start_time, dso.public, proposers, ruleset=tier_ruleset(tier).name)
     keys = content.chain(genesis.chain_id)
     view = None if parent is None else StateView(lambda: parent.replica.state)
 
     def path(node: str, where: Path | None) -> Path | None:
         return None if where is None else where / store_name(f"{name}.{node}")
 
-    first = Chain.create(sqlite_store(path("coordinator", directory)), genesis, coordinator_keys[0], start_time)
+    first = Chain.create(
+        sqlite_store(path("coordinator", directory), durable=durable), genesis, coordinator_keys[0], start_time
+    )
     coordinators = []
     for i, key in enumerate(coordinator_keys):
-        chain = first if i == 0 else replica_chain(path(f"backup{i}", directory), first.genesis_block)
+        chain = first if i == 0 else replica_chain(path(f"backup{i}", directory), first.genesis_block, durable)
         coordinators.append(Coordinator(Replica(chain, plausibility.window), key, keys, plausibility, view))
-    replica = Replica(replica_chain(path("members", members_directory), first.genesis_block), plausibility.window)
+    replica = Replica(
+        replica_chain(path("members", members_directory), first.genesis_block, durable), plausibility.window
+    )
     members = {}
     for index, (ident, key) in enumerate(member_keys.items()):
         device = ReadingDevice(genesis.chain_id, index, key, keys.member_key(index))
@@ -345,34 +381,6 @@ class Hierarchy:
         """The DSO publishes prices in force from ``slot``: signed copies for every chain, head-end first."""
         self.price_copies.append(((slot, prices), replicate(prices, slot, self.dsos.values())))
 
-    def _relay_prices(self, node: TierChain) -> None:
-        for signal, copies in self.price_copies:
-            mine = copies[node.chain_id]
-            if mine.txid in {p.txid for p in node.coordinator.chain.state.policy.policies}:
-                continue
-            if node.coordinator.parent is None or signal in node.coordinator.parent.price_signals():
-                node.coordinator.submit(mine)
-
-    def _anchor_up(self, node: TierChain) -> None:
-        """Anchor the node's unanchored blocks into its parent (one anchor in flight per child)."""
-        parent = node.parent
-        if parent is None:
-            return
-        in_flight = parent.coordinator.in_flight
-        pending = [*parent.coordinator.pending.values(), *(in_flight.transactions if in_flight else ())]
-        if any(isinstance(tx, Anchor) and tx.child == node.chain_id for tx in pending):
-            return
-        first = parent.coordinator.chain.state.nonces.get(next_height_key(node.chain_id), 0)
-        if first > node.coordinator.chain.height:
-            return
-        # the coordinator in charge signs, if the DSO enrolled it on the parent (a HAN's meter is; its backup not)
-        members = parent.validators
-        signer = next(c.key for c in (node.coordinator, *node.coordinators) if c.key.public in members)
-        genesis = node.genesis if first == 0 else None
-        parent.coordinator.submit(
-            make_anchor(parent.chain_id, node.chain_id, first, node.block_hashes(first), signer, genesis)
-        )
-
     def _readings(self, minute: int) -> None:
         """Every device reports the minute that just ended; summaries go up every ``summary_minutes``."""
         for node in self.chains.values():
@@ -412,12 +420,12 @@ class Hierarchy:
             anchor = (minute + 1) % self.anchor_minutes == 0
         results = {}
         for node in self.bottom_up():
-            self._relay_prices(node)
+            node.relay_prices(self.price_copies)
             if node.active in node.down:
                 continue
             results[node.name] = node.round(self.time)
             if anchor:
-                self._anchor_up(node)
+                node.anchor_up()
         return results
 
     def run(self, minutes: int, progress: Callable[[int], None] | None = None) -> None:

@@ -1,0 +1,572 @@
+"""The community run: one community, end to end, on every layer of the ledger.
+
+Per slot, in chain time (slot ``c`` is "now", slot ``c − 1`` has just ended):
+
+1. **readings**: each home's devices (load, PV, battery) report on its HAN chain once per HAN block (every
+   ``han_block_slots`` slots, the energy since their last reading), its meter reports slot ``c − 1`` on the feeder's
+   NAN chain, each concentrator its feeder's total on the FAN/WAN chain and the
+   FAN/WAN coordinator the community's on the head-end: signed, encrypted readings, checked for plausibility by
+   every PoEf committee (an implausible one gets an ALARM in its block);
+2. **market** (PETra on the NAN chain, :mod:`.nan_market`): on the first slot of a trading day every meter
+   extracts its day units and they are mixed; then every prosumer forecasts its net load of slot ``c + 1`` from its
+   own meter's history (:mod:`.strategy`) and posts offers or bids; the clearing's trades are signed, submitted and
+   committed in the NAN's PoEf round of this slot, together with the readings; after the day's last round every
+   coin is deposited back to its meter;
+3. **settlement**: once a slot's day is deposited, each meter bills it from its measurement with the
+   extraction-aware rule (:func:`gridledger.ledger.billing.bill_slot`) at the prices in force on its NAN, and
+   reports to the DSO only what the DSO view holds (:class:`DsoView`);
+4. **up the tiers**: HAN chains commit every ``han_block_slots`` slots; every chain anchors its new blocks into its
+   parent every ``anchor_slots`` slots; the DSO's prices are replicated down from the head-end;
+5. **rewards**: once a day (a PoEf reward period) is over, the DSO scores each meter of each NAN from the period's
+   readings (:func:`gridledger.analytics.scorecards.period_score`) and pays by the published rule
+   (:func:`gridledger.ledger.kinds.reward.make_reward`), a NAN transaction like any other.
+
+Outputs in ``out_dir``: the chain stores (``chains/``), Parquet tables (readings, forecasts, orders, trades, bills,
+dso_feeder_slots, dso_meter_periods, alarms, rewards, blocks) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import resource
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import astuple, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gridledger.analytics.scorecards import period_score
+from gridledger.devices.household import simulate_households
+from gridledger.ledger.assets import Asset, AssetKind
+from gridledger.ledger.billing import Bill, bill_slot, energy_charge
+from gridledger.ledger.block import Block
+from gridledger.ledger.kinds.alarm import Alarm
+from gridledger.ledger.kinds.reading import ReadingValues, summarize
+from gridledger.ledger.kinds.reward import PERIOD_MINUTES, make_reward, reward_amounts
+from gridledger.ledger.units import energy_cost
+from gridledger.market.orders import Feeder
+from gridledger.petra.onion import MIN_HOPS, InProcessNetwork
+from gridledger.profiles.community import Community
+from gridledger.profiles.electrical import meter_electrical
+from gridledger.sim.nan_market import NanMarket
+from gridledger.sim.network import FAN_ID, CommunityLedger, concentrator_id, han_devices
+from gridledger.sim.strategy import Strategy, forecast_next
+from gridledger.tiers.hierarchy import TierChain
+
+
+class RunError(ValueError):
+    """The run cannot start: a bad parameter or output folder (the message names it)."""
+
+
+#: The community file a run folder may hold before the run starts (``gridledger simulate`` writes it there).
+COMMUNITY_FILE = "community.toml"
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """Market and ledger parameters of a community run.
+
+    unit_w, units : power of one unit (W) and units of each kind every meter extracts per trading day.
+    mix_size : most coins in one CoinShuffle session.
+    han_block_slots : a HAN chain commits a block every this many slots; its devices report that often.
+    anchor_slots : every chain anchors into its parent every this many slots.
+    reward_rate : minor units per efficiency-score point above the threshold.
+    billing_slots : slots of one billing period of the DSO view.
+    """
+
+    unit_w: int = 2000
+    units: int = 2
+    mix_size: int = 16
+    han_block_slots: int = 4
+    anchor_slots: int = 8
+    reward_rate: int = 10
+    billing_slots: int = 30 * 96
+    seed: int = 0
+
+
+@dataclass
+class DsoView:
+    """Everything the DSO learns from the run's meters, and nothing else: its privacy boundary.
+
+    Per feeder per slot, for grid safety: the energy the feeder imported and exported (Wh, the sum of its meters);
+    per meter per billing period, for billing: energy settled (W·s) and the amount billed (minor units). No
+    per-meter-per-slot value and nothing that names a trade.
+    """
+
+    period_slots: int
+    feeder_slots: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    meter_periods: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+
+    def record_feeder(self, feeder: str, slot: int, import_wh: int, export_wh: int) -> None:
+        self.feeder_slots[(feeder, slot)] = [import_wh, export_wh]
+
+    def record_bill(self, meter: str, bill: Bill) -> None:
+        row = self.meter_periods.setdefault((meter, bill.slot // self.period_slots), [0, 0])
+        row[0] += bill.energy_ws
+        row[1] += bill.amount
+
+
+def run_community(
+    community: Community,
+    out_dir: str | Path,
+    *,
+    attacks: Iterable[str] = (),
+    store: str | None = None,
+    resume: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    params: RunParams | None = None,
+) -> dict:
+    """Run ``community`` end to end, write every output in ``out_dir`` and return the summary.
+
+    ``progress(done, total)`` is called after every slot. Attacks, other stores than SQLite and ``resume`` are
+    not supported by this engine yet (a ``RunError`` says so).
+    """
+    out = Path(out_dir)
+    if list(attacks):
+        raise RunError("attacks: not supported by the community run yet")
+    if store is not None:
+        raise RunError(f"store {store!r}: only the default SQLite stores are supported by the community run yet")
+    if resume:
+        raise RunError("resume: not supported by the community run yet")
+    for f in community.feeders:
+        if len(community.homes_on(f.id)) < MIN_HOPS:
+            raise RunError(
+                f"feeder {f.id!r}: {len(community.homes_on(f.id))} homes; its private market needs at least "
+                f"{MIN_HOPS} (the relays of one onion circuit)"
+            )
+    if out.exists() and any(f.name != COMMUNITY_FILE for f in out.iterdir()):
+        raise RunError(f"{out}: the output folder is not empty (it may hold an earlier run)")
+    out.mkdir(parents=True, exist_ok=True)
+    params = params or RunParams()
+    return asyncio.run(_Run(community, out, params, progress).run())
+
+
+# ------------------------------------------------------------------------------------------------ the run
+class _Run:
+    def __init__(self, community: Community, out: Path, params: RunParams, progress) -> None:
+        self.c, self.out, self.p, self.progress = community, out, params, progress
+        self.L = community.slot_seconds
+        self.m = self.L // 60
+        self.spd = 86_400 // self.L
+        self.S = community.days * self.spd
+        self.t0 = int(community.start.timestamp())
+        self.rows: dict[str, list] = defaultdict(list)
+        self.trades = 0
+        self.traded_w_slots = 0
+
+    # ---------------------------------------------------------------- set-up
+    def _households(self) -> None:
+        h = simulate_households(self.c)
+        self.ids = list(h.home_ids)
+        self.row = {home: i for i, home in enumerate(self.ids)}
+        n, S, m = len(self.ids), self.S, self.m
+        by_id = {s.meter_id: s for s in self.c.meters()}
+        specs = [by_id[home] for home in self.ids]
+        feeder_number = np.array([s.feeder for s in specs])
+        rng = np.random.default_rng(self.c.seed)
+        volts, pf, amps = meter_electrical(
+            h.net_w,
+            feeder_number,
+            np.array([s.voltage_offset_v for s in specs]),
+            np.array([s.base_pf for s in specs]),
+            rng,
+        )
+
+        def per_slot(w: np.ndarray) -> np.ndarray:  # W per minute → Wh per slot, integers
+            return np.rint(w.reshape(n, S, m).sum(axis=2) / 60).astype(np.int64)
+
+        self.consumption = per_slot(np.maximum(h.net_w, 0))
+        self.production = per_slot(np.maximum(-h.net_w, 0))
+        self.net = self.consumption - self.production
+        self.load = per_slot(h.load_w)
+        self.pv = per_slot(h.pv_w)
+        self.charge = per_slot(np.maximum(h.battery_w, 0))
+        self.discharge = per_slot(np.maximum(-h.battery_w, 0))
+        self.volts_dv = np.rint(volts.reshape(n, S, m).mean(axis=2) * 10).astype(np.int64)
+        self.pf_pm = np.rint(pf.reshape(n, S, m).mean(axis=2) * 1000).astype(np.int64)
+        self.amps_ca = np.rint(amps.reshape(n, S, m).mean(axis=2) * 100).astype(np.int64)
+
+    async def _setup(self) -> None:
+        p = self.p
+        self._households()
+        # the DSO's tariff of the community file; no one bids above the grid's consumption price
+        prices = (self.c.prices.consumption_per_kwh, self.c.prices.production_per_kwh)
+        price_cap = prices[0]
+        # MAXEPA = MAXECA = the day units; the FA credit covers every day's FA units
+        fa_unit_day = energy_cost(p.unit_w * self.spd * self.L, price_cap)
+        limits = (p.units * p.unit_w, p.units * p.unit_w, p.units * fa_unit_day * (self.c.days + 1))
+        self.ledger = CommunityLedger(self.c, self.out / "chains", limits, self.t0, p.han_block_slots)
+        self.ledger.publish_prices(prices, 0)
+        self.now, self._tick = 0, 0
+        for node in [self.ledger.head, self.ledger.fan, *self.ledger.nans.values()]:  # in force from slot 0
+            self._round(node)
+        self.network = InProcessNetwork()
+        self.markets: dict[str, NanMarket] = {}
+        for f in self.c.feeders:
+            nan = self.ledger.nans[f.id]
+            self.markets[f.id] = await NanMarket(
+                nan,
+                f.id,
+                Feeder(f.internal_capacity_w, f.external_capacity_w),
+                lambda nan=nan: self._round(nan),
+                limits,
+                unit_w=p.unit_w,
+                units=p.units,
+                price_cap=price_cap,
+                mix_size=p.mix_size,
+                seed=p.seed,
+            ).start(self.network)
+        self.strategy = Strategy(prices, price_cap)
+        self.dso = DsoView(p.billing_slots)
+        self.billed = 0
+        self.settled_until = 1  # slot 0 is never traded
+
+    # ---------------------------------------------------------------- PoEf rounds
+    def _time(self) -> int:
+        """A chain time in the current slot, strictly increasing within it."""
+        self._tick += 1
+        return self.t0 + self.now * self.L + self._tick
+
+    def _round(self, node: TierChain) -> Block | None:
+        result = self.ledger.round(node, self._time())
+        block = result.committed
+        if block is not None:
+            votes = sum(1 for v in result.votes.values() if not isinstance(v, Exception))
+            self.rows["blocks"].append(
+                (node.name, str(node.tier), block.height, self.now, len(block.transactions), votes)
+            )
+            for i, tx in enumerate(block.transactions):
+                if isinstance(tx, Alarm):
+                    self.rows["alarms"].append(
+                        (node.name, block.height, i, self.now, int(tx.code), tx.subject.hex(), tx.detector)
+                    )
+        return block
+
+    # ---------------------------------------------------------------- the loop
+    async def run(self) -> dict:
+        wall, cpu = time.perf_counter(), time.process_time()
+        await self._setup()
+        try:
+            for now in range(self.S + 1):
+                await self._slot(now)
+                if self.progress is not None:
+                    self.progress(min(now + 1, self.S), self.S)
+        finally:
+            for market in self.markets.values():
+                await market.close()
+            self.ledger.close()
+        self._bill(self.S)
+        summary = self._write(time.perf_counter() - wall, time.process_time() - cpu)
+        return summary
+
+    async def _slot(self, now: int) -> None:
+        """Everything that happens in slot ``now`` (``now == S``: the step after the last slot)."""
+        self.now, self._tick = now, 0
+        for market in self.markets.values():
+            market.slot = now
+        if now > 0:
+            self._readings(now - 1)
+        if now >= self.spd and now % self.spd == 0:
+            self._rewards(now // self.spd - 1)
+        nan_committed = set()
+        if now < self.S - 1:
+            await self._market(now, nan_committed)
+        for f in self.ledger.nans:
+            if f not in nan_committed:
+                self.markets[f].commit()
+        if now % self.p.han_block_slots == 0 or now == self.S:
+            for han in self.ledger.hans.values():
+                self._round(han)
+        self._round(self.ledger.fan)
+        self._round(self.ledger.head)
+        if now % self.p.anchor_slots == 0 or now == self.S:
+            for node in self.ledger.bottom_up():
+                node.anchor_up()
+        if now == self.S:
+            self._settle_anchors()
+        self._bill(now)
+
+    def _settle_anchors(self) -> None:
+        """After the last slot: rounds until every chain's blocks are anchored up to the head-end."""
+        for _ in range(8):
+            for node in self.ledger.bottom_up():
+                self._round(node)
+                node.anchor_up()
+            if all(n.anchored() > n.coordinator.chain.height for n in self.ledger.chains.values() if n.parent):
+                return
+
+    # ---------------------------------------------------------------- readings
+    def _readings(self, s: int) -> None:
+        minute = (s + 1) * self.m - 1
+        led = self.ledger
+        community_totals = []
+        for f, nan in led.nans.items():
+            totals = []
+            for home in self.c.homes_on(f):
+                i = self.row[home.id]
+                if (s + 1) % self.p.han_block_slots == 0 or s == self.S - 1:
+                    self._device_readings(home, i, s, minute)
+                values = ReadingValues(
+                    int(self.consumption[i, s]),
+                    int(self.production[i, s]),
+                    voltage_dv=int(self.volts_dv[i, s]),
+                    current_ca=int(self.amps_ca[i, s]),
+                    power_factor_pm=int(self.pf_pm[i, s]),
+                )
+                nan.coordinator.submit(nan.members[home.id].device.reading(minute, values))
+                self.rows["readings"].append((home.id, f, s, *astuple(values)))
+                totals.append(values)
+            total = summarize(totals)
+            led.fan.coordinator.submit(led.fan.members[concentrator_id(f)].device.reading(minute, total))
+            self.dso.record_feeder(f, s, total.consumption_wh, total.production_wh)
+            community_totals.append(total)
+        led.head.coordinator.submit(led.head.members[FAN_ID].device.reading(minute, summarize(community_totals)))
+
+    def _device_readings(self, home, i: int, s: int, minute: int) -> None:
+        """The home's devices report their energy of the slots since their last reading, up to slot ``s``."""
+        span = slice(s - (s % self.p.han_block_slots), s + 1)
+
+        def wh(a: np.ndarray) -> int:
+            return int(a[i, span].sum())
+
+        devices = {
+            "load": ReadingValues(wh(self.load)),
+            "pv": ReadingValues(0, wh(self.pv)),
+            "battery": ReadingValues(wh(self.charge), wh(self.discharge)),
+        }
+        han = self.ledger.hans[home.id]
+        for d in han_devices(home):
+            han.coordinator.submit(han.members[d].device.reading(minute, devices[d]))
+
+    # ---------------------------------------------------------------- market
+    async def _market(self, now: int, committed: set[str]) -> None:
+        start = now + 1
+        day_end = min((now // self.spd + 1) * self.spd + 1, self.S)  # trading day: [day start + 1, next day start + 1)
+        forecasts = forecast_next(self.net, start, self.spd)
+        for i, home in enumerate(self.ids):
+            self.rows["forecasts"].append((home, start, int(forecasts[i]), int(self.net[i, start])))
+        for f, market in self.markets.items():
+            if now % self.spd == 0:
+                market.extract(start, day_end)
+                market.commit()
+                failures = await market.mix(start, day_end)
+                if failures:
+                    raise RuntimeError(f"feeder {f}: {failures} coins failed to mix")
+                market.commit()
+            rows = [self.row[h.id] for h in self.c.homes_on(f)]
+            intents = self.strategy.intents([self.ids[i] for i in rows], forecasts[rows], self.L, market.offers_seen)
+            result = await market.trade(intents)
+            block = market.commit()
+            on_chain = {tx.txid for tx in block.transactions} if block else set()
+            for tr in result.trades:
+                if tr.tx.txid in on_chain:
+                    self.trades += 1
+                    for mt in tr.matches:
+                        self.traded_w_slots += mt.power_w
+                        self.rows["trades"].append(
+                            (f, mt.slot, tr.tx.txid.hex(), mt.offer_id, mt.bid_id, mt.power_w, mt.price)
+                        )
+            market.forget()
+            if start == day_end - 1:
+                await market.end_day()
+                market.deposit()
+                market.commit()
+                self.settled_until = day_end
+            committed.add(f)
+
+    # ---------------------------------------------------------------- settlement
+    def _bill(self, now: int) -> None:
+        """Bill every measured slot whose trading day is deposited (slots ``billed .. min(now, settled) − 1``)."""
+        end = min(now, self.settled_until)
+        if end <= self.billed:
+            return
+        for f, market in self.markets.items():
+            nan_state = market.chain.state
+            for home in self.c.homes_on(f):
+                i = self.row[home.id]
+                issued, deposited = market.issued_and_deposited(home.id)
+                span_issued = [a for _, a in _overlapping(issued, self.billed, end)]
+                span_deposited = [a for _, a in _overlapping(deposited, self.billed, end)]
+                fa_issued, fa_deposited = _fa_by_slot(issued), _fa_by_slot(deposited)
+                for s in range(self.billed, end):
+                    prices = nan_state.policy.prices(s)
+                    b = bill_slot(
+                        s,
+                        int(self.net[i, s]),
+                        span_issued,
+                        span_deposited,
+                        prices,
+                        self.L,
+                        fa_issued=fa_issued.get(s, 0),
+                        fa_deposited=fa_deposited.get(s, 0),
+                    )
+                    baseline = energy_charge(int(self.net[i, s]) * 3600, prices)
+                    self.dso.record_bill(home.id, b)
+                    self.rows["bills"].append(
+                        (
+                            home.id,
+                            f,
+                            s,
+                            b.measured_ws,
+                            b.energy_ws,
+                            b.energy_charge,
+                            b.fa_issued,
+                            b.fa_deposited,
+                            b.amount,
+                            baseline,
+                            b.eca_audit_ok,
+                        )
+                    )
+        self.billed = end
+
+    # ---------------------------------------------------------------- rewards
+    def _rewards(self, period: int) -> None:
+        """The DSO pays period ``period`` (a day) on every NAN by the published rule (period 0 has no score)."""
+        if period < 1:
+            return
+        first_minute = max(0, period - 7) * PERIOD_MINUTES
+        end_minute = (period + 1) * PERIOD_MINUTES
+        for f, nan in self.ledger.nans.items():
+            components = {}
+            for member in nan.members.values():
+                i = self.row[member.ident]
+                timed = []
+                for s in range(first_minute // self.m, end_minute // self.m):
+                    minute = (s + 1) * self.m - 1
+                    v = ReadingValues(
+                        int(self.consumption[i, s]),
+                        int(self.production[i, s]),
+                        int(self.volts_dv[i, s]),
+                        int(self.amps_ca[i, s]),
+                        int(self.pf_pm[i, s]),
+                    )
+                    timed.append((minute, v))
+                components[member.index] = period_score(timed, period).components
+            state = nan.coordinator.chain.state
+            reward = make_reward(state, period, self.p.reward_rate, components, self.ledger.dso_key)
+            nan.coordinator.submit(reward)
+            by_index = {m.index: m.ident for m in nan.members.values()}
+            paid = dict(reward_amounts(reward.rate, reward.cards))
+            for card in reward.cards:
+                self.rows["rewards"].append(
+                    (f, period, by_index[card.member], *card.components, card.score, paid.get(card.member, 0))
+                )
+
+    # ---------------------------------------------------------------- outputs
+    def _write(self, wall_s: float, cpu_s: float) -> dict:
+        tables = {
+            "readings": [
+                "meter",
+                "feeder",
+                "slot",
+                "consumption_wh",
+                "production_wh",
+                "voltage_dv",
+                "current_ca",
+                "power_factor_pm",
+            ],
+            "forecasts": ["meter", "slot", "forecast_wh", "actual_wh"],
+            "trades": ["feeder", "slot", "txid", "offer_id", "bid_id", "power_w", "price"],
+            "bills": [
+                "meter",
+                "feeder",
+                "slot",
+                "measured_ws",
+                "energy_ws",
+                "energy_charge",
+                "fa_issued",
+                "fa_deposited",
+                "amount",
+                "baseline_amount",
+                "eca_audit_ok",
+            ],
+            "alarms": ["chain", "height", "tx_index", "slot", "code", "subject", "detector"],
+            "rewards": [
+                "feeder",
+                "period",
+                "meter",
+                "forecast_adherence",
+                "power_quality",
+                "peak_reduction",
+                "score",
+                "amount",
+            ],
+            "blocks": ["chain", "tier", "height", "slot", "transactions", "votes"],
+        }
+        for name, columns in tables.items():
+            pd.DataFrame(self.rows[name], columns=columns).to_parquet(self.out / f"{name}.parquet", index=False)
+        orders = [
+            (
+                f,
+                p.order.order_id,
+                str(p.order.side),
+                p.order.start_slot,
+                p.order.power_w,
+                p.order.limit_price,
+                p.posted_slot,
+            )
+            for f, market in self.markets.items()
+            for p in market.operator.store.history
+        ]
+        pd.DataFrame(
+            orders, columns=["feeder", "order_id", "side", "slot", "power_w", "limit_price", "posted_slot"]
+        ).to_parquet(self.out / "orders.parquet", index=False)
+        meters = [
+            (name, f, address.hex())
+            for f, market in self.markets.items()
+            for name, p in market.prosumers.items()
+            for address in p.meter.deposits.keys
+        ]
+        pd.DataFrame(meters, columns=["meter", "feeder", "deposit_address"]).to_parquet(
+            self.out / "meter_deposit_addresses.parquet", index=False
+        )
+        pd.DataFrame(
+            [(f, s, imp, exp) for (f, s), (imp, exp) in sorted(self.dso.feeder_slots.items())],
+            columns=["feeder", "slot", "import_wh", "export_wh"],
+        ).to_parquet(self.out / "dso_feeder_slots.parquet", index=False)
+        pd.DataFrame(
+            [(mtr, per, e, a) for (mtr, per), (e, a) in sorted(self.dso.meter_periods.items())],
+            columns=["meter", "period", "energy_ws", "amount"],
+        ).to_parquet(self.out / "dso_meter_periods.parquet", index=False)
+        bills = self.rows["bills"]
+        summary = {
+            "community": self.c.name,
+            "homes": len(self.ids),
+            "feeders": len(self.c.feeders),
+            "slots": self.S,
+            "slot_seconds": self.L,
+            "blocks": sum(node.coordinator.chain.height for node in self.ledger.chains.values()),
+            "trades": self.trades,
+            "energy_traded_wh": self.traded_w_slots * self.L / 3600,
+            "total_bill_minor": sum(b[8] for b in bills),
+            "baseline_bill_minor": sum(b[9] for b in bills),
+            "alarms": len(self.rows["alarms"]),
+            "rewards_minor": sum(r[-1] for r in self.rows["rewards"]),
+            "attacks": [],
+            "wall_s": round(wall_s, 3),
+            "cpu_s": round(cpu_s, 3),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "home_slots_per_s": round(len(self.ids) * self.S / wall_s, 1) if wall_s else math.inf,
+        }
+        (self.out / "chains" / "tiers.json").write_text(json.dumps(self.ledger.manifest(), indent=2) + "\n")
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
+def _overlapping(records: list[tuple[int, Asset]], start: int, end: int) -> list[tuple[int, Asset]]:
+    """The EPA/ECA records covering any slot of ``[start, end)`` (FA is counted by slot separately)."""
+    return [(t, a) for t, a in records if a.kind != AssetKind.FA and a.start < end and start < a.end]
+
+
+def _fa_by_slot(records: list[tuple[int, Asset]]) -> dict[int, int]:
+    """FA amounts by the slot the meter recorded them in."""
+    out: dict[int, int] = defaultdict(int)
+    for t, a in records:
+        if a.kind == AssetKind.FA:
+            out[t] += a.amount
+    return out
