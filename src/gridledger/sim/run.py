@@ -21,8 +21,9 @@ Per slot, in chain time (slot ``c`` is "now", slot ``c − 1`` has just ended):
    readings (:func:`gridledger.analytics.scorecards.period_score`) and pays by the published rule
    (:func:`gridledger.ledger.kinds.reward.make_reward`), a NAN transaction like any other.
 
-Outputs in ``out_dir``: the chain stores (``chains/``), Parquet tables (readings, forecasts, orders, trades, bills,
-dso_feeder_slots, dso_meter_periods, alarms, rewards, blocks) and ``summary.json``.
+Outputs in ``out_dir``: the chain stores (``chains/``), Parquet tables (households: each home's load, PV, battery
+and net energy per slot as the devices measured it; readings, forecasts, orders, trades, bills, dso_feeder_slots,
+dso_meter_periods, alarms, rewards, blocks) and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ class RunParams:
     anchor_slots : every chain anchors into its parent every this many slots.
     reward_rate : minor units per efficiency-score point above the threshold.
     billing_slots : slots of one billing period of the DSO view.
+    ground_truth : also write ``ground_truth_orders.parquet`` (order id -> meter), which no party of the protocol
+        holds: only for measuring a linking adversary (``benchmarks/privacy_linking.py``), never in operation.
     """
 
     unit_w: int = 2000
@@ -87,6 +90,7 @@ class RunParams:
     reward_rate: int = 10
     billing_slots: int = 30 * 96
     seed: int = 0
+    ground_truth: bool = False
 
 
 @dataclass
@@ -164,6 +168,7 @@ class _Run:
         h = simulate_households(self.c)
         self.ids = list(h.home_ids)
         self.row = {home: i for i, home in enumerate(self.ids)}
+        self.feeder_of = {home.id: f.id for f in self.c.feeders for home in self.c.homes_on(f.id)}
         n, S, m = len(self.ids), self.S, self.m
         by_id = {s.meter_id: s for s in self.c.meters()}
         specs = [by_id[home] for home in self.ids]
@@ -516,6 +521,11 @@ class _Run:
         pd.DataFrame(
             orders, columns=["feeder", "order_id", "side", "slot", "power_w", "limit_price", "posted_slot"]
         ).to_parquet(self.out / "orders.parquet", index=False)
+        if self.p.ground_truth:
+            truth = [(oid, meter) for market in self.markets.values() for oid, meter in market.truth.items()]
+            pd.DataFrame(truth, columns=["order_id", "meter"]).to_parquet(
+                self.out / "ground_truth_orders.parquet", index=False
+            )
         meters = [
             (name, f, address.hex())
             for f, market in self.markets.items()
@@ -525,6 +535,19 @@ class _Run:
         pd.DataFrame(meters, columns=["meter", "feeder", "deposit_address"]).to_parquet(
             self.out / "meter_deposit_addresses.parquet", index=False
         )
+        n, S = self.load.shape
+        pd.DataFrame(
+            {
+                "meter": np.repeat(self.ids, S),
+                "feeder": np.repeat([self.feeder_of[h] for h in self.ids], S),
+                "slot": np.tile(np.arange(S), n),
+                "load_wh": self.load.ravel(),
+                "pv_wh": self.pv.ravel(),
+                "battery_charge_wh": self.charge.ravel(),
+                "battery_discharge_wh": self.discharge.ravel(),
+                "net_wh": self.net.ravel(),
+            }
+        ).to_parquet(self.out / "households.parquet", index=False)
         pd.DataFrame(
             [(f, s, imp, exp) for (f, s), (imp, exp) in sorted(self.dso.feeder_slots.items())],
             columns=["feeder", "slot", "import_wh", "export_wh"],
@@ -540,6 +563,13 @@ class _Run:
             "feeders": len(self.c.feeders),
             "slots": self.S,
             "slot_seconds": self.L,
+            "start": self.c.start.isoformat(),
+            "days": self.c.days,
+            "seed": self.c.seed,
+            "prices_per_kwh": {
+                "consumption": self.c.prices.consumption_per_kwh,
+                "production": self.c.prices.production_per_kwh,
+            },
             "blocks": sum(node.coordinator.chain.height for node in self.ledger.chains.values()),
             "trades": self.trades,
             "energy_traded_wh": self.traded_w_slots * self.L / 3600,
