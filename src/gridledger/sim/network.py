@@ -10,7 +10,7 @@ all stores are SQLite files in one folder, and each chain anchors its blocks int
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,10 +135,12 @@ class CommunityLedger:
         yield self.fan
         yield self.head
 
-    def publish_prices(self, prices: tuple[int, int], slot: int) -> None:
-        """The DSO publishes ``prices`` (minor units per kWh) in force from ``slot`` on every chain above the HAN;
-        each coordinator relays its copy once the parent committed it."""
-        chains = [self.head, self.fan, *self.nans.values()]
+    def publish_prices(self, prices: tuple[int, int], slot: int, feeders: Iterable[str] | None = None) -> None:
+        """The DSO publishes ``prices`` (minor units per kWh) in force from ``slot`` on the head-end, the FAN/WAN and
+        the NAN of every feeder (or of ``feeders`` only); each coordinator relays its copy once the parent committed
+        it."""
+        nans = self.nans.values() if feeders is None else [self.nans[f] for f in feeders]
+        chains = [self.head, self.fan, *nans]
         self.price_copies.append(((slot, prices), replicate(prices, slot, [self.dsos[c.chain_id] for c in chains])))
 
     def round(self, node: TierChain, time: int) -> Round:

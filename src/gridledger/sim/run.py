@@ -54,6 +54,7 @@ from gridledger.market.orders import Feeder
 from gridledger.petra.onion import MIN_HOPS, InProcessNetwork
 from gridledger.profiles.community import Community
 from gridledger.profiles.electrical import meter_electrical
+from gridledger.sim.control import REPRICE_LAG_SLOTS, FeederControl
 from gridledger.sim.nan_market import NanMarket
 from gridledger.sim.network import FAN_ID, CommunityLedger, concentrator_id, han_devices
 from gridledger.sim.strategy import Strategy, forecast_next
@@ -226,7 +227,8 @@ class _Run:
                 mix_size=p.mix_size,
                 seed=p.seed,
             ).start(self.network)
-        self.strategy = Strategy(prices, price_cap)
+        self.price_cap = price_cap
+        self.controls = {f.id: FeederControl.create(f, prices, self.L, self.S + 1) for f in self.c.feeders}
         self.dso = DsoView(p.billing_slots)
         self.billed = 0
         self.settled_until = 1  # slot 0 is never traded
@@ -329,6 +331,7 @@ class _Run:
             total = summarize(totals)
             led.fan.coordinator.submit(led.fan.members[concentrator_id(f)].device.reading(minute, total))
             self.dso.record_feeder(f, s, total.consumption_wh, total.production_wh)
+            self.controls[f].record(s, total.consumption_wh, total.production_wh)
             community_totals.append(total)
         led.head.coordinator.submit(led.head.members[FAN_ID].device.reading(minute, summarize(community_totals)))
 
@@ -364,18 +367,20 @@ class _Run:
                     raise RuntimeError(f"feeder {f}: {failures} coins failed to mix")
                 market.commit()
             rows = [self.row[h.id] for h in self.c.homes_on(f)]
-            intents = self.strategy.intents([self.ids[i] for i in rows], forecasts[rows], self.L, market.offers_seen)
+            strategy = Strategy(market.chain.state.policy.prices(start), self.price_cap)  # the prices in force
+            intents = strategy.intents([self.ids[i] for i in rows], forecasts[rows], self.L, market.offers_seen)
             result = await market.trade(intents)
             block = market.commit()
             on_chain = {tx.txid for tx in block.transactions} if block else set()
-            for tr in result.trades:
-                if tr.tx.txid in on_chain:
-                    self.trades += 1
-                    for mt in tr.matches:
-                        self.traded_w_slots += mt.power_w
-                        self.rows["trades"].append(
-                            (f, mt.slot, tr.tx.txid.hex(), mt.offer_id, mt.bid_id, mt.power_w, mt.price)
-                        )
+            settled = [tr for tr in result.trades if tr.tx.txid in on_chain]
+            self._control(f, now, [mt for tr in settled for mt in tr.matches], market, len(result.posted))
+            for tr in settled:
+                self.trades += 1
+                for mt in tr.matches:
+                    self.traded_w_slots += mt.power_w
+                    self.rows["trades"].append(
+                        (f, mt.slot, tr.tx.txid.hex(), mt.offer_id, mt.bid_id, mt.power_w, mt.price)
+                    )
             market.forget()
             if start == day_end - 1:
                 await market.end_day()
@@ -383,6 +388,27 @@ class _Run:
                 market.commit()
                 self.settled_until = day_end
             committed.add(f)
+
+    def _control(self, f: str, now: int, matches: list, market: NanMarket, posted: int) -> None:
+        """The DSO's controller of feeder ``f`` after the round of slot ``now + 1`` (:mod:`.control`)."""
+        history = market.operator.store.history  # the round's orders are the last ``posted``
+        orders = [p.order.market_order() for p in history[len(history) - posted :]]
+        prediction, signal, prices = self.controls[f].step(now + 1, matches, orders)
+        if signal is not None or prices is not None:
+            effective = now + REPRICE_LAG_SLOTS
+            if prices is not None:
+                self.ledger.publish_prices(prices, effective, feeders=[f])
+            self.rows["control"].append(
+                (
+                    f,
+                    now + 1,
+                    prediction.net_load_w,
+                    signal.action if signal else "",
+                    signal.amount_w if signal else 0,
+                    effective if prices else -1,
+                    *(prices or (-1, -1)),
+                )
+            )
 
     # ---------------------------------------------------------------- settlement
     def _bill(self, now: int) -> None:
@@ -502,6 +528,16 @@ class _Run:
                 "amount",
             ],
             "blocks": ["chain", "tier", "height", "slot", "transactions", "votes"],
+            "control": [
+                "feeder",
+                "slot",
+                "predicted_w",
+                "signal",
+                "amount_w",
+                "prices_from_slot",
+                "consumption_per_kwh",
+                "production_per_kwh",
+            ],
         }
         for name, columns in tables.items():
             pd.DataFrame(self.rows[name], columns=columns).to_parquet(self.out / f"{name}.parquet", index=False)

@@ -138,7 +138,9 @@ class TierChain:
     def relay_prices(self, price_copies: list[tuple[tuple[int, tuple[int, int]], dict[bytes, DsoPolicy]]]) -> None:
         """Submit this chain's copy of each price signal once the parent has committed it (head-end: at once)."""
         for signal, copies in price_copies:
-            mine = copies[self.chain_id]
+            mine = copies.get(self.chain_id)
+            if mine is None:  # a signal for other chains (e.g. one feeder's reprice)
+                continue
             if mine.txid in {p.txid for p in self.coordinator.chain.state.policy.policies}:
                 continue
             if self.coordinator.parent is None or signal in self.coordinator.parent.price_signals():
