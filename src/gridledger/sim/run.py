@@ -11,7 +11,8 @@ Per slot, in chain time (slot ``c`` is "now", slot ``c − 1`` has just ended):
    extracts its day units and they are mixed; then every prosumer forecasts its net load of slot ``c + 1`` from its
    own meter's history (:mod:`.strategy`) and posts offers or bids; the clearing's trades are signed, submitted and
    committed in the NAN's PoEf round of this slot, together with the readings; after the day's last round every
-   coin is deposited back to its meter;
+   coin is deposited back to its meter; after each round the DSO's microgrid controller of the feeder
+   (:mod:`.control`) predicts the feeder's load, signals and, out of its band, reprices it through the tiers;
 3. **settlement**: once a slot's day is deposited, each meter bills it from its measurement with the
    extraction-aware rule (:func:`gridledger.ledger.billing.bill_slot`) at the prices in force on its NAN, and
    reports to the DSO only what the DSO view holds (:class:`DsoView`);
@@ -23,7 +24,7 @@ Per slot, in chain time (slot ``c`` is "now", slot ``c − 1`` has just ended):
 
 Outputs in ``out_dir``: the chain stores (``chains/``), Parquet tables (households: each home's load, PV, battery
 and net energy per slot as the devices measured it; readings, forecasts, orders, trades, bills, dso_feeder_slots,
-dso_meter_periods, alarms, rewards, blocks) and ``summary.json``.
+dso_meter_periods, alarms, rewards, blocks, control) and ``summary.json``.
 """
 
 from __future__ import annotations
