@@ -143,6 +143,11 @@ class CommunityLedger:
         chains = [self.head, self.fan, *nans]
         self.price_copies.append(((slot, prices), replicate(prices, slot, [self.dsos[c.chain_id] for c in chains])))
 
+    def prices_pending(self, node: TierChain) -> bool:
+        """Whether a price copy for ``node`` is signed but not yet on its chain (the DSO's next policy must wait)."""
+        on_chain = {p.txid for p in node.coordinator.chain.state.policy.policies}
+        return any(node.chain_id in c and c[node.chain_id].txid not in on_chain for _, c in self.price_copies)
+
     def round(self, node: TierChain, time: int) -> Round:
         """Relay pending price copies and run one PoEf round on ``node``; raise if its committee refused it."""
         if node.tier != Tier.HAN:

@@ -48,6 +48,7 @@ from gridledger.ledger.assets import Asset, AssetKind
 from gridledger.ledger.billing import Bill, bill_slot, energy_charge
 from gridledger.ledger.block import Block
 from gridledger.ledger.kinds.alarm import Alarm
+from gridledger.ledger.kinds.dso_policy import MeterLimits
 from gridledger.ledger.kinds.reading import ReadingValues, summarize
 from gridledger.ledger.kinds.reward import PERIOD_MINUTES, make_reward, reward_amounts
 from gridledger.ledger.units import energy_cost
@@ -147,9 +148,28 @@ def run_community(
             )
     if out.exists() and any(f.name != COMMUNITY_FILE for f in out.iterdir()):
         raise RunError(f"{out}: the output folder is not empty (it may hold an earlier run)")
-    out.mkdir(parents=True, exist_ok=True)
     params = params or RunParams()
+    _check_limits(community, params)
+    out.mkdir(parents=True, exist_ok=True)
     return asyncio.run(_Run(community, out, params, progress).run())
+
+
+def _day_fa(community: Community, params: RunParams) -> int:
+    """The FA (minor units) a meter extracts for one trading day: its units paid in full at the consumption price."""
+    return params.units * energy_cost(params.unit_w * 86_400, community.prices.consumption_per_kwh)
+
+
+def _check_limits(community: Community, params: RunParams) -> None:
+    """The community's DSO limits must allow the cover trade: every meter extracts ``units`` of every kind a day."""
+    dso = community.dso
+    need = {"max_epa_w": params.units * params.unit_w, "max_eca_w": params.units * params.unit_w}
+    need["credit_fa"] = _day_fa(community, params)
+    for key, least in need.items():
+        if getattr(dso, key) < least:
+            raise RunError(
+                f"[dso] {key} = {getattr(dso, key)}: the market's daily units ({params.units} of {params.unit_w} W "
+                f"of each kind, paid at the consumption price) need at least {least}"
+            )
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -204,9 +224,10 @@ class _Run:
         # the DSO's tariff of the community file; no one bids above the grid's consumption price
         prices = (self.c.prices.consumption_per_kwh, self.c.prices.production_per_kwh)
         price_cap = prices[0]
-        # MAXEPA = MAXECA = the day units; the FA credit covers every day's FA units
-        fa_unit_day = energy_cost(p.unit_w * self.spd * self.L, price_cap)
-        limits = (p.units * p.unit_w, p.units * p.unit_w, p.units * fa_unit_day * (self.c.days + 1))
+        # the DSO's limits of the community file; the FA credit is renewed daily (:meth:`_renew_credit`)
+        dso = self.c.dso
+        limits = self.limits = (dso.max_epa_w, dso.max_eca_w, dso.credit_fa)
+        self.credit_due: set[str] = set()
         self.ledger = CommunityLedger(self.c, self.out / "chains", limits, self.t0, p.han_block_slots)
         self.ledger.publish_prices(prices, 0)
         self.now, self._tick = 0, 0
@@ -367,6 +388,8 @@ class _Run:
                 if failures:
                     raise RuntimeError(f"feeder {f}: {failures} coins failed to mix")
                 market.commit()
+                self.credit_due.add(f)
+            self._renew_credit(f, market)
             rows = [self.row[h.id] for h in self.c.homes_on(f)]
             strategy = Strategy(market.chain.state.policy.prices(start), self.price_cap)  # the prices in force
             intents = strategy.intents([self.ids[i] for i in rows], forecasts[rows], self.L, market.offers_seen)
@@ -389,6 +412,24 @@ class _Run:
                 market.commit()
                 self.settled_until = day_end
             committed.add(f)
+
+    def _renew_credit(self, f: str, market: NanMarket) -> None:
+        """The DSO renews the FA credit of feeder ``f``'s meters once their day's FA is issued (the day's bill is
+        settled before the next day's extraction): each meter's cumulative credit becomes the community's credit
+        plus all the FA it issued, in a chain-local policy in force from the next slot. It waits while a price copy
+        for the NAN is still to be relayed: the DSO's nonces must reach the chain in order."""
+        nan = self.ledger.nans[f]
+        if f not in self.credit_due or self.ledger.prices_pending(nan):
+            return
+        epa, eca, credit = self.limits
+        renewed = []
+        for home in self.c.homes_on(f):
+            meter = market.prosumers[home.id].meter
+            issued = sum(a.amount for _, a in meter.issued if a.kind == AssetKind.FA)
+            meter.limits = MeterLimits(home.id, epa, eca, credit + issued)
+            renewed.append(meter.limits)
+        nan.coordinator.submit(self.ledger.dsos[nan.chain_id].policy(self.now + 1, limits=renewed))
+        self.credit_due.discard(f)
 
     def _control(self, f: str, now: int, matches: list, market: NanMarket, posted: int) -> None:
         """The DSO's controller of feeder ``f`` after the round of slot ``now + 1`` (:mod:`.control`)."""
