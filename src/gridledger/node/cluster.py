@@ -97,10 +97,10 @@ def up(
     pg = PgServer.start() if postgres else None  # its own temp folder: the server's system user must reach it
     chains, operator = plan(meters, concentrators)
     (folder / "keys").mkdir(exist_ok=True)
-    (folder / "keys" / "operator.seed").write_text(operator.seed.hex())
+    _write_private(folder / "keys" / "operator.seed", operator.seed.hex())
     content = ContentKeys(os.urandom(32)) if poef else None
     if content is not None:
-        (folder / "keys" / "content.root").write_text(content.root.hex())
+        _write_private(folder / "keys" / "content.root", content.root.hex())
     now = int(time.time())
     state = {
         "etcd": [{"pid": m.process.pid, "url": m.url} for m in etcd.members],
@@ -167,6 +167,13 @@ def up(
     for n in state["nodes"]:
         wait_port(int(n["url"].rsplit(":", 1)[1]), timeout)
     return state
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a secret readable by its owner only (mode 0600, from its creation on)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def _enrol(dso_key: KeyPair, chain_id: bytes, meters: list[NodeSpec]) -> DsoPolicy:
