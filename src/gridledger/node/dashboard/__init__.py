@@ -95,10 +95,28 @@ def _names(state: LedgerState) -> dict[bytes, str]:
     return names
 
 
+def _committees(blocks: list[Block], names: dict[bytes, str]) -> list[dict]:
+    """The latest blocks, newest first: proposer, certificate signers, and whether the proposer took over from the
+    previous (non-genesis) block's proposer: a coordinator fail-over."""
+    rows = []
+    for i, b in enumerate(blocks):
+        prev = blocks[i - 1] if i else None
+        rows.append(
+            {
+                "height": b.height,
+                "time": b.header.time,
+                "txs": len(b.transactions),
+                "proposer": names.get(b.header.proposer, b.header.proposer.hex()[:16]),
+                "failover": bool(prev and prev.height) and b.header.proposer != prev.header.proposer,
+                "signers": [names.get(v.pubkey, v.pubkey.hex()[:16]) for v in b.certificate],
+            }
+        )
+    return rows[::-1]
+
+
 def dashboard_view(node_id: str, role: str, state: LedgerState, activity: Activity, health: dict) -> dict:
     """Everything the page shows, as JSON (hold the sequencer lock while calling)."""
     names = _names(state)
-    primary = state.genesis.proposers[0] if state.genesis.proposers else b""
     with activity._lock:
         blocks, alarms, kinds = list(activity.blocks), list(activity.alarms), dict(activity.kinds)
     return {
@@ -125,16 +143,6 @@ def dashboard_view(node_id: str, role: str, state: LedgerState, activity: Activi
             }
             for h, a in reversed(alarms)
         ],
-        "committees": [
-            {
-                "height": b.height,
-                "time": b.header.time,
-                "txs": len(b.transactions),
-                "proposer": names.get(b.header.proposer, b.header.proposer.hex()[:16]),
-                "failover": bool(b.height) and b.header.proposer != primary,
-                "signers": [names.get(v.pubkey, v.pubkey.hex()[:16]) for v in b.certificate],
-            }
-            for b in reversed(blocks)
-        ],
+        "committees": _committees(blocks, names),
         "poll_ms": POLL_MS,
     }

@@ -32,7 +32,8 @@ function fmt(x) { return x === null || x === undefined ? "–" : x.toFixed(3); }
 function plot(id, y, title, unit) {
   const layout = { title: { text: title, font: { size: 13 } }, margin: { l: 50, r: 10, t: 35, b: 35 },
     xaxis: { type: "date" }, yaxis: { title: { text: unit } } };
-  Plotly.react(id, [{ x: times, y: y, mode: "lines", line: { shape: "hv" } }], layout,
+  // copies: Plotly.react redraws only data it sees as new
+  Plotly.react(id, [{ x: times.slice(), y: y.slice(), mode: "lines", line: { shape: "hv" } }], layout,
     { displayModeBar: false, staticPlot: true });
 }
 
@@ -55,7 +56,7 @@ function render(d) {
     Object.entries(c.transactions).map(([k, n]) => `${k} ${n}`).join(", ")] })), [3]);
   fill("alarms", d.alarms.map((a) => ({ values: [a.height, a.code, a.subject, a.raiser] })), [2], () => "alarm");
   el("no-alarms").style.display = d.alarms.length ? "none" : "";
-  fill("committees", d.committees.map((b) => ({ values: [b.height, b.txs, b.proposer + (b.failover ? " (fail-over)" : ""),
+  fill("committees", d.committees.map((b) => ({ values: [b.height, b.txs, b.proposer + (b.failover ? " (took over)" : ""),
     b.signers.join(", ") || "–"], failover: b.failover })), [], (r) => (r.failover ? "failover" : ""));
   times.push(new Date()); heights.push(chain.height); rates.push(d.readings_per_s);
   if (times.length > HISTORY) { times.shift(); heights.shift(); rates.shift(); }
