@@ -362,7 +362,7 @@ class NodeService:
             body = {"healthy": alive and store_ok, "workers": {"sequencer": alive}, "store_verified": store_ok}
             return JSONResponse(body, 200 if alive and store_ok else 503)
 
-        @app.get("/v1/metrics", responses=_errors())
+        @app.get("/v1/metrics", responses=_errors(), response_class=PlainTextResponse)
         async def metrics():
             h = self.health()
             rows = [  # (name, type, help, value)
@@ -484,6 +484,7 @@ class NodeService:
 
         @app.get(
             "/v1/stream",
+            response_class=StreamingResponse,
             responses={**SIGNED, 200: {"description": "server-sent events", "content": {"text/event-stream": {}}}},
         )
         async def stream(request: Request, start: int = Query(1, ge=0)):
