@@ -28,16 +28,24 @@ START, SLOT = 1_767_225_600, 900
 DSO_KEY, C1 = KeyPair.from_secret("client-dso"), KeyPair.from_secret("client-coordinator")
 
 
+def make_node(folder, name: str = "nan-client", node_id: str = "DC1", peers=()) -> NodeService:
+    """A coordinator node of its own chain ``name``, its DSO registered as operator (not started)."""
+    genesis = Genesis(name, SLOT, START, DSO_KEY.public, (C1.public,))
+    chain = Chain.create(SqliteStore(folder / f"{node_id}.sqlite"), genesis, C1, START)
+    orderer, registry = InProcessOrderer(), NodeRegistry()
+    registry.register("operator", "dso", DSO_KEY.public)
+    sequencer = Sequencer(chain, orderer, node_id, C1)
+    limits = RateLimiter(1e4, 1e4)
+    return NodeService(
+        node_id, "concentrator", chain, orderer, sequencer, registry, limits, dashboard_peers=list(peers)
+    )
+
+
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     """(base URL, the DSO's client, the DSO policy builder) of a running node whose DSO is registered as operator."""
-    genesis = Genesis("nan-client", SLOT, START, DSO_KEY.public, (C1.public,))
-    chain = Chain.create(SqliteStore(tmp_path_factory.mktemp("node") / "n.sqlite"), genesis, C1, START)
-    orderer, registry = InProcessOrderer(), NodeRegistry()
-    registry.register("operator", "dso", DSO_KEY.public)
-    svc = NodeService(
-        "DC1", "concentrator", chain, orderer, Sequencer(chain, orderer, "DC1", C1), registry, RateLimiter(1e4, 1e4)
-    )
+    svc = make_node(tmp_path_factory.mktemp("node"))
+    chain = svc.chain
     svc.start()
     try:
         with serve(svc.app) as url, NodeClient(url, "operator", DSO_KEY) as client:
@@ -149,3 +157,33 @@ def test_the_documentation_and_dashboard_pages_load_only_local_assets(node, page
             r = httpx.get(url + ref)
             assert r.status_code == 200 and len(r.content) > 100, ref
     assert "cdn" not in html.lower() and "https://" not in html
+
+
+def test_the_dashboard_data_lists_every_chain_of_its_peers(tmp_path):
+    """A node's /v1/dashboard adds its dashboard peers' chains (another NAN here) and names one that is down; a
+    chain it does not hold is a 404."""
+    other = make_node(tmp_path, "nan-other", "DC2")
+    other.start()
+    try:
+        with serve(other.app) as other_url:
+            dead = f"http://127.0.0.1:{free_port()}"
+            first = make_node(tmp_path, "nan-first", "DC1", peers=[other_url, dead])
+            first.start()
+            try:
+                with serve(first.app) as url:
+                    chains = httpx.get(url + "/v1/dashboard").json()["chains"]
+                    assert [(c.get("name"), c.get("node"), c["url"]) for c in chains] == [
+                        ("nan-first", "DC1", ""),
+                        ("nan-other", "DC2", other_url),
+                        (None, None, dead),
+                    ]
+                    assert chains[1]["chain_id"] == other.chain.chain_id.hex() and "unreachable" in chains[2]["error"]
+                    alone = httpx.get(url + "/v1/dashboard", params={"peers": "false"}).json()["chains"]
+                    assert [c["name"] for c in alone] == ["nan-first"]
+                    r = httpx.get(url + "/v1/dashboard", params={"chain": "nan-nowhere"})
+                    assert r.status_code == 404 and "no chain 'nan-nowhere' on node DC1" in r.json()["detail"]
+                    assert httpx.get(url + "/v1/dashboard", params={"chain": "nan-first"}).status_code == 200
+            finally:
+                first.stop()
+    finally:
+        other.stop()

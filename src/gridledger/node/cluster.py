@@ -132,6 +132,7 @@ def up(
         registry = [("operator", "dso", operator)] + [(n.node_id, n.role, n.key) for n in nodes]
         for node in nodes:
             peers = [f"http://127.0.0.1:{n.port}" for n in nodes if n is not node]
+            others = [f"http://127.0.0.1:{other[0].port}" for other in chains.values() if other is not nodes]
             lines = [
                 f'node_id = "{node.node_id}"',
                 f'role = "{node.role}"',
@@ -141,6 +142,7 @@ def up(
                 f'api = "127.0.0.1:{node.port}"',
                 f"orderer = {_toml_list(etcd.endpoints)}",
                 f"peers = {_toml_list(peers)}",
+                f"dashboard_peers = {_toml_list(others)}",  # the primary concentrator of every other NAN
                 f"rate_limit = {{ rate = {rate_limit[0]}, burst = {rate_limit[1]} }}",
                 # on loopback every caller has the same address: a limit per address would throttle them all together
                 f"peer_limit = {{ rate = {LOOPBACK_PEER_LIMIT[0]}, burst = {LOOPBACK_PEER_LIMIT[1]} }}",

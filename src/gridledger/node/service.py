@@ -49,7 +49,7 @@ from gridledger.ledger.kinds.alarm import Alarm, AlarmCode
 from gridledger.ledger.kinds.reading import Reading
 from gridledger.ledger.members import roster
 from gridledger.node.auth import AuthError, NodeRegistry, RateLimiter
-from gridledger.node.dashboard import ASSETS, Activity, dashboard_view, plotly_js
+from gridledger.node.dashboard import ASSETS, Activity, PeerChains, dashboard_view, plotly_js
 from gridledger.node.ordering import Orderer
 from gridledger.node.restricted import (
     Forbidden,
@@ -153,6 +153,7 @@ class NodeService:
         limiter: RateLimiter,
         reading_keys: ReadingKeys | None = None,
         peer_limiter: RateLimiter | None = None,
+        dashboard_peers: list[str] | None = None,
     ) -> None:
         self.node_id, self.role = node_id, role
         self.chain, self.orderer, self.sequencer = chain, orderer, sequencer
@@ -175,6 +176,7 @@ class NodeService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tip_changed = asyncio.Event()
         self.activity = Activity()
+        self.peer_chains = PeerChains(dashboard_peers or [])
         for height, raw in chain.store.iter_blocks(0):
             self._index(Block.decode(raw) if height else chain.genesis_block, raw)
         previous = sequencer.on_block
@@ -284,6 +286,7 @@ class NodeService:
         self._stop.set()
         if self._thread:
             self._thread.join(10)
+        self.peer_chains.close()
 
     async def _authorize(self, request: Request) -> tuple[str, str, bytes]:
         body = bytearray()
@@ -521,15 +524,19 @@ class NodeService:
             return FileResponse(path, media_type=DASHBOARD_FILES[name], headers={"Cache-Control": "max-age=3600"})
 
         @app.get("/v1/dashboard", responses=_errors(404))
-        async def dashboard_data(chain: str | None = Query(None, description="chain name or id (hex)")) -> dict:
+        async def dashboard_data(
+            chain: str | None = Query(None, description="chain name or id (hex)"),
+            peers: bool = Query(True, description="add the chains of the node's dashboard peers"),
+        ) -> dict:
             """Aggregate live figures (unsigned: no reading values, no keys): see ``gridledger.node.dashboard``."""
             state = self.chain.state
             if chain is not None and chain not in (state.genesis.chain, state.chain_id.hex()):
                 raise HTTPException(
                     404, detail=f"no chain {chain!r} on node {self.node_id} (it holds {state.genesis.chain})"
                 )
+            others = await asyncio.to_thread(self.peer_chains.chains) if peers else []
             with self.sequencer.lock:
-                return dashboard_view(self.node_id, self.role, state, self.activity, self.health())
+                return dashboard_view(self.node_id, self.role, state, self.activity, self.health(), others)
 
     @staticmethod
     def _openapi(app: FastAPI) -> dict:

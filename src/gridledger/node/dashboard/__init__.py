@@ -6,6 +6,10 @@ transactions per kind, readings committed per second, submit-to-commit latency p
 the node's own refusals, and the PoEf committees (proposer and certificate signers) of the latest blocks. The page
 (``index.html``, ``dashboard.js``, ``dashboard.css`` beside this file, and plotly.js from the installed plotly
 package) loads nothing from another host and polls ``/v1/dashboard`` every ``POLL_MS``.
+
+A node configured with ``dashboard_peers`` (other nodes' API URLs, e.g. one per other chain: ``cluster up`` gives
+each node the primary concentrator of every other NAN) adds their chains to its own (``PeerChains``), so one page
+shows the tip and height of every chain; a peer that does not answer is listed as unreachable.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import time
 from collections import Counter, deque
 from pathlib import Path
 
+import httpx
+
 from gridledger.ledger.block import Block
 from gridledger.ledger.kinds.alarm import Alarm, AlarmCode
 from gridledger.ledger.kinds.reading import Reading
@@ -23,6 +29,8 @@ from gridledger.ledger.state import LedgerState
 ASSETS = Path(__file__).parent
 #: How often the page asks for new figures (ms); the window of the readings rate (s); latencies and blocks kept.
 POLL_MS, RATE_WINDOW_S, LATENCIES_KEPT, RECENT_BLOCKS = 1000, 60.0, 2000, 20
+#: How long a peer node may take to answer (s).
+PEER_TIMEOUT_S = 1.0
 
 
 def plotly_js() -> Path:
@@ -87,6 +95,37 @@ class Activity:
         return {"count": len(values), "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99)}
 
 
+class PeerChains:
+    """Other nodes' chains as their ``/v1/dashboard?peers=false`` reports them, fetched at most once per ``POLL_MS``
+    however many pages poll (the URLs come from the node's configuration, never from a request)."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = [u.rstrip("/") for u in urls]
+        self._lock = threading.Lock()
+        self._fetched, self._rows = float("-inf"), []
+        self._http = httpx.Client(timeout=PEER_TIMEOUT_S) if urls else None
+
+    def chains(self) -> list[dict]:
+        with self._lock:
+            if time.monotonic() - self._fetched >= POLL_MS / 1000:
+                self._rows = [row for url in self.urls for row in self._fetch(url)]
+                self._fetched = time.monotonic()
+            return self._rows
+
+    def _fetch(self, url: str) -> list[dict]:
+        try:
+            r = self._http.get(url + "/v1/dashboard", params={"peers": "false"})
+            r.raise_for_status()
+            body = r.json()
+            return [{**c, "node": body["node"]["id"], "url": url} for c in body["chains"]]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
+            return [{"url": url, "error": f"unreachable ({type(e).__name__})"}]
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+
+
 def _names(state: LedgerState) -> dict[bytes, str]:
     """Public key → name: the chain's coordinators (by their place in the genesis) and every authorized meter."""
     names = {k: f"coordinator {i + 1}" for i, k in enumerate(state.genesis.proposers)}
@@ -114,8 +153,11 @@ def _committees(blocks: list[Block], names: dict[bytes, str]) -> list[dict]:
     return rows[::-1]
 
 
-def dashboard_view(node_id: str, role: str, state: LedgerState, activity: Activity, health: dict) -> dict:
-    """Everything the page shows, as JSON (hold the sequencer lock while calling)."""
+def dashboard_view(
+    node_id: str, role: str, state: LedgerState, activity: Activity, health: dict, peers: list[dict] = ()
+) -> dict:
+    """Everything the page shows, as JSON (hold the sequencer lock while calling); ``peers``: other nodes' chains
+    (``PeerChains.chains``), listed after this node's own."""
     names = _names(state)
     with activity._lock:
         blocks, alarms, kinds = list(activity.blocks), list(activity.alarms), dict(activity.kinds)
@@ -130,7 +172,10 @@ def dashboard_view(node_id: str, role: str, state: LedgerState, activity: Activi
                 "tip_time": state.tip_time,
                 "consensus": state.ruleset.consensus.value,
                 "transactions": kinds,
-            }
+                "node": node_id,
+                "url": "",
+            },
+            *peers,
         ],
         "readings_per_s": activity.readings_per_s(),
         "latency_s": activity.latency(),
