@@ -94,6 +94,13 @@ class Page:
         elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
             self.errors.append(" ".join(str(a.get("value", "")) for a in params.get("args", [])))
 
+    def reload(self) -> None:
+        """Load the page again from the server (cache bypassed), as a first visit would; returns once the new
+        document has replaced the old one."""
+        self.eval("window.beforeReload = true")
+        self.send("Page.reload", session=self.session, ignoreCache=True)
+        self.wait("document.readyState !== 'loading' && window.beforeReload === undefined", what="the reloaded page")
+
     def eval(self, expression: str):
         """The value of a JavaScript expression in the page."""
         result = self.send("Runtime.evaluate", session=self.session, expression=expression, returnByValue=True)
