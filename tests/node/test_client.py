@@ -16,6 +16,7 @@ from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.dso_policy import DsoPolicy
 from gridledger.ledger.kinds.genesis import Genesis
 from gridledger.node.auth import NodeRegistry, RateLimiter
+from gridledger.node.dashboard import SUBMIT_TTL_S, Activity
 from gridledger.node.netutil import free_port
 from gridledger.node.ordering import InProcessOrderer
 from gridledger.node.sequencer import Sequencer
@@ -97,6 +98,20 @@ def test_refusals_raise_api_errors_with_the_reject_code(node):
             gone.status()
         with pytest.raises(httpx.HTTPError):  # what callers that catch httpx errors rely on
             gone.policy()
+
+
+def test_the_dashboard_data_counts_refusals_and_shows_prices_and_latency(node):
+    """After the tests above: one transaction refused by the API, one rejected by the chain (both counted by code,
+    neither has a commit latency), two committed."""
+    url, client, dso = node
+    assert client.wait(client.send(dso.policy(current_slot(), prices=(7, 5))))["status"] == "committed"
+    data = httpx.get(url + "/v1/dashboard").json()
+    assert data["node"]["transactions_refused"] == {"api": {"bad-policy-empty": 1}, "chain": {"bad-policy-stale": 1}}
+    chain = data["chains"][0]
+    assert chain["prices"] == [7, 5] and chain["height"] == client.status()["height"]
+    assert chain["transactions"] == {"Genesis": 1, "DsoPolicy": chain["height"]}
+    assert data["latency_s"]["count"] == 2 and 0 < data["latency_s"]["p50"] <= data["latency_s"]["p99"]
+    assert [c["height"] for c in data["committees"]] == list(range(chain["height"], -1, -1))
 
 
 def test_a_key_file_must_be_private_and_hold_a_seed(tmp_path):
@@ -187,3 +202,10 @@ def test_the_dashboard_data_lists_every_chain_of_its_peers(tmp_path):
                 first.stop()
     finally:
         other.stop()
+
+
+def test_activity_forgets_transactions_never_committed():
+    activity = Activity()
+    activity.submitted(b"\x01" * 32, now=0.0)
+    activity.submitted(b"\x02" * 32, now=SUBMIT_TTL_S + 1)  # the first is dropped: it will never be timed
+    assert list(activity._submitted) == [b"\x02" * 32]

@@ -33,6 +33,7 @@ import logging
 import threading
 import time
 import weakref
+from collections import Counter
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
@@ -176,6 +177,8 @@ class NodeService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tip_changed = asyncio.Event()
         self.activity = Activity()
+        #: Transactions this node's API refused (400), by reject code.
+        self.refused: Counter[str] = Counter()
         self.peer_chains = PeerChains(dashboard_peers or [])
         for height, raw in chain.store.iter_blocks(0):
             self._index(Block.decode(raw) if height else chain.genesis_block, raw)
@@ -403,6 +406,8 @@ class NodeService:
                 tx = decode_transaction(body)
                 self.chain.state.ruleset.check_transaction(tx)
             except Reject as e:
+                self.refused[e.code] += 1
+                log.info("%s: refused a transaction: %s", self.node_id, e)
                 return JSONResponse({"code": e.code, "message": e.message}, 400)
             self.activity.submitted(tx.txid)
             await asyncio.to_thread(self.orderer.submit, tx.txid, tx.encode())
@@ -536,7 +541,12 @@ class NodeService:
                 )
             others = await asyncio.to_thread(self.peer_chains.chains) if peers else []
             with self.sequencer.lock:
-                return dashboard_view(self.node_id, self.role, state, self.activity, self.health(), others)
+                refusals = {
+                    "api": dict(self.refused),
+                    "chain": dict(Counter(e.code for e in list(self.sequencer.rejected.values()))),
+                }
+                health = {**self.health(), "transactions_refused": refusals}
+                return dashboard_view(self.node_id, self.role, state, self.activity, health, others)
 
     @staticmethod
     def _openapi(app: FastAPI) -> dict:

@@ -2,8 +2,10 @@
 ``/v1/dashboard``) and the node's live activity it is computed from (``Activity``).
 
 Only aggregate, public chain facts leave the node this way (no reading values, no keys): heights and tips, the
-transactions per kind, readings committed per second, submit-to-commit latency percentiles, alarms on the chain and
-the node's own refusals, and the PoEf committees (proposer and certificate signers) of the latest blocks. The page
+transactions per kind, the DSO's prices in force, readings committed per second, submit-to-commit latency
+percentiles, alarms on the chain, the node's own refusals (transactions refused by its API or rejected by the
+chain, by code; ordering-log entries; throttled requests), and the PoEf committees of the latest blocks (proposer,
+certificate signers, and whether the proposer took over from the previous block's: a fail-over). The page
 (``index.html``, ``dashboard.js``, ``dashboard.css`` beside this file, and plotly.js from the installed plotly
 package) loads nothing from another host and polls ``/v1/dashboard`` every ``POLL_MS``.
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from pathlib import Path
 
 import httpx
@@ -29,8 +31,8 @@ from gridledger.ledger.state import LedgerState
 ASSETS = Path(__file__).parent
 #: How often the page asks for new figures (ms); the window of the readings rate (s); latencies and blocks kept.
 POLL_MS, RATE_WINDOW_S, LATENCIES_KEPT, RECENT_BLOCKS = 1000, 60.0, 2000, 20
-#: How long a peer node may take to answer (s).
-PEER_TIMEOUT_S = 1.0
+#: How long a peer node may take to answer (s); how long a submitted transaction is waited for (s).
+PEER_TIMEOUT_S, SUBMIT_TTL_S = 1.0, 600.0
 
 
 def plotly_js() -> Path:
@@ -46,7 +48,7 @@ class Activity:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._submitted: dict[bytes, float] = {}
+        self._submitted: OrderedDict[bytes, float] = OrderedDict()
         self._latencies: deque[float] = deque(maxlen=LATENCIES_KEPT)
         self._readings: deque[tuple[float, int]] = deque()
         self.blocks: deque[Block] = deque(maxlen=RECENT_BLOCKS)
@@ -54,8 +56,12 @@ class Activity:
         self.alarms: deque[tuple[int, Alarm]] = deque(maxlen=RECENT_BLOCKS)
 
     def submitted(self, txid: bytes, now: float | None = None) -> None:
+        """A transaction queued here; one still uncommitted after ``SUBMIT_TTL_S`` (rejected) is forgotten."""
+        now = time.monotonic() if now is None else now
         with self._lock:
-            self._submitted.setdefault(txid, time.monotonic() if now is None else now)
+            self._submitted.setdefault(txid, now)
+            while self._submitted and next(iter(self._submitted.values())) < now - SUBMIT_TTL_S:
+                self._submitted.popitem(last=False)
 
     def indexed(self, block: Block) -> None:
         """A block of the chain (stored ones at start, then each committed): counts, alarms, recent blocks."""
@@ -134,6 +140,13 @@ def _names(state: LedgerState) -> dict[bytes, str]:
     return names
 
 
+def _prices(state: LedgerState) -> list[int] | None:
+    """The DSO's prices in force now (consumption, production; minor units per kWh), or None before any."""
+    g = state.genesis
+    prices = state.policy.prices(max(0, (int(time.time()) - g.start_time) // g.slot_seconds))
+    return list(prices) if prices else None
+
+
 def _committees(blocks: list[Block], names: dict[bytes, str]) -> list[dict]:
     """The latest blocks, newest first: proposer, certificate signers, and whether the proposer took over from the
     previous (non-genesis) block's proposer: a coordinator fail-over."""
@@ -172,6 +185,7 @@ def dashboard_view(
                 "tip_time": state.tip_time,
                 "consensus": state.ruleset.consensus.value,
                 "transactions": kinds,
+                "prices": _prices(state),
                 "node": node_id,
                 "url": "",
             },

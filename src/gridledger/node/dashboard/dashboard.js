@@ -52,10 +52,14 @@ function render(d) {
   const refused = d.node.requests_refused;
   el("refusals").textContent =
     `ordering-log entries refused: ${d.node.entries_rejected} · throttled: ${refused.peer_rate + refused.node_rate}`;
+  const txRefused = d.node.transactions_refused || { api: {}, chain: {} };
+  const codes = Object.entries({ ...txRefused.api }).map(([k, n]) => `${k} ${n}`)
+    .concat(Object.entries(txRefused.chain).map(([k, n]) => `${k} ${n} (chain)`));
+  el("tx-refusals").textContent = "transactions refused: " + (codes.join(", ") || "none");
   fill("chains", d.chains.map((c) => (c.error
-    ? { values: ["–", c.url, c.error, "–", "–", "–"], error: true }
+    ? { values: ["–", c.url, c.error, "–", "–", "–", "–"], error: true }
     : { values: [c.name, c.node + (c.url ? "" : " (this node)"), c.consensus, c.height, c.tip.slice(0, 16),
-      Object.entries(c.transactions).map(([k, n]) => `${k} ${n}`).join(", ")] })), [4], (r) => (r.error ? "alarm" : ""));
+      c.prices ? `${c.prices[0]} / ${c.prices[1]}` : "–", Object.entries(c.transactions).map(([k, n]) => `${k} ${n}`).join(", ")] })), [4], (r) => (r.error ? "alarm" : ""));
   fill("alarms", d.alarms.map((a) => ({ values: [a.height, a.code, a.subject, a.raiser] })), [2], () => "alarm");
   el("no-alarms").style.display = d.alarms.length ? "none" : "";
   fill("committees", d.committees.map((b) => ({ values: [b.height, b.txs, b.proposer + (b.failover ? " (took over)" : ""),
