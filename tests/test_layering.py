@@ -24,6 +24,7 @@ LAYER = {
     "profiles": 2,
     "devices": 2,
     "node": 3,
+    "client": 3,  # the public client of the node API (gridledger.client re-exports node.client)
     "analytics": 3,
     "twin": 3,
     "report": 4,

@@ -88,8 +88,8 @@ def cluster_down(folder: Path = typer.Option(Path("cluster"), "--dir", help=DIR)
 @cluster_app.command("status")
 def cluster_status(folder: Path = typer.Option(Path("cluster"), "--dir", help=DIR)) -> None:
     """Ask every node for its height and tip (as the operator)."""
+    from gridledger.client import NodeClient
     from gridledger.ledger.crypto import KeyPair
-    from gridledger.node.client import NodeClient
 
     state = _cluster_state(folder)
     key = KeyPair(bytes.fromhex((folder / "keys" / "operator.seed").read_text()))
@@ -118,8 +118,8 @@ def _cluster_state(folder: Path) -> dict:
 
 def _client_as(folder: Path, state: dict, via: str, as_id: str):
     """A signed client of node ``via``'s API, as node ``as_id`` (its key from its configuration) or the operator."""
+    from gridledger.client import NodeClient
     from gridledger.ledger.crypto import KeyPair
-    from gridledger.node.client import NodeClient
 
     nodes = {n["id"]: n for n in state["nodes"]}
     for name in (via, as_id):

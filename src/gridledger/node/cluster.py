@@ -97,10 +97,10 @@ def up(
     pg = PgServer.start() if postgres else None  # its own temp folder: the server's system user must reach it
     chains, operator = plan(meters, concentrators)
     (folder / "keys").mkdir(exist_ok=True)
-    (folder / "keys" / "operator.seed").write_text(operator.seed.hex())
+    _write_private(folder / "keys" / "operator.seed", operator.seed.hex())
     content = ContentKeys(os.urandom(32)) if poef else None
     if content is not None:
-        (folder / "keys" / "content.root").write_text(content.root.hex())
+        _write_private(folder / "keys" / "content.root", content.root.hex())
     now = int(time.time())
     state = {
         "etcd": [{"pid": m.process.pid, "url": m.url} for m in etcd.members],
@@ -132,6 +132,7 @@ def up(
         registry = [("operator", "dso", operator)] + [(n.node_id, n.role, n.key) for n in nodes]
         for node in nodes:
             peers = [f"http://127.0.0.1:{n.port}" for n in nodes if n is not node]
+            others = [f"http://127.0.0.1:{other[0].port}" for other in chains.values() if other is not nodes]
             lines = [
                 f'node_id = "{node.node_id}"',
                 f'role = "{node.role}"',
@@ -141,6 +142,7 @@ def up(
                 f'api = "127.0.0.1:{node.port}"',
                 f"orderer = {_toml_list(etcd.endpoints)}",
                 f"peers = {_toml_list(peers)}",
+                f"dashboard_peers = {_toml_list(others)}",  # the primary concentrator of every other NAN
                 f"rate_limit = {{ rate = {rate_limit[0]}, burst = {rate_limit[1]} }}",
                 # on loopback every caller has the same address: a limit per address would throttle them all together
                 f"peer_limit = {{ rate = {LOOPBACK_PEER_LIMIT[0]}, burst = {LOOPBACK_PEER_LIMIT[1]} }}",
@@ -167,6 +169,13 @@ def up(
     for n in state["nodes"]:
         wait_port(int(n["url"].rsplit(":", 1)[1]), timeout)
     return state
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a secret readable by its owner only (mode 0600, from its creation on)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def _enrol(dso_key: KeyPair, chain_id: bytes, meters: list[NodeSpec]) -> DsoPolicy:

@@ -9,6 +9,7 @@ genesis = "nan1.genesis"     # the chain's genesis block, hex
 api = "127.0.0.1:8101"       # where the API listens
 orderer = ["http://127.0.0.1:2379", …]   # etcd client URLs, or "inprocess"
 peers = ["http://127.0.0.1:8102"]        # other nodes' APIs, for catch-up
+dashboard_peers = ["http://127.0.0.1:8201"]  # other chains' nodes whose chains /dashboard also shows
 rate_limit = { rate = 50, burst = 100 }  # requests per second per calling node (after authentication)
 peer_limit = { rate = 1000, burst = 2000 }  # requests per second per peer address (before authentication)
 content_key = "…64 hex…"     # PoEf chains: a coordinator's chain master content key, a meter's own member key
@@ -53,6 +54,7 @@ class NodeConfig:
     peer_burst: float = 2000.0
     content_key: bytes | None = None
     round_timeout: float = 3.0
+    dashboard_peers: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str | Path) -> NodeConfig:
@@ -107,6 +109,9 @@ class NodeConfig:
         round_timeout = data.get("round_timeout", 3.0)
         if type(round_timeout) not in (int, float) or not 0 < round_timeout <= 600:
             raise ConfigError(f"{path}: round_timeout must be a number of seconds in (0, 600]")
+        dashboard_peers = data.get("dashboard_peers", [])
+        if not (isinstance(dashboard_peers, list) and all(isinstance(u, str) for u in dashboard_peers)):
+            raise ConfigError(f"{path}: dashboard_peers must be a list of node API URLs")
         return cls(
             need("node_id", str),
             role,
@@ -124,4 +129,5 @@ class NodeConfig:
             float(peer.get("burst", 2000)),
             content_key,
             float(round_timeout),
+            dashboard_peers,
         )

@@ -85,7 +85,9 @@ def build_service(cfg: NodeConfig) -> NodeService:
         registry.register(node_id, role, pubkey)
     limiter, peer_limiter = RateLimiter(cfg.rate, cfg.burst), RateLimiter(cfg.peer_rate, cfg.peer_burst)
     keys = ReadingKeys(master, own)
-    service = NodeService(cfg.node_id, cfg.role, chain, orderer, sequencer, registry, limiter, keys, peer_limiter)
+    service = NodeService(
+        cfg.node_id, cfg.role, chain, orderer, sequencer, registry, limiter, keys, peer_limiter, cfg.dashboard_peers
+    )
     service.tamper_report = tamper
     return service
 

@@ -17,6 +17,12 @@ API (every request signed by a registered node, see ``auth``; rate-limited per n
 * ``GET  /v1/readings/{txid}`` — a committed reading's values, only to the meter itself, its coordinators and the
   DSO (``403`` to anyone else; ``404`` if this node holds no key that opens it): see ``restricted``.
 * ``GET  /v1/readings?meter=ID&limit=N`` — the meter's latest readings with their values and totals, likewise.
+* ``GET  /v1/policy`` — the DSO policy timeline: the chain's clock, every committed policy, what is in force now.
+* ``GET  /v1/dashboard`` (unsigned) — aggregate live figures for the dashboard page at ``/dashboard`` (no CDN).
+* ``/docs`` (Swagger UI), ``/redoc`` and ``/openapi.json`` — served from local assets (``fastapi-offline``).
+
+Errors: ``{code, message}`` for a refused transaction; ``{detail}`` for every other refusal (``401`` bad signature,
+``403`` not entitled, ``404``, ``413`` body too large, ``429`` rate or stream limit, ``503`` node unhealthy).
 """
 
 from __future__ import annotations
@@ -25,10 +31,14 @@ import asyncio
 import json
 import logging
 import threading
+import time
 import weakref
+from collections import Counter
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel
 
 from gridledger.chain import Chain
 from gridledger.jsonview import block_json
@@ -40,6 +50,7 @@ from gridledger.ledger.kinds.alarm import Alarm, AlarmCode
 from gridledger.ledger.kinds.reading import Reading
 from gridledger.ledger.members import roster
 from gridledger.node.auth import AuthError, NodeRegistry, RateLimiter
+from gridledger.node.dashboard import ASSETS, Activity, PeerChains, dashboard_view, plotly_js
 from gridledger.node.ordering import Orderer
 from gridledger.node.restricted import (
     Forbidden,
@@ -51,6 +62,7 @@ from gridledger.node.restricted import (
     reading_json,
 )
 from gridledger.node.sequencer import Sequencer
+from gridledger.node.views import policy_view
 
 #: Largest request body (bytes): a transaction. Longer bodies are refused (413) before they are read.
 MAX_BODY_BYTES = 256 * 1024
@@ -60,6 +72,50 @@ MAX_STREAMS_PER_CALLER, MAX_STREAMS, STREAM_BATCH, STREAM_KEEPALIVE_S = 16, 1024
 PEER_RATE, PEER_BURST = 1000.0, 2000.0
 
 log = logging.getLogger("gridledger.node")
+#: The request headers that sign a call (see ``auth``), as OpenAPI security schemes.
+SIGNING_HEADERS = {
+    "X-Node-Id": "the calling node's registered id",
+    "X-Timestamp": "Unix time of the request (s), within 30 s of the server's clock",
+    "X-Nonce": "16 random bytes, 32 hex characters; a signature is never accepted twice",
+    "X-Signature": "Ed25519 signature (hex) by the node's registered key over "
+    "METHOD \\n PATH?QUERY \\n TIMESTAMP \\n NONCE \\n SHA-256(body)",
+}
+#: Files of the dashboard page, by the name it is served under.
+DASHBOARD_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css", "plotly.min.js": "text/javascript"}
+
+
+class Detail(BaseModel):
+    """Why a request was refused."""
+
+    detail: str
+
+
+class TxRefusal(BaseModel):
+    """A refused transaction: the reject code (``bad-policy-stale``, ``node-unhealthy`` …) and its message."""
+
+    code: str
+    message: str
+
+
+def _errors(*codes: int, tx: bool = False) -> dict:
+    """OpenAPI ``responses`` for refusals; every route may also answer 413 and 429 (the peer gate)."""
+    why = {
+        400: "malformed request or invalid transaction",
+        401: "not signed by a registered node, stale, replayed or badly signed",
+        403: "the caller is not entitled to this data",
+        404: "no such object on this chain",
+        413: "request body over 256 KiB",
+        429: "rate limit (per address or per node) or stream limit reached",
+        503: "the node is unhealthy (sequencer stopped or store corrupted)",
+    }
+    out = {c: {"model": Detail, "description": why[c]} for c in (*codes, 413, 429)}
+    if tx:
+        out[400] = {"model": TxRefusal, "description": "invalid transaction (context-free checks)"}
+        out[503] = {"model": TxRefusal, "description": "the node's sequencer is not running"}
+    return out
+
+
+SIGNED = _errors(401)
 
 
 class PeerGate:
@@ -98,6 +154,7 @@ class NodeService:
         limiter: RateLimiter,
         reading_keys: ReadingKeys | None = None,
         peer_limiter: RateLimiter | None = None,
+        dashboard_peers: list[str] | None = None,
     ) -> None:
         self.node_id, self.role = node_id, role
         self.chain, self.orderer, self.sequencer = chain, orderer, sequencer
@@ -119,10 +176,18 @@ class NodeService:
         self._streams_total = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tip_changed = asyncio.Event()
+        self.activity = Activity()
+        #: Transactions this node's API refused (400), by reject code.
+        self.refused: Counter[str] = Counter()
+        self.peer_chains = PeerChains(dashboard_peers or [])
         for height, raw in chain.store.iter_blocks(0):
             self._index(Block.decode(raw) if height else chain.genesis_block, raw)
         previous = sequencer.on_block
-        sequencer.on_block = lambda b: (self._index(b, b.encode()), previous and previous(b))
+        sequencer.on_block = lambda b: (
+            self._index(b, b.encode()),
+            self.activity.committed(b),
+            previous and previous(b),
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.peer_limiter = peer_limiter or RateLimiter(PEER_RATE, PEER_BURST)
@@ -131,6 +196,7 @@ class NodeService:
     def _index(self, block: Block, raw: bytes) -> None:
         self._digests += crypto.sha256(raw)
         self._summaries += block.hash + len(block.transactions).to_bytes(4, "big")
+        self.activity.indexed(block)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._notify)
         for tx in block.transactions:
@@ -223,6 +289,7 @@ class NodeService:
         self._stop.set()
         if self._thread:
             self._thread.join(10)
+        self.peer_chains.close()
 
     async def _authorize(self, request: Request) -> tuple[str, str, bytes]:
         body = bytearray()
@@ -273,10 +340,11 @@ class NodeService:
         return [reading_json(state, r, h, values, r.txid in self.alarmed) for h, r, values in opened]
 
     def _build_app(self) -> FastAPI:
-        app = FastAPI(title=f"gridledger node {self.node_id}", version="1", description=__doc__)
+        app = FastAPIOffline(title=f"gridledger node {self.node_id}", version="1", description=__doc__)
         app.add_middleware(PeerGate, limiter=self.peer_limiter, max_body=MAX_BODY_BYTES)
+        self._dashboard_routes(app)
 
-        @app.get("/v1/status")
+        @app.get("/v1/status", responses=SIGNED)
         async def status(request: Request) -> dict:
             await self._authorize(request)
             st = self.chain.state
@@ -292,13 +360,15 @@ class NodeService:
                 **self.health(),
             }
 
-        @app.get("/v1/health")
+        @app.get(
+            "/v1/health", responses={**_errors(), 503: {"description": "a worker thread is down or the store changed"}}
+        )
         async def health():
             alive, store_ok = self.sequencer_alive, self.store_tampered is None
             body = {"healthy": alive and store_ok, "workers": {"sequencer": alive}, "store_verified": store_ok}
             return JSONResponse(body, 200 if alive and store_ok else 503)
 
-        @app.get("/v1/metrics")
+        @app.get("/v1/metrics", responses=_errors(), response_class=PlainTextResponse)
         async def metrics():
             h = self.health()
             rows = [  # (name, type, help, value)
@@ -316,7 +386,18 @@ class NodeService:
             )
             return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
-        @app.post("/v1/transactions", status_code=202)
+        @app.post(
+            "/v1/transactions",
+            status_code=202,
+            responses=_errors(401, tx=True),
+            openapi_extra={
+                "requestBody": {
+                    "required": True,
+                    "description": "one transaction in its canonical binary encoding (at most 256 KiB)",
+                    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                }
+            },
+        )
         async def submit(request: Request):
             _, _, body = await self._authorize(request)
             if not self.sequencer_alive:
@@ -325,11 +406,14 @@ class NodeService:
                 tx = decode_transaction(body)
                 self.chain.state.ruleset.check_transaction(tx)
             except Reject as e:
+                self.refused[e.code] += 1
+                log.info("%s: refused a transaction: %s", self.node_id, e)
                 return JSONResponse({"code": e.code, "message": e.message}, 400)
+            self.activity.submitted(tx.txid)
             await asyncio.to_thread(self.orderer.submit, tx.txid, tx.encode())
             return {"txid": tx.txid.hex()}
 
-        @app.get("/v1/transactions/{txid}")
+        @app.get("/v1/transactions/{txid}", responses=_errors(400, 401))
         async def tx_status(txid: str, request: Request) -> dict:
             await self._authorize(request)
             try:
@@ -343,7 +427,7 @@ class NodeService:
                 return {"status": "rejected", "code": e.code, "message": e.message}
             return {"status": "pending"}
 
-        @app.get("/v1/blocks")
+        @app.get("/v1/blocks", responses=_errors(401, 503))
         async def blocks(request: Request, start: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)):
             await self._authorize(request)
             with self.sequencer.lock:
@@ -351,7 +435,7 @@ class NodeService:
                 rows = [{"height": h, "raw": self._block_bytes(h).hex()} for h in range(start, top + 1)]
             return {"blocks": rows}
 
-        @app.get("/v1/blocks/{height}")
+        @app.get("/v1/blocks/{height}", responses=_errors(401, 404, 503))
         async def block(height: int, request: Request):
             await self._authorize(request)
             if not 0 <= height <= self.chain.height:
@@ -360,7 +444,7 @@ class NodeService:
                 raw = self._block_bytes(height)
             return block_json(Block.decode(raw))
 
-        @app.get("/v1/readings/{txid}")
+        @app.get("/v1/readings/{txid}", responses=_errors(400, 401, 403, 404))
         async def reading(txid: str, request: Request):
             caller, _, _ = await self._authorize(request)
             try:
@@ -383,7 +467,7 @@ class NodeService:
                     raise HTTPException(404, detail=f"no committed reading {txid} on this chain")
                 return {"served_as": basis, **self._open(rows)[0]}
 
-        @app.get("/v1/readings")
+        @app.get("/v1/readings", responses=_errors(401, 403, 404))
         async def readings(request: Request, meter: str = Query(...), limit: int = Query(100, ge=1, le=1000)):
             caller, _, _ = await self._authorize(request)
 
@@ -406,7 +490,11 @@ class NodeService:
 
             return await asyncio.to_thread(serve)
 
-        @app.get("/v1/stream")
+        @app.get(
+            "/v1/stream",
+            response_class=StreamingResponse,
+            responses={**SIGNED, 200: {"description": "server-sent events", "content": {"text/event-stream": {}}}},
+        )
         async def stream(request: Request, start: int = Query(1, ge=0)):
             caller, _, _ = await self._authorize(request)
             if self._streams_total >= MAX_STREAMS or self._streams.get(caller, 0) >= MAX_STREAMS_PER_CALLER:
@@ -417,4 +505,63 @@ class NodeService:
             self._stream_slot(caller, events)
             return StreamingResponse(events, media_type="text/event-stream")
 
+        @app.get("/v1/policy", responses=SIGNED)
+        async def policy(request: Request) -> dict:
+            await self._authorize(request)
+            with self.sequencer.lock:
+                return policy_view(self.chain.state, int(time.time()), self.committed)
+
+        app.openapi = lambda: self._openapi(app)
         return app
+
+    def _dashboard_routes(self, app: FastAPI) -> None:
+        """``/dashboard``, its assets, and the unsigned aggregate figures it polls (``/v1/dashboard``)."""
+
+        @app.get("/dashboard", include_in_schema=False)
+        async def dashboard_page():
+            return FileResponse(ASSETS / "index.html", media_type="text/html")
+
+        @app.get("/dashboard/assets/{name}", include_in_schema=False)
+        async def dashboard_asset(name: str):
+            if name not in DASHBOARD_FILES:
+                raise HTTPException(404, detail=f"no dashboard asset {name!r}")
+            path = plotly_js() if name == "plotly.min.js" else ASSETS / name
+            return FileResponse(path, media_type=DASHBOARD_FILES[name], headers={"Cache-Control": "max-age=3600"})
+
+        @app.get("/v1/dashboard", responses=_errors(404))
+        async def dashboard_data(
+            chain: str | None = Query(None, description="chain name or id (hex)"),
+            peers: bool = Query(True, description="add the chains of the node's dashboard peers"),
+        ) -> dict:
+            """Aggregate live figures (unsigned: no reading values, no keys): see ``gridledger.node.dashboard``."""
+            state = self.chain.state
+            if chain is not None and chain not in (state.genesis.chain, state.chain_id.hex()):
+                raise HTTPException(
+                    404, detail=f"no chain {chain!r} on node {self.node_id} (it holds {state.genesis.chain})"
+                )
+            others = await asyncio.to_thread(self.peer_chains.chains) if peers else []
+            with self.sequencer.lock:
+                refusals = {
+                    "api": dict(self.refused),
+                    "chain": dict(Counter(e.code for e in list(self.sequencer.rejected.values()))),
+                }
+                health = {**self.health(), "transactions_refused": refusals}
+                return dashboard_view(self.node_id, self.role, state, self.activity, health, others)
+
+    @staticmethod
+    def _openapi(app: FastAPI) -> dict:
+        """FastAPI's schema with the signing headers as security schemes, required by every signed route."""
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = {
+                name: {"type": "apiKey", "in": "header", "name": name, "description": text}
+                for name, text in SIGNING_HEADERS.items()
+            }
+            for operations in schema["paths"].values():
+                for op in operations.values():
+                    if "401" in op.get("responses", {}):
+                        op["security"] = [{name: [] for name in SIGNING_HEADERS}]
+            app.openapi_schema = schema
+        return app.openapi_schema

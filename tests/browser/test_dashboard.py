@@ -1,0 +1,102 @@
+"""The dashboard (``/dashboard``) and Swagger UI (``/docs``) of a node of a real PoEf cluster, open in headless
+Chromium over the DevTools protocol while the chain grows: the page loads from the node alone, its height rises
+live, the committees show who certified, and an implausible reading's alarm appears. The screenshot is kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from gridledger.client import NodeClient, load_key
+from gridledger.ledger.kinds.reading import ReadingValues
+from gridledger.node import cluster
+from gridledger.node.etcd import EtcdUnavailable, etcd_binary
+
+from .cdp import Page
+from .chromium import CHROMIUM
+from .png import png_stats
+
+pytestmark = pytest.mark.slow
+METERS = ("MI1", "MI2", "MI3")
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium")
+    try:
+        etcd_binary()
+    except EtcdUnavailable as e:
+        pytest.skip(str(e))
+    folder = tmp_path_factory.mktemp("dashboard-cluster")
+    state = cluster.up(folder, meters=len(METERS), concentrators=1, poef=True)
+    try:
+        urls = {n["id"]: n["url"] for n in state["nodes"]}
+        with NodeClient(urls["DC1"], "operator", load_key(folder / "keys" / "operator.seed"), timeout=5) as dc1:
+            dc1.wait(bytes.fromhex(dc1.policy()["policies"][0]["txid"]))  # the enrolment block
+            yield folder, urls, dc1
+    finally:
+        cluster.down(folder)
+
+
+def text(page: Page, element: str) -> str:
+    return page.eval(f"document.getElementById('{element}').textContent")
+
+
+def test_the_dashboard_shows_the_chain_growing_live_with_its_committees_and_alarms(net, tmp_path_factory):
+    folder, urls, dc1 = net
+    devices = {m: cluster.meter_device(folder, m) for m in METERS}
+
+    def read(wh: dict[str, int]) -> int:
+        """Each meter's next minute, submitted to DC1; the height that committed them all."""
+        txids = [dc1.send(d.reading(d.last_minute + 1, ReadingValues(wh.get(m, 10)))) for m, d in devices.items()]
+        return max(dc1.wait(t)["height"] for t in txids)
+
+    page = Page(urls["DC1"] + "/dashboard", tmp_path_factory.mktemp("chromium"))
+    try:
+        first = int(page.wait("document.getElementById('height').textContent.match(/^\\d+$/)", what="a height")[0])
+        page.eval("window.openedOnce = true")  # gone if the page were reloaded
+        for _ in range(3):
+            top = read({})
+        page.wait(f"Number(document.getElementById('height').textContent) >= {top}", what=f"height {top} on the page")
+        assert top > first and page.eval("window.openedOnce === true")
+        plotted = page.eval("document.getElementById('plot-height').data[0].y")  # the page's own history
+        assert plotted[0] == first and max(plotted) >= top, plotted
+        spike = read({"MI2": 600})
+        page.wait(
+            "[...document.querySelectorAll('#alarms tbody tr')]"
+            ".some(r => r.textContent.includes('implausible_reading'))",
+            what="the implausible reading's alarm",
+        )
+        page.wait(f"Number(document.getElementById('height').textContent) >= {spike}", what=f"height {spike}")
+        rows = page.eval("[...document.querySelectorAll('#committees tbody tr')].map(r => r.textContent)")
+        assert any("coordinator" in r and "MI" in r for r in rows), rows  # proposer and certificate signers
+        assert float(text(page, "rate")) > 0
+        assert text(page, "latency").count("/") == 2 and "–" not in text(page, "latency")
+        assert page.eval("document.querySelectorAll('#plot-height .main-svg').length") >= 1
+        shot = page.screenshot()
+        path = tmp_path_factory.mktemp("artifacts") / "dashboard.png"
+        path.write_bytes(shot)
+        print(f"dashboard screenshot: {path}")
+        stats = png_stats(shot)
+        assert stats.width >= 1000 and stats.varying > 0.01, stats
+        assert page.requests and all(u.startswith(urls["DC1"] + "/") for u in page.requests), page.requests
+        assert not page.errors, page.errors
+    finally:
+        page.close()
+
+
+def test_swagger_ui_renders_offline_from_the_nodes_own_assets(net, tmp_path_factory):
+    _, urls, _ = net
+    page = Page(urls["DC1"] + "/docs", tmp_path_factory.mktemp("chromium-docs"))
+    try:
+        title = page.wait("document.querySelector('.swagger-ui .info .title')?.textContent", what="Swagger UI")
+        assert "gridledger node DC1" in title
+        ops = page.wait(
+            "document.querySelectorAll('.opblock').length >= 10 && document.querySelectorAll('.opblock').length"
+        )
+        assert ops >= 10
+        assert page.eval("!!document.querySelector('.swagger-ui .auth-wrapper .authorize')")  # the signing headers
+        assert all(u.startswith(urls["DC1"] + "/") for u in page.requests), page.requests
+        assert not page.errors, page.errors
+    finally:
+        page.close()
