@@ -153,8 +153,10 @@ def parse_attacks(specs: Iterable[str], community: Community) -> list[Attack]:
     metered = [a.target for a in attacks if a.kind in (*THEFT_KINDS, "sensor")]
     for a in attacks:
         if a.kind in (*THEFT_KINDS, "sensor") and metered.count(a.target) > 1:
-            raise AttackError(f"--attack {a.spec!r}: {a.target} carries another theft or sensor attack (one meter, "
-                              "one set of readings)")
+            raise AttackError(
+                f"--attack {a.spec!r}: {a.target} carries another theft or sensor attack (one meter, "
+                "one set of readings)"
+            )
     return attacks
 
 
@@ -313,9 +315,9 @@ class Injector:
 
     def _count_honest(self, node: TierChain, tx: Reading) -> None:
         for o in self.outcomes:
-            if o.attack.kind == "flood" and node is self._nan(o.attack.target) and tx.member < len(node.members):
-                if o.attack.active(tx.minute // self.run.m):
-                    o.details["honest_readings_committed"] = o.details.get("honest_readings_committed", 0) + 1
+            a = o.attack
+            if a.kind == "flood" and node is self._nan(a.target) and tx.member < len(node.members):
+                o.details["honest_readings_committed"] += a.active(tx.minute // self.run.m)
 
     def _store(self, o: _Outcome) -> Path:
         target = o.attack.target
@@ -453,8 +455,11 @@ class Injector:
         if a.kind == "fake-price" and o.accepted:  # what the fake prices took from the feeder's homes
             genuine = (run.c.prices.consumption_per_kwh, run.c.prices.production_per_kwh)
             return sum(
-                max(0, energy_charge(int(run.net[i, s]) * 3600, prices(s)) - energy_charge(int(run.net[i, s]) * 3600,
-                                                                                           genuine))
+                max(
+                    0,
+                    energy_charge(int(run.net[i, s]) * 3600, prices(s))
+                    - energy_charge(int(run.net[i, s]) * 3600, genuine),
+                )
                 for i in (run.row[h.id] for h in run.c.homes_on(feeder))
                 for s in range(min(p.effective_slot for p in o.accepted), run.S)
             )
