@@ -204,8 +204,9 @@ class Injector:
         self.watched: dict[str, dict[bytes, _Outcome]] = {}  # chain name → attack txids → attack
         self.rogue = KeyPair.from_secret("attacker")
 
-    def __bool__(self) -> bool:
-        return bool(self.outcomes)
+    def backups(self) -> frozenset[str]:
+        """Feeders whose NAN needs a backup concentrator (a coordinator-loss attack)."""
+        return frozenset(o.attack.target for o in self.outcomes if o.attack.kind == "coordinator-loss")
 
     # ---------------------------------------------------------------- what the meters report
     def meter_readings(self, consumption: np.ndarray, production: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -265,6 +266,13 @@ class Injector:
                     del watched[txid]
         if block is None or node.tier != Tier.NAN:
             return
+        if node.down:  # a coordinator-loss: how much the backup carried
+            for o in self.outcomes:
+                if o.attack.kind == "coordinator-loss" and node is self._nan(o.attack.target):
+                    o.details["blocks_by_backup"] = o.details.get("blocks_by_backup", 0) + 1
+                    o.details["transactions_by_backup"] = o.details.get("transactions_by_backup", 0) + len(
+                        block.transactions
+                    )
         for tx in block.transactions:
             if watched and tx.txid in watched:
                 o = watched.pop(tx.txid)

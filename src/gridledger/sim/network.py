@@ -23,7 +23,7 @@ from gridledger.ledger.kinds.reading import ContentKeys
 from gridledger.ledger.ruleset import Tier
 from gridledger.petra.dso import DSO
 from gridledger.profiles.community import Community, Home
-from gridledger.tiers.hierarchy import TierChain, build_chain, store_name
+from gridledger.tiers.hierarchy import BACKUP, TierChain, build_chain, store_name
 
 #: The FAN/WAN chain's instance name (one per community).
 FAN_ID = "FAN-0"
@@ -44,6 +44,12 @@ def content_keys() -> ContentKeys:
 def concentrator_id(feeder: str) -> str:
     """The data concentrator (NAN coordinator) of ``feeder``."""
     return f"DC-{feeder}"
+
+
+def coordinator_ids(tier: Tier, instance: str, backups: frozenset[str]) -> list[str]:
+    """The coordinators of a chain, primary first: a NAN of a feeder in ``backups`` also has a backup."""
+    backup = tier == Tier.NAN and instance.removeprefix("DC-") in backups
+    return [instance, *([f"{instance}{BACKUP}"] if backup else [])]
 
 
 def han_devices(home: Home) -> list[str]:
@@ -69,6 +75,7 @@ class CommunityLedger:
     han_reading_slots : slots one HAN device reading covers (the HAN's plausibility check is scaled to it).
     meter_limits : (MAXEPA W, MAXECA W, FA credit) of every NAN meter.
     start_time : Unix time of slot 0 (the community's first local midnight).
+    backups : feeders whose NAN chain has a backup concentrator (a second coordinator, ``DC-F.backup``).
     """
 
     community: Community
@@ -81,6 +88,7 @@ class CommunityLedger:
     chains: dict[str, TierChain] = field(default_factory=dict)
     dsos: dict[bytes, DSO] = field(default_factory=dict)
     price_copies: list[tuple[tuple[int, tuple[int, int]], dict[bytes, DsoPolicy]]] = field(default_factory=list)
+    backups: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         slot = self.community.slot_seconds
@@ -113,7 +121,7 @@ class CommunityLedger:
             tier,
             instance,
             member_keys,
-            [KeyPair.from_secret(instance)],
+            [KeyPair.from_secret(i) for i in coordinator_ids(tier, instance, self.backups)],
             dso=self.dso_key,
             content=self.content,
             directory=self.directory,
@@ -159,7 +167,11 @@ class CommunityLedger:
                     "tier": str(node.tier),
                     "chain_id": node.chain_id.hex(),
                     "parent": None if node.parent is None else node.parent.name,
-                    "stores": [store_name(f"{node.name}.coordinator"), store_name(f"{node.name}.members")],
+                    "stores": [
+                        store_name(f"{node.name}.coordinator"),
+                        *(store_name(f"{node.name}.backup{i}") for i in range(1, len(node.coordinators))),
+                        store_name(f"{node.name}.members"),
+                    ],
                 }
                 for node in reversed(list(self.bottom_up()))
             ]

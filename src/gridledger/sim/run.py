@@ -213,7 +213,9 @@ class _Run:
         # MAXEPA = MAXECA = the day units; the FA credit covers every day's FA units
         fa_unit_day = energy_cost(p.unit_w * self.spd * self.L, price_cap)
         limits = (p.units * p.unit_w, p.units * p.unit_w, p.units * fa_unit_day * (self.c.days + 1))
-        self.ledger = CommunityLedger(self.c, self.out / "chains", limits, self.t0, p.han_block_slots)
+        self.ledger = CommunityLedger(
+            self.c, self.out / "chains", limits, self.t0, p.han_block_slots, backups=self.attacks.backups()
+        )
         self.ledger.publish_prices(prices, 0)
         self.now, self._tick = 0, 0
         for node in [self.ledger.head, self.ledger.fan, *self.ledger.nans.values()]:  # in force from slot 0
