@@ -266,8 +266,8 @@ class Injector:
                     del watched[txid]
         if block is None or node.tier != Tier.NAN:
             return
-        if node.down:  # a coordinator-loss: how much the backup carried
-            for o in self.outcomes:
+        if len(node.coordinators) > 1 and block.header.proposer == node.coordinators[1].key.public:
+            for o in self.outcomes:  # a coordinator-loss: how much the backup carried
                 if o.attack.kind == "coordinator-loss" and node is self._nan(o.attack.target):
                     o.details["blocks_by_backup"] = o.details.get("blocks_by_backup", 0) + 1
                     o.details["transactions_by_backup"] = o.details.get("transactions_by_backup", 0) + len(
@@ -325,7 +325,8 @@ class Injector:
         for o in self.outcomes:
             a = o.attack
             if a.kind == "flood" and node is self._nan(a.target) and tx.member < len(node.members):
-                o.details["honest_readings_committed"] += a.active(tx.minute // self.run.m)
+                done = o.details.get("honest_readings_committed", 0)
+                o.details["honest_readings_committed"] = done + a.active(tx.minute // self.run.m)
 
     def _store(self, o: _Outcome) -> Path:
         target = o.attack.target
