@@ -23,7 +23,11 @@ Per slot, in chain time (slot ``c`` is "now", slot ``c − 1`` has just ended):
 
 Outputs in ``out_dir``: the chain stores (``chains/``), Parquet tables (households: each home's load, PV, battery
 and net energy per slot as the devices measured it; readings, forecasts, orders, trades, bills, dso_feeder_slots,
-dso_meter_periods, alarms, rewards, blocks) and ``summary.json``.
+dso_meter_periods, alarms, rewards, blocks, attacks) and ``summary.json``.
+
+Attacks (``attacks``, :mod:`.attacks`) hook in at five points: what the meters report (``meter_*`` arrays: the
+measured energy unless a meter is attacked), the start of each slot, after each PoEf round, the summary and
+``attacks.parquet``.
 """
 
 from __future__ import annotations
