@@ -254,6 +254,8 @@ class Injector:
 
     def after_round(self, node: TierChain, time: int, block) -> None:
         """After every PoEf round: the attack transactions the coordinator dropped, and what the block holds."""
+        if not self.outcomes:
+            return
         watched = self.watched.get(node.name)
         if watched:
             rejected = node.coordinator.rejected
