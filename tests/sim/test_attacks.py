@@ -16,6 +16,7 @@ from gridledger.ledger.billing import energy_charge
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.alarm import Alarm, AlarmCode
+from gridledger.ledger.kinds.anchor import Anchor
 from gridledger.ledger.kinds.reading import Reading, open_reading
 from gridledger.ledger.members import roster
 from gridledger.profiles.community import generate_community
@@ -121,6 +122,18 @@ def test_a_bad_attack_writes_nothing(tmp_path):
     assert r.exit_code == 2
     assert "--attack 'theft-h1@XX'" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "cli").exists()
+
+
+def test_the_command_runs_several_attacks_and_reports_each(tmp_path):
+    out = tmp_path / "run"
+    args = ["simulate", "--homes", "6", "--days", "1", "--seed", "3", "--out", str(out), "--no-report"]
+    r = runner.invoke(app, [*args, "--attack", "spoof@MI002:10-12", "--attack", "theft-h3@MI005:40-60"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(a["kind"], a["target"]) for a in summary["attacks"]] == [("spoof", "MI002"), ("theft-h3", "MI005")]
+    assert list(table(out, "attacks").kind) == ["spoof", "theft-h3"]
+    assert "attack spoof@MI002: detected" in " ".join(r.output.split())
+    assert verify(out).exit_code == 0
 
 
 def test_a_parsed_window():
@@ -230,11 +243,13 @@ def test_a_flood_is_rejected_and_every_honest_reading_still_commits(runs):
 
 
 # ------------------------------------------------------------------ the stores and the coordinator
-def test_a_tampered_store_is_found_when_the_node_revalidates_it(runs):
-    out, summary = runs("tamper@F1:30-60")
+@pytest.mark.parametrize("spec", ["tamper@F1:30-60", "tamper@MI004:20-96"])
+def test_a_tampered_store_is_found_when_the_node_revalidates_it(runs, spec):
+    out, summary = runs(spec)
     a = only_attack(summary, out)
     assert a["detected"] and a["mechanism"].startswith("store-revalidation:bad-")
-    assert a["detection_delay_s"] >= 30 * SLOT_S  # nothing re-reads a store before the node restarts
+    # nothing re-reads a store before the node restarts at TO
+    assert a["detection_delay_s"] >= (a["to_slot"] - a["from_slot"]) * SLOT_S
     assert "flipped" in a["details"]["change"]
     r = verify(out)
     assert r.exit_code == 1 and "INVALID" in r.output
@@ -252,6 +267,15 @@ def test_a_lost_coordinator_is_replaced_by_its_backup(runs):
     assert len(by_backup) == a["details"]["blocks_by_backup"]
     assert any(isinstance(tx, Alarm) and tx.code == AlarmCode.COORDINATOR_DOWN for tx in by_backup[0].transactions)
     assert len(chain_readings(out)) == 6 * 96  # no reading lost in the hand-over
+    fan = json.loads((out / "chains" / "tiers.json").read_text())["chains"][1]
+    store = SqliteStore(out / "chains" / fan["stores"][0])
+    try:
+        anchors = [
+            tx for _, raw in store.iter_blocks(1) for tx in Block.decode(raw).transactions if isinstance(tx, Anchor)
+        ]
+    finally:
+        store.close()
+    assert any(tx.signer == backup for tx in anchors)  # the backup, enrolled on the FAN/WAN, anchors in charge
     assert summary["trades"] > 0
     r = verify(out)  # every copy, the backup's and the recovered primary's included
     assert r.exit_code == 0, r.output

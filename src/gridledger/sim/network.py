@@ -5,7 +5,9 @@ meter coordinates its HAN chain (members: the home's measuring devices: the load
 battery, as the home has them) and is a member of its feeder's NAN chain with the same key; the feeder's data
 concentrator coordinates the NAN chain and is a member of the FAN/WAN chain; the FAN/WAN coordinator is a member of
 the head-end chain. Every chain runs PoEf (:func:`gridledger.consensus.poef.run_round`) with the tier's committee,
-all stores are SQLite files in one folder, and each chain anchors its blocks into its parent.
+all stores are SQLite files in one folder, and each chain anchors its blocks into its parent. A feeder listed in
+``backups`` (a coordinator-loss attack, :mod:`.attacks`) has a backup concentrator: a second NAN coordinator, also
+a FAN/WAN member, that anchors the NAN's blocks while it is in charge.
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ class CommunityLedger:
         }
         feeders = [f.id for f in self.community.feeders]
         self.head = self._chain(Tier.HEAD, HEAD_ID, None, [FAN_ID])
-        self.fan = self._chain(Tier.FAN, FAN_ID, self.head, [concentrator_id(f) for f in feeders])
+        concentrators = [c for f in feeders for c in coordinator_ids(Tier.NAN, concentrator_id(f), self.backups)]
+        self.fan = self._chain(Tier.FAN, FAN_ID, self.head, concentrators)  # a backup anchors when it is in charge
         self.nans: dict[str, TierChain] = {}
         self.hans: dict[str, TierChain] = {}
         for f in feeders:
