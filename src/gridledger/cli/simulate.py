@@ -29,6 +29,15 @@ def simulate(
         None, "--out", help="Output folder (new or empty). Default: a new sim-TIMESTAMP/ folder.", show_default=False
     ),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html into the output folder."),
+    attack: list[str] = typer.Option(
+        [],
+        "--attack",
+        metavar="KIND@TARGET[:FROM-TO]",
+        help="Inject an attack into the run (repeatable): theft-h1..theft-h6, sensor or spoof on a home; fake-price, "
+        "flood or coordinator-loss on a feeder; tamper on a feeder or home. FROM-TO: slot numbers, TO excluded "
+        "(default: the whole run). The summary says what each cost and which check caught it (docs/twin.md).",
+        show_default=False,
+    ),
 ) -> None:
     """Run a whole community end to end: households, readings on the HAN and NAN chains under PoEf, PETra's private
     market on each feeder's NAN chain, bills and the DSO view, anchors up to the head-end, rewards.
@@ -39,6 +48,7 @@ def simulate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from gridledger.profiles.community import CommunityError, community_toml, generate_community, load_community
+    from gridledger.sim.attacks import AttackError, parse_attacks
     from gridledger.sim.run import RunError, run_community
 
     out = out or _default_out()
@@ -49,7 +59,8 @@ def simulate(
             community = load_community(community_file)
         else:
             community = generate_community(homes, days, seed)
-    except (CommunityError, OSError) as e:
+        parse_attacks(attack, community)  # checked before anything is written
+    except (CommunityError, OSError, AttackError) as e:
         raise fail(str(e)) from None
     out.mkdir(parents=True, exist_ok=True)
     if community_file is None:
@@ -60,7 +71,10 @@ def simulate(
         with Progress(*columns, console=err, transient=True) as bar:
             task = bar.add_task("slots", total=None)
             summary = run_community(
-                community, out, progress=lambda done, total: bar.update(task, completed=done, total=total)
+                community,
+                out,
+                attacks=attack,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     except RunError as e:
         raise fail(str(e)) from None
@@ -70,6 +84,9 @@ def simulate(
         f"bills {summary['total_bill_minor']} vs {summary['baseline_bill_minor']} without the market, "
         f"{summary['alarms']} alarms"
     )
+    for a in summary["attacks"]:
+        caught = f"detected after {a['detection_delay_s']} s by {a['mechanism']}" if a["detected"] else "NOT detected"
+        console.print(f"attack {a['kind']}@{a['target']}: {caught}, cost {a['victim_cost_minor']} (minor units)")
     if report:
         from gridledger.report.community_report import community_report
 

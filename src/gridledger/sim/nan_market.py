@@ -64,6 +64,16 @@ class SlotTrades:
     posted: dict[str, str]
 
 
+class _ActiveChain:
+    """The NAN chain as the coordinator in charge holds it (its backup's copy after a fail-over)."""
+
+    def __init__(self, nan: TierChain) -> None:
+        self._nan = nan
+
+    def __getattr__(self, name: str):
+        return getattr(self._nan.coordinator.chain, name)
+
+
 class NanMarket:
     """The PETra participants of one NAN: prosumers (meter, wallet, onion relay), the bid store and the mix board.
 
@@ -133,10 +143,16 @@ class NanMarket:
             self.prosumers[name] = Prosumer(meter, Wallet(), node, feeder=self.feeder)
         self.store_node = await OnionNode(network.endpoint(self._node("bidstore"))).start()
         self.operator = MarketOperator(
-            self.store_node, chain, lambda: self.slot, "lp", {self.feeder: self.feeder_limits}
+            self.store_node, _ActiveChain(self.nan), lambda: self.slot, "lp", {self.feeder: self.feeder_limits}
         )
         self.board_node = await OnionNode(network.endpoint(self._node("mixboard"))).start()
-        self.board = MixBoard(self.board_node, chain.chain_id, chain.state.output, chain.submit, self.mix_timeout)
+        self.board = MixBoard(
+            self.board_node,
+            chain.chain_id,
+            lambda op: self.chain.state.output(op),
+            lambda tx: self.chain.submit(tx),
+            self.mix_timeout,
+        )
         return self
 
     def _node(self, name: str) -> str:

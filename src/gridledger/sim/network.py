@@ -5,7 +5,9 @@ meter coordinates its HAN chain (members: the home's measuring devices: the load
 battery, as the home has them) and is a member of its feeder's NAN chain with the same key; the feeder's data
 concentrator coordinates the NAN chain and is a member of the FAN/WAN chain; the FAN/WAN coordinator is a member of
 the head-end chain. Every chain runs PoEf (:func:`gridledger.consensus.poef.run_round`) with the tier's committee,
-all stores are SQLite files in one folder, and each chain anchors its blocks into its parent.
+all stores are SQLite files in one folder, and each chain anchors its blocks into its parent. A feeder listed in
+``backups`` (a coordinator-loss attack, :mod:`.attacks`) has a backup concentrator: a second NAN coordinator, also
+a FAN/WAN member, that anchors the NAN's blocks while it is in charge.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from gridledger.ledger.kinds.reading import ContentKeys
 from gridledger.ledger.ruleset import Tier
 from gridledger.petra.dso import DSO
 from gridledger.profiles.community import Community, Home
-from gridledger.tiers.hierarchy import TierChain, build_chain, store_name
+from gridledger.tiers.hierarchy import BACKUP, TierChain, build_chain, store_name
 
 #: The FAN/WAN chain's instance name (one per community).
 FAN_ID = "FAN-0"
@@ -44,6 +46,12 @@ def content_keys() -> ContentKeys:
 def concentrator_id(feeder: str) -> str:
     """The data concentrator (NAN coordinator) of ``feeder``."""
     return f"DC-{feeder}"
+
+
+def coordinator_ids(tier: Tier, instance: str, backups: frozenset[str]) -> list[str]:
+    """The coordinators of a chain, primary first: a NAN of a feeder in ``backups`` also has a backup."""
+    backup = tier == Tier.NAN and instance.removeprefix("DC-") in backups
+    return [instance, *([f"{instance}{BACKUP}"] if backup else [])]
 
 
 def han_devices(home: Home) -> list[str]:
@@ -69,6 +77,7 @@ class CommunityLedger:
     han_reading_slots : slots one HAN device reading covers (the HAN's plausibility check is scaled to it).
     meter_limits : (MAXEPA W, MAXECA W, FA credit) of every NAN meter.
     start_time : Unix time of slot 0 (the community's first local midnight).
+    backups : feeders whose NAN chain has a backup concentrator (a second coordinator, ``DC-F.backup``).
     """
 
     community: Community
@@ -81,6 +90,7 @@ class CommunityLedger:
     chains: dict[str, TierChain] = field(default_factory=dict)
     dsos: dict[bytes, DSO] = field(default_factory=dict)
     price_copies: list[tuple[tuple[int, tuple[int, int]], dict[bytes, DsoPolicy]]] = field(default_factory=list)
+    backups: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         slot = self.community.slot_seconds
@@ -93,7 +103,8 @@ class CommunityLedger:
         }
         feeders = [f.id for f in self.community.feeders]
         self.head = self._chain(Tier.HEAD, HEAD_ID, None, [FAN_ID])
-        self.fan = self._chain(Tier.FAN, FAN_ID, self.head, [concentrator_id(f) for f in feeders])
+        concentrators = [c for f in feeders for c in coordinator_ids(Tier.NAN, concentrator_id(f), self.backups)]
+        self.fan = self._chain(Tier.FAN, FAN_ID, self.head, concentrators)  # a backup anchors when it is in charge
         self.nans: dict[str, TierChain] = {}
         self.hans: dict[str, TierChain] = {}
         for f in feeders:
@@ -113,7 +124,7 @@ class CommunityLedger:
             tier,
             instance,
             member_keys,
-            [KeyPair.from_secret(instance)],
+            [KeyPair.from_secret(i) for i in coordinator_ids(tier, instance, self.backups)],
             dso=self.dso_key,
             content=self.content,
             directory=self.directory,
@@ -166,7 +177,11 @@ class CommunityLedger:
                     "tier": str(node.tier),
                     "chain_id": node.chain_id.hex(),
                     "parent": None if node.parent is None else node.parent.name,
-                    "stores": [store_name(f"{node.name}.coordinator"), store_name(f"{node.name}.members")],
+                    "stores": [
+                        store_name(f"{node.name}.coordinator"),
+                        *(store_name(f"{node.name}.backup{i}") for i in range(1, len(node.coordinators))),
+                        store_name(f"{node.name}.members"),
+                    ],
                 }
                 for node in reversed(list(self.bottom_up()))
             ]

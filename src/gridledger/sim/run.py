@@ -24,7 +24,11 @@ Per slot, in chain time (slot ``c`` is "now", slot ``c − 1`` has just ended):
 
 Outputs in ``out_dir``: the chain stores (``chains/``), Parquet tables (households: each home's load, PV, battery
 and net energy per slot as the devices measured it; readings, forecasts, orders, trades, bills, dso_feeder_slots,
-dso_meter_periods, alarms, rewards, blocks, control) and ``summary.json``.
+dso_meter_periods, alarms, rewards, blocks, control, attacks) and ``summary.json``.
+
+Attacks (``attacks``, :mod:`.attacks`) hook in at five points: what the meters report (``meter_*`` arrays: the
+measured energy unless a meter is attacked), the start of each slot, after each PoEf round, the summary and
+``attacks.parquet``.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from gridledger.market.orders import Feeder
 from gridledger.petra.onion import MIN_HOPS, InProcessNetwork
 from gridledger.profiles.community import Community
 from gridledger.profiles.electrical import meter_electrical
+from gridledger.sim.attacks import AttackError, Injector, parse_attacks
 from gridledger.sim.control import REPRICE_LAG_SLOTS, FeederControl
 from gridledger.sim.nan_market import NanMarket
 from gridledger.sim.network import FAN_ID, CommunityLedger, concentrator_id, han_devices
@@ -130,12 +135,15 @@ def run_community(
 ) -> dict:
     """Run ``community`` end to end, write every output in ``out_dir`` and return the summary.
 
-    ``progress(done, total)`` is called after every slot. Attacks, other stores than SQLite and ``resume`` are
-    not supported by this engine yet (a ``RunError`` says so).
+    ``progress(done, total)`` is called after every slot. ``attacks``: ``KIND@TARGET[:FROM-TO]`` values
+    (:mod:`.attacks`), injected into the run. Other stores than SQLite and ``resume`` are not supported by this
+    engine yet (a ``RunError`` says so).
     """
     out = Path(out_dir)
-    if list(attacks):
-        raise RunError("attacks: not supported by the community run yet")
+    try:
+        plan = parse_attacks(attacks, community)
+    except AttackError as e:
+        raise RunError(str(e)) from None
     if store is not None:
         raise RunError(f"store {store!r}: only the default SQLite stores are supported by the community run yet")
     if resume:
@@ -151,7 +159,7 @@ def run_community(
     params = params or RunParams()
     _check_limits(community, params)
     out.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_Run(community, out, params, progress).run())
+    return asyncio.run(_Run(community, out, params, progress, plan).run())
 
 
 def _day_fa(community: Community, params: RunParams) -> int:
@@ -174,8 +182,9 @@ def _check_limits(community: Community, params: RunParams) -> None:
 
 # ------------------------------------------------------------------------------------------------ the run
 class _Run:
-    def __init__(self, community: Community, out: Path, params: RunParams, progress) -> None:
+    def __init__(self, community: Community, out: Path, params: RunParams, progress, attacks=()) -> None:
         self.c, self.out, self.p, self.progress = community, out, params, progress
+        self.attacks = Injector(list(attacks), self)
         self.L = community.slot_seconds
         self.m = self.L // 60
         self.spd = 86_400 // self.L
@@ -210,6 +219,9 @@ class _Run:
         self.consumption = per_slot(np.maximum(h.net_w, 0))
         self.production = per_slot(np.maximum(-h.net_w, 0))
         self.net = self.consumption - self.production
+        # what the meters report: what they measured, unless an attack says otherwise
+        self.meter_consumption, self.meter_production = self.attacks.meter_readings(self.consumption, self.production)
+        self.meter_net = self.meter_consumption - self.meter_production
         self.load = per_slot(h.load_w)
         self.pv = per_slot(h.pv_w)
         self.charge = per_slot(np.maximum(h.battery_w, 0))
@@ -228,7 +240,9 @@ class _Run:
         dso = self.c.dso
         limits = self.limits = (dso.max_epa_w, dso.max_eca_w, dso.credit_fa)
         self.credit_due: set[str] = set()
-        self.ledger = CommunityLedger(self.c, self.out / "chains", limits, self.t0, p.han_block_slots)
+        self.ledger = CommunityLedger(
+            self.c, self.out / "chains", limits, self.t0, p.han_block_slots, backups=self.attacks.backups()
+        )
         self.ledger.publish_prices(prices, 0)
         self.now, self._tick = 0, 0
         for node in [self.ledger.head, self.ledger.fan, *self.ledger.nans.values()]:  # in force from slot 0
@@ -262,8 +276,10 @@ class _Run:
         return self.t0 + self.now * self.L + self._tick
 
     def _round(self, node: TierChain) -> Block | None:
-        result = self.ledger.round(node, self._time())
+        time = self._time()
+        result = self.ledger.round(node, time)
         block = result.committed
+        self.attacks.after_round(node, time, block)
         if block is not None:
             votes = sum(1 for v in result.votes.values() if not isinstance(v, Exception))
             self.rows["blocks"].append(
@@ -298,6 +314,7 @@ class _Run:
         self.now, self._tick = now, 0
         for market in self.markets.values():
             market.slot = now
+        self.attacks.before_slot(now)
         if now > 0:
             self._readings(now - 1)
         if now >= self.spd and now % self.spd == 0:
@@ -341,16 +358,16 @@ class _Run:
                 if (s + 1) % self.p.han_block_slots == 0 or s == self.S - 1:
                     self._device_readings(home, i, s, minute)
                 values = ReadingValues(
-                    int(self.consumption[i, s]),
-                    int(self.production[i, s]),
+                    int(self.meter_consumption[i, s]),
+                    int(self.meter_production[i, s]),
                     voltage_dv=int(self.volts_dv[i, s]),
                     current_ca=int(self.amps_ca[i, s]),
                     power_factor_pm=int(self.pf_pm[i, s]),
                 )
                 nan.coordinator.submit(nan.members[home.id].device.reading(minute, values))
                 self.rows["readings"].append((home.id, f, s, *astuple(values)))
-                totals.append(values)
-            total = summarize(totals)
+                totals.append(ReadingValues(int(self.consumption[i, s]), int(self.production[i, s])))
+            total = summarize(totals)  # the concentrator's feeder meter measures the homes' true total
             led.fan.coordinator.submit(led.fan.members[concentrator_id(f)].device.reading(minute, total))
             self.dso.record_feeder(f, s, total.consumption_wh, total.production_wh)
             self.controls[f].record(s, total.consumption_wh, total.production_wh)
@@ -470,7 +487,7 @@ class _Run:
                     prices = nan_state.policy.prices(s)
                     b = bill_slot(
                         s,
-                        int(self.net[i, s]),
+                        int(self.meter_net[i, s]),
                         span_issued,
                         span_deposited,
                         prices,
@@ -478,7 +495,7 @@ class _Run:
                         fa_issued=fa_issued.get(s, 0),
                         fa_deposited=fa_deposited.get(s, 0),
                     )
-                    baseline = energy_charge(int(self.net[i, s]) * 3600, prices)
+                    baseline = energy_charge(int(self.meter_net[i, s]) * 3600, prices)
                     self.dso.record_bill(home.id, b)
                     self.rows["bills"].append(
                         (
@@ -512,8 +529,8 @@ class _Run:
                 for s in range(first_minute // self.m, end_minute // self.m):
                     minute = (s + 1) * self.m - 1
                     v = ReadingValues(
-                        int(self.consumption[i, s]),
-                        int(self.production[i, s]),
+                        int(self.meter_consumption[i, s]),
+                        int(self.meter_production[i, s]),
                         int(self.volts_dv[i, s]),
                         int(self.amps_ca[i, s]),
                         int(self.pf_pm[i, s]),
@@ -655,12 +672,13 @@ class _Run:
             "baseline_bill_minor": sum(b[9] for b in bills),
             "alarms": len(self.rows["alarms"]),
             "rewards_minor": sum(r[-1] for r in self.rows["rewards"]),
-            "attacks": [],
+            "attacks": self.attacks.results(),
             "wall_s": round(wall_s, 3),
             "cpu_s": round(cpu_s, 3),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "home_slots_per_s": round(len(self.ids) * self.S / wall_s, 1) if wall_s else math.inf,
         }
+        self.attacks.write(self.out, summary["attacks"])
         (self.out / "chains" / "tiers.json").write_text(json.dumps(self.ledger.manifest(), indent=2) + "\n")
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
