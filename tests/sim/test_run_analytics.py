@@ -49,6 +49,9 @@ def test_the_tables_and_the_summary(run):
     assert len(theft) == summary["theft_meter_days"] == HOMES * DAYS  # every meter-day scored
     assert theft["score"].between(0, 1).all() and set(theft["day"]) == set(range(DAYS))
     assert summary["theft_flagged_meter_days"] == int(theft["flagged"].sum())
+    assert summary["theft_flagged_pv_meter_days"] == int((theft["flagged"] & theft["pv"]).sum())
+    pv = table(out, "households").groupby("meter").pv_wh.sum() > 0
+    assert (theft["pv"] == theft["meter"].map(pv)).all() and 0 < theft["pv"].sum() < len(theft)
     assert summary["pq_events"] == len(events) and summary["pq_events_predicted"] == int(events["predicted"].sum())
     assert set(errors["tier"]) == {"home", "nan", "fan"}
     assert len(errors[errors["tier"] == "home"]["chain"].unique()) == HOMES
