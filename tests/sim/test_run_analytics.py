@@ -53,6 +53,8 @@ def test_the_tables_and_the_summary(run):
     pv = table(out, "households").groupby("meter").pv_wh.sum() > 0
     assert (theft["pv"] == theft["meter"].map(pv)).all() and 0 < theft["pv"].sum() < len(theft)
     assert summary["pq_events"] == len(events) and summary["pq_events_predicted"] == int(events["predicted"].sum())
+    assert summary["pq_predicted_slots"] >= summary["pq_events_predicted"]
+    assert events.query("slot < 96").expected.isna().all()  # the predictor knows nothing before the first day
     assert set(errors["tier"]) == {"home", "nan", "fan"}
     assert len(errors[errors["tier"] == "home"]["chain"].unique()) == HOMES
     strategy = errors[errors["model"] == "strategy"].set_index("tier")["nrmse"]
@@ -97,6 +99,21 @@ def test_out_of_band_readings_become_events(run, tmp_path):
     assert events[("MI003", 150, "swell")] == 142.0
     assert events[("MI004", 120, "poor_pf")] == 0.5
     assert added == 3
+
+
+def test_a_meter_under_voltage_every_day_has_its_sags_foreseen_from_the_second_day(run, tmp_path):
+    def low(r: pd.DataFrame) -> None:
+        r.loc[r.meter == "MI005", "voltage_dv"] -= 180  # about 111 V: below 0.9 pu all the time
+
+    copy = doctored(run, tmp_path, "readings", low)
+    summary = analyze_run(copy)
+    sags = table(copy, "pq_events").query("meter == 'MI005' and kind == 'sag'")
+    assert len(sags) == 96 * DAYS
+    first, second = sags[sags.slot < 96], sags[sags.slot >= 96]
+    assert not first.predicted.any() and first.expected.isna().all()  # nothing known before the first day
+    # from the first day's low voltage, the predictor expects every slot of the second day to sag
+    assert second.predicted.all() and (second.expected < 114.3).all()
+    assert summary["pq_predicted_slots"] >= summary["pq_events_predicted"] >= 96
 
 
 def test_a_perfect_forecast_has_no_error(run, tmp_path):

@@ -12,13 +12,15 @@
   register the model, trained on household consumption without PV, has never seen. The features compare a day with
   the meter's own other days and with its neighbours that day: in a 1-day run only the neighbour comparison carries
   information (a note says so); runs with slots coarser than the model's 15 minutes are not scored (a note says so).
-* ``pq_events.parquet`` (meter, feeder, slot, kind, value, predicted): every slot whose reading is a sag or swell
-  (``value``: voltage, V) or a poor power factor (``value``: power factor) by
+* ``pq_events.parquet`` (meter, feeder, slot, kind, value, expected, predicted): every slot whose reading is a sag
+  or swell (``value``: voltage, V) or a poor power factor (``value``: power factor) by
   :func:`gridledger.analytics.power_quality.flag_events`, the meter's normal being a
   :class:`~gridledger.analytics.power_quality.PowerQualityModel` fitted on its readings of the whole run;
-  ``predicted``: the edge predictor — the same model fitted on the meter's *earlier days only*, fed the meter's own
-  forecast of the slot's net power — expected a reading beyond the kind's fixed limit (voltage outside
-  0.9–1.1 pu, power factor below 0.9). Nothing is predicted on a meter's first day.
+  ``expected``: what the edge predictor — the same model fitted on the meter's *earlier days only*, fed the meter's
+  own forecast of the slot's net power — expected there (V or power factor; NaN on a meter's first day);
+  ``predicted``: that expectation is itself an event by the same rule. A poor power factor is a departure from the
+  meter's normal, which is what the predictor predicts, so it is rarely foreseen; sags and swells are foreseen
+  when the expected voltage leaves the band.
 * ``forecast_errors.parquet`` (tier, chain, model, horizon_slots, mae_wh, nrmse, n): errors of forecasts of the net
   energy per slot (Wh, import positive) per home (tier ``home``, chain its HAN), per feeder total (``nan``) and for
   the community total (``fan``: what the FAN/WAN chain and the head-end receive), the bottom-up sum of the homes'
@@ -46,7 +48,7 @@ import pandas as pd
 from gridledger.sim.network import concentrator_id
 
 THEFT_COLUMNS = ["meter", "feeder", "day", "score", "flagged", "pv"]
-PQ_COLUMNS = ["meter", "feeder", "slot", "kind", "value", "predicted"]
+PQ_COLUMNS = ["meter", "feeder", "slot", "kind", "value", "expected", "predicted"]
 FORECAST_COLUMNS = ["tier", "chain", "model", "horizon_slots", "mae_wh", "nrmse", "n"]
 #: Slots between the last measured slot the run's strategy uses and its target (made during ``t − 1`` from ``≤ t − 2``).
 STRATEGY_LEAD = 2
@@ -141,8 +143,9 @@ def theft_scores(run: _RunData, notes: list[str]) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------ power quality
-def pq_events(run: _RunData, notes: list[str]) -> pd.DataFrame:
-    """Sags, swells and poor power factors in the readings, and whether the meter's edge predictor expected them."""
+def pq_events(run: _RunData, notes: list[str]) -> tuple[pd.DataFrame, int]:
+    """Sags, swells and poor power factors in the readings, what the meter's edge predictor expected there and whether
+    that was an event too; and the number of slots the predictor foresaw an event in (true or not)."""
     from gridledger.analytics.power_quality import (
         EVENTS,
         POWER_BINS_W,
@@ -165,34 +168,37 @@ def pq_events(run: _RunData, notes: list[str]) -> pd.DataFrame:
         except ValueError:  # fewer than 24 readings
             return None
 
-    rows = []
+    rows, foreseen = [], 0
     short = False
     for i, meter in enumerate(run.meters):
-        reference = fit(i, run.S)
-        short |= reference is None
-        flags = flag_events(run.volts[i], run.pf[i], power[i], reference or no_reference, limits)
+        reference = fit(i, run.S) or no_reference
+        short |= reference is no_reference
+        flags = flag_events(run.volts[i], run.pf[i], power[i], reference, limits)
+        expected = {"voltage": np.full(run.S, np.nan), "pf": np.full(run.S, np.nan)}
         predicted = {k: np.zeros(run.S, dtype=bool) for k in EVENTS}
         for d in range(1, run.days):
             model = fit(i, d * run.spd)
-            if model is None:
+            span = (day == d) & np.isfinite(forecast_power[i])
+            if model is None or not span.any():
                 continue
-            span = day == d
             p_hat = forecast_power[i, span]
-            v_hat = model.expected_voltage(hour[span], np.nan_to_num(p_hat))
-            pf_hat = model.expected_pf(np.nan_to_num(p_hat))
-            known = np.isfinite(p_hat)
-            predicted["sag"][span] = known & (v_hat < limits.sag_pu * limits.nominal_v)
-            predicted["swell"][span] = known & (v_hat > limits.swell_pu * limits.nominal_v)
-            predicted["poor_pf"][span] = known & (pf_hat < limits.min_pf)
+            expected["voltage"][span] = model.expected_voltage(hour[span], p_hat)
+            expected["pf"][span] = model.expected_pf(p_hat)
+            # had the reading been what the predictor expected, would it be an event?
+            for kind, flagged in flag_events(expected["voltage"][span], expected["pf"][span], p_hat, reference).items():
+                predicted[kind][span] = flagged
+        foreseen += int(np.logical_or.reduce(list(predicted.values())).sum())
         for kind in EVENTS:
-            value = run.pf[i] if kind == "poor_pf" else run.volts[i]
+            value, hat = (run.pf[i], expected["pf"]) if kind == "poor_pf" else (run.volts[i], expected["voltage"])
             for s in np.flatnonzero(flags[kind]):
-                rows.append((meter, run.feeder[i], int(s), kind, float(value[s]), bool(predicted[kind][s])))
+                rows.append(
+                    (meter, run.feeder[i], int(s), kind, float(value[s]), float(hat[s]), bool(predicted[kind][s]))
+                )
     if short:
         notes.append(
             "power quality: fewer than 24 readings per meter: no poor-power-factor reference, sags/swells only"
         )
-    return pd.DataFrame(rows, columns=PQ_COLUMNS)
+    return pd.DataFrame(rows, columns=PQ_COLUMNS), foreseen
 
 
 # ------------------------------------------------------------------------------------------------ forecasts
@@ -268,7 +274,8 @@ def analyze_run(out_dir: Path) -> dict:
 
     Returns the summary additions: ``theft_meter_days`` (scored), ``theft_flagged_meter_days`` (of which
     ``theft_flagged_pv_meter_days`` of homes with PV), ``pq_events``,
-    ``pq_events_predicted``, ``forecast_nrmse_home`` (median over homes), ``forecast_nrmse_nan`` (median over
+    ``pq_events_predicted``, ``pq_predicted_slots`` (slots where the predictor foresaw an event, true or not),
+    ``forecast_nrmse_home`` (median over homes), ``forecast_nrmse_nan`` (median over
     feeders) and ``forecast_nrmse_fan`` (the community total) of the run's own strategy forecast (None when not
     scored), ``forecast_models``, ``analytics_notes`` (what could not be done on this run, and why) and
     ``analytics_s`` (wall seconds).
@@ -281,7 +288,7 @@ def analyze_run(out_dir: Path) -> dict:
     notes: list[str] = []
     with threadpool_limits(limits=1, user_api="blas"):  # small least squares: threads cost 100x on a busy machine
         theft = theft_scores(run, notes)
-        events = pq_events(run, notes)
+        events, foreseen = pq_events(run, notes)
         fc = forecast_errors(run, notes)
     theft.to_parquet(out / "theft_scores.parquet", index=False)
     events.to_parquet(out / "pq_events.parquet", index=False)
@@ -292,6 +299,7 @@ def analyze_run(out_dir: Path) -> dict:
         "theft_flagged_pv_meter_days": int((theft["flagged"] & theft["pv"]).sum()),
         "pq_events": len(events),
         "pq_events_predicted": int(events["predicted"].sum()),
+        "pq_predicted_slots": foreseen,
         "forecast_nrmse_home": _median(fc, "home"),
         "forecast_nrmse_nan": _median(fc, "nan"),
         "forecast_nrmse_fan": _median(fc, "fan"),
