@@ -173,3 +173,23 @@ def test_hourly_slots_are_not_scored_for_theft_and_say_so(tmp_path):
     assert summary["theft_meter_days"] == 0 and len(table(out, "theft_scores")) == 0
     assert any(n.startswith("theft: the shipped model needs readings every 15 min") for n in summary["analytics_notes"])
     assert len(table(out, "forecast_errors")) > 0  # the rest still runs
+
+
+def test_a_run_long_enough_trains_the_edge_and_fog_models(run, tmp_path):
+    """The 2-day run laid end to end six times is a 12-day run: 8 training days, 4 test days scored."""
+    long = tmp_path / "long"
+    shutil.copytree(run[0], long)
+    for name in ("readings", "forecasts", "households"):
+        frame = table(long, name)
+        tiles = [frame.assign(slot=frame.slot + k * 96 * DAYS) for k in range(6)]
+        pd.concat(tiles, ignore_index=True).to_parquet(long / f"{name}.parquet", index=False)
+    summary = json.loads((long / "summary.json").read_text())
+    (long / "summary.json").write_text(json.dumps(summary | {"days": 6 * DAYS}))
+    added = analyze_run(long)
+    errors = table(long, "forecast_errors")
+    assert {"edge", "fog", "strategy", "persistence", "seasonal-naive"} <= set(added["forecast_models"])
+    assert not any("edge and fog" in n for n in added["analytics_notes"])
+    # the 4 test days, less the 2 slots that start a tile (the run's strategy forecasts no slot 0): for every model
+    assert (errors.n == 4 * 96 - 2).all()
+    assert np.isfinite(errors[errors.tier != "home"].mae_wh).all()
+    assert len(table(long, "theft_scores")) == HOMES * 6 * DAYS
