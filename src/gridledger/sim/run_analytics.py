@@ -67,26 +67,28 @@ class _RunData:
         r = pd.read_parquet(out / "readings.parquet")
         codes, meters = pd.factorize(r["meter"], sort=True)
         self.meters = [str(m) for m in meters]
-        self.feeder_of = dict(zip(r["meter"].astype(str), r["feeder"].astype(str), strict=False))
-        self.feeder = np.array([self.feeder_of[m] for m in self.meters])
-        self._at = (codes, r["slot"].to_numpy())
-        self.cons = self._grid(r["consumption_wh"])
-        self.prod = self._grid(r["production_wh"])
-        self.volts = self._grid(r["voltage_dv"]) / 10
-        self.pf = self._grid(r["power_factor_pm"]) / 1000
+        feeder_of = dict(zip(r["meter"].astype(str), r["feeder"].astype(str), strict=False))
+        self.feeder = np.array([feeder_of[m] for m in self.meters])
+        at = (codes, r["slot"].to_numpy())
+        self.cons = self._grid(at, r["consumption_wh"])
+        self.prod = self._grid(at, r["production_wh"])
+        self.volts = self._grid(at, r["voltage_dv"]) / 10
+        self.pf = self._grid(at, r["power_factor_pm"]) / 1000
         f = pd.read_parquet(out / "forecasts.parquet")
         index = {m: i for i, m in enumerate(self.meters)}
-        self._at = (f["meter"].astype(str).map(index).to_numpy(), f["slot"].to_numpy())
-        self.strategy = self._grid(f["forecast_wh"])
+        self.strategy = self._grid(
+            (f["meter"].astype(str).map(index).to_numpy(), f["slot"].to_numpy()), f["forecast_wh"]
+        )
         tiers = out / "chains" / "tiers.json"
         names = [c["name"] for c in json.loads(tiers.read_text())["chains"]] if tiers.is_file() else []
         self.fan_chain = next((n for n in names if n.startswith("fan:")), "fan")
         pv = pd.read_parquet(out / "households.parquet", columns=["meter", "pv_wh"]).groupby("meter")["pv_wh"].sum()
         self.pv = np.array([pv.get(m, 0) > 0 for m in self.meters])
 
-    def _grid(self, column: pd.Series) -> np.ndarray:
+    def _grid(self, at: tuple[np.ndarray, np.ndarray], column: pd.Series) -> np.ndarray:
+        """``column`` laid out at ``(meter positions, slots)``; NaN where there is no row."""
         out = np.full((len(self.meters), self.S), np.nan)
-        out[self._at] = column.to_numpy(dtype=float)
+        out[at] = column.to_numpy(dtype=float)
         return out
 
     @property
@@ -134,7 +136,7 @@ def theft_scores(run: _RunData, notes: list[str]) -> pd.DataFrame:
             )
         )
     scores = pd.concat(frames, ignore_index=True)
-    if scores["pv"].any():
+    if (scores["flagged"] & scores["pv"]).any():
         notes.append(
             f"theft: {int(scores['flagged'].sum())} meter-days flagged, {int((scores['flagged'] & scores['pv']).sum())}"
             " of them of homes with PV, whose import register the shipped model never learned (docs/analytics.md)"
@@ -251,9 +253,9 @@ def forecast_errors(run: _RunData, notes: list[str]) -> pd.DataFrame:
     series = [("home", f"han:{m}", [i]) for i, m in enumerate(run.meters)]
     series += [("nan", f"nan:{concentrator_id(f)}", rows) for f, rows in run.feeders()]
     series.append(("fan", run.fan_chain, list(range(len(run.meters)))))
-    rows = []
+    rows, net = [], run.net
     for tier, chain, members in series:
-        observed = run.net[members][:, common].sum(axis=0)
+        observed = net[members][:, common].sum(axis=0)
         for name, f in usable.items():
             e = errors(observed, f[members][:, common].sum(axis=0))
             rows.append((tier, chain, name, horizon[name], e["mae"], e["nrmse"], e["n"]))
