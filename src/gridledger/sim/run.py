@@ -64,6 +64,7 @@ from gridledger.sim.attacks import AttackError, Injector, parse_attacks
 from gridledger.sim.control import REPRICE_LAG_SLOTS, FeederControl
 from gridledger.sim.nan_market import NanMarket
 from gridledger.sim.network import FAN_ID, CommunityLedger, concentrator_id, han_devices
+from gridledger.sim.run_analytics import analyze_run
 from gridledger.sim.strategy import Strategy, forecast_next
 from gridledger.tiers.hierarchy import TierChain
 
@@ -308,6 +309,8 @@ class _Run:
             self.ledger.close()
         self._bill(self.S)
         summary = self._write(time.perf_counter() - wall, time.process_time() - cpu)
+        summary.update(analyze_run(self.out))  # the run's own analytics: theft, power quality, forecast errors
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
     async def _slot(self, now: int) -> None:
