@@ -7,6 +7,7 @@ import html
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -66,12 +67,8 @@ def page(run_dir):
     return community_report(run_dir).read_text(encoding="utf-8")
 
 
-@pytest.fixture(scope="module")
-def enriched(run_dir, tmp_path_factory):
-    """A copy of the run with every optional input the other parts of the run may write, and one alarm."""
-    out = tmp_path_factory.mktemp("enriched") / "out"
-    shutil.copytree(run_dir, out)
-    (out / REPORT_FILE).unlink(missing_ok=True)
+def enrich(out: Path) -> None:
+    """Add to the run folder ``out`` every optional input other parts of the run may write, and one alarm."""
     summary = json.loads((out / "summary.json").read_text())
     summary["attacks"] = ATTACKS
     (out / "summary.json").write_text(json.dumps(summary))
@@ -105,11 +102,19 @@ def enriched(run_dir, tmp_path_factory):
             "n": [95, 95, 1],
         }
     ).to_parquet(out / "forecast_errors.parquet")
-    alarms = pd.DataFrame(
+    pd.DataFrame(
         [("nan:DC-F1", 30, 2, 29, 3, "ab" * 20, 1)],
         columns=["chain", "height", "tx_index", "slot", "code", "subject", "detector"],
-    )
-    alarms.to_parquet(out / "alarms.parquet")
+    ).to_parquet(out / "alarms.parquet")
+
+
+@pytest.fixture(scope="module")
+def enriched(run_dir, tmp_path_factory):
+    """A copy of the run with every optional input and one alarm, and its report."""
+    out = tmp_path_factory.mktemp("enriched") / "out"
+    shutil.copytree(run_dir, out)
+    (out / REPORT_FILE).unlink(missing_ok=True)
+    enrich(out)
     return out, community_report(out).read_text(encoding="utf-8")
 
 
