@@ -15,8 +15,9 @@ import pytest
 import gridledger
 from gridledger.profiles.community import generate_community
 from gridledger.report import Provenance
-from gridledger.report.community_report import REPORT_FILE, RunFolderError, community_report
+from gridledger.report.community_report import REPORT_FILE, RunFolderError, anchor_delays, community_report, load_run
 from gridledger.sim.run import run_community
+from gridledger.store.sqlite import SqliteStore
 
 HEADINGS = [
     "Community load, PV, battery and net energy per slot",
@@ -102,6 +103,11 @@ def enrich(out: Path) -> None:
             "n": [95, 95, 1],
         }
     ).to_parquet(out / "forecast_errors.parquet")
+    pd.DataFrame(
+        [("F1", 1, "MI001", 900, 800, 700, 810, 3100), ("F1", 1, "MI002", 300, 200, 100, 210, 0)],
+        columns=["feeder", "period", "meter", "forecast_adherence", "power_quality", "peak_reduction", "score",
+                 "amount"],
+    ).to_parquet(out / "rewards.parquet")
     pd.DataFrame(
         [("nan:DC-F1", 30, 2, 29, 3, "ab" * 20, 1)],
         columns=["chain", "height", "tx_index", "slot", "code", "subject", "detector"],
@@ -249,6 +255,35 @@ def test_the_poef_statistics_count_the_blocks_per_tier(run_dir, page):
     assert sum(sum(t["y"]) for t in votes["data"]) == len(blocks)
 
 
+def test_every_block_below_the_head_end_is_anchored_once_and_its_delay_shown(run_dir, page):
+    run = load_run(run_dir)
+    delays = anchor_delays(run)
+    for chain in run.chains:
+        mine = delays[delays["chain"] == chain["name"]]
+        if chain["parent"] is None:
+            assert mine.empty
+            continue
+        store = SqliteStore(run_dir / "chains" / chain["stores"][0])
+        try:
+            assert sorted(mine["height"]) == list(range(store.tip_height() + 1)), chain["name"]
+        finally:
+            store.close()
+    assert (delays["delay_s"] > 0).all()
+    stats = section(page, "PoEf statistics")
+    for tier in ("han", "nan", "fan"):
+        minutes = delays.loc[delays["tier"] == tier, "delay_s"] / 60
+        assert rows(stats, tier)[0][-1] == f"{minutes.mean():,.0f} / {minutes.max():,.0f} min"
+    assert rows(stats, "head")[0][-1] == "–"
+
+
+def test_without_the_chain_stores_the_report_says_there_are_no_anchor_delays(run_dir, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(run_dir, out, ignore=shutil.ignore_patterns("*.sqlite"))
+    page = community_report(out).read_text(encoding="utf-8")
+    assert "The chain stores are not SQLite files of this folder: no anchor delays." in page
+    assert rows(section(page, "PoEf statistics"), "nan")[0][-1] == "–"
+
+
 def test_the_forecast_errors_are_the_runs_own(run_dir, page):
     f = pd.read_parquet(run_dir / "forecasts.parquet")
     (row,) = rows(page, "every meter")
@@ -270,6 +305,7 @@ def test_optional_inputs_get_their_sections(enriched):
     ):
         assert heading in names
     assert "is not in this run folder" not in page
+    assert rows(section(page, "PoEf rewards"), "1") == [["2", "1", "510.0", "3,100"]]
     assert rows(page, "attacks") == [["2 injected, 1 detected"]]
     assert rows(page, "theft-h2") == [["MI002", "40–60", "yes", "1,800 s", "theft detector", "37"]]
     assert rows(page, "flood") == [["F1", "10–12", "no", "–", "–", "0"]]

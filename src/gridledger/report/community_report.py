@@ -19,6 +19,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from gridledger.analytics.metrics import forecast_errors
+from gridledger.ledger.block import Block
+from gridledger.ledger.kinds.anchor import Anchor
+from gridledger.store import StoreError
+from gridledger.store.sqlite import SqliteStore
 
 from .html import Figure, Report, Section, Table, write_report
 from .market_report import BID, CLEARED, OFFER
@@ -423,6 +427,45 @@ def _tiers_of(blocks: pd.DataFrame) -> list[str]:
     return [t for t in TIERS if t in present] + sorted(present - set(TIERS))
 
 
+def anchor_delays(run: Run) -> pd.DataFrame | None:
+    """Each anchored block's delay: the chain time (s) from its commit to the parent block holding its anchor.
+
+    Read from the coordinator's SQLite store of every chain (``chains/tiers.json``); None when a store is not a
+    file of the folder (a run on PostgreSQL, for example). Columns: ``chain``, ``tier`` (the child's), ``height``,
+    ``delay_s``.
+    """
+    stores = {}
+    for chain in run.chains:
+        names = [n for n in chain.get("stores", ()) if n.endswith(".coordinator.sqlite")] or chain.get("stores", [])
+        path = run.out / "chains" / names[0] if names else None
+        if path is None or not path.is_file():
+            return None
+        stores[chain["name"]] = path
+    times: dict[str, dict[int, int]] = {}
+    anchored: dict[bytes, list[tuple[int, int, int]]] = {}  # child chain id -> (first, last, parent time)
+    try:
+        for chain in run.chains:
+            store = SqliteStore(stores[chain["name"]], durable=False)
+            try:
+                times[chain["name"]] = {}
+                for height, _, time, raw in store.iter_block_rows():
+                    times[chain["name"]][height] = time
+                    if any(c.get("parent") == chain["name"] for c in run.chains):
+                        for tx in Block.decode(raw).transactions:
+                            if isinstance(tx, Anchor):
+                                anchored.setdefault(tx.child, []).append((tx.first, tx.last, time))
+            finally:
+                store.close()
+    except StoreError:
+        return None
+    rows = []
+    for chain in run.chains:
+        own = times[chain["name"]]
+        for first, last, time in anchored.get(bytes.fromhex(chain["chain_id"]), ()):
+            rows += [(chain["name"], chain["tier"], h, time - own[h]) for h in range(first, last + 1) if h in own]
+    return pd.DataFrame(rows, columns=["chain", "tier", "height", "delay_s"])
+
+
 def _poef(run: Run) -> tuple[Figure, Figure, Section]:
     blocks = run.tables["blocks"]
     tiers = _tiers_of(blocks)
@@ -480,9 +523,11 @@ def _poef(run: Run) -> tuple[Figure, Figure, Section]:
         "How many committee members' valid votes each committed block carried (its quorum certificate), by tier.",
     )
     chains = pd.Series([c["tier"] for c in run.chains]).value_counts()
+    delays = anchor_delays(run)
     rows = []
     for tier in tiers:
         b = blocks[blocks["tier"] == tier]
+        d = None if delays is None else delays.loc[delays["tier"] == tier, "delay_s"] / 60
         rows.append(
             (
                 tier,
@@ -492,17 +537,21 @@ def _poef(run: Run) -> tuple[Figure, Figure, Section]:
                 f"{b['transactions'].mean():.1f}",
                 _int(b["transactions"].max()),
                 f"{b['votes'].min()}–{b['votes'].max()} (mean {b['votes'].mean():.1f})",
+                "–" if d is None or d.empty else f"{d.mean():,.0f} / {d.max():,.0f} min",
             )
         )
+    columns = ("tier", "chains", "blocks", "transactions", "per block (mean)", "per block (max)", "votes per block")
     table = Table(
-        ("tier", "chains", "blocks", "transactions", "per block (mean)", "per block (max)", "votes per block"),
+        (*columns, "anchored after (mean / max)"),
         tuple(rows),
         "Blocks the run's PoEf rounds committed (blocks.parquet); summary.json counts every block of every "
-        f"chain including genesis and anchor-settling rounds ({_int(run.summary['blocks'])}). The run records "
-        "no wall-clock time per round, so no latency is shown: a slot's readings and trades are committed in "
-        "that slot's round.",
+        f"chain including genesis and anchor-settling rounds ({_int(run.summary['blocks'])}). Anchored after: "
+        "the chain time from a block's commit to the parent block holding its anchor (read from the chain "
+        "stores; the head-end has no parent). A slot's readings and trades are committed in that slot's own "
+        "round; the run records no wall-clock time per round.",
     )
-    return activity, committee, Section("PoEf statistics", (), (table,))
+    text = () if delays is not None else ("The chain stores are not SQLite files of this folder: no anchor delays.",)
+    return activity, committee, Section("PoEf statistics", text, (table,))
 
 
 # ------------------------------------------------------------------------------------------ alarms, attacks
