@@ -166,6 +166,11 @@ def test_the_report_is_written_in_the_run_folder_with_every_section(run_dir, pag
     assert "No reward was paid" in page  # one day: rewards start after the second day
 
 
+def test_figures_are_numbered_in_order_across_the_sections_between_them(page):
+    ids = re.findall(r'<div id="(figure-\d+)"', page)
+    assert ids == [f"figure-{i}" for i in range(1, len(plots(page)) + 1)]
+
+
 def test_the_same_run_gives_the_same_bytes(run_dir, page):
     assert community_report(run_dir).read_text(encoding="utf-8") == page
 

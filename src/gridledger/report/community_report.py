@@ -74,6 +74,10 @@ class Run:
         stamps = start + pd.to_timedelta(np.asarray(slots, dtype=np.int64) * self.slot_seconds, unit="s")
         return [t.strftime("%Y-%m-%d %H:%M") for t in stamps]
 
+    def span(self) -> list[str]:
+        """The run's time range: the start of its first slot to the end of its last."""
+        return self.times([0, int(self.summary["slots"])])
+
     def optional(self, name: str) -> pd.DataFrame | None:
         return self.tables.get(name)
 
@@ -582,7 +586,7 @@ def _timeline(run: Run) -> list[Figure | Section]:
         label = f"attack {_attack_label(a)}"
         fig.add_trace(
             go.Scatter(
-                x=run.times([a["from_slot"], a["to_slot"]]),
+                x=run.times([a["from_slot"], a["to_slot"] + 1]),
                 y=[label, label],
                 mode="lines+markers",
                 name=label,
@@ -604,13 +608,14 @@ def _timeline(run: Run) -> list[Figure | Section]:
                 )
             )
     lanes = alarms["chain"].nunique() + len(attacks)
-    fig.update_layout(height=max(300, 40 * lanes + 160), yaxis={"type": "category"})
+    fig.update_layout(height=max(300, 40 * lanes + 160), yaxis={"type": "category"}, xaxis={"range": run.span()})
     parts: list[Figure | Section] = [
         Figure(
             "Alarms and attacks on a timeline",
             fig,
-            "ALARM transactions committed on any chain (alarms.parquet) and each injected attack from its first to "
-            "its last slot; a cross marks when it was detected and by which mechanism.",
+            "ALARM transactions committed on any chain (alarms.parquet) and each injected attack from the start of "
+            "its first slot to the end of its last; a cross marks when it was detected (its delay counted from the "
+            "attack's start) and by which mechanism.",
         )
     ]
     if attacks:
@@ -742,8 +747,11 @@ def _power_quality(run: Run) -> list[Figure | Section]:
                 hovertemplate="%{y} at %{x}: %{customdata[0]} (predicted %{customdata[1]})<extra></extra>",
             )
         )
-    fig.update_layout(height=max(320, 16 * e["meter"].nunique() + 160),
-                      yaxis={"type": "category", "autorange": "reversed"})
+    fig.update_layout(
+        height=max(320, 16 * e["meter"].nunique() + 160),
+        xaxis={"range": run.span()},
+        yaxis={"type": "category", "autorange": "reversed"},
+    )
     by = e.groupby("kind")
     rows = tuple(
         (
