@@ -52,6 +52,16 @@ ATTACKS = [
         "mechanism": None,
         "victim_cost_minor": 0,
     },
+    {
+        "kind": "theft-h5",
+        "target": "MI003",
+        "from_slot": None,
+        "to_slot": None,
+        "detected": True,
+        "detection_delay_s": 86_000.0,
+        "mechanism": "theft detector",
+        "victim_cost_minor": 5,
+    },
 ]
 
 
@@ -177,7 +187,7 @@ def test_the_same_run_gives_the_same_bytes(run_dir, page):
 
 def test_the_headline_is_the_runs_summary(run_dir, page):
     s = json.loads((run_dir / "summary.json").read_text())
-    assert rows(page, "homes") == [[f"{s['homes']} on 1 feeders"]]
+    assert rows(page, "homes") == [[f"{s['homes']} on 1 feeder"]]
     assert rows(page, "trades") == [[f"{s['trades']:,}"]]
     assert rows(page, "energy traded") == [[f"{s['energy_traded_wh'] / 1000:,.1f} kWh"]]
     (bill,) = rows(page, "total bill")
@@ -311,9 +321,10 @@ def test_optional_inputs_get_their_sections(enriched):
         assert heading in names
     assert "is not in this run folder" not in page
     assert rows(section(page, "PoEf rewards"), "1") == [["2", "1", "510.0", "3,100"]]
-    assert rows(page, "attacks") == [["2 injected, 1 detected"]]
+    assert rows(page, "attacks") == [["3 injected, 2 detected"]]
     assert rows(page, "theft-h2") == [["MI002", "40–60", "yes", "1,800 s", "theft detector", "37"]]
     assert rows(page, "flood") == [["F1", "10–12", "no", "–", "–", "0"]]
+    assert rows(page, "theft-h5") == [["MI003", "0–95", "yes", "86,000 s", "theft detector", "5"]]  # the whole run
     assert "2 of 4 meter-days flagged." in page
     assert rows(page, "MI002") == [["F1", "0", "0.930"], ["F1", "1", "0.710"]]
     assert rows(page, "sag") == [["2", "1", "13.50"]]
@@ -323,7 +334,9 @@ def test_optional_inputs_get_their_sections(enriched):
     figs = plots(page)
     timeline = figs["Alarms and attacks on a timeline"]
     assert trace(timeline, "ALARM transaction")["x"] == ["2024-04-11 07:15"]
-    assert trace(timeline, "detected: theft detector")["x"] == ["2024-04-11 10:30:00"]
+    detected = [t for t in timeline["data"] if t["name"] == "detected: theft detector"]
+    assert [t["x"] for t in detected] == [["2024-04-11 10:30:00"], ["2024-04-11 23:53:20"]]
+    assert [t["showlegend"] for t in detected] == [True, False]
     (heat,) = figs["Energy-theft scores per meter-day"]["data"]
     assert heat["y"] == ["MI001", "MI002", "MI003"] and heat["z"][1] == [0.93, 0.71]
 

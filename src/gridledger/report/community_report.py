@@ -72,7 +72,7 @@ class Run:
         """Local wall-clock time of the start of each slot (``YYYY-MM-DD HH:MM``)."""
         start = pd.Timestamp(self.summary["start"])
         stamps = start + pd.to_timedelta(np.asarray(slots, dtype=np.int64) * self.slot_seconds, unit="s")
-        return [t.strftime("%Y-%m-%d %H:%M") for t in stamps]
+        return stamps.strftime("%Y-%m-%d %H:%M").tolist()
 
     def span(self) -> list[str]:
         """The run's time range: the start of its first slot to the end of its last."""
@@ -131,8 +131,8 @@ def _change(bill: int, baseline: int) -> str:
     return f"{_money(bill)} vs {_money(baseline)} without the market ({_signed(diff)}{share})"
 
 
-def _days(days: int) -> str:
-    return f"{days} day" if days == 1 else f"{days} days"
+def _count(n: int, word: str) -> str:
+    return f"{int(n):,} {word}" if n == 1 else f"{int(n):,} {word}s"
 
 
 def _slot_minutes(run: Run) -> str:
@@ -146,10 +146,10 @@ def _headline(run: Run) -> Table:
     detected = sum(bool(a.get("detected")) for a in attacks)
     rows = (
         ("community", str(s["community"])),
-        ("homes", f"{_int(s['homes'])} on {_int(s['feeders'])} feeders"),
+        ("homes", f"{_int(s['homes'])} on {_count(s['feeders'], 'feeder')}"),
         (
             "slots",
-            f"{_int(s['slots'])} of {_slot_minutes(run)} ({_days(s['days'])} from {run.times([0])[0]})",
+            f"{_int(s['slots'])} of {_slot_minutes(run)} ({_count(s['days'], 'day')} from {run.times([0])[0]})",
         ),
         ("blocks", f"{_int(s['blocks'])} on {len(run.chains)} chains"),
         ("trades", _int(s["trades"])),
@@ -563,6 +563,12 @@ def _attack_label(a: dict) -> str:
     return f"{a['kind']}@{a['target']}"
 
 
+def _attack_slots(run: Run, a: dict) -> tuple[int, int]:
+    """An attack's first and last slot (an attack given without a range lasts the whole run)."""
+    first, last = a.get("from_slot"), a.get("to_slot")
+    return (0 if first is None else int(first)), (int(run.summary["slots"]) - 1 if last is None else int(last))
+
+
 def _timeline(run: Run) -> list[Figure | Section]:
     alarms, attacks = run.tables["alarms"], run.summary.get("attacks") or []
     if alarms.empty and not attacks:
@@ -582,11 +588,13 @@ def _timeline(run: Run) -> list[Figure | Section]:
                 hovertemplate="%{y} at %{x}: %{customdata}<extra></extra>",
             )
         )
+    shown: set = set()  # detection mechanisms already in the legend
     for a in attacks:
         label = f"attack {_attack_label(a)}"
+        first, last = _attack_slots(run, a)
         fig.add_trace(
             go.Scatter(
-                x=run.times([a["from_slot"], a["to_slot"] + 1]),
+                x=run.times([first, last + 1]),
                 y=[label, label],
                 mode="lines+markers",
                 name=label,
@@ -596,7 +604,7 @@ def _timeline(run: Run) -> list[Figure | Section]:
         )
         if a.get("detected") and a.get("detection_delay_s") is not None:
             start = pd.Timestamp(run.summary["start"]) + pd.Timedelta(
-                seconds=int(a["from_slot"]) * L + float(a["detection_delay_s"])
+                seconds=first * L + float(a["detection_delay_s"])
             )
             fig.add_trace(
                 go.Scatter(
@@ -604,9 +612,12 @@ def _timeline(run: Run) -> list[Figure | Section]:
                     y=[label],
                     mode="markers",
                     name=f"detected: {a.get('mechanism') or 'unnamed mechanism'}",
+                    legendgroup=str(a.get("mechanism")),
+                    showlegend=a.get("mechanism") not in shown,
                     marker={"symbol": "x", "color": LOSS, "size": 14},
                 )
             )
+            shown.add(a.get("mechanism"))
     lanes = alarms["chain"].nunique() + len(attacks)
     fig.update_layout(height=max(300, 40 * lanes + 160), yaxis={"type": "category"}, xaxis={"range": run.span()})
     parts: list[Figure | Section] = [
@@ -623,7 +634,7 @@ def _timeline(run: Run) -> list[Figure | Section]:
             (
                 str(a["kind"]),
                 str(a["target"]),
-                f"{a['from_slot']}–{a['to_slot']}",
+                "–".join(map(str, _attack_slots(run, a))),
                 "yes" if a.get("detected") else "no",
                 "–" if a.get("detection_delay_s") is None else f"{float(a['detection_delay_s']):,.0f} s",
                 str(a.get("mechanism") or "–"),
@@ -814,9 +825,9 @@ def community_report(out_dir: Path, provenance: Provenance | None = None) -> Pat
     figures += [*_forecasts(run), _rewards(run), *_theft(run), *_power_quality(run), _forecast_tables(run)]
     tariff = s["prices_per_kwh"]
     notes = (
-        f"{s['homes']} homes on {s['feeders']} feeders, {_days(s['days'])} of {_slot_minutes(run)} slots from "
-        f"{run.times([0])[0]} (local time). The DSO's tariff: {tariff['consumption']} minor units per kWh "
-        f"bought from the grid, {tariff['production']} per kWh sold to it.",
+        f"{s['homes']} homes on {_count(s['feeders'], 'feeder')}, {_count(s['days'], 'day')} of "
+        f"{_slot_minutes(run)} slots from {run.times([0])[0]} (local time). The DSO's tariff: "
+        f"{tariff['consumption']} minor units per kWh bought from the grid, {tariff['production']} per kWh sold to it.",
         f"Check the chains of this run with: gridledger verify {run.out}",
     )
     report = Report(f"Community run: {s['community']}", _headline(run), tuple(figures), provenance, notes)
