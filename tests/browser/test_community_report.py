@@ -114,6 +114,7 @@ def test_the_key_numbers_are_on_the_rendered_page(made, rendered):
 def test_the_optional_sections_are_drawn(rendered):
     headings = [f.heading for f in figures(rendered["enriched"].dom)]
     for heading in (
+        "The DSO's microgrid controller: signals and prices in force",
         "Alarms and attacks on a timeline",
         "Energy-theft scores per meter-day",
         "Power-quality events on a timeline",

@@ -27,6 +27,7 @@ HEADINGS = [
     "What the DSO holds",
     "What the DSO cannot see: each home's net energy per slot",
     "The DSO's view beside what it cannot see",
+    "The DSO's microgrid controller",
     "PoEf blocks per slot, by tier",
     "Committee votes per block",
     "PoEf statistics",
@@ -119,6 +120,15 @@ def enrich(out: Path) -> None:
                  "amount"],
     ).to_parquet(out / "rewards.parquet")
     pd.DataFrame(
+        [
+            ("F1", 30, 9000, "shed", 1500, 33, 150, 75),
+            ("F1", 31, 8000, "shed", 500, -1, -1, -1),
+            ("F1", 40, 100, "", 0, 43, 120, 60),
+        ],
+        columns=["feeder", "slot", "predicted_w", "signal", "amount_w", "prices_from_slot", "consumption_per_kwh",
+                 "production_per_kwh"],
+    ).to_parquet(out / "control.parquet")
+    pd.DataFrame(
         [("nan:DC-F1", 30, 2, 29, 3, "ab" * 20, 1)],
         columns=["chain", "height", "tx_index", "slot", "code", "subject", "detector"],
     ).to_parquet(out / "alarms.parquet")
@@ -169,10 +179,11 @@ def trace(fig: dict, name: str) -> dict:
 
 def test_the_report_is_written_in_the_run_folder_with_every_section(run_dir, page):
     assert (run_dir / REPORT_FILE).is_file()
-    assert headings(page)[: len(HEADINGS)] == HEADINGS
+    controller = "The DSO's microgrid controller: signals and prices in force"  # only when it signalled
+    assert [h for h in headings(page) if h != controller][: len(HEADINGS)] == HEADINGS
     assert "No alarm was raised and no attack was injected in this run." in page
-    for name in ("theft_scores", "pq_events", "forecast_errors"):
-        assert f"{name}.parquet is not in this run folder" in page
+    for name in ("control", "theft_scores", "pq_events", "forecast_errors"):
+        assert (f"{name}.parquet is not in this run folder" in page) is not (run_dir / f"{name}.parquet").exists()
     assert "No reward was paid" in page  # one day: rewards start after the second day
 
 
@@ -310,6 +321,7 @@ def test_optional_inputs_get_their_sections(enriched):
     out, page = enriched
     names = headings(page)
     for heading in (
+        "The DSO's microgrid controller: signals and prices in force",
         "Alarms and attacks on a timeline",
         "Attacks",
         "Energy-theft scores per meter-day",
@@ -331,6 +343,13 @@ def test_optional_inputs_get_their_sections(enriched):
     errors = section(page, "Forecast errors per tier")  # in tier order han, nan, fan, whatever the file's order
     assert re.findall(r"<tr><td>(\w+)</td>", errors) == ["han", "nan", "fan"]
     assert rows(errors, "nan") == [["nan:DC-F1", "gbr", "1", "41.2", "0.183", "95"]]
+    figs = plots(page)
+    control = figs["The DSO's microgrid controller: signals and prices in force"]
+    assert trace(control, "F1 consumption")["y"] == [120, 150, 120, 120]
+    assert trace(control, "F1 production")["x"] == ["2024-04-11 00:00", "2024-04-11 08:15", "2024-04-11 10:45",
+                                                    "2024-04-12 00:00"]
+    assert trace(control, "F1: shed load")["y"] == [9000, 8000]
+    assert rows(section(page, "The DSO's microgrid controller"), "F1") == [["2", "0", "2"]]
     figs = plots(page)
     timeline = figs["Alarms and attacks on a timeline"]
     assert trace(timeline, "ALARM transaction")["x"] == ["2024-04-11 07:15"]

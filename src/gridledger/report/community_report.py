@@ -1,10 +1,11 @@
 """The report of ``gridledger simulate``: one offline page on a whole community run, read from its run folder.
 
-Everything comes from the files the run wrote (``summary.json``, its Parquet tables, ``chains/tiers.json``); the
-report decides nothing the run decided, it sums, checks and plots. Tables written by the run's analytics
-(``theft_scores``, ``pq_events``, ``forecast_errors``) and the injected attacks (``summary["attacks"]``) get their
-section when present and a one-line note otherwise. Units: energy in Wh per slot (kWh in the headline), money in
-minor units, time as the community's local wall-clock time at the start of a slot.
+Everything comes from the files the run wrote (``summary.json``, its Parquet tables, ``chains/tiers.json`` and the
+chain stores for the anchor delays); the report decides nothing the run decided, it sums, checks and plots. Tables
+other parts of the run may write (the DSO's microgrid controller's ``control``, the analytics' ``theft_scores``,
+``pq_events``, ``forecast_errors``) and the injected attacks (``summary["attacks"]``) get their section when present
+and a one-line note otherwise. Units: energy in Wh per slot (kWh in the headline), money in minor units, time as the
+community's local wall-clock time at the start of a slot.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ REQUIRED = (
     "blocks",
 )
 #: Tables other parts of the run may add, each rendered only when present.
-OPTIONAL = ("theft_scores", "pq_events", "forecast_errors")
+OPTIONAL = ("control", "theft_scores", "pq_events", "forecast_errors")
 TIERS = ("han", "nan", "fan", "head")
 TIER_COLOURS = {"han": "#8c564b", "nan": "#1f77b4", "fan": "#ff7f0e", "head": "#2ca02c"}
 GAIN, LOSS = "#2ca02c", "#d62728"
@@ -423,6 +424,81 @@ def _dso_table(run: Run) -> Section:
         ),
         (Table(("who holds it", "table", "one row per", "rows"), rows),),
     )
+
+
+# ------------------------------------------------------------------------------------------ controller
+def _control(run: Run) -> list[Figure | Section]:
+    """The DSO's microgrid controller per feeder: its control signals and the prices in force (``control``)."""
+    c = run.optional("control")
+    title = "The DSO's microgrid controller"
+    if c is None:
+        return [_absent(title, "control", "record of the microgrid controller")]
+    if c.empty:
+        return [Section(title, ("The controller's predictions stayed in every feeder's band: no signal, no reprice.",))]
+    base = run.summary["prices_per_kwh"]
+    end = int(run.summary["slots"])
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.1,
+        subplot_titles=("prices in force (minor units per kWh)", "predicted net import at each signal (W)"),
+    )
+    rows = []
+    for feeder in sorted(c["feeder"].unique()):
+        f = c[c["feeder"] == feeder].sort_values("slot")
+        steps = f[f["prices_from_slot"] >= 0]
+        for key, dash in (("consumption", "solid"), ("production", "dot")):
+            slots = [0, *steps["prices_from_slot"], end]
+            prices = [base[key], *steps[f"{key}_per_kwh"], (steps[f"{key}_per_kwh"].tolist() or [base[key]])[-1]]
+            fig.add_trace(
+                go.Scatter(
+                    x=run.times(slots),
+                    y=[int(p) for p in prices],
+                    mode="lines",
+                    line={"shape": "hv", "dash": dash},
+                    name=f"{feeder} {key}",
+                ),
+                row=1,
+                col=1,
+            )
+        signals = f[f["signal"] != ""]
+        for action, marker in (("shed", "triangle-down"), ("add", "triangle-up")):
+            a = signals[signals["signal"] == action]
+            if a.empty:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=run.times(a["slot"]),
+                    y=a["predicted_w"].tolist(),
+                    mode="markers",
+                    name=f"{feeder}: {action} load",
+                    marker={"symbol": marker, "size": 10},
+                    customdata=a["amount_w"].tolist(),
+                    hovertemplate="%{x}: predicted %{y} W, " + action + " %{customdata} W<extra></extra>",
+                ),
+                row=2,
+                col=1,
+            )
+        rows.append(
+            (
+                str(feeder),
+                _int((signals["signal"] == "shed").sum()),
+                _int((signals["signal"] == "add").sum()),
+                _int(len(steps)),
+            )
+        )
+    fig.update_layout(height=560)
+    return [
+        Figure(
+            "The DSO's microgrid controller: signals and prices in force",
+            fig,
+            "After each round the DSO's controller of a feeder predicts the feeder's net import from the DSO "
+            "view and the anonymous book (control.parquet); out of its band it signals load to shed or add and "
+            "reprices the feeder through the tiers, back to the tariff once the prediction is in the band again.",
+        ),
+        Section(title, (), (Table(("feeder", "shed signals", "add signals", "price changes"), tuple(rows)),)),
+    ]
 
 
 # ------------------------------------------------------------------------------------------ PoEf
@@ -821,7 +897,8 @@ def community_report(out_dir: Path, provenance: Provenance | None = None) -> Pat
     s = run.summary
     provenance = provenance or Provenance(_command(run), int(s["seed"]))
     figures: list[Figure | Section] = [_energy(run), _market(run), *_bills(run)]
-    figures += [_dso_holds(run), _dso_cannot_see(run), _dso_table(run), *_poef(run), *_timeline(run)]
+    figures += [_dso_holds(run), _dso_cannot_see(run), _dso_table(run), *_control(run), *_poef(run)]
+    figures += _timeline(run)
     figures += [*_forecasts(run), _rewards(run), *_theft(run), *_power_quality(run), _forecast_tables(run)]
     tariff = s["prices_per_kwh"]
     notes = (
