@@ -1,4 +1,5 @@
-"""Self-contained offline HTML reports: a title, a short summary table, plotly figures and a footer.
+"""Self-contained offline HTML reports: a title, a short summary table, plotly figures (and sections of
+tables or text between them) and a footer.
 
 A report opens in any browser with no network: the plotly.js bundle is inlined into the file, or written once
 beside it as ``plotly-<version>.min.js`` and shared by every report in that folder; nothing else is fetched.
@@ -70,12 +71,23 @@ class Figure:
 
 
 @dataclass(frozen=True)
+class Section:
+    """A heading with paragraphs of ``text`` and ``tables`` under it (no plot): analytics tables, or a note
+    saying why a part of the report is absent."""
+
+    title: str
+    text: tuple[str, ...] = ()
+    tables: tuple[Table, ...] = ()
+
+
+@dataclass(frozen=True)
 class Report:
-    """A report: ``title``, one-line ``notes`` under it, a ``summary`` table, ``figures``, ``provenance``."""
+    """A report: ``title``, one-line ``notes`` under it, a ``summary`` table, ``figures`` (and sections, in page
+    order), ``provenance``."""
 
     title: str
     summary: Table
-    figures: tuple[Figure, ...]
+    figures: tuple[Figure | Section, ...]
     provenance: Provenance
     notes: tuple[str, ...] = ()
 
@@ -117,6 +129,12 @@ def _figure(number: int, figure: Figure) -> str:
     )
 
 
+def _section(section: Section) -> str:
+    text = "".join(f'<p class="note">{html.escape(t)}</p>\n' for t in section.text)
+    tables = "\n".join(_table(t) for t in section.tables)
+    return f'<section class="tables">\n<h2>{html.escape(section.title)}</h2>\n{text}{tables}\n</section>'
+
+
 def _footer(provenance: Provenance, bundle: str) -> str:
     seed = "no random draws" if provenance.seed is None else f"seed {provenance.seed}"
     how = "inlined in this file" if bundle == "inline" else "in the file beside this one"
@@ -137,7 +155,14 @@ def render(report: Report, bundle: str = "inline") -> str:
         else f'<script src="{bundle_name()}"></script>'
     )
     notes = "".join(f'<p class="note">{html.escape(n)}</p>\n' for n in report.notes)
-    figures = "\n".join(_figure(i, f) for i, f in enumerate(report.figures, start=1))
+    parts, number = [], 0
+    for part in report.figures:
+        if isinstance(part, Figure):
+            number += 1
+            parts.append(_figure(number, part))
+        else:
+            parts.append(_section(part))
+    figures = "\n".join(parts)
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(report.title)}</title>\n<style>{STYLE}</style>\n{script}\n</head>\n<body>\n"
