@@ -334,8 +334,8 @@ def test_optional_inputs_get_their_sections(enriched):
     assert "is not in this run folder" not in page
     assert rows(section(page, "PoEf rewards"), "1") == [["2", "1", "510.0", "3,100"]]
     assert rows(page, "attacks") == [["3 injected, 2 detected"]]
-    assert rows(page, "theft-h2") == [["MI002", "40–60", "yes", "1,800 s", "theft detector", "37"]]
-    assert rows(page, "flood") == [["F1", "10–12", "no", "–", "–", "0"]]
+    assert rows(page, "theft-h2") == [["MI002", "40–59", "yes", "1,800 s", "theft detector", "37"]]
+    assert rows(page, "flood") == [["F1", "10–11", "no", "–", "–", "0"]]
     assert rows(page, "theft-h5") == [["MI003", "0–95", "yes", "86,000 s", "theft detector", "5"]]  # the whole run
     assert "2 of 4 meter-days flagged." in page
     assert rows(page, "MI002") == [["F1", "0", "0.930"], ["F1", "1", "0.710"]]

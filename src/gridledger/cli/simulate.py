@@ -15,6 +15,7 @@ def _default_out() -> Path:
 
 
 def simulate(
+    ctx: typer.Context,
     community_file: Path | None = typer.Argument(
         None,
         metavar="[COMMUNITY.toml]",
@@ -89,6 +90,8 @@ def simulate(
         console.print(f"attack {a['kind']}@{a['target']}: {caught}, cost {a['victim_cost_minor']} (minor units)")
     if report:
         from gridledger.report.community_report import community_report
+        from gridledger.report.provenance import Provenance, invocation
 
-        console.print(f"report: {community_report(out)}")
+        path = community_report(out, Provenance(invocation(ctx), summary["seed"]))
+        console.print(f"report: {path} (open it in a browser)")
     console.print(f"outputs in {out}/ (check them with: gridledger verify {out})")

@@ -640,9 +640,9 @@ def _attack_label(a: dict) -> str:
 
 
 def _attack_slots(run: Run, a: dict) -> tuple[int, int]:
-    """An attack's first and last slot (an attack given without a range lasts the whole run)."""
-    first, last = a.get("from_slot"), a.get("to_slot")
-    return (0 if first is None else int(first)), (int(run.summary["slots"]) - 1 if last is None else int(last))
+    """An attack's first and last slot: it covers ``[from_slot, to_slot)`` (without them, the whole run)."""
+    first, end = a.get("from_slot"), a.get("to_slot")
+    return (0 if first is None else int(first)), (int(run.summary["slots"]) if end is None else int(end)) - 1
 
 
 def _timeline(run: Run) -> list[Figure | Section]:
