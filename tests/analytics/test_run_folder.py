@@ -13,7 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from gridledger.analytics.data import DataError, to_cube, validate_readings
+from gridledger.analytics.data import DataError, to_cube
 from gridledger.analytics.sources.simulate import is_run_folder, load_input, read_simulate
 from gridledger.cli.analytics import efficiency, forecast_app, pq_app, theft_app
 from gridledger.profiles.community import generate_community

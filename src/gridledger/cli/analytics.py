@@ -529,10 +529,14 @@ def pq_evaluate(
 
     Needs voltage_v and power_factor (production_wh is taken as 0 when absent).
     """
+    from gridledger.analytics.data import DataError
     from gridledger.analytics.power_quality import evaluate_power_quality
 
     with _friendly(), _progress(not as_json) as say:
         cube = _cube(data, ("consumption_wh", "production_wh", "voltage_v", "power_factor"), max_gap, say)
+        missing = [c for c in ("voltage_v", "power_factor") if c not in cube.values]
+        if missing:
+            raise DataError(f"{data}: no {' or '.join(missing)} column; power-quality prediction needs both")
         say("fitting and flagging")
         result = evaluate_power_quality(cube, seed=seed, test_fraction=test_fraction, per_day=per_day)
     if as_json:
