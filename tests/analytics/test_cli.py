@@ -223,6 +223,8 @@ def test_pq_and_efficiency_on_a_file(tmp_path, community):
     pq = run("pq", "evaluate", "--data", str(path), "--per-day", "3")
     assert pq.exit_code == 0, pq.output
     assert "power-quality events" in pq.output and "poor_pf" in pq.output
+    said = " ".join(pq.output.split())
+    assert "16 meters: each meter's model fitted on its first 9 days, disturbances injected into its last 5" in said
     summary = json.loads(run("pq", "evaluate", "--data", str(path), "--per-day", "3", "--json").stdout)
     assert summary["meters"] == 16 and all(r["recall"] > 0.8 for r in summary["events"].values())
     eff = run("efficiency", "--data", str(path))

@@ -223,9 +223,9 @@ def evaluate_power_quality(
 
     ``production_wh`` is optional (taken as 0: a consumer without generation).
 
-    Returns event-level precision and recall per kind (pooled over meters), and the mean absolute error of the
+    Returns event-level precision and recall per kind (pooled over meters), the mean absolute error of the
     model's expected voltage and power factor on the clean test readings beside the naive expectation (the
-    meter's training mean).
+    meter's training mean), the meters evaluated and the number of test days.
     """
     needed = ("consumption_wh", "voltage_v", "power_factor")
     missing = [c for c in needed if c not in cube.values]
@@ -264,7 +264,7 @@ def evaluate_power_quality(
     # A separator between meters keeps events of different meters apart.
     scores = {k: event_scores(_join(truth_all[k]), _join(flags_all[k])) for k in EVENTS}
     mae = {k: float(np.mean(np.concatenate(v))) for k, v in err.items()}
-    return {"events": scores, "mae": mae, "meters": len(truth_all["sag"])}
+    return {"events": scores, "mae": mae, "meters": len(truth_all["sag"]), "test_days": n_d - split}
 
 
 def _join(parts: list[np.ndarray]) -> np.ndarray:

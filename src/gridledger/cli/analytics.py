@@ -543,8 +543,10 @@ def pq_evaluate(
         _echo_json({**result, "repairs": list(cube.repairs)})
         return
     _repairs(cube, False)
-    console.print(f"{result['meters']} meters; model on the first days, disturbances injected into the last "
-                  f"{test_fraction:.0%} of {len(cube.days)} days")
+    console.print(
+        f"{result['meters']} meters: each meter's model fitted on its first {len(cube.days) - result['test_days']} "
+        f"days, disturbances injected into its last {result['test_days']}"
+    )
     table = Table(title="power-quality events (event-level)", caption="precision: flagged runs that overlap a "
                   "true event; recall: true events with a flag")
     for name in ("event", "true events", "flagged", "precision", "recall"):
