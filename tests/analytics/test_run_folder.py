@@ -138,6 +138,15 @@ def test_piped_output_keeps_every_name_whole(tmp_path, community):
     forecast = piped("forecast", "evaluate", "--data", str(path), "--column", "consumption_wh")
     for text in (theft, forecast):
         assert "…" not in text
-    assert all(name in theft for name in long.values())
+
+    def cells(text: str, name: str) -> list[str]:
+        row = next(line for line in text.splitlines() if f"│ {name} " in line)
+        return [c.strip() for c in row.split("│")[1:-1]]
+
+    for name in long.values():  # Table 5: the full name and its seven figures
+        row = cells(theft, name)
+        assert row[0] == name and len(row) == 8 and all(c.replace(".", "").isdigit() for c in row[1:])
     for method in ("persistence", "seasonal-naive", "seasonal-naive-week", "edge", "fog"):
-        assert f"│ {method} " in forecast
+        row = cells(forecast, method)
+        assert row[0] == method and len(row) == 7 and all(c.replace(".", "").isdigit() for c in row[1:])
+    assert "nb MAPE%" in forecast and "false alarms" in theft
