@@ -10,6 +10,7 @@ loading runs no code). Tables are printed at their natural width, even when pipe
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -564,7 +565,7 @@ def pq_evaluate(
 
 
 def _fmt(value: float) -> str:
-    return "n/a" if value != value else f"{value:.3f}"
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
 def efficiency(
