@@ -93,3 +93,14 @@ def test_prior_anchors_the_neighbours_mean():
     concentrator = ConcentratorAgent(prior=np.zeros(5), prior_strength=10.0)
     concentrator.report(MeterAgent("a", np.ones(5), experience=10))
     np.testing.assert_allclose(concentrator.neighbours_parameters("b"), 0.5 * np.ones(5))
+
+
+def test_mean_interval_is_students_t():
+    from gridledger.analytics.metrics import mean_interval
+
+    i = mean_interval([1.0, 2.0, 3.0])
+    # t(0.975, 2) = 4.3027; s = 1; half-width 4.3027 / sqrt(3)
+    assert i.mean == 2.0 and i.high - i.mean == pytest.approx(4.302653 / 3**0.5, rel=1e-6)
+    assert i.as_dict()["runs"] == [1.0, 2.0, 3.0] and "95 % CI" in str(i)
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        mean_interval([1.0])

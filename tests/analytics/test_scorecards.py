@@ -142,3 +142,27 @@ def test_power_quality_counts_only_what_a_meter_measures_and_either_sign_of_powe
     poor_half = [ReadingValues(400, 0, 1_270, None, pf) for pf in (950, 850) * 12]
     assert quality(*poor_half) == 500
     assert quality(*[ReadingValues(400, 0, v, None, 950) for v in (1_142, 1_143, 1_397, 1_398) * 6]) == 500
+
+
+def test_cube_rewards_refuse_what_the_rule_cannot_score(cube):
+    from gridledger.analytics.data import DataError
+    from gridledger.analytics.scorecards import cube_rewards
+
+    with pytest.raises(DataError, match="at least hourly"):
+        cube_rewards(cube.coarsen(7200))
+    with pytest.raises(DataError, match=r"rate must be 0\.\.100"):
+        cube_rewards(cube, rate=101)
+    one_day = type(cube)(cube.meters, cube.days[:1], cube.step_s, {k: v[:, :1] for k, v in cube.values.items()},
+                         cube.labels[:, :1])
+    with pytest.raises(DataError, match="two complete days"):
+        cube_rewards(one_day)
+
+
+def test_cube_rewards_without_electrical_columns_count_power_quality_as_full(cube):
+    from gridledger.analytics.scorecards import cube_rewards
+
+    energy = {k: cube.values[k] for k in ("consumption_wh", "production_wh")}
+    bare = type(cube)(cube.meters, cube.days, cube.step_s, energy, cube.labels)
+    full, plain = cube_rewards(cube), cube_rewards(bare)
+    assert (plain["power_quality"] == 1000).all() and (full["power_quality"] < 1000).any()
+    assert plain["forecast_adherence"].tolist() == full["forecast_adherence"].tolist()

@@ -213,3 +213,26 @@ def test_split_is_meter_wise_and_seeded():
 def test_training_needs_a_neighbourhood(cube):
     with pytest.raises(ValueError, match="at least 2 meters"):
         train(cube.select([0]), FAST)
+
+
+def test_rl_gain_is_the_accuracy_difference_per_seed_with_a_t_interval(cube):
+    from gridledger.analytics.theft import rl_gain
+
+    gains = rl_gain(cube, FAST, rates=(0.5, 0.1), seeds=(0, 1, 2), folds=4)
+    assert set(gains) == {0.5, 0.1}
+    for g in gains.values():
+        assert len(g.values) == 3 and g.low <= g.mean <= g.high and g.confidence == 0.95
+        assert all(-100 < v < 100 for v in g.values)
+    # one seed by hand: 4 meter-wise folds, attacks at 50 %, gain = accuracy with RL - without, in points
+    folds = np.random.default_rng(1).permutation(len(cube.meters)) % 4
+    y, det, rl = [], [], []
+    for k in range(4):
+        model = train(cube.select(np.flatnonzero(folds != k)), TheftSettings(max_iter=60, draws=2, seed=1))
+        test = cube.select(np.flatnonzero(folds == k))
+        draw = TheftSettings(theft_rate=0.5, inject_labelled=True)
+        reported, labels = attack_scenario(test, draw, np.random.default_rng([1, k, 0]))
+        found = detect(model, test.meters, reported, labels)
+        y.append(labels.ravel()), det.append(found.detector_decisions.ravel()), rl.append(found.agent_decisions.ravel())
+    y, det, rl = (np.concatenate(a) for a in (y, det, rl))
+    assert gains[0.5].values[1] == pytest.approx(100 * (np.mean(rl == y) - np.mean(det == y)))
+    assert rl_gain(cube, FAST, rates=(0.5,), seeds=(0, 1, 2), folds=4)[0.5] == gains[0.5]

@@ -84,7 +84,8 @@ def test_per_attack_rates_count_each_attacks_flagged_days():
 
 def test_without_attack_kinds_or_with_one_class_those_plots_are_left_out_and_said_so():
     made = build(kinds=None)
-    assert [f.title for f in made.figures][-1].startswith("Confusion matrix")
+    assert [f.title for f in made.figures][-2:] == ["Confusion matrix (Table 6 form), without and with RL",
+                                                   "Per meter (Table 5 form)"]
     assert any("does not say which attack" in n for n in made.notes)
     honest = np.zeros_like(LABELS)
     made = build(labels=honest, kinds=None)
@@ -104,3 +105,14 @@ def test_injected_attacks_are_the_draw_the_evaluation_used(cube):
     kinds = injected_attacks(cube.values["consumption_wh"], settings, 11, reported, labels)
     assert kinds is not None and ((kinds > 0) == (labels == 1)).all() and set(np.unique(kinds)) > {0}
     assert injected_attacks(cube.values["consumption_wh"], settings, 12, reported, labels) is None
+
+
+def test_per_meter_table_is_table_5_of_the_evaluation():
+    table = next(f for f in build().figures if f.title == "Per meter (Table 5 form)").plot.data[0]
+    columns = dict(zip(table.header.values, table.cells.values, strict=True))
+    assert list(columns["meter"]) == ["MI1", "MI2"]
+    # MI1: days h1 and h6 tampered; agent flags days 2 and 4 (scores 0.6, 0.2) -> both found, no false alarm
+    assert list(columns["tampered"]) == ["2", "2"] and list(columns["flagged"]) == ["2", "2"]
+    assert list(columns["false alarms"]) == ["0", "0"] and list(columns["accuracy + RL"]) == ["1.0000", "1.0000"]
+    # the detector alone flags MI1's honest day 3 (log-odds 0.5) and misses its h6 day (-0.5)
+    assert list(columns["accuracy"]) == ["0.5000", "1.0000"]

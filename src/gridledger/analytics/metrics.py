@@ -7,7 +7,10 @@ explodes near zero load and at night for PV — so it is always reported beside 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from scipy.stats import t as student_t
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
 MAPE_FLOOR = 0.01
@@ -56,3 +59,32 @@ def classification_report(labels: np.ndarray, scores: np.ndarray, decisions: np.
         "auc": float(roc_auc_score(y, s)) if 0 < y.sum() < y.size else float("nan"),
         "confusion": [[tp, fn], [fp, tn]],
     }
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean over repeated runs with its two-sided confidence interval (Student's t over the runs)."""
+
+    mean: float
+    low: float
+    high: float
+    values: tuple[float, ...]
+    confidence: float = 0.95
+
+    def __str__(self) -> str:
+        pct = round(100 * self.confidence)
+        return f"{self.mean:+.2f} ({pct} % CI {self.low:+.2f} .. {self.high:+.2f}, {len(self.values)} runs)"
+
+    def as_dict(self) -> dict:
+        return {"mean": self.mean, "ci_low": self.low, "ci_high": self.high, "runs": list(self.values),
+                "confidence": self.confidence}
+
+
+def mean_interval(values: list[float] | np.ndarray, confidence: float = 0.95) -> Interval:
+    """Mean of at least 2 independent runs and its t confidence interval ``mean ± t · s / sqrt(n)``."""
+    v = np.asarray(values, dtype=float)
+    if v.size < 2:
+        raise ValueError(f"a confidence interval needs at least 2 runs, got {v.size}")
+    half = float(student_t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    mean = float(v.mean())
+    return Interval(mean, mean - half, mean + half, tuple(float(x) for x in v), confidence)

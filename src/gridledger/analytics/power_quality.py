@@ -221,11 +221,13 @@ def evaluate_power_quality(
 ) -> dict:
     """Fit each meter's model on its early days, inject events into its later days, and score the flags.
 
-    Returns event-level precision and recall per kind (pooled over meters), and the mean absolute error of the
+    ``production_wh`` is optional (taken as 0: a consumer without generation).
+
+    Returns event-level precision and recall per kind (pooled over meters), the mean absolute error of the
     model's expected voltage and power factor on the clean test readings beside the naive expectation (the
-    meter's training mean).
+    meter's training mean), the meters evaluated and the number of test days.
     """
-    needed = ("consumption_wh", "production_wh", "voltage_v", "power_factor")
+    needed = ("consumption_wh", "voltage_v", "power_factor")
     missing = [c for c in needed if c not in cube.values]
     if missing:
         raise ValueError(f"power-quality evaluation needs column(s) {', '.join(missing)}")
@@ -239,9 +241,8 @@ def evaluate_power_quality(
     flags_all = {k: [] for k in EVENTS}
     err = {"voltage_model": [], "voltage_naive": [], "pf_model": [], "pf_naive": []}
     for m in range(n_m):
-        p = net_power_w(
-            cube.values["consumption_wh"][m], cube.values["production_wh"][m], cube.step_s
-        ).ravel()
+        production = cube.values["production_wh"][m] if "production_wh" in cube.values else 0.0
+        p = net_power_w(cube.values["consumption_wh"][m], production, cube.step_s).ravel()
         v = cube.values["voltage_v"][m].ravel()
         pf = cube.values["power_factor"][m].ravel()
         train = np.arange(p.size) < split * slots
@@ -263,7 +264,7 @@ def evaluate_power_quality(
     # A separator between meters keeps events of different meters apart.
     scores = {k: event_scores(_join(truth_all[k]), _join(flags_all[k])) for k in EVENTS}
     mae = {k: float(np.mean(np.concatenate(v))) for k, v in err.items()}
-    return {"events": scores, "mae": mae, "meters": len(truth_all["sag"])}
+    return {"events": scores, "mae": mae, "meters": len(truth_all["sag"]), "test_days": n_d - split}
 
 
 def _join(parts: list[np.ndarray]) -> np.ndarray:

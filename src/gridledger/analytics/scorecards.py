@@ -16,12 +16,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from gridledger.chain import Chain
 from gridledger.consensus.plausibility import Plausibility
 from gridledger.ledger.kinds.reading import ChainKeys, Reading, ReadingValues, open_reading
-from gridledger.ledger.kinds.reward import PERIOD_MINUTES, Reward
+from gridledger.ledger.kinds.reward import PERIOD_MINUTES, RATE_CAP, Reward, Scorecard, reward_amounts
 
+from .data import DataError, DayCube, describe_step
 from .efficiency import HOURS, REFERENCE_DAYS, EfficiencyScore, QualityTally, integer_limits, score_days
 from .power_quality import Limits
 from .theft_attacks import inject_theft
@@ -95,6 +97,62 @@ def audit_reward(chain: Chain, keys: ChainKeys, reward: Reward) -> dict[int, tup
         if card.components != actual:
             wrong[card.member] = (card.components, actual)
     return wrong
+
+
+# ------------------------------------------------------------------ efficiency scores and rewards of a readings cube
+def _timed_readings(cube: DayCube, m: int) -> list[Timed]:
+    """Meter ``m``'s complete days as ledger readings ``(minute, values)``: minutes since the cube's first
+    midnight, each step's reading at its last minute (as a meter reports a slot), values rounded to integer
+    Wh, 0.1 V, 0.01 A and per-mille power factor (None for a quantity the data lacks)."""
+    step_min = cube.step_s // 60
+    scales = {"voltage_v": 10, "current_a": 100, "power_factor": 1000}
+    optional = {k: np.rint(cube.values[k][m] * f) if k in cube.values else None for k, f in scales.items()}
+    energy = [np.rint(cube.values.get(k, np.zeros_like(cube.values["consumption_wh"]))[m]) for k in
+              ("consumption_wh", "production_wh")]
+    out = []
+    for d in np.flatnonzero(cube.valid[m]):
+        for s in range(cube.slots):
+            extra = [
+                int(v[d, s]) if v is not None and np.isfinite(v[d, s]) else None for v in optional.values()
+            ]
+            out.append((int(d) * PERIOD_MINUTES + (s + 1) * step_min - 1,
+                        ReadingValues(int(energy[0][d, s]), int(energy[1][d, s]), *extra)))
+    return out
+
+
+def cube_rewards(cube: DayCube, rate: int = 10, limits: Limits = Limits()) -> pd.DataFrame:
+    """Every meter's PoEf efficiency score and reward for every period (day 1.. of the cube), as the DSO of a run
+    scores and pays them (:func:`period_score`, :func:`gridledger.ledger.kinds.reward.reward_amounts`).
+
+    A meter is scored for a period when its day is complete; earlier days (up to 7) are the forecast's reference.
+    Returns one row per scored meter-period: ``period``, ``date``, ``meter_id``, the three components, ``score``
+    (per mille) and ``amount`` (minor units at ``rate`` per score point above the threshold).
+
+    Raises
+    ------
+    DataError
+        If the resolution is coarser than 1 hour or not whole minutes, ``rate`` is outside 0..RATE_CAP, or no
+        meter has two complete days.
+    """
+    if cube.step_s > 3600 or cube.step_s % 60:
+        raise DataError(f"efficiency scores need readings at least hourly, in whole minutes; got "
+                        f"{describe_step(cube.step_s)}")
+    if not 0 <= rate <= RATE_CAP:
+        raise DataError(f"the reward rate must be 0..{RATE_CAP} minor units per score point, not {rate}")
+    timed = [_timed_readings(cube, m) for m in range(len(cube.meters))]
+    rows = []
+    for period in range(1, len(cube.days)):
+        scored = [m for m in range(len(cube.meters)) if cube.valid[m, period] and cube.valid[m, :period].any()]
+        scores = {m: period_score(timed[m], period, limits) for m in scored}
+        cards = [Scorecard(m, *s.components, s.score) for m, s in scores.items()]
+        paid = dict(reward_amounts(rate, cards))
+        for m, s in scores.items():
+            rows.append((period, cube.days[period].date().isoformat(), cube.meters[m], *s.components, s.score,
+                         paid.get(m, 0)))
+    if not rows:
+        raise DataError("no meter has two complete days: a score needs a day and an earlier reference day")
+    columns = ["period", "date", "meter_id", "forecast_adherence", "power_quality", "peak_reduction", "score"]
+    return pd.DataFrame(rows, columns=[*columns, "amount"])
 
 
 # ------------------------------------------------------------------ the plausibility check on community readings

@@ -1,4 +1,5 @@
-"""The report of ``gridledger theft evaluate``: ROC, score distributions, confusion matrices, per attack.
+"""The report of ``gridledger theft evaluate``: ROC, score distributions, confusion matrices (Table 6), per attack
+and per meter (Table 5).
 
 Built from the evaluation's own objects (:class:`gridledger.analytics.theft.Detection`, the labels it was
 scored against and the metrics of :func:`gridledger.analytics.theft.report`); nothing is re-scored. Positives
@@ -191,6 +192,38 @@ def _per_attack(kinds: np.ndarray, decisions: dict[str, np.ndarray]) -> Figure:
     )
 
 
+def _per_meter(per_meter: dict[str, dict]) -> Figure:
+    columns = (
+        ("meter", None),
+        ("meter-days", "days"),
+        ("tampered", "tampered"),
+        ("flagged", "flagged"),
+        ("false alarms", "false_alarms"),
+        ("missed", "missed"),
+        ("accuracy", "without_rl"),
+        ("accuracy + RL", "with_rl"),
+    )
+    rows = list(per_meter.items())
+    cells = [
+        [m for m, _ in rows] if key is None
+        else [f"{r[key]:.4f}" if key.endswith("_rl") else str(r[key]) for _, r in rows]
+        for _, key in columns
+    ]
+    fig = go.Figure(
+        go.Table(
+            header={"values": [name for name, _ in columns], "align": ["left", *["right"] * (len(columns) - 1)]},
+            cells={"values": cells, "align": ["left", *["right"] * (len(columns) - 1)]},
+        )
+    )
+    fig.update_layout(height=min(900, 120 + 28 * len(rows)))
+    return Figure(
+        "Per meter (Table 5 form)",
+        fig,
+        "Each evaluated meter's labelled meter-days, how many were tampered, how many the meter's agent flagged, "
+        "its false alarms and missed thefts (with RL), and its accuracy without and with RL. Scroll for more.",
+    )
+
+
 def theft_report(
     detection: Detection,
     labels: np.ndarray,
@@ -221,6 +254,7 @@ def theft_report(
         extra.append("Only one class among the labelled meter-days: no ROC curve.")
     figures.append(_distributions(y, detection.probability[ok], scores["with_rl"]))
     figures.append(_confusion(result))
+    figures.append(_per_meter(result["per_meter"]))
     if attack_kinds is not None:
         decisions = {"without_rl": detection.detector_decisions[ok], "with_rl": detection.agent_decisions[ok]}
         figures.append(_per_attack(attack_kinds[ok], decisions))
