@@ -154,12 +154,12 @@ def test_alarms_are_raised_by_coordinators_the_dso_or_members(tiers):
     subject = bytes([7]) * 32
     t = tiers.time + 10
     for i, key in enumerate((nan.coordinator.key, KeyPair.from_secret("dso"), nan.members["MI-0-0-1"].key)):
-        tx = raise_alarm(nan.chain_id, AlarmCode.TAMPERING, subject, f"twin-{i}", key)
+        tx = raise_alarm(nan.chain_id, AlarmCode.TAMPERING, subject, 1, f"twin-{i}", key)
         assert decode_transaction(tx.raw) == tx
         assert outcome(nan, tx, t + i) == "ok"
-    stranger = raise_alarm(nan.chain_id, AlarmCode.TAMPERING, subject, "twin", KeyPair.from_secret("stranger"))
+    stranger = raise_alarm(nan.chain_id, AlarmCode.TAMPERING, subject, 1, "twin", KeyPair.from_secret("stranger"))
     assert outcome(nan, stranger, t + 5) == "bad-alarm-raiser"
-    genuine = raise_alarm(nan.chain_id, AlarmCode.TAMPERING, subject, "x", nan.coordinator.key)
+    genuine = raise_alarm(nan.chain_id, AlarmCode.TAMPERING, subject, 1, "x", nan.coordinator.key)
     forged = dataclasses.replace(genuine, signature=bytes(64))
     assert outcome(nan, forged, t + 6) == "bad-alarm-signature"
 
@@ -167,9 +167,9 @@ def test_alarms_are_raised_by_coordinators_the_dso_or_members(tiers):
 @pytest.mark.parametrize(
     ("alarm", "code"),
     [
-        (Alarm(99, bytes(32), "band", bytes(32)), "bad-alarm-code"),
-        (Alarm(1, bytes(32), "no spaces", bytes(32)), "bad-encoding-name"),
-        (Alarm(1, bytes(31), "band", bytes(32)), "bad-encoding-size"),
+        (Alarm(99, bytes(32), 0, "band", bytes(32)), "bad-alarm-code"),
+        (Alarm(1, bytes(32), 0, "no spaces", bytes(32)), "bad-encoding-name"),
+        (Alarm(1, bytes(31), 0, "band", bytes(32)), "bad-encoding-size"),
     ],
 )
 def test_malformed_alarms_are_refused(alarm, code):

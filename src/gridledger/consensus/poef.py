@@ -32,7 +32,7 @@ import nacl.exceptions
 import nacl.public
 import nacl.signing
 
-from gridledger.chain import Chain
+from gridledger.chain import Chain, proposal_order
 from gridledger.consensus.plausibility import Plausibility, RobustWindowCheck
 from gridledger.consensus.policy_sync import ParentView, check_replicated
 from gridledger.ledger.block import Block, Vote, make_block
@@ -218,7 +218,7 @@ class Coordinator:
         return self.chain.mempool
 
     def submit(self, tx: Transaction) -> bytes:
-        """Queue a transaction (context-free checks first; idempotent by txid)."""
+        """Queue a transaction (context-free checks first; idempotent by wtxid: see ``Chain.submit``)."""
         return self.chain.submit(tx)
 
     def values_of(self, reading: Reading) -> ReadingValues:
@@ -245,9 +245,13 @@ class Coordinator:
         slot = state.slot_of(time)
         history: dict[int, list[ReadingValues]] = {}
         accepted: list[Transaction] = []
+        taken: set[bytes] = set()
         mark = state.begin_block()
         try:
-            for tx in list(self.pending.values())[: self.max_txs]:
+            for tx in proposal_order(list(self.pending.values())[: self.max_txs]):
+                if tx.txid in taken:  # another copy of it is in the block already
+                    self.pending.pop(tx.wtxid, None)
+                    continue
                 tx_mark = state.tx_mark()
                 try:
                     check_replicated(tx, self.parent)
@@ -258,10 +262,12 @@ class Coordinator:
                         state.apply_tx(alarm, slot)
                 except Reject as e:
                     state.rollback(tx_mark)
-                    self.pending.pop(tx.txid, None)
+                    self.pending.pop(tx.wtxid, None)
                     self.rejected[tx.txid] = e
                     continue
                 accepted.append(tx)
+                taken.add(tx.txid)
+                self.rejected.pop(tx.txid, None)
                 if alarm is not None:
                     accepted.append(alarm)
         finally:
@@ -282,13 +288,19 @@ class Coordinator:
         history[tx.member].append(values)
         if verdict is None:
             return None
-        return raise_alarm(self.chain.chain_id, AlarmCode.IMPLAUSIBLE_READING, tx.txid, verdict.detector, self.key)
+        return raise_alarm(
+            self.chain.chain_id,
+            AlarmCode.IMPLAUSIBLE_READING,
+            tx.txid,
+            self.chain.height + 1,
+            verdict.detector,
+            self.key,
+        )
 
     def abandon(self, drop: Iterable[bytes] = ()) -> None:
         """Give up the block in flight (nobody honest voted for it) and drop the transactions ``drop``."""
         self.in_flight = None
-        for txid in drop:
-            self.pending.pop(txid, None)
+        self.chain.forget(set(drop))
 
     def adopt(self, block: Block) -> None:
         """Take over a block another coordinator left in flight (hand-over: :mod:`.failover`)."""
