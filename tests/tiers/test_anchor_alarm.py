@@ -133,7 +133,15 @@ def test_an_anchor_that_does_not_match_the_child_fails_the_audit(tiers):
     hashes = nan.block_hashes(0)
     hashes[1] = bytes(32)  # a forked or altered child block
     tx = make_anchor(fan.chain_id, nan.chain_id, 0, hashes, nan.coordinator.key, nan.genesis)
-    assert outcome(fan, tx, tiers.time + 5) == "ok"  # the parent cannot see the child...
+    # the members above that hold the child (its coordinators) vote no
+    fan.coordinator.submit(tx)
+    refused = fan.round(tiers.time + 5)
+    assert refused.committed is None
+    assert {v.code for v in refused.votes.values() if isinstance(v, Reject)} == {"bad-poef-anchor-mismatch"}
+    fan.coordinator.abandon([tx.txid])
+    for member in fan.members.values():  # members that do not replicate the child cannot see it...
+        member.validator.children.clear()
+    assert outcome(fan, tx, tiers.time + 6) == "ok"
     with pytest.raises(Reject, match="differs from the stored blocks"):  # ...an auditor with both chains can
         check_anchors(c.coordinator.chain for c in tiers.chains.values())
 

@@ -33,6 +33,7 @@ import nacl.public
 import nacl.signing
 
 from gridledger.chain import Chain, proposal_order
+from gridledger.consensus.anchoring import check_anchor_replicated
 from gridledger.consensus.plausibility import Plausibility, RobustWindowCheck
 from gridledger.consensus.policy_sync import ParentView, check_replicated
 from gridledger.ledger.block import Block, Vote, make_block
@@ -102,6 +103,11 @@ class Replica:
     def __init__(self, chain: Chain, window: int = 32) -> None:
         self.chain = chain
         self.window = window
+        #: Certified blocks this replica refused, by height: (block hash, the ledger's reject) — a colluding
+        #: committee majority signed a block that breaks a rule (:mod:`.anchoring`).
+        self.refused: dict[int, tuple[bytes, Reject]] = {}
+        #: Hashes of refused blocks already reported in an alarm.
+        self.reported: set[bytes] = set()
         self._recent: dict[int, deque[Reading]] = defaultdict(lambda: deque(maxlen=window))
         for block in chain.blocks(1):
             self._index(block)
@@ -115,9 +121,25 @@ class Replica:
         return self.chain.height
 
     def commit(self, block: Block) -> None:
-        """Validate and append a committed block (``Reject`` if invalid or not certified)."""
-        self.chain.append(block)
+        """Validate and append a committed block (``Reject`` if invalid or not certified; a block with a valid
+        certificate that a ledger rule refuses is recorded in ``refused``)."""
+        try:
+            self.chain.append(block)
+        except Reject as e:
+            if block.height == self.height + 1 and self._certified(block):
+                self.refused[block.height] = (block.hash, e)
+            raise
         self._index(block)
+
+    def _certified(self, block: Block) -> bool:
+        """True if ``block`` passes the rule set's whole-block checks (its quorum certificate) at this tip."""
+        checks = self.state.ruleset.block_checks
+        try:
+            for check in checks:
+                check(self.state, block)
+        except Reject:
+            return False
+        return bool(checks)
 
     def catch_up(self, blocks: Iterable[Block]) -> int:
         """Append, re-verifying each, the blocks above this replica's tip (from any peer); returns how many."""
@@ -367,6 +389,8 @@ class Validator:
         but each re-runs every check of every block it votes on.
     plausibility : the analytics check, the same as the coordinator's.
     parent : the node's view of its coordinator's tier (None at the head-end).
+    children : the node's replicas of child chains, by chain id (a concentrator on its FAN/WAN holds its NAN):
+        anchors of those chains must match them (:func:`.anchoring.check_anchor_replicated`).
     """
 
     def __init__(
@@ -375,11 +399,13 @@ class Validator:
         replica: Replica,
         plausibility: Plausibility | None = None,
         parent: ParentView | None = None,
+        children: Mapping[bytes, Replica] | None = None,
     ) -> None:
         self.key = key
         self.replica = replica
         self.plausibility = plausibility or RobustWindowCheck()
         self.parent = parent
+        self.children: dict[bytes, Replica] = dict(children or {})
         self._votes: dict[int, tuple[Block, Vote]] = {}
         #: Readings this validator has opened (txid → values): a reading is immutable, so the history a later block
         #: needs is not opened again.
@@ -416,6 +442,7 @@ class Validator:
         try:
             for tx in block.transactions:
                 check_replicated(tx, self.parent)
+                check_anchor_replicated(tx, self.children)
             self._check_readings(block, disclosure)
         except Reject as e:
             raise e.at(height=h.height) from None
