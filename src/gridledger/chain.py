@@ -18,6 +18,7 @@ from gridledger.ledger import crypto
 from gridledger.ledger.block import ZERO_HASH, Block, make_block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
+from gridledger.ledger.kinds.dso_policy import DsoPolicy
 from gridledger.ledger.kinds.genesis import Genesis
 from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.ledger.state import LedgerState, StateChanges
@@ -29,8 +30,20 @@ _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="propose-verify")
 
 @dataclass
 class ProposeResult:
+    """The block made (None if nothing was valid) and why each left-out transaction was refused (txid → reject;
+    a txid one copy of which made it into the block is not listed)."""
+
     block: Block | None
     rejected: dict[bytes, Reject] = field(default_factory=dict)
+
+
+def proposal_order(txs: list[Transaction]) -> list[Transaction]:
+    """The order a proposer applies queued transactions in: DSO policies first, the rest as queued.
+
+    A policy in force from the block's slot then governs every other transaction of the block (a meter banned from
+    this slot cannot issue in it, wherever the DSO's policy was queued).
+    """
+    return sorted(txs, key=lambda tx: not isinstance(tx, DsoPolicy))
 
 
 class Chain:
@@ -40,6 +53,8 @@ class Chain:
         self.store = store
         self.state = state
         self.genesis_block = genesis_block
+        #: Queued transactions by wtxid: copies of one txid with different witnesses wait side by side, so a copy
+        #: with a garbage signature queued first cannot shadow the validly signed one.
         self.mempool: dict[bytes, Transaction] = {}
 
     # ----------------------------------------------------------------- set-up
@@ -84,10 +99,17 @@ class Chain:
 
     # ----------------------------------------------------------------- mempool
     def submit(self, tx: Transaction) -> bytes:
-        """Queue ``tx`` (idempotent by transaction id) after its context-free checks; returns the txid."""
+        """Queue ``tx`` after its context-free checks (idempotent by wtxid: the same bytes again change nothing; a
+        copy with another witness is queued beside it and the block takes the first valid copy); returns the txid."""
         self.state.ruleset.check_transaction(tx)
-        self.mempool.setdefault(tx.txid, tx)
+        self.mempool.setdefault(tx.wtxid, tx)
         return tx.txid
+
+    def forget(self, txids: set[bytes]) -> None:
+        """Drop every queued copy of the transactions ``txids``."""
+        if txids and self.mempool:
+            for w in [w for w, tx in self.mempool.items() if tx.txid in txids]:
+                del self.mempool[w]
 
     def propose(self, proposer: KeyPair, time: int, max_txs: int = 10_000, *, commit: bool = True) -> ProposeResult:
         """Order up to ``max_txs`` queued transactions into a block and report the rejected ones.
@@ -97,12 +119,14 @@ class Chain:
         """
         state = self.state
         slot = state.slot_of(max(time, state.tip_time))
-        batch = list(self.mempool.values())[:max_txs]
+        batch = proposal_order(list(self.mempool.values())[:max_txs])
         sig_ok = list(_POOL.map(lambda tx: _transfer_signatures_valid(tx, self.chain_id), batch, chunksize=64))
         mark = state.begin_block()
-        accepted, rejected = [], {}
+        accepted, rejected, taken = [], {}, set()
         for tx, ok in zip(batch, sig_ok, strict=True):
-            self.mempool.pop(tx.txid, None)
+            self.mempool.pop(tx.wtxid, None)
+            if tx.txid in taken:  # another copy of it is in the block already
+                continue
             if not ok:
                 rejected[tx.txid] = Reject("bad-txns-signature", "an input signature is invalid")
                 continue
@@ -114,6 +138,8 @@ class Chain:
                 rejected[tx.txid] = e
                 continue
             accepted.append(tx)
+            taken.add(tx.txid)
+            rejected.pop(tx.txid, None)
         if not accepted:
             state.rollback(mark)
             return ProposeResult(None, rejected)
@@ -138,8 +164,7 @@ class Chain:
             self.state = LedgerState(self.genesis_block)
             self.state.load(self.store.snapshot())
             raise
-        for tx in block.transactions:
-            self.mempool.pop(tx.txid, None)
+        self.forget({tx.txid for tx in block.transactions})
         return ch
 
     def _commit(self, block: Block, mark: int) -> None:
@@ -151,6 +176,7 @@ class Chain:
             self.state = LedgerState(self.genesis_block)
             self.state.load(self.store.snapshot())
             raise
+        self.forget({tx.txid for tx in block.transactions})
 
     # ----------------------------------------------------------------- reading
     def blocks(self, start: int = 0) -> Iterator[Block]:

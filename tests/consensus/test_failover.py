@@ -7,7 +7,7 @@ import pytest
 from gridledger.consensus.failover import Lease, Submitter, take_over
 from gridledger.consensus.poef import run_round
 from gridledger.ledger.block import Vote
-from gridledger.ledger.kinds.alarm import Alarm, AlarmCode
+from gridledger.ledger.kinds.alarm import Alarm, AlarmCode, raise_alarm
 from gridledger.ledger.kinds.reading import Reading
 
 from .support import commit_minutes, minute_time, readings
@@ -84,3 +84,43 @@ def test_a_recovered_primary_catches_up_from_a_peer(nan):
     assert primary.chain.height == 1 and backup.chain.height == 4
     assert primary.replica.catch_up(backup.chain.blocks(primary.chain.height + 1)) == 3
     assert primary.chain.state.snapshot() == backup.chain.state.snapshot()
+
+
+def _down_alarms(node, start: int) -> list[Alarm]:
+    return [
+        tx
+        for b in node.coordinators[node.active].chain.blocks(start)
+        for tx in b.transactions
+        if isinstance(tx, Alarm) and tx.code == AlarmCode.COORDINATOR_DOWN
+    ]
+
+
+def test_a_coordinator_down_alarm_is_committed_once_and_a_replay_is_refused(nan):
+    """Every fail-over is its own alarm (it names the height taken over); an old alarm resubmitted is refused."""
+    primary, backup = nan.coordinators
+    start = backup.chain.height + 1
+    nan.down.add(0)
+    nan.active = 1
+    take_over(backup, nan.validators.values(), previous=primary.key.public)
+    commit_minutes(nan, range(1))
+    (first,) = _down_alarms(nan, start)
+    assert first.height == start
+    # the same alarm resubmitted (by anyone: it is already signed) is never committed again
+    backup.submit(first)
+    nan.round(minute_time(1))
+    assert backup.rejected[first.txid].code == "bad-alarm-replay"
+    assert _down_alarms(nan, start) == [first]
+    # a later fail-over between the same two coordinators is a new alarm, committed
+    take_over(backup, nan.validators.values(), previous=primary.key.public)
+    commit_minutes(nan, range(2, 3))
+    alarms = _down_alarms(nan, start)
+    assert len(alarms) == 2 and alarms[1].txid != first.txid and alarms[1].height > first.height
+
+
+def test_an_alarm_for_a_height_the_chain_has_not_reached_is_refused(nan):
+    coordinator = nan.coordinators[0]
+    ahead = coordinator.chain.height + 2
+    alarm = raise_alarm(nan.chain_id, AlarmCode.TAMPERING, bytes(32), ahead, "twin", coordinator.key)
+    coordinator.submit(alarm)
+    nan.round(minute_time(0))
+    assert coordinator.rejected[alarm.txid].code == "bad-alarm-height"

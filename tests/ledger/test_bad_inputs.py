@@ -686,9 +686,28 @@ def banned_meter_with_bad_id(h: Harness) -> list[Attempt]:
     return h.both(DsoPolicy(h.dso_nonce(), 5, ban=("MI#1",)))
 
 
-@case("bad-encoding-overflow", r"effective slot = 18446744073709551616 does not fit in 64 bits")
+@case("bad-policy-slot", r"effective slot 18446744073709551616 is beyond the chain's last slot 4294967295")
 def policy_time_overflows(h: Harness) -> list[Attempt]:
     return h.both(DsoPolicy(h.dso_nonce(), 2**64, prices=(1, 1)))
+
+
+@case("bad-policy-slot", r"effective slot 4294967296 is beyond the chain's last slot 4294967295")
+def policy_slot_past_the_last(h: Harness) -> list[Attempt]:
+    """Slots are u32 on the ledger: a policy from a later slot could never take effect."""
+    return h.both(h.policy(2**32, prices=(1, 1)))
+
+
+@case("bad-policy-ban-after-issue", r"meter MI2 is banned from slot \d+, but an earlier transaction of this block")
+def ban_after_issue_in_one_block(h: Harness) -> Attempt:
+    """A ban takes effect from its slot wherever it stands in the block: an issue before it is no loophole."""
+    slot = h.net.slot
+    return h.in_block(h.issue("MI2", (ECA(100, slot, slot + 1), fresh())), h.policy(slot, ban=["MI2"]))
+
+
+@case("bad-issue-meter-banned", r"meter MI2 is banned at slot \d+")
+def issue_after_ban_in_one_block(h: Harness) -> Attempt:
+    slot = h.net.slot
+    return h.in_block(h.policy(slot, ban=["MI2"]), h.issue("MI2", (ECA(100, slot, slot + 1), fresh())))
 
 
 # --------------------------------------------------------------------------- genesis

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from gridledger.chain import Chain, verify_store
-from gridledger.ledger.assets import EPA, FA, Output, outpoint
+from gridledger.ledger.assets import ECA, EPA, FA, Output, outpoint
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
+from gridledger.ledger.kinds.meter_issue import MeterIssue
 from gridledger.ledger.kinds.transfer import Transfer, Witness
 from gridledger.store.base import StoreError
 from gridledger.store.sqlite import SqliteStore
@@ -40,10 +41,10 @@ def test_store_must_be_empty_to_create_and_full_to_open(net: Net, tmp_path: Path
 def test_submit_is_idempotent_and_checks_context_free_rules(net: Net) -> None:
     tx = net.pay("seller", FA(100))
     assert net.chain.submit(tx) == net.chain.submit(tx) == tx.txid
-    assert list(net.chain.mempool) == [tx.txid]
+    assert list(net.chain.mempool) == [tx.wtxid]
     with pytest.raises(Reject, match="bad-txns-vin-empty"):
         net.chain.submit(Transfer((), (Output(FA(1), bytes(20)),)))
-    assert list(net.chain.mempool) == [tx.txid]
+    assert list(net.chain.mempool) == [tx.wtxid]
 
 
 def test_propose_drops_and_reports_what_the_state_rejects(net: Net) -> None:
@@ -144,3 +145,54 @@ def test_utxo_set_matches_the_store_after_every_block(net: Net) -> None:
     for wallet, want in (("seller", EPA(500, 1, 2)), ("buyer", FA(10)), ("seller", EPA(100, 3, 5))):
         net.commit(net.pay(wallet, want))
         assert net.store.snapshot()["utxos"] == net.state.utxos
+
+
+@pytest.mark.parametrize("kind", ["transfer", "issue"])
+def test_a_copy_with_a_garbage_signature_queued_first_does_not_shadow_the_honest_one(net: Net, kind: str) -> None:
+    """The txid does not cover the witness: the mempool keys copies by wtxid and the block takes the valid one."""
+    if kind == "transfer":
+        honest = net.pay("seller", FA(100))
+        garbage = Transfer(honest.inputs, honest.outputs, tuple(Witness(w.pubkey, bytes(64)) for w in honest.witnesses))
+    else:
+        honest = net.issue("MI1", (EPA(100, net.slot, net.slot + 1), KeyPair.generate().address))
+        garbage = MeterIssue(honest.meter, honest.nonce, honest.outputs, bytes(64))
+    assert garbage.txid == honest.txid and garbage.wtxid != honest.wtxid
+    for tx in (garbage, honest):
+        assert net.chain.submit(tx) == honest.txid
+    res = net.chain.propose(net.coordinator, net.tick())
+    assert [t.raw for t in res.block.transactions] == [honest.raw]
+    assert res.rejected == {}  # the txid made it: its refused copy is not reported against it
+    assert net.chain.mempool == {}
+
+
+def test_append_clears_every_copy_of_an_included_transaction(net: Net) -> None:
+    tx = net.pay("seller", FA(50))
+    garbage = Transfer(tx.inputs, tx.outputs, tuple(Witness(w.pubkey, bytes(64)) for w in tx.witnesses))
+    net.chain.submit(garbage)
+    net.chain.submit(tx)
+    net.chain.append(net.next_block(tx))
+    assert net.chain.mempool == {}
+
+
+def test_a_ban_queued_after_an_issue_of_its_slot_still_stops_it(net: Net) -> None:
+    """The proposer applies DSO policies first: a ban from this slot governs the whole block."""
+    issue = net.issue("MI2", (ECA(100, net.slot, net.slot + 1), KeyPair.generate().address))
+    ban = net.dso.policy(net.slot, ban=["MI2"])
+    net.chain.submit(issue)
+    net.chain.submit(ban)
+    res = net.chain.propose(net.coordinator, net.tick())
+    assert [t.txid for t in res.block.transactions] == [ban.txid]
+    assert res.rejected[issue.txid].code == "bad-issue-meter-banned"
+
+
+def test_the_largest_meter_nonce_is_stored_and_read_back_exactly(net: Net) -> None:
+    """A u64 nonce of 2^64-1 survives the SQLite store (signed 64-bit column) and still blocks every replay."""
+    meter = net.meters["MI1"]
+    top = MeterIssue("MI1", 2**64 - 1, (Output(EPA(10, net.slot, net.slot + 1), KeyPair.generate().address),))
+    net.commit(top.signed(net.chain_id, meter.key))
+    assert net.state.nonces["MI1"] == 2**64 - 1
+    reopened = Chain.open(net.store, replay=True)
+    assert reopened.state.nonces["MI1"] == 2**64 - 1 == net.store.snapshot()["nonces"]["MI1"]
+    again = MeterIssue("MI1", 2**64 - 1, (Output(EPA(10, net.slot, net.slot + 1), KeyPair.generate().address),))
+    reopened.submit(again.signed(net.chain_id, meter.key))
+    assert reopened.propose(net.coordinator, net.tick()).rejected[again.txid].code == "bad-issue-nonce"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -52,11 +53,14 @@ def make_orderer(request):
 
 
 def test_submit_is_idempotent_and_drop_forgets(make_orderer):
+    """The same bytes again change nothing; another copy of a txid (another witness) waits beside the first, so a
+    garbage-signed copy submitted first cannot shadow the honest one; dropping a txid drops every copy."""
     a, b = make_orderer(), make_orderer()
     a.submit(b"\x01" * 32, b"tx1")
-    b.submit(b"\x01" * 32, b"tx1-again")
+    b.submit(b"\x01" * 32, b"tx1")
+    b.submit(b"\x01" * 32, b"tx1-other-witness")
     a.submit(b"\x02" * 32, b"tx2")
-    assert b.pending(10) == [(b"\x01" * 32, b"tx1"), (b"\x02" * 32, b"tx2")]
+    assert b.pending(10) == [(b"\x01" * 32, b"tx1"), (b"\x01" * 32, b"tx1-other-witness"), (b"\x02" * 32, b"tx2")]
     b.drop([b"\x01" * 32])
     assert a.pending(10) == [(b"\x02" * 32, b"tx2")]
 
@@ -123,6 +127,22 @@ def test_sequencers_agree_and_a_backup_takes_over(tmp_path, make_orderer):
     last = list(chains[2].blocks(4))[0]
     assert last.header.proposer == C2.public and last.transactions[0].txid == tx.txid
     assert orderers[2].pending(10) == []
+
+
+def test_a_garbage_signed_copy_submitted_first_does_not_shadow_the_honest_one(tmp_path, make_orderer):
+    """The txid does not cover the signature: an adversary's copy with a garbage signature, queued first, is
+    refused while the validly signed copy queued after it is committed."""
+    chain, orderer = _chain(tmp_path, "leader"), make_orderer()
+    seq = Sequencer(chain, orderer, "leader", C1)
+    honest = DSO(DSO_KEY, chain.chain_id).policy(_slot() + 10, prices=(101, 80))
+    garbage = dataclasses.replace(honest, signature=bytes(64))
+    assert garbage.txid == honest.txid
+    orderer.submit(garbage.txid, garbage.encode())
+    orderer.submit(honest.txid, honest.encode())
+    seq.step()
+    seq.step()
+    assert chain.height == 1 and [t.raw for t in list(chain.blocks(1))[0].transactions] == [honest.raw]
+    assert orderer.pending(10) == []
 
 
 _KILLABLE_LEADER = textwrap.dedent(

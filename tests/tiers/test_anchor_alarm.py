@@ -133,7 +133,15 @@ def test_an_anchor_that_does_not_match_the_child_fails_the_audit(tiers):
     hashes = nan.block_hashes(0)
     hashes[1] = bytes(32)  # a forked or altered child block
     tx = make_anchor(fan.chain_id, nan.chain_id, 0, hashes, nan.coordinator.key, nan.genesis)
-    assert outcome(fan, tx, tiers.time + 5) == "ok"  # the parent cannot see the child...
+    # the members above that hold the child (its coordinators) vote no
+    fan.coordinator.submit(tx)
+    refused = fan.round(tiers.time + 5)
+    assert refused.committed is None
+    assert {v.code for v in refused.votes.values() if isinstance(v, Reject)} == {"bad-poef-anchor-mismatch"}
+    fan.coordinator.abandon([tx.txid])
+    for member in fan.members.values():  # members that do not replicate the child cannot see it...
+        member.validator.children.clear()
+    assert outcome(fan, tx, tiers.time + 6) == "ok"
     with pytest.raises(Reject, match="differs from the stored blocks"):  # ...an auditor with both chains can
         check_anchors(c.coordinator.chain for c in tiers.chains.values())
 
@@ -154,12 +162,12 @@ def test_alarms_are_raised_by_coordinators_the_dso_or_members(tiers):
     subject = bytes([7]) * 32
     t = tiers.time + 10
     for i, key in enumerate((nan.coordinator.key, KeyPair.from_secret("dso"), nan.members["MI-0-0-1"].key)):
-        tx = raise_alarm(nan.chain_id, AlarmCode.TAMPERING, subject, f"twin-{i}", key)
+        tx = raise_alarm(nan.chain_id, AlarmCode.TAMPERING, subject, 1, f"twin-{i}", key)
         assert decode_transaction(tx.raw) == tx
         assert outcome(nan, tx, t + i) == "ok"
-    stranger = raise_alarm(nan.chain_id, AlarmCode.TAMPERING, subject, "twin", KeyPair.from_secret("stranger"))
+    stranger = raise_alarm(nan.chain_id, AlarmCode.TAMPERING, subject, 1, "twin", KeyPair.from_secret("stranger"))
     assert outcome(nan, stranger, t + 5) == "bad-alarm-raiser"
-    genuine = raise_alarm(nan.chain_id, AlarmCode.TAMPERING, subject, "x", nan.coordinator.key)
+    genuine = raise_alarm(nan.chain_id, AlarmCode.TAMPERING, subject, 1, "x", nan.coordinator.key)
     forged = dataclasses.replace(genuine, signature=bytes(64))
     assert outcome(nan, forged, t + 6) == "bad-alarm-signature"
 
@@ -167,9 +175,9 @@ def test_alarms_are_raised_by_coordinators_the_dso_or_members(tiers):
 @pytest.mark.parametrize(
     ("alarm", "code"),
     [
-        (Alarm(99, bytes(32), "band", bytes(32)), "bad-alarm-code"),
-        (Alarm(1, bytes(32), "no spaces", bytes(32)), "bad-encoding-name"),
-        (Alarm(1, bytes(31), "band", bytes(32)), "bad-encoding-size"),
+        (Alarm(99, bytes(32), 0, "band", bytes(32)), "bad-alarm-code"),
+        (Alarm(1, bytes(32), 0, "no spaces", bytes(32)), "bad-encoding-name"),
+        (Alarm(1, bytes(31), 0, "band", bytes(32)), "bad-encoding-size"),
     ],
 )
 def test_malformed_alarms_are_refused(alarm, code):

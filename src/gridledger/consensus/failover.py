@@ -71,7 +71,9 @@ def take_over(coordinator: Coordinator, validators: Iterable[Validator], previou
             entry[1] += 1
     if previous is not None:
         coordinator.submit(
-            raise_alarm(coordinator.chain.chain_id, AlarmCode.COORDINATOR_DOWN, previous, "failover", coordinator.key)
+            raise_alarm(
+                coordinator.chain.chain_id, AlarmCode.COORDINATOR_DOWN, previous, height, "failover", coordinator.key
+            )
         )
     if not tally:
         coordinator.abandon()

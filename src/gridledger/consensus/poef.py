@@ -32,7 +32,8 @@ import nacl.exceptions
 import nacl.public
 import nacl.signing
 
-from gridledger.chain import Chain
+from gridledger.chain import Chain, proposal_order
+from gridledger.consensus.anchoring import check_anchor_replicated
 from gridledger.consensus.plausibility import Plausibility, RobustWindowCheck
 from gridledger.consensus.policy_sync import ParentView, check_replicated
 from gridledger.ledger.block import Block, Vote, make_block
@@ -102,6 +103,11 @@ class Replica:
     def __init__(self, chain: Chain, window: int = 32) -> None:
         self.chain = chain
         self.window = window
+        #: Certified blocks this replica refused, by height: (block hash, the ledger's reject) — a colluding
+        #: committee majority signed a block that breaks a rule (:mod:`.anchoring`).
+        self.refused: dict[int, tuple[bytes, Reject]] = {}
+        #: Hashes of refused blocks already reported in an alarm.
+        self.reported: set[bytes] = set()
         self._recent: dict[int, deque[Reading]] = defaultdict(lambda: deque(maxlen=window))
         for block in chain.blocks(1):
             self._index(block)
@@ -115,9 +121,25 @@ class Replica:
         return self.chain.height
 
     def commit(self, block: Block) -> None:
-        """Validate and append a committed block (``Reject`` if invalid or not certified)."""
-        self.chain.append(block)
+        """Validate and append a committed block (``Reject`` if invalid or not certified; a block with a valid
+        certificate that a ledger rule refuses is recorded in ``refused``)."""
+        try:
+            self.chain.append(block)
+        except Reject as e:
+            if block.height == self.height + 1 and self._certified(block):
+                self.refused[block.height] = (block.hash, e)
+            raise
         self._index(block)
+
+    def _certified(self, block: Block) -> bool:
+        """True if ``block`` passes the rule set's whole-block checks (its quorum certificate) at this tip."""
+        checks = self.state.ruleset.block_checks
+        try:
+            for check in checks:
+                check(self.state, block)
+        except Reject:
+            return False
+        return bool(checks)
 
     def catch_up(self, blocks: Iterable[Block]) -> int:
         """Append, re-verifying each, the blocks above this replica's tip (from any peer); returns how many."""
@@ -218,7 +240,7 @@ class Coordinator:
         return self.chain.mempool
 
     def submit(self, tx: Transaction) -> bytes:
-        """Queue a transaction (context-free checks first; idempotent by txid)."""
+        """Queue a transaction (context-free checks first; idempotent by wtxid: see ``Chain.submit``)."""
         return self.chain.submit(tx)
 
     def values_of(self, reading: Reading) -> ReadingValues:
@@ -245,9 +267,13 @@ class Coordinator:
         slot = state.slot_of(time)
         history: dict[int, list[ReadingValues]] = {}
         accepted: list[Transaction] = []
+        taken: set[bytes] = set()
         mark = state.begin_block()
         try:
-            for tx in list(self.pending.values())[: self.max_txs]:
+            for tx in proposal_order(list(self.pending.values())[: self.max_txs]):
+                if tx.txid in taken:  # another copy of it is in the block already
+                    self.pending.pop(tx.wtxid, None)
+                    continue
                 tx_mark = state.tx_mark()
                 try:
                     check_replicated(tx, self.parent)
@@ -258,10 +284,12 @@ class Coordinator:
                         state.apply_tx(alarm, slot)
                 except Reject as e:
                     state.rollback(tx_mark)
-                    self.pending.pop(tx.txid, None)
+                    self.pending.pop(tx.wtxid, None)
                     self.rejected[tx.txid] = e
                     continue
                 accepted.append(tx)
+                taken.add(tx.txid)
+                self.rejected.pop(tx.txid, None)
                 if alarm is not None:
                     accepted.append(alarm)
         finally:
@@ -282,13 +310,19 @@ class Coordinator:
         history[tx.member].append(values)
         if verdict is None:
             return None
-        return raise_alarm(self.chain.chain_id, AlarmCode.IMPLAUSIBLE_READING, tx.txid, verdict.detector, self.key)
+        return raise_alarm(
+            self.chain.chain_id,
+            AlarmCode.IMPLAUSIBLE_READING,
+            tx.txid,
+            self.chain.height + 1,
+            verdict.detector,
+            self.key,
+        )
 
     def abandon(self, drop: Iterable[bytes] = ()) -> None:
         """Give up the block in flight (nobody honest voted for it) and drop the transactions ``drop``."""
         self.in_flight = None
-        for txid in drop:
-            self.pending.pop(txid, None)
+        self.chain.forget(set(drop))
 
     def adopt(self, block: Block) -> None:
         """Take over a block another coordinator left in flight (hand-over: :mod:`.failover`)."""
@@ -355,6 +389,8 @@ class Validator:
         but each re-runs every check of every block it votes on.
     plausibility : the analytics check, the same as the coordinator's.
     parent : the node's view of its coordinator's tier (None at the head-end).
+    children : the node's replicas of child chains, by chain id (a concentrator on its FAN/WAN holds its NAN):
+        anchors of those chains must match them (:func:`.anchoring.check_anchor_replicated`).
     """
 
     def __init__(
@@ -363,11 +399,13 @@ class Validator:
         replica: Replica,
         plausibility: Plausibility | None = None,
         parent: ParentView | None = None,
+        children: Mapping[bytes, Replica] | None = None,
     ) -> None:
         self.key = key
         self.replica = replica
         self.plausibility = plausibility or RobustWindowCheck()
         self.parent = parent
+        self.children: dict[bytes, Replica] = dict(children or {})
         self._votes: dict[int, tuple[Block, Vote]] = {}
         #: Readings this validator has opened (txid → values): a reading is immutable, so the history a later block
         #: needs is not opened again.
@@ -404,6 +442,7 @@ class Validator:
         try:
             for tx in block.transactions:
                 check_replicated(tx, self.parent)
+                check_anchor_replicated(tx, self.children)
             self._check_readings(block, disclosure)
         except Reject as e:
             raise e.at(height=h.height) from None

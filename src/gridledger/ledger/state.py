@@ -105,6 +105,7 @@ class LedgerState:
         self.tip_time = h.time
         self._log: list[tuple] = []
         self._spent_in_block: dict[bytes, int] = {}
+        self._issuers_in_block: set[str] = set()
 
     # ----------------------------------------------------------------- queries
     def slot_of(self, time: int) -> int:
@@ -204,6 +205,7 @@ class LedgerState:
     # ----------------------------------------------------- transactions, undo log
     def begin_block(self) -> int:
         self._spent_in_block = {}
+        self._issuers_in_block = set()
         return len(self._log)
 
     def tx_mark(self) -> int:
@@ -236,6 +238,8 @@ class LedgerState:
                     self.nonces[entry[1]] = entry[2]
             elif op == "policy":
                 self.policy.pop()
+            elif op == "issuer":
+                self._issuers_in_block.discard(entry[1])
 
     def finish_block(self, mark: int, height: int, block_hash: bytes, time: int) -> StateChanges:
         """Seal the changes since ``mark`` as block ``height`` and return them for the store."""
@@ -260,6 +264,7 @@ class LedgerState:
                 ch.nonces[entry[1]] = self.nonces[entry[1]]
         del self._log[mark:]
         self._spent_in_block = {}
+        self._issuers_in_block = set()
         self.height, self.tip_hash, self.tip_time = height, block_hash, time
         return ch
 
@@ -286,6 +291,16 @@ class LedgerState:
     def spent_in_block(self, op: bytes) -> bool:
         """True if an earlier transaction of the block being applied spent ``op``."""
         return op in self._spent_in_block
+
+    def note_issue(self, meter: str) -> None:
+        """Record that ``meter`` issued in the block being applied (a ban from this block's slot must come first)."""
+        if meter not in self._issuers_in_block:
+            self._issuers_in_block.add(meter)
+            self._log.append(("issuer", meter))
+
+    def issued_in_block(self, meter: str) -> bool:
+        """True if an earlier transaction of the block being applied is an issue of ``meter``."""
+        return meter in self._issuers_in_block
 
     def set_entry(self, table: dict, tag: str, key, value: int) -> None:
         """Set ``table[key]`` (one of the state's tables, logged as ``tag`` for rollback and the store)."""

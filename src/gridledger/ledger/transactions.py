@@ -1,7 +1,8 @@
 """Transactions: one shared envelope, one class per kind.
 
 Envelope: ``version u8 | kind u8 | body | witness``. The transaction id is SHA-256 over ``version | kind | body``
-(the witness — signatures — is excluded, as in Bitcoin's segregated witness), and every signature signs
+(the witness — signatures — is excluded, as in Bitcoin's segregated witness; the ``wtxid`` covers the witness
+too), and every signature signs
 SHA-256(``"gridledger/sighash/v1" | chain_id | txid``), which binds it to one chain of one tier.
 The Merkle leaf of a transaction in a block covers the whole encoding, witness included.
 
@@ -71,6 +72,12 @@ class Transaction:
     @cached_property
     def txid(self) -> bytes:
         return sha256(self.body_bytes)
+
+    @cached_property
+    def wtxid(self) -> bytes:
+        """SHA-256 of the whole encoding, witness included: two copies of a transaction with different signatures
+        share a txid but not a wtxid (mempools key their copies by it)."""
+        return sha256(self.raw)
 
     @cached_property
     def raw(self) -> bytes:

@@ -7,9 +7,12 @@ Two implementations behind one interface:
   with a lease (create-if-absent on the leader key, bound to the lease); the leader publishes each block at its
   height with a create-if-absent transaction, so two coordinators can never both commit a height; followers and
   peers read blocks in height order. When the leader dies its lease expires and a backup wins the next campaign.
-  Pending transactions live in etcd under their txid, so resubmitting is idempotent and a fail-over loses none.
+  Pending transactions live in etcd under their txid and the hash of their bytes, so resubmitting is idempotent, a
+  fail-over loses none, and a copy with a garbage signature submitted first does not shadow the validly signed one
+  (both wait; the block takes the valid copy, and dropping a txid drops every copy of it).
 
-Key layout under ``/gridledger/<chain id hex>/``: ``leader``, ``blocks/<height, 20 digits>``, ``mempool/<txid hex>``,
+Key layout under ``/gridledger/<chain id hex>/``: ``leader``, ``blocks/<height, 20 digits>``,
+``mempool/<txid hex>/<SHA-256 of the transaction's bytes, hex>``,
 ``quarantine/<height, 20 digits>/<SHA-256 of the entry, hex>`` (void entries the leader moved out of ``blocks/``,
 see :mod:`gridledger.node.sequencer`).
 The ledger state never sees the orderer: it only validates the blocks a node reads from it.
@@ -34,7 +37,7 @@ class Orderer(ABC):
 
     @abstractmethod
     def submit(self, txid: bytes, raw: bytes) -> None:
-        """Queue a transaction; submitting the same txid again changes nothing."""
+        """Queue a transaction; the same bytes again change nothing, a copy with another witness waits beside it."""
 
     @abstractmethod
     def pending(self, limit: int) -> list[tuple[bytes, bytes]]:
@@ -42,7 +45,7 @@ class Orderer(ABC):
 
     @abstractmethod
     def drop(self, txids: list[bytes]) -> None:
-        """Forget queued transactions (they were committed or are invalid)."""
+        """Forget every queued copy of these transactions (they were committed or are invalid)."""
 
     @abstractmethod
     def publish(self, height: int, raw_block: bytes) -> bool:
@@ -80,23 +83,24 @@ class InProcessOrderer(Orderer):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: dict[bytes, bytes] = {}
+        self._pending: dict[tuple[bytes, bytes], bytes] = {}
         self._blocks: dict[int, bytes] = {}
         self._quarantine: dict[int, list[bytes]] = {}
         self._leader: str | None = None
 
     def submit(self, txid: bytes, raw: bytes) -> None:
         with self._lock:
-            self._pending.setdefault(txid, raw)
+            self._pending.setdefault((txid, crypto.sha256(raw)), raw)
 
     def pending(self, limit: int) -> list[tuple[bytes, bytes]]:
         with self._lock:
-            return list(self._pending.items())[:limit]
+            return [(txid, raw) for (txid, _), raw in list(self._pending.items())[:limit]]
 
     def drop(self, txids: list[bytes]) -> None:
+        gone = set(txids)
         with self._lock:
-            for t in txids:
-                self._pending.pop(t, None)
+            for key in [k for k in self._pending if k[0] in gone]:
+                del self._pending[key]
 
     def publish(self, height: int, raw_block: bytes) -> bool:
         with self._lock:
@@ -177,18 +181,28 @@ class EtcdOrderer(Orderer):
         return self.prefix + suffix
 
     def submit(self, txid: bytes, raw: bytes) -> None:
-        key = self._key(f"mempool/{txid.hex()}")
+        key = self._key(f"mempool/{txid.hex()}/{crypto.sha256(raw).hex()}")
         self._call(lambda c: c.create(key, raw))
 
     def pending(self, limit: int) -> list[tuple[bytes, bytes]]:
         prefix = self._key("mempool/")
         rows = self._call(lambda c: c.get_prefix(prefix, sort_order="ascend", sort_target="create"))
-        return [(bytes.fromhex(meta["key"].decode()[len(prefix) :]), value) for value, meta in rows[:limit]]
+        return [
+            (bytes.fromhex(meta["key"].decode()[len(prefix) :].split("/")[0]), value) for value, meta in rows[:limit]
+        ]
 
     def drop(self, txids: list[bytes]) -> None:
         if not txids:
             return
-        ops = [{"request_delete_range": {"key": _b64(self._key(f"mempool/{t.hex()}"))}} for t in txids]
+        ops = [  # every copy: the key range mempool/<txid>/ .. mempool/<txid>0 ('0' sorts right after '/')
+            {
+                "request_delete_range": {
+                    "key": _b64(self._key(f"mempool/{t.hex()}/")),
+                    "range_end": _b64(self._key(f"mempool/{t.hex()}0")),
+                }
+            }
+            for t in sorted(set(txids))
+        ]
         for i in range(0, len(ops), 100):  # etcd caps the operations of one transaction (128 by default)
             chunk = ops[i : i + 100]
             self._call(lambda c, chunk=chunk: c.transaction({"compare": [], "success": chunk, "failure": []}))

@@ -173,9 +173,10 @@ class PoefSequencer(Sequencer):
             except Reject as e:
                 self.rejected[txid] = e
                 invalid.append(txid)
-        queued = list(self.chain.mempool)
+        queued = {tx.txid for tx in self.chain.mempool.values()}
         block = self.coordinator.propose(int(self.clock()))
-        dropped = [t for t in queued if t not in self.chain.mempool]  # refused by a ledger rule while proposing
+        # refused by a ledger rule while proposing (every queued copy of them)
+        dropped = list(queued - {tx.txid for tx in self.chain.mempool.values()})
         for txid in dropped:
             self.rejected[txid] = self.coordinator.rejected[txid]
         self.orderer.drop(invalid + dropped)
@@ -239,7 +240,7 @@ class PoefSequencer(Sequencer):
             return
         if previous == self.key.public:
             return
-        alarm = raise_alarm(self.chain.chain_id, AlarmCode.COORDINATOR_DOWN, previous, "failover", self.key)
+        alarm = raise_alarm(self.chain.chain_id, AlarmCode.COORDINATOR_DOWN, previous, height, "failover", self.key)
         self.orderer.submit(alarm.txid, alarm.encode())
 
     # ------------------------------------------------------------------ a committee member

@@ -369,6 +369,11 @@ class Hierarchy:
         )
         self.chains[node.name] = node
         self.dsos[node.chain_id] = DSO(self.dso_key, node.chain_id)
+        if parent is not None:  # each coordinator is a member above, and there checks anchors against its replica
+            for i, c in enumerate(node.coordinators):
+                above = parent.members.get(instance + (BACKUP if i else ""))
+                if above is not None:
+                    above.validator.children[node.chain_id] = c.replica
         return node
 
     # ------------------------------------------------------------------ driving

@@ -1,7 +1,13 @@
 """DSO_POLICY (kind 3): the DSO's policy — authorize and ban meters, set prices and per-meter limits.
 
 Policies take effect from a slot on and form the chain's policy timeline (:mod:`gridledger.ledger.policy`); the
-DSO signs them with the key the genesis names, and their nonce strictly increases.
+DSO signs them with the key the genesis names, and their nonce strictly increases. The effective slot is at most
+the chain's last slot (``MAX_SLOT``).
+
+A ban takes effect from its effective slot, wherever it stands in its block: a block of that slot may not hold an
+issue of the banned meter, before the ban (``bad-policy-ban-after-issue``) or after it (``bad-issue-meter-banned``).
+A proposer puts the policies of a block first (:func:`gridledger.chain.proposal_order`), so the issue is the one
+left out.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from gridledger.ledger.crypto import PUBKEY_BYTES, SIGNATURE_BYTES, KeyPair
 from gridledger.ledger.encoding import Reader, Writer, check_name
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.transactions import KindRules, Transaction, TxKind
+from gridledger.ledger.units import MAX_SLOT
 
 if TYPE_CHECKING:
     from gridledger.ledger.state import LedgerState
@@ -98,6 +105,10 @@ class DsoPolicy(Transaction):
 
 
 def check_dso_policy(tx: DsoPolicy) -> None:
+    if isinstance(tx.effective_slot, int) and tx.effective_slot > MAX_SLOT:
+        raise Reject(
+            "bad-policy-slot", f"effective slot {tx.effective_slot} is beyond the chain's last slot {MAX_SLOT}"
+        )
     if tx.prices is not None and (
         len(tx.prices) != 2 or not all(isinstance(p, int) and 0 <= p <= MAX_AMOUNT for p in tx.prices)
     ):
@@ -135,6 +146,13 @@ def apply_dso_policy(state: LedgerState, tx: DsoPolicy, slot: int, _: bool) -> N
         )
     if tx.effective_slot < slot:
         raise Reject("bad-policy-stale", f"effective slot {tx.effective_slot} is in the past (current slot {slot})")
+    if tx.effective_slot == slot:
+        for meter in tx.ban:
+            if state.issued_in_block(meter):
+                raise Reject(
+                    "bad-policy-ban-after-issue",
+                    f"meter {meter} is banned from slot {slot}, but an earlier transaction of this block issues for it",
+                )
     state.add_policy(tx)
 
 

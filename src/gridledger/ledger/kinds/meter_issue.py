@@ -67,6 +67,7 @@ def apply_meter_issue(state: LedgerState, tx: MeterIssue, slot: int, _: bool) ->
             "bad-issue-nonce", f"nonce {tx.nonce} of meter {tx.meter} is not above its last {last} (replay?)"
         )
     state.set_entry(state.nonces, "nonce", tx.meter, tx.nonce)
+    state.note_issue(tx.meter)
     max_slots = state.genesis.max_issue_slots
     for i, out in enumerate(tx.outputs):
         a = out.asset
