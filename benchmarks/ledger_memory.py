@@ -1,14 +1,17 @@
-"""Peak RSS of a node that validates a chain holding 1,000,000 unspent outputs.
+"""Peak RSS of a node that validates a chain holding 1,000,000 (and 10,000,000) unspent outputs.
 
-Builds a SQLite chain whose state holds 1,000,000 unspent outputs (meter issues of FA coins to many owners,
-then transfers that split some of them), then starts a separate process that runs ``gridledger verify``:
-it replays and re-validates every block into an in-memory ledger state and compares it with the stored state
-tables. Peak RSS of that process (ru_maxrss of the child). Run: ``.venv/bin/python benchmarks/ledger_memory.py``.
+Builds a SQLite chain whose state holds N unspent outputs (meter issues of 1,000 FA coins each to many owners),
+then starts a separate process that runs ``gridledger verify``: it replays and re-validates every block into an
+in-memory ledger state and compares it with the stored state tables, streaming the stored unspent outputs in
+outpoint order (``Store.streaming_snapshot``) so that only the rebuilt state is held in memory. Peak RSS of that
+process (ru_maxrss of the child), median of ``RUNS[N]`` verifications. Target: <= 512 MiB at 1 M.
+Run: ``.venv/bin/python benchmarks/ledger_memory.py``.
 """
 
 from __future__ import annotations
 
-import resource
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,13 +29,14 @@ from gridledger.ledger.kinds.meter_issue import MeterIssue
 from gridledger.petra.dso import DSO
 from gridledger.store.sqlite import SqliteStore
 
-TARGET_UTXOS = 1_000_000
+RUNS = {1_000_000: 3, 10_000_000: 1}  # unspent outputs: verifications (the RSS varies little between runs)
+TARGET_MIB = 512
 OUTPUTS_PER_ISSUE = 1_000
 ISSUES_PER_BLOCK = 50
 START = 1_767_225_600
 
 
-def build(path: Path) -> int:
+def build(path: Path, target_utxos: int) -> int:
     dso_key, proposer = KeyPair.from_secret("mem-dso"), KeyPair.from_secret("mem-dc")
     genesis = Genesis("mem", 900, START, dso_key.public, (proposer.public,))
     store = SqliteStore(path)
@@ -52,9 +56,9 @@ def build(path: Path) -> int:
     chain.propose(proposer, t)
     owners = [KeyPair.from_secret(f"mem-owner-{i}").address for i in range(4096)]
     nonces = dict.fromkeys(names, 0)
-    n_issues = TARGET_UTXOS // OUTPUTS_PER_ISSUE
+    n_issues = target_utxos // OUTPUTS_PER_ISSUE
     k = 0
-    for i in track(range(n_issues), description="building a chain with 1,000,000 unspent outputs"):
+    for i in track(range(n_issues), description=f"building a chain with {target_utxos:,} unspent outputs"):
         name = f"M{i % len(meters):02d}"
         nonces[name] += 1
         outs = tuple(Output(FA(1 + (k + j) % 997), owners[(k + j) % len(owners)]) for j in range(OUTPUTS_PER_ISSUE))
@@ -69,27 +73,42 @@ def build(path: Path) -> int:
     return n
 
 
-def main() -> None:
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "mem.sqlite"
-        n = build(path)
-        size_mib = path.stat().st_size / 2**20
-        print(f"chain built: {n:,} unspent outputs, store {size_mib:.0f} MiB", file=sys.stderr)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "gridledger", "verify", str(path)], capture_output=True, text=True)
-        elapsed = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
-        if proc.returncode != 0:
-            sys.exit(f"verify failed: {proc.stdout}{proc.stderr}")
-    rss_mib = max(peak, before) / 1024
-    print(proc.stdout.strip())
-    print(f"unspent outputs: {n:,}; verify (replay + compare with the stored state) took {elapsed:.1f} s")
-    print(
-        f"peak RSS of the verifying node: {rss_mib:.0f} MiB (target <= 1024 MiB); "
-        f"{rss_mib * 2**20 / n:.0f} B per output"
+def verify_rss(path: Path) -> tuple[float, float, str]:
+    """(peak RSS MiB, seconds, output) of ``gridledger verify path`` in a fresh child process."""
+    code = (
+        "import resource, runpy, sys; sys.argv = ['gridledger', 'verify', sys.argv[1]]\n"
+        "try:\n    runpy.run_module('gridledger', run_name='__main__')\n"
+        "finally:\n    print('maxrss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
     )
-    print(f"ledger_memory_rss_mib = {rss_mib:.0f} MiB")
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"verify failed: {proc.stdout}{proc.stderr}")
+    kib = int(proc.stderr.split("maxrss_kib")[-1])
+    return kib / 1024, elapsed, " ".join(proc.stdout.split())
+
+
+def main() -> None:
+    results = {}
+    for target, runs in RUNS.items():
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "mem.sqlite"
+            n = build(path, target)
+            size_mib = path.stat().st_size / 2**20
+            print(f"chain built: {n:,} unspent outputs, store {size_mib:.0f} MiB", file=sys.stderr)
+            samples = [verify_rss(path) for _ in range(runs)]
+        rss = statistics.median(s[0] for s in samples)
+        secs = statistics.median(s[1] for s in samples)
+        results[n] = rss
+        print(samples[0][2])
+        print(
+            f"{n:>11,} unspent outputs: peak RSS of the verifying node {rss:.0f} MiB (median of {runs}; "
+            f"{rss * 2**20 / n:.0f} B per output), verify {secs:.1f} s; load average {os.getloadavg()[0]:.2f}"
+        )
+    print(f"target: <= {TARGET_MIB} MiB at 1,000,000 unspent outputs")
+    print(f"ledger_memory_rss_mib = {results[1_000_000]:.0f} MiB")
+    print(f"ledger_memory_rss_10m_mib = {results[10_000_000]:.0f} MiB")
 
 
 if __name__ == "__main__":

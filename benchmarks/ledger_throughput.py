@@ -154,6 +154,8 @@ def main() -> None:
     print(f"ledger_throughput = {tput:.0f} tx/s")
     print(f"ed25519_verify_all_cores = {lim:.0f} verifications/s")
     print(f"throughput_to_verify_limit = {tput / lim:.2f} ratio")
+    print(f"load average during the run: {os.getloadavg()[0]:.2f} (1 min)")
+    print(f"ledger_throughput_ratio = {tput / lim:.2f} ratio (target >= 0.7)")
 
 
 if __name__ == "__main__":

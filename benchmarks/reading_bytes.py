@@ -25,7 +25,8 @@ from rich.progress import track
 
 from gridledger.chain import Chain
 from gridledger.ledger.committee import quorum
-from gridledger.ledger.kinds.reading import Reading, ReadingValues
+from gridledger.ledger.crypto import SIGNATURE_BYTES
+from gridledger.ledger.kinds.reading import TAG_BYTES, Reading, ReadingValues
 from gridledger.ledger.ruleset import Tier, tier_ruleset
 from gridledger.ledger.state import StateChanges
 from gridledger.store.sqlite import SqliteStore
@@ -37,6 +38,7 @@ WARM_UP_MINUTES = 3
 MINUTES = 10
 #: Page sizes (B) of the other stores the same blocks are appended to, for comparison.
 OTHER_PAGES = (1024, 2048, 4096)
+TARGET_B = 64
 
 
 def file_size(store: SqliteStore) -> int:
@@ -102,9 +104,36 @@ def main() -> None:
     for size, grown in other.items():
         print(f"  the same blocks in a store with {size} B pages: {grown / readings:.1f} B per reading")
     print("paper: 375 B per transaction on the NAN chain, 100 B without the blockchain (Olivares-Rojas et al. 2023)")
+    budget(per_reading, tx_bytes, block_bytes / readings - tx_bytes - 4)
     print(f"reading_bytes = {per_reading:.1f} B")
     print(f"reading_tx_bytes = {tx_bytes:.0f} B")
     print(f"reading_bytes_4k_pages = {other[4096] / readings:.1f} B")
+
+
+def budget(per_reading: float, tx_bytes: float, block_share: float) -> None:
+    """Where a reading's bytes go, and what a batch of ``m`` readings per meter and signature would take.
+
+    Every field is one a verifier needs: the member and minute (whose reading, for which interval; the GCM nonce
+    and key derive from them), the flags (the plaintext's length), the ciphertext and its tag (each reading
+    decrypts alone with its own disclosed key, as PoEf needs), the member's signature. The projection keeps every
+    per-reading field and shares the signature, member, version, kind and first minute among ``m`` consecutive
+    minutes of one meter (later minutes implied); block and page overheads per reading are held at the measured.
+    """
+    sig, tag, energies, clear, framing = SIGNATURE_BYTES, TAG_BYTES, 4, 2 + 4 + 1, 1 + 1 + 4
+    store_share = per_reading - tx_bytes - 4 - block_share
+    print(
+        f"per reading: signature {sig} + GCM tag {tag} + energies {energies} + member/minute/flags {clear} + "
+        f"version/kind/length {framing} = {sig + tag + energies + clear + framing} B of transaction; "
+        f"+ {block_share:.1f} B block header, proposer signature and certificate; + {store_share:.1f} B SQLite "
+        f"(row, b-tree, free page space) = {per_reading:.1f} B"
+    )
+    print(f"the signature alone is {sig} B: one signature per reading cannot reach <= {TARGET_B} B")
+    for m in (1, 5, 15):
+        shared = sig + 2 + framing + 4  # signature, member, version/kind/length, first minute
+        each = tag + energies + 1  # tag, energies, flags
+        total = shared / m + each + block_share + store_share
+        tx = shared / m + each
+        print(f"  batch of {m:>2} minutes per meter and signature: {tx:.1f} B of transaction, ~{total:.0f} B")
 
 
 def growth(chain: Chain, first_block: int, path: Path, page_size: int) -> int:

@@ -78,11 +78,7 @@ class Chain:
         if store.tip_height() is None:
             raise StoreError("the store holds no chain")
         genesis_block = Block.decode(store.block_bytes(0))
-        if replay:
-            state = verify_store(store)
-        else:
-            state = LedgerState(genesis_block)
-            state.load(store.snapshot())
+        state = verify_store(store) if replay else _stored_state(store, genesis_block)
         return cls(store, state, genesis_block)
 
     @property
@@ -161,8 +157,7 @@ class Chain:
             self.store.commit_block(block.height, block.hash, block.header.time, block.encode(), ch)
         except BaseException:
             # the state already moved; rebuild it from the store, which did not
-            self.state = LedgerState(self.genesis_block)
-            self.state.load(self.store.snapshot())
+            self.state = _stored_state(self.store, self.genesis_block)
             raise
         self.forget({tx.txid for tx in block.transactions})
         return ch
@@ -173,8 +168,7 @@ class Chain:
         try:
             self.store.commit_block(h.height, h.hash, h.time, block.encode(), ch)
         except BaseException:
-            self.state = LedgerState(self.genesis_block)
-            self.state.load(self.store.snapshot())
+            self.state = _stored_state(self.store, self.genesis_block)
             raise
         self.forget({tx.txid for tx in block.transactions})
 
@@ -182,6 +176,14 @@ class Chain:
     def blocks(self, start: int = 0) -> Iterator[Block]:
         for _, raw in self.store.iter_blocks(start):
             yield Block.decode(raw)
+
+
+def _stored_state(store: Store, genesis_block: Block) -> LedgerState:
+    """The ledger state as the store holds it at its tip (not replayed), read in one streamed snapshot."""
+    state = LedgerState(genesis_block)
+    with store.streaming_snapshot() as snap:
+        state.load(snap)
+    return state
 
 
 def _transfer_signatures_valid(tx: Transaction, chain_id: bytes) -> bool:
@@ -234,13 +236,28 @@ def verify_store(store: Store) -> LedgerState:
     if not last:
         raise Reject("bad-chain-empty", "the store holds no blocks")
     state = last[0][1]
-    stored = store.snapshot()
-    for key in ("height", "tip_hash", "utxos", "issued", "fa_issued", "nonces"):
-        if stored[key] != getattr(state, key):
-            raise Reject("bad-chain-state", f"stored {key} differ from the state rebuilt by replaying the blocks")
-    if store.dump()["policies"] != [(seq, p.encode()) for seq, p in enumerate(state.policy.policies)]:
+    with store.streaming_snapshot() as stored:
+        for key in ("height", "tip_hash", "issued", "fa_issued", "nonces"):
+            if stored[key] != getattr(state, key):
+                raise Reject("bad-chain-state", f"stored {key} differ from the state rebuilt by replaying the blocks")
+        if not _same_utxos(stored["utxos"], state.utxos):
+            raise Reject("bad-chain-state", "stored utxos differ from the state rebuilt by replaying the blocks")
+    if store.policy_rows() != [(seq, p.encode()) for seq, p in enumerate(state.policy.policies)]:
         raise Reject("bad-chain-state", "stored policies differ from the state rebuilt by replaying the blocks")
     return state
+
+
+def _same_utxos(stored: Iterator[tuple[bytes, bytes]], utxos: dict[bytes, bytes]) -> bool:
+    """Whether the (outpoint, output) pairs ``stored``, in strictly increasing outpoint order, are exactly ``utxos``.
+
+    Streamed, so that the verifier never holds a second copy of the unspent outputs.
+    """
+    n, last = 0, b""
+    for op, out in stored:
+        if (n and op <= last) or utxos.get(op) != out:
+            return False
+        n, last = n + 1, op
+    return n == len(utxos)
 
 
 def copy_chain(source: Store, target: Store, on_block: Callable[[int], None] | None = None) -> LedgerState:

@@ -1000,6 +1000,24 @@ def utxo_deleted_from_the_store(h: Harness) -> Attempt:
     return Attempt(partial(verify_store, h.net.store), live=False)
 
 
+@case("bad-chain-state", r"stored utxos differ from the state rebuilt")
+def utxo_added_to_the_store(h: Harness) -> Attempt:
+    """An extra row after the last outpoint: the streamed comparison must count the rows, not only look them up."""
+    h.net.store.db.execute(
+        "INSERT INTO utxos SELECT CAST(op || x'00' AS BLOB), output FROM utxos WHERE op = (SELECT MAX(op) FROM utxos)"
+    )
+    return Attempt(partial(verify_store, h.net.store), live=False)
+
+
+@case("bad-chain-state", r"stored utxos differ from the state rebuilt")
+def utxo_output_altered_in_the_store(h: Harness) -> Attempt:
+    h.net.store.db.execute(
+        "UPDATE utxos SET output = (SELECT output FROM utxos WHERE op = (SELECT MAX(op) FROM utxos))"
+        " WHERE op = (SELECT MIN(op) FROM utxos)"
+    )
+    return Attempt(partial(verify_store, h.net.store), live=False)
+
+
 @case("bad-chain-state", r"stored nonces differ")
 def nonce_rewound_in_the_store(h: Harness) -> Attempt:
     h.net.store.db.execute("UPDATE nonces SET nonce = 0")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from gridledger.chain import Chain, verify_store
+from gridledger.chain import Chain, _same_utxos, verify_store
 from gridledger.ledger.assets import ECA, EPA, FA, Output, outpoint
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
@@ -113,6 +113,33 @@ def test_many_signatures_are_checked_in_parallel_and_located(bare_net: Net) -> N
     assert sum(Output.decode(v).asset.amount for v in net.state.utxos.values()) == 300
 
 
+@pytest.mark.parametrize("bad_at", [(737,), (3, 998), (999,)])
+def test_one_bad_signature_among_1000_in_a_batch_checked_block_is_located(bare_net: Net, bad_at) -> None:
+    """1,000 one-input transfers are checked in chunks on the thread pool: a bad signature anywhere (also in the
+    last chunk, also behind another in a later-finishing chunk) rejects the block, naming the first bad one."""
+    net, key = bare_net, KeyPair.from_secret("owner")
+    issue = net.issue("MI2", *((FA(1), key.address) for _ in range(1_000)))
+    net.commit(issue)
+    txs = []
+    for i in range(1_000):
+        op = outpoint(issue.txid, i)
+        txs.append(Transfer((op,), (Output(FA(1), key.address),)).signed(net.chain_id, {op: key}))
+    for i in bad_at:
+        (w,) = txs[i].witnesses
+        txs[i] = Transfer(txs[i].inputs, txs[i].outputs, (Witness(w.pubkey, w.signature[:-1] + b"\x00"),))
+    block = net.next_block(*txs)
+    before = net.tables()
+    for parallel in (True, False):
+        with pytest.raises(Reject) as e:
+            net.state.apply_block(block, parallel_signatures=parallel)
+        assert (e.value.code, e.value.tx_index, e.value.height) == ("bad-txns-signature", bad_at[0], block.height)
+        assert "input 0" in e.value.message
+    with pytest.raises(Reject) as e:
+        net.chain.append(block)
+    assert (e.value.code, e.value.tx_index) == ("bad-txns-signature", bad_at[0])
+    assert net.tables() == before and net.state.height == block.height - 1
+
+
 def test_a_failed_store_commit_leaves_state_and_store_as_they_were(net: Net, monkeypatch) -> None:
     before, snap = net.tables(), net.state.snapshot()
     block = net.next_block(net.pay("seller", FA(100)))
@@ -196,3 +223,14 @@ def test_the_largest_meter_nonce_is_stored_and_read_back_exactly(net: Net) -> No
     again = MeterIssue("MI1", 2**64 - 1, (Output(EPA(10, net.slot, net.slot + 1), KeyPair.generate().address),))
     reopened.submit(again.signed(net.chain_id, meter.key))
     assert reopened.propose(net.coordinator, net.tick()).rejected[again.txid].code == "bad-issue-nonce"
+
+
+def test_the_streamed_utxo_comparison_is_exact() -> None:
+    """Rows must come in strictly increasing outpoint order, match one by one, and be exactly as many."""
+    state = {b"a": b"1", b"b": b"2"}
+    assert _same_utxos(iter([(b"a", b"1"), (b"b", b"2")]), state)
+    assert not _same_utxos(iter([(b"a", b"1"), (b"a", b"1")]), state)  # a repeated row hides a missing one
+    assert not _same_utxos(iter([(b"b", b"2"), (b"a", b"1")]), state)
+    assert not _same_utxos(iter([(b"a", b"1")]), state)
+    assert not _same_utxos(iter([(b"a", b"1"), (b"b", b"3")]), state)
+    assert not _same_utxos(iter([(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]), state)

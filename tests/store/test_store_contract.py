@@ -97,6 +97,19 @@ def test_snapshot_equals_ledger_state_after_every_block(backend):
     assert all(store.dump()[t] for t in TABLES)
 
 
+def test_streamed_snapshot_reads_the_outputs_in_order_in_small_batches(backend):
+    """Batches of 3 rows (a server-side cursor on PostgreSQL): every output once, in increasing outpoint order."""
+    store = backend.open()
+    work = build(store)
+    with store.streaming_snapshot(batch=3) as snap:
+        rows = list(snap["utxos"])
+        rest = {k: v for k, v in snap.items() if k != "utxos"}
+    assert len(rows) > 3 and [op for op, _ in rows] == sorted(op for op, _ in rows)
+    assert dict(rows) == work.chain.state.utxos and len(dict(rows)) == len(rows)
+    assert rest == {k: v for k, v in store.snapshot().items() if k != "utxos"}
+    assert store.policy_rows() == [(seq, p.encode()) for seq, p in enumerate(work.chain.state.policy.policies)]
+
+
 def test_reopen_replays_to_the_same_state(backend):
     store = backend.open()
     work = build(store, blocks=6)

@@ -36,6 +36,9 @@ SCHEMA = [
 #: The tables, in the order ``dump`` lists them.
 TABLES = ("blocks", "utxos", "issued", "fa_issued", "nonces", "policies")
 
+#: Unspent outputs read per round trip when they are streamed.
+UTXO_BATCH = 4096
+
 _U64_WRAP = 1 << 64
 _I64_MAX = (1 << 63) - 1
 
@@ -145,21 +148,35 @@ class Store(ABC):
 
     def snapshot(self) -> dict:
         """The stored tip state in the form of ``LedgerState.snapshot`` (plus ``tip_time``), read at once."""
+        with self.streaming_snapshot() as snap:
+            return snap | {"utxos": dict(snap["utxos"])}
+
+    @contextmanager
+    def streaming_snapshot(self, batch: int = UTXO_BATCH) -> Iterator[dict]:
+        """Like ``snapshot``, but ``"utxos"`` is an iterator of (outpoint, output) pairs in increasing outpoint
+        order, read ``batch`` rows at a time from the same read transaction (one consistent snapshot).
+
+        Usable only inside the ``with`` block. A verifier compares a million unspent outputs this way without
+        holding a second copy of them in memory.
+        """
         with self._driver_errors("cannot read the store"), self._transaction(write=False) as cur:
 
             def rows(sql: str, args: tuple = ()) -> list[tuple]:
                 cur.execute(self._sql(sql), args)
                 return cur.fetchall()
 
+            def utxos() -> Iterator[tuple[bytes, bytes]]:
+                for o, v in self._stream(cur, "SELECT op, output FROM utxos ORDER BY op", batch):
+                    yield _blob(o, "outpoint"), _blob(v, "output")
+
             ((tip,),) = rows("SELECT MAX(height) FROM blocks")
             if tip is None:
                 raise StoreError("the store holds no chain")
             ((h, t),) = rows("SELECT hash, time FROM blocks WHERE height = ?", (tip,))
-            return {
+            yield {
                 "height": tip,
                 "tip_hash": _blob(h, "tip hash"),
                 "tip_time": from_i64(_int(t, "tip time")),
-                "utxos": {_blob(o, "outpoint"): _blob(v, "output") for o, v in rows("SELECT op, output FROM utxos")},
                 "issued": {
                     (m, _int(k, "issued kind"), _int(s, "issued slot")): _int(v, "issued total")
                     for m, k, s, v in rows("SELECT meter, kind, slot, total FROM issued")
@@ -167,7 +184,19 @@ class Store(ABC):
                 "fa_issued": {m: _int(v, "FA total") for m, v in rows("SELECT meter, total FROM fa_issued")},
                 "nonces": {m: from_i64(_int(v, "nonce")) for m, v in rows("SELECT meter, nonce FROM nonces")},
                 "policies": [_blob(d, "policy") for (d,) in rows("SELECT data FROM policies ORDER BY seq")],
+                "utxos": utxos(),
             }
+
+    def _stream(self, cur, sql: str, batch: int) -> Iterator[tuple]:
+        """The rows of ``sql`` run in the transaction of ``cur``, fetched ``batch`` at a time."""
+        cur.execute(self._sql(sql))
+        while rows := cur.fetchmany(batch):
+            yield from rows
+
+    def policy_rows(self) -> list[tuple[int, bytes]]:
+        """(sequence number, encoded policy) of every stored DSO policy, in sequence order."""
+        rows = self._fetch("SELECT seq, data FROM policies ORDER BY seq")
+        return [(_int(seq, "policy sequence number"), _blob(d, "policy")) for seq, d in rows]
 
     def dump(self) -> dict[str, list[tuple]]:
         """Every row of every table, sorted, as read in one snapshot (to compare stores byte for byte)."""

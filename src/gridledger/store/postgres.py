@@ -75,6 +75,13 @@ class PostgresStore(Store):
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield cur
 
+    def _stream(self, cur, sql: str, batch: int):
+        """A server-side cursor: psycopg's client-side cursor would hold the whole result in memory."""
+        with self.db.cursor(name="gridledger_stream") as server:
+            server.itersize = batch
+            server.execute(sql)
+            yield from server
+
     def integrity_problems(self) -> list[str]:
         found = self._fetch(
             "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
