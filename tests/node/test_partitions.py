@@ -77,7 +77,7 @@ def test_leader_partitioned_from_etcd_loses_nothing(tmp_path):
     assert out.verdict.ok, out.verdict
     assert out.verdict.acked >= 20
     assert out.notes["failover_s"] < 10  # the cut-off leader's lease expired and the backup took over
-    assert out.notes["stale_leading_s"] < 15  # and the cut-off leader stopped saying it leads
+    assert out.notes["stale_leading_s"] < 30  # and the cut-off leader stopped saying it leads (it did not before)
 
 
 @pytest.mark.etcd
@@ -108,3 +108,4 @@ def test_full_disk_on_leader_loses_nothing(tmp_path):
     out = run_scenario("disk_full", tmp_path)
     assert out.verdict.ok, out.verdict
     assert out.notes["filled_bytes"] > 0
+    assert out.notes["DC1_during"]["leading"] is False  # it cannot store its blocks: the backup leads meanwhile
