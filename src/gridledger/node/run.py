@@ -12,6 +12,7 @@ propose and certify, its enrolled members vote.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -34,6 +35,15 @@ from gridledger.node.service import NodeService
 from gridledger.store import open_store
 
 log = logging.getLogger("gridledger.node")
+
+#: Environment variable: seconds added to the clock this node stamps its blocks with (fault tests skew one node).
+CLOCK_SKEW_ENV = "GRIDLEDGER_CLOCK_SKEW_S"
+
+
+def node_clock() -> float:
+    """The node's clock (Unix s): the system clock plus ``$GRIDLEDGER_CLOCK_SKEW_S`` (default 0)."""
+    skew = float(os.environ.get(CLOCK_SKEW_ENV, "0"))
+    return time.time() + skew
 
 
 def open_chain(cfg: NodeConfig) -> tuple[Chain, str | None]:
@@ -72,7 +82,7 @@ def build_service(cfg: NodeConfig) -> NodeService:
     inprocess = cfg.orderer == "inprocess"
     if chain.state.ruleset.consensus is Consensus.COORDINATOR:
         orderer = InProcessOrderer() if inprocess else EtcdOrderer(cfg.orderer, chain.chain_id)
-        sequencer = Sequencer(chain, orderer, cfg.node_id, cfg.key if is_coordinator else None)
+        sequencer = Sequencer(chain, orderer, cfg.node_id, cfg.key if is_coordinator else None, clock=node_clock)
     else:
         if is_coordinator and master is None:
             raise ConfigError(f"{cfg.node_id}: a coordinator of PoEf chain {chain.genesis.chain!r} needs content_key")

@@ -207,11 +207,13 @@ class Sequencer:
                     block = self.step()
                 except (ConnectionError, StoreError) as e:
                     log.warning("%s: %s; retrying", self.node_id, e)
+                    self.leading = False  # unknown until a campaign succeeds again (its lease may have expired)
                     block = None
                     stop.wait(0.2)
                 except Exception:
                     self.errors += 1
                     log.exception("%s: sequencer step failed; retrying in 1 s", self.node_id)
+                    self.leading = False
                     block = None
                     stop.wait(1.0)
                 if block is None:
