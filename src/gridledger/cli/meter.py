@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from gridledger.cli.common import console, fail
@@ -24,7 +24,7 @@ def _load(config: Path):
     try:
         return MeterConfig.load(config)
     except MeterConfigError as e:
-        raise fail(str(e)) from None
+        raise fail(escape(str(e))) from None
 
 
 @app.command("init")
@@ -37,43 +37,12 @@ def init(
     topic: str = typer.Option("", "--topic", help="The topic the meter board publishes on (default: per meter)."),
 ) -> None:
     """Write ``METER.meter.toml`` and the meter's key files (mode 0600) for a meter of a local cluster."""
-    from gridledger.node.cluster import STATE_FILE, _write_private
-    from gridledger.node.config import ConfigError, NodeConfig
+    from gridledger.meter.daemon import MeterConfigError, write_config
 
     try:
-        state = json.loads((cluster / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        raise fail(f"--cluster {cluster}: no cluster.json (start one with `gridledger cluster up`)") from None
-    nodes = {n["id"]: n for n in state["nodes"]}
-    node = nodes.get(meter)
-    if node is None or "member" not in node:
-        raise fail(f"--meter {meter}: not a meter of a PoEf chain in {cluster}")
-    try:
-        cfg = NodeConfig.load(node["config"])
-    except ConfigError as e:
-        raise fail(str(e)) from None
-    coordinator = next(n for n in state["nodes"] if n["chain"] == node["chain"] and n["role"] == "concentrator")
-    out.mkdir(parents=True, exist_ok=True)
-    _write_private(out / f"{meter}.seed", cfg.key.seed.hex())
-    _write_private(out / f"{meter}.content", cfg.content_key.hex())
-    genesis = out / f"{meter}.genesis"
-    genesis.write_text(cfg.genesis.hex())
-    path = out / f"{meter}.meter.toml"
-    path.write_text(
-        f'meter_id = "{meter}"\n'
-        f"member = {node['member']}                   # the meter's index on its chain\n"
-        f'serial = "{meter}"                # the SmartPi serial its measurements carry\n'
-        f'key_file = "{meter}.seed"         # Ed25519 seed (hex, mode 0600): signs readings and API requests\n'
-        f'content_key_file = "{meter}.content"   # the meter\'s content key (hex, mode 0600): encrypts readings\n'
-        f'genesis = "{genesis.name}"       # its NAN chain: chain id and start time\n'
-        f'node = "{coordinator["url"]}"   # its NAN node ({coordinator["id"]})\n'
-        f'outbox = "{meter}.outbox.sqlite"\n'
-        "interval_min = 1                 # minutes per reading\n"
-        "\n[broker]\n"
-        f'host = "{broker_host}"\n'
-        f"port = {broker_port}\n"
-        f'topic = "{topic or f"gridledger/meters/{meter}/smartpi"}"\n'
-    )
+        path = write_config(cluster, meter, out, broker_host, broker_port, topic or None)
+    except MeterConfigError as e:
+        raise fail(escape(str(e))) from None
     console.print(f"wrote {path} (run it with: gridledger meter run --config {path})")
 
 

@@ -156,6 +156,51 @@ class MeterConfig:
         return cfg
 
 
+def write_config(
+    cluster: Path, meter: str, out: Path, broker_host: str, broker_port: int, topic: str | None = None
+) -> Path:
+    """Write ``out/METER.meter.toml``, the meter's key files (mode 0600) and its chain's genesis for ``meter`` of the
+    local PoEf cluster in ``cluster`` (``gridledger cluster up``); it submits to its NAN's primary concentrator."""
+    from gridledger.node.cluster import STATE_FILE, _write_private
+    from gridledger.node.config import ConfigError, NodeConfig
+
+    try:
+        state = json.loads((cluster / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        raise MeterConfigError(
+            f"--cluster {cluster}: no cluster.json (start one with `gridledger cluster up`)"
+        ) from None
+    node = next((n for n in state["nodes"] if n["id"] == meter), None)
+    if node is None or "member" not in node:
+        raise MeterConfigError(f"--meter {meter}: not a meter of a PoEf chain in {cluster}")
+    try:
+        cfg = NodeConfig.load(node["config"])
+    except ConfigError as e:
+        raise MeterConfigError(str(e)) from None
+    coordinator = next(n for n in state["nodes"] if n["chain"] == node["chain"] and n["role"] == "concentrator")
+    out.mkdir(parents=True, exist_ok=True)
+    _write_private(out / f"{meter}.seed", cfg.key.seed.hex())
+    _write_private(out / f"{meter}.content", cfg.content_key.hex())
+    (out / f"{meter}.genesis").write_text(cfg.genesis.hex())
+    path = out / f"{meter}.meter.toml"
+    path.write_text(
+        f'meter_id = "{meter}"\n'
+        f"member = {node['member']}                    # the meter's index on its chain\n"
+        f'serial = "{meter}"                 # the SmartPi serial its measurements carry\n'
+        f'key_file = "{meter}.seed"          # Ed25519 seed (hex, mode 0600): signs readings and API requests\n'
+        f'content_key_file = "{meter}.content"  # its content key (hex, mode 0600): encrypts readings\n'
+        f'genesis = "{meter}.genesis"        # its NAN chain: chain id and start time\n'
+        f'node = "{coordinator["url"]}"   # its NAN node ({coordinator["id"]})\n'
+        f'outbox = "{meter}.outbox.sqlite"\n'
+        "interval_min = 1                  # minutes per reading\n"
+        "\n[broker]\n"
+        f'host = "{broker_host}"\n'
+        f"port = {broker_port}\n"
+        f'topic = "{topic or f"gridledger/meters/{meter}/smartpi"}"\n'
+    )
+    return path
+
+
 class Dropped(ValueError):
     """A measurement that is refused; ``reason`` is one of ``DROP_REASONS``."""
 
