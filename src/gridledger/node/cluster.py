@@ -81,7 +81,6 @@ def up(
     rate_limit: tuple[float, float] = (50, 100),
     poef: bool = False,
     postgres: bool = False,
-    history_s: int = 60,
 ) -> dict:
     """Start the network in ``folder`` (created; must not hold a running cluster). Returns the state.
 
@@ -89,8 +88,7 @@ def up(
     ``LOOPBACK_PEER_LIMIT``: on loopback every caller has the same address). ``poef``: PoEf
     NAN chains (see the module docstring); otherwise untagged chains with the coordinator-only rule. ``postgres``:
     every node stores its chain in its own database of a throwaway PostgreSQL server (else SQLite files beside its
-    config). ``history_s``: a PoEf chain's slot 0 starts that many seconds before now (readings may report any minute
-    since then).
+    config).
     """
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / STATE_FILE).exists():
@@ -118,7 +116,7 @@ def up(
             genesis = Genesis(nan, DEFAULT_SLOT_SECONDS, now - now % DEFAULT_SLOT_SECONDS, operator.public, proposers)
         else:
             name, ruleset = chain_name(Tier.NAN, primary.node_id), tier_ruleset(Tier.NAN).name
-            genesis = Genesis(name, DEFAULT_SLOT_SECONDS, now - history_s, operator.public, proposers, ruleset=ruleset)
+            genesis = Genesis(name, DEFAULT_SLOT_SECONDS, now - 60, operator.public, proposers, ruleset=ruleset)
         block = make_block(genesis.chain_id, 0, ZERO_HASH, now, (genesis,), primary.key)
         (folder / f"{nan}.genesis").write_text(block.encode().hex())
         secrets: dict[str, bytes] = {}
