@@ -60,7 +60,7 @@ START, SLOT, STEP = 1_767_225_600, 900, 10  # the chain's start, its slot length
 DSO_KEY, C1 = KeyPair.from_secret("ops-bench-dso"), KeyPair.from_secret("ops-bench-coordinator")
 #: Meters (node processes that vote, and daemons), the compressed minute (s), minutes each meter reports (the chain's
 #: first slot, 15 minutes from a minute before ``cluster.up``, takes readings of minutes 0..14 at once).
-E2E_METERS, MINUTE_S, TICKS = 20, 0.6, 13
+E2E_METERS, MINUTE_S, TICKS = 10, 0.3, 13
 
 
 def long_chain(folder: Path) -> Chain:
