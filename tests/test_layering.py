@@ -27,6 +27,7 @@ LAYER = {
     "client": 3,  # the public client of the node API (gridledger.client re-exports node.client)
     "analytics": 3,
     "twin": 3,
+    "meter": 3,  # the meter daemon: MQTT (twin) in, the node API (node) out
     "report": 4,
     "sim": 4,
     "cli": 4,

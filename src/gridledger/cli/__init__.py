@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from gridledger.cli import analytics, dso, ledger, market, node, profiles, simulate, store, tiers, twin
+from gridledger.cli import analytics, dso, ledger, market, meter, node, profiles, simulate, store, tiers, twin
 
 app = typer.Typer(
     name="gridledger",
@@ -28,6 +28,8 @@ app.command()(tiers.prove)
 app.command()(node.node)
 app.add_typer(node.cluster_app, name="cluster")
 app.add_typer(dso.app, name="dso")
+app.add_typer(meter.app, name="meter")
+app.add_typer(meter.tx_app, name="tx")
 app.add_typer(store.app, name="store")
 app.add_typer(market.app, name="market")
 app.add_typer(tiers.app, name="tiers")

@@ -133,7 +133,8 @@ class NodeClient:
         return bytes.fromhex(self.call("POST", "/v1/transactions", body=tx.encode())["txid"])
 
     def tx_status(self, txid: bytes) -> dict:
-        """``pending``, ``committed`` (with ``height``) or ``rejected`` (with ``code`` and ``message``)."""
+        """``pending``, ``committed`` (with ``height``), ``rejected`` (with ``code`` and ``message``) or ``unknown``
+        (the node never saw it queued; a coordinator that does not lead may not know of another's rejection)."""
         return self.call("GET", f"/v1/transactions/{txid.hex()}")
 
     def wait(self, txid: bytes, timeout: float = 30.0, interval: float = 0.1) -> dict:

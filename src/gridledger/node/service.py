@@ -9,7 +9,8 @@ API (every request signed by a registered node, see ``auth``; rate-limited per n
 * ``GET  /v1/metrics`` (unsigned) — the same figures in the Prometheus text format.
 * ``POST /v1/transactions`` — a raw canonical transaction (``application/octet-stream``); context-free checks, then
   queued at the orderer (idempotent by txid). ``400`` with ``{code, message}`` for an invalid transaction.
-* ``GET  /v1/transactions/{txid}`` — ``pending``, ``committed`` (with height) or ``rejected`` (with the reject).
+* ``GET  /v1/transactions/{txid}`` — ``pending``, ``committed`` (with height), ``rejected`` (with the reject) or
+  ``unknown`` (never queued here nor in the shared queue; or refused by another coordinator).
 * ``GET  /v1/blocks?start=H&limit=N`` — raw blocks (hex), for peers to catch up (they re-validate them).
 * ``GET  /v1/blocks/{height}`` — one block as JSON.
 * ``GET  /v1/stream?start=H`` — server-sent events, one ``block`` event per committed block; at most
@@ -34,6 +35,7 @@ import threading
 import time
 import weakref
 from collections import Counter
+from typing import Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
@@ -68,6 +70,8 @@ from gridledger.node.views import policy_view
 MAX_BODY_BYTES = 256 * 1024
 #: Open ``/v1/stream`` connections allowed per calling node and in all; events sent per chunk; keep-alive period (s).
 MAX_STREAMS_PER_CALLER, MAX_STREAMS, STREAM_BATCH, STREAM_KEEPALIVE_S = 16, 1024, 256, 15.0
+#: Queued transactions a status request looks through at most.
+QUEUE_SCAN = 100_000
 #: Default requests per second (and burst) from one peer address, counted before authentication.
 PEER_RATE, PEER_BURST = 1000.0, 2000.0
 
@@ -95,6 +99,16 @@ class TxRefusal(BaseModel):
 
     code: str
     message: str
+
+
+class TxStatus(BaseModel):
+    """Where a transaction is: ``pending``, ``committed`` (``height``), ``rejected`` (``code``, ``message``) or
+    ``unknown``."""
+
+    status: Literal["pending", "committed", "rejected", "unknown"]
+    height: int | None = None
+    code: str | None = None
+    message: str | None = None
 
 
 def _errors(*codes: int, tx: bool = False) -> dict:
@@ -307,6 +321,21 @@ class NodeService:
             raise HTTPException(429, detail=f"rate limit for node {node_id}")
         return node_id, role, body
 
+    def _tx_status(self, txid: bytes) -> dict | None:
+        """``committed`` or ``rejected`` as this node knows it, else None."""
+        if txid in self.committed:
+            return {"status": "committed", "height": self.committed[txid]}
+        if (e := self.sequencer.rejected.get(txid)) is not None:
+            return {"status": "rejected", "code": e.code, "message": e.message}
+        return None
+
+    def _in_flight(self, txid: bytes) -> bool:
+        """True if ``txid`` waits in the orderer's queue, or a block this node has not applied yet may hold it (a
+        transaction leaves the queue only after the block holding it is published)."""
+        if any(t == txid for t, _ in self.orderer.pending(QUEUE_SCAN)):
+            return True
+        return bool(self.orderer.blocks(self.chain.height + 1, 1))
+
     def _rows(self, txids: list[bytes]) -> list[tuple[int, Reading]]:
         """(height, reading) of committed readings, in the order of ``txids`` (hold the sequencer lock)."""
         blocks: dict[int, dict[bytes, object]] = {}
@@ -413,19 +442,26 @@ class NodeService:
             await asyncio.to_thread(self.orderer.submit, tx.txid, tx.encode())
             return {"txid": tx.txid.hex()}
 
-        @app.get("/v1/transactions/{txid}", responses=_errors(400, 401))
+        @app.get(
+            "/v1/transactions/{txid}",
+            responses=_errors(400, 401),
+            response_model=TxStatus,
+            response_model_exclude_none=True,
+        )
         async def tx_status(txid: str, request: Request) -> dict:
+            """``pending`` (queued, or in a block this node has not applied yet), ``committed`` with the height,
+            ``rejected`` with the reject code and message (as this node judged it), or ``unknown`` (never queued, or
+            refused by another coordinator: ask the leading one)."""
             await self._authorize(request)
             try:
                 key = bytes.fromhex(txid)
             except ValueError:
                 raise HTTPException(400, detail="txid must be hex") from None
-            if key in self.committed:
-                return {"status": "committed", "height": self.committed[key]}
-            if key in self.sequencer.rejected:
-                e = self.sequencer.rejected[key]
-                return {"status": "rejected", "code": e.code, "message": e.message}
-            return {"status": "pending"}
+            if (known := self._tx_status(key)) is not None:
+                return known
+            if self.activity.queued(key) or await asyncio.to_thread(self._in_flight, key):
+                return {"status": "pending"}
+            return self._tx_status(key) or {"status": "unknown"}
 
         @app.get("/v1/blocks", responses=_errors(401, 503))
         async def blocks(request: Request, start: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)):

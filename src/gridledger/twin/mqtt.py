@@ -144,6 +144,7 @@ class Broker:
         if binary is None:
             raise BrokerUnavailable("mosquitto is not installed (apt-get install mosquitto, or ./dev services)")
         self._dir = tempfile.TemporaryDirectory(prefix="gridledger-mqtt-")
+        self._log_offset = 0  # a new log file (a broker started again)
         self.port = free_port()
         conf = self._write_config(Path(self._dir.name))
         self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -63,6 +63,11 @@ class Activity:
             while self._submitted and next(iter(self._submitted.values())) < now - SUBMIT_TTL_S:
                 self._submitted.popitem(last=False)
 
+    def queued(self, txid: bytes) -> bool:
+        """True if ``txid`` was queued here (within ``SUBMIT_TTL_S``) and has not committed since."""
+        with self._lock:
+            return txid in self._submitted
+
     def indexed(self, block: Block) -> None:
         """A block of the chain (stored ones at start, then each committed): counts, alarms, recent blocks."""
         with self._lock:

@@ -1,0 +1,427 @@
+"""The meter daemon (``gridledger meter run``): SmartPi measurements from MQTT → signed, encrypted readings → the
+meter's NAN node, with nothing lost or sent twice across crashes and restarts.
+
+**Input.** The meter board publishes SmartPi JSON measurements (:mod:`gridledger.twin.smartpi`) on ``topic``; the
+daemon subscribes with QoS 1 in a persistent session and acknowledges a message only once its effect is on disk.
+Each measurement's momentary active power (sum of the line phases, W; positive: drawn from the grid, negative: fed
+in) holds from the previous measurement's time to its own; the energy of that span (W·s, split at
+interval boundaries) goes to the reading intervals it covers. Interval ``j`` of ``interval_min`` minutes is the span
+``(j·L, (j+1)·L]`` seconds after the chain's start (``L = 60·interval_min``); its reading carries the chain minute
+``(j+1)·interval_min − 1``. An interval is sealed as soon as a measurement at or after its end arrives: energy (Wh,
+the sub-Wh remainder carried on), and the voltage (mean of the phases), current (sum) and power factor (mean) of its
+last measurement. A gap longer than ``max_gap_s`` between measurements adds no energy (the meter was off).
+
+**Refused input**, logged, counted (``dropped:<reason>``) and dropped, the daemon runs on: ``malformed`` (not JSON,
+not a SmartPi measurement, values out of a reading's range), ``wrong-serial``, ``replayed`` (a measurement time
+already seen), ``out-of-order`` (older than the last one), ``before-start`` (before the chain's start), ``future``
+(more than ``max_ahead_s`` ahead of this host's clock).
+
+**Output.** Every sealed reading goes to the outbox (:mod:`gridledger.meter.outbox`) in the same fsync'd
+transaction as the state it came from; the submitter sends the oldest unacknowledged one to ``node`` (signed as
+``api_id``), and polls ``GET /v1/transactions/{txid}`` until it is committed or rejected (the code is logged and
+counted). One reading is in flight at a time, so a meter's readings reach the chain in minute order. A node that does
+not answer, refuses with a status other than 400, or forgot the transaction is retried; the same bytes are sent
+again (the same txid: the node's queue is idempotent, and the chain refuses a minute already reported).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+import tomllib
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gridledger.ledger.block import Block
+from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.kinds import decode_transaction
+from gridledger.ledger.kinds.reading import ReadingDevice, ReadingError, ReadingValues
+from gridledger.meter.outbox import SENT, Outbox
+from gridledger.node.client import ApiError, KeyFileError, NodeClient, NodeUnreachable, load_key
+from gridledger.twin.smartpi import SmartPiFormatError, measured_at, parse_measurement
+
+log = logging.getLogger("gridledger.meter")
+
+#: The reasons a measurement is dropped (counted as ``dropped:<reason>``).
+DROP_REASONS = ("malformed", "wrong-serial", "replayed", "out-of-order", "before-start", "future")
+
+
+class MeterConfigError(ValueError):
+    """A meter configuration that cannot be used (the message names the file and key)."""
+
+
+@dataclass(frozen=True)
+class MeterConfig:
+    """``gridledger meter run``'s TOML configuration (relative paths are relative to the file; see docs)."""
+
+    meter_id: str
+    member: int
+    key: KeyPair
+    content_key: bytes
+    genesis: Block
+    node: str
+    outbox: Path
+    broker_host: str
+    broker_port: int
+    topic: str
+    serial: str
+    api_id: str
+    api_key: KeyPair
+    broker_username: str | None = None
+    broker_password: str | None = None
+    interval_min: int = 1
+    max_gap_s: int = 300
+    max_ahead_s: int = 300
+    poll_s: float = 0.2
+    resend_s: float = 30.0
+
+    @property
+    def chain_id(self) -> bytes:
+        return self.genesis.header.chain_id
+
+    @property
+    def start_time(self) -> int:
+        return self.genesis.transactions[0].start_time
+
+    @classmethod
+    def load(cls, path: str | Path) -> MeterConfig:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as e:
+            raise MeterConfigError(f"cannot read {path}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise MeterConfigError(f"{path}: not valid TOML: {e}") from None
+
+        def need(key: str, kind: type, table: dict = data, where: str = ""):
+            value = table.get(key)
+            if kind is float and isinstance(value, int):
+                value = float(value)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise MeterConfigError(f"{path}: {where}{key} must be a {kind.__name__}, got {value!r}")
+            return value
+
+        def optional(key: str, kind: type, default, table: dict = data, where: str = ""):
+            return default if key not in table else need(key, kind, table, where)
+
+        def key_file(key: str):
+            try:
+                return load_key(path.parent / need(key, str))
+            except KeyFileError as e:
+                raise MeterConfigError(f"{path}: {key}: {e}") from None
+
+        broker = data.get("broker")
+        if not isinstance(broker, dict):
+            raise MeterConfigError(f"{path}: a [broker] table (host, port, topic) is required")
+        try:
+            genesis = Block.decode(bytes.fromhex((path.parent / need("genesis", str)).read_text().strip()))
+        except (OSError, ValueError) as e:
+            raise MeterConfigError(f"{path}: genesis: cannot read the chain's genesis block: {e}") from None
+        meter_id = need("meter_id", str)
+        member = need("member", int)
+        if not 0 <= member <= 0xFFFF:
+            raise MeterConfigError(f"{path}: member must be a member index 0..65535, got {member}")
+        key = key_file("key_file")
+        cfg = cls(
+            meter_id=meter_id,
+            member=member,
+            key=key,
+            content_key=key_file("content_key_file").seed,
+            genesis=genesis,
+            node=need("node", str),
+            outbox=path.parent / need("outbox", str),
+            broker_host=optional("host", str, "127.0.0.1", broker, "broker."),
+            broker_port=need("port", int, broker, "broker."),
+            topic=need("topic", str, broker, "broker."),
+            broker_username=optional("username", str, None, broker, "broker."),
+            broker_password=optional("password", str, None, broker, "broker."),
+            serial=optional("serial", str, meter_id),
+            api_id=optional("api_id", str, meter_id),
+            api_key=key_file("api_key_file") if "api_key_file" in data else key,
+            interval_min=optional("interval_min", int, 1),
+            max_gap_s=optional("max_gap_s", int, 300),
+            max_ahead_s=optional("max_ahead_s", int, 300),
+            poll_s=float(optional("poll_s", float, 0.2)),
+            resend_s=float(optional("resend_s", float, 30.0)),
+        )
+        if not 1 <= cfg.interval_min <= 60:
+            raise MeterConfigError(f"{path}: interval_min must be 1..60 minutes, got {cfg.interval_min}")
+        return cfg
+
+
+def write_config(
+    cluster: Path, meter: str, out: Path, broker_host: str, broker_port: int, topic: str | None = None
+) -> Path:
+    """Write ``out/METER.meter.toml``, the meter's key files (mode 0600) and its chain's genesis for ``meter`` of the
+    local PoEf cluster in ``cluster`` (``gridledger cluster up``); it submits to its NAN's primary concentrator."""
+    from gridledger.node.cluster import STATE_FILE, _write_private
+    from gridledger.node.config import ConfigError, NodeConfig
+
+    try:
+        state = json.loads((cluster / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        raise MeterConfigError(
+            f"--cluster {cluster}: no cluster.json (start one with `gridledger cluster up`)"
+        ) from None
+    node = next((n for n in state["nodes"] if n["id"] == meter), None)
+    if node is None or "member" not in node:
+        raise MeterConfigError(f"--meter {meter}: not a meter of a PoEf chain in {cluster}")
+    try:
+        cfg = NodeConfig.load(node["config"])
+    except ConfigError as e:
+        raise MeterConfigError(str(e)) from None
+    coordinator = next(n for n in state["nodes"] if n["chain"] == node["chain"] and n["role"] == "concentrator")
+    out.mkdir(parents=True, exist_ok=True)
+    _write_private(out / f"{meter}.seed", cfg.key.seed.hex())
+    _write_private(out / f"{meter}.content", cfg.content_key.hex())
+    (out / f"{meter}.genesis").write_text(cfg.genesis.hex())
+    path = out / f"{meter}.meter.toml"
+    path.write_text(
+        f'meter_id = "{meter}"\n'
+        f"member = {node['member']}                    # the meter's index on its chain\n"
+        f'serial = "{meter}"                 # the SmartPi serial its measurements carry\n'
+        f'key_file = "{meter}.seed"          # Ed25519 seed (hex, mode 0600): signs readings and API requests\n'
+        f'content_key_file = "{meter}.content"  # its content key (hex, mode 0600): encrypts readings\n'
+        f'genesis = "{meter}.genesis"        # its NAN chain: chain id and start time\n'
+        f'node = "{coordinator["url"]}"   # its NAN node ({coordinator["id"]})\n'
+        f'outbox = "{meter}.outbox.sqlite"\n'
+        "interval_min = 1                  # minutes per reading\n"
+        "\n[broker]\n"
+        f'host = "{broker_host}"\n'
+        f"port = {broker_port}\n"
+        f'topic = "{topic or f"gridledger/meters/{meter}/smartpi"}"\n'
+    )
+    return path
+
+
+class Dropped(ValueError):
+    """A measurement that is refused; ``reason`` is one of ``DROP_REASONS``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+def electrical(payload: bytes) -> tuple[str, float, float, float, float, float]:
+    """(serial, total power W, mean voltage V, total current A, mean cos phi, time) of a SmartPi measurement;
+    ``Dropped('malformed')`` if it is not one."""
+    try:
+        msg = json.loads(payload)
+        phases, _ = parse_measurement(msg)
+        when = measured_at(msg).replace(tzinfo=UTC).timestamp()
+    except (UnicodeDecodeError, json.JSONDecodeError, SmartPiFormatError, RecursionError) as e:
+        raise Dropped("malformed", str(e) or type(e).__name__) from None
+    n = len(phases)
+    return (
+        str(msg["serial"]),
+        sum(p.power for p in phases),
+        sum(p.voltage for p in phases) / n,
+        sum(p.current for p in phases),
+        sum(p.cosphi for p in phases) / n,
+        when,
+    )
+
+
+class Accumulator:
+    """Turns measurements into reading intervals (see the module docstring); its state is plain JSON."""
+
+    def __init__(self, cfg: MeterConfig, state: dict) -> None:
+        self.cfg = cfg
+        self.length = 60 * cfg.interval_min
+        self.last_t: int | None = state.get("last_t")
+        #: Energy consumed and produced (W·s) per open interval (JSON keys are text), and the sub-Wh remainders.
+        self.open: dict[str, list[float]] = state.get("open", {})
+        self.carry: list[float] = state.get("carry", [0.0, 0.0])
+        self.electrical: list[int] | None = state.get("electrical")
+
+    def state(self) -> dict:
+        return {"last_t": self.last_t, "open": self.open, "carry": self.carry, "electrical": self.electrical}
+
+    def add(self, payload: bytes, now: float) -> list[tuple[int, ReadingValues]]:
+        """Take one measurement; the (chain minute, values) of the intervals it completes. ``Dropped`` if refused."""
+        serial, power, volts, amps, cosphi, when = electrical(payload)
+        if serial != self.cfg.serial:
+            raise Dropped("wrong-serial", f"measurement of meter {serial!r}; this daemon reads {self.cfg.serial!r}")
+        t = int(when) - self.cfg.start_time
+        if t < 0:
+            raise Dropped("before-start", f"measured {-t} s before the chain's start")
+        if when > now + self.cfg.max_ahead_s:
+            raise Dropped("future", f"measured {when - now:.0f} s ahead of this host's clock")
+        if self.last_t is not None and t <= self.last_t:
+            reason = "replayed" if t == self.last_t else "out-of-order"
+            raise Dropped(reason, f"measured at chain second {t}, the last measurement was at {self.last_t}")
+        values = (round(10 * volts), round(100 * amps), round(1000 * max(-1.0, min(1.0, cosphi))))
+        if not (0 <= values[0] <= 0xFFFF and 0 <= values[1] <= 0xFFFF) or not math.isfinite(power):
+            raise Dropped("malformed", f"voltage {volts} V or current {amps} A out of a reading's range")
+        if self.last_t is not None and t - self.last_t <= self.cfg.max_gap_s:
+            self._spread(self.last_t, t, power)
+        self.last_t, self.electrical = t, list(values)
+        return self._seal(t)
+
+    def _spread(self, a: int, b: int, power: float) -> None:
+        """Add ``power`` (W) held over chain seconds (a, b] to the intervals it covers, in W·s."""
+        while a < b:
+            j = a // self.length  # the interval holding (a, a + 1]
+            end = min(b, (j + 1) * self.length)
+            acc = self.open.setdefault(str(j), [0.0, 0.0])
+            acc[0 if power >= 0 else 1] += abs(power) * (end - a)
+            a = end
+
+    def _seal(self, t: int) -> list[tuple[int, ReadingValues]]:
+        out = []
+        for j in sorted(int(k) for k in self.open if (int(k) + 1) * self.length <= t):
+            energy = [round(x + c, 6) for x, c in zip(self.open.pop(str(j)), self.carry, strict=True)]
+            wh = [int(e // 3600) for e in energy]
+            self.carry = [e - 3600 * w for e, w in zip(energy, wh, strict=True)]
+            volts, amps, pf = self.electrical  # type: ignore[misc]
+            minute = (j + 1) * self.cfg.interval_min - 1
+            out.append((minute, ReadingValues(wh[0], wh[1], volts, amps, pf)))
+        return out
+
+
+class MeterDaemon:
+    """One meter: its MQTT subscription, accumulator, outbox and submitter. ``start`` / ``stop`` (or ``run``)."""
+
+    def __init__(self, cfg: MeterConfig) -> None:
+        self.cfg = cfg
+        self.outbox = Outbox(cfg.outbox)
+        self.acc = Accumulator(cfg, self.outbox.state())
+        self.device = ReadingDevice(cfg.chain_id, cfg.member, cfg.key, cfg.content_key, self.outbox.last_minute())
+        self.node = NodeClient(cfg.node, cfg.api_id, cfg.api_key, timeout=5.0)
+        self._lock = threading.Lock()  # one message at a time through the accumulator and the device
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._submitter: threading.Thread | None = None
+        self.mqtt = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"gridledger-meter-{cfg.meter_id}",
+            clean_session=False,
+            protocol=paho.MQTTv311,
+            manual_ack=True,
+        )
+        if cfg.broker_username is not None:
+            self.mqtt.username_pw_set(cfg.broker_username, cfg.broker_password)
+        self.mqtt.reconnect_delay_set(0.2, 5)
+        self.mqtt.on_connect = self._on_connect
+        self.mqtt.on_message = self._on_message
+        self.connected = threading.Event()
+
+    # ------------------------------------------------------------------ MQTT side
+    def _on_connect(self, client: paho.Client, _u, _flags, reason, _p) -> None:
+        if getattr(reason, "is_failure", False):
+            log.warning("%s: broker refused the connection: %s", self.cfg.meter_id, reason)
+            return
+        client.subscribe(self.cfg.topic, qos=1)  # again after every reconnect: a restarted broker forgot it
+        self.connected.set()
+        log.info("%s: subscribed to %s", self.cfg.meter_id, self.cfg.topic)
+
+    def _on_message(self, client: paho.Client, _u, msg: paho.MQTTMessage) -> None:
+        try:
+            self.handle(msg.payload)
+        except Exception:  # noqa: BLE001 - not acknowledged: the broker sends it again after a reconnect
+            log.exception("%s: could not record a measurement", self.cfg.meter_id)
+            return
+        client.ack(msg.mid, msg.qos)  # only now: the message's effect is on disk
+
+    def handle(self, payload: bytes, now: float | None = None) -> list[int]:
+        """Take one MQTT payload: the minutes it sealed into the outbox (none if it was dropped)."""
+        with self._lock:
+            try:
+                sealed = self.acc.add(payload, time.time() if now is None else now)
+                txs = [self.device.reading(minute, values) for minute, values in sealed]
+            except (Dropped, ReadingError) as e:
+                reason = e.reason if isinstance(e, Dropped) else "malformed"
+                log.warning("%s: dropped a measurement: %s", self.cfg.meter_id, e)
+                self.acc = Accumulator(self.cfg, self.outbox.state())  # nothing of it was taken
+                self.outbox.count("received", f"dropped:{reason}")
+                return []
+            self.outbox.record(self.acc.state(), [(tx.minute, tx.txid, tx.encode()) for tx in txs], ["received"])
+        if txs:
+            self._wake.set()
+        return [tx.minute for tx in txs]
+
+    # ------------------------------------------------------------------ node side
+    def submit_once(self) -> bool:
+        """One step for the oldest unacknowledged reading; True if there may be more to do right away."""
+        row = self.outbox.next_open()
+        if row is None:
+            return False
+        try:
+            if row.status == SENT:
+                st = self.node.tx_status(row.txid)
+                if st["status"] == "committed":
+                    self.outbox.finish(row.minute, height=st["height"])
+                    return True
+                if st["status"] == "rejected":
+                    log.error("%s: reading of minute %d rejected: %s", self.cfg.meter_id, row.minute, st["code"])
+                    self.outbox.finish(row.minute, code=st["code"])
+                    return True
+                if st["status"] == "pending" and time.time() - (row.sent or 0) < self.cfg.resend_s:
+                    return False
+                self.outbox.count("resent")  # unknown to the node (it restarted) or pending too long
+            self.node.send(decode_transaction(row.raw))
+            self.outbox.mark_sent(row.minute)
+            return False
+        except ApiError as e:
+            if e.status == 400:
+                log.error("%s: reading of minute %d refused: %s", self.cfg.meter_id, row.minute, e)
+                self.outbox.finish(row.minute, code=e.code)
+                return True
+            log.warning("%s: node refused for now (%s); retrying", self.cfg.meter_id, e)
+            self.outbox.count(f"retry:{e.code}")
+        except NodeUnreachable as e:
+            log.warning("%s: %s; retrying", self.cfg.meter_id, e)
+            self.outbox.count("retry:unreachable")
+        self._stop.wait(min(1.0, 5 * self.cfg.poll_s))
+        return False
+
+    def _submit_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                more = self.submit_once()
+            except Exception:  # noqa: BLE001 - logged; the daemon keeps running
+                log.exception("%s: submitter step failed; retrying", self.cfg.meter_id)
+                more = False
+                self._stop.wait(1.0)
+            if not more:
+                self._wake.wait(self.cfg.poll_s)
+                self._wake.clear()
+
+    # ------------------------------------------------------------------ life cycle
+    def start(self) -> MeterDaemon:
+        self._submitter = threading.Thread(target=self._submit_loop, name=f"submit-{self.cfg.meter_id}", daemon=True)
+        self._submitter.start()
+        self.mqtt.connect_async(self.cfg.broker_host, self.cfg.broker_port, keepalive=10)
+        self.mqtt.loop_start()  # connects, and reconnects after the broker went away
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self.mqtt.disconnect()
+        self.mqtt.loop_stop()
+        if self._submitter is not None:
+            self._submitter.join(10)
+        self.node.close()
+        self.outbox.close()
+
+    def run(self) -> None:
+        """Run until interrupted (SIGINT / SIGTERM end it cleanly)."""
+        import signal
+
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        self.start()
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
