@@ -57,7 +57,9 @@ def test_a_real_run_audits_clean(run):
     assert report["ok"] is True and report["findings"] == []
     checked = report["checked"]
     slots = DAYS * 96
-    assert checked["readings decrypted"] == checked["bills rows"] == HOMES * slots
+    assert checked["readings rows"] == checked["bills rows"] == HOMES * slots
+    assert checked["tier summaries"] == 2 * slots  # the NAN's total on the FAN/WAN, the FAN/WAN's on the head-end
+    assert checked["HAN readings"] > 0
     assert checked["rewards"] == checked["rewards rows"] == HOMES * (DAYS - 1)
     assert checked["chain stores"] == 2 * checked["chains"] == 2 * (HOMES + 3)  # HANs, the NAN, FAN/WAN, head-end
     assert checked["anchored blocks"] > 0 and checked["dso_meter_periods rows"] == HOMES
@@ -83,6 +85,18 @@ def test_an_edited_reading_disagrees_with_the_meters_signed_reading(run):
         "reading", f"readings.parquet meter={row.meter} slot={row.slot} consumption_wh", str(before), str(before + 150)
     ) in findings
     assert only(findings, "bill") == []  # bills come from the chain's reading, which still agrees with bills.parquet
+
+
+def test_an_edited_device_energy_disagrees_with_the_han_chain(run):
+    frame = pd.read_parquet(run / "households.parquet")
+    row = frame.index[frame.load_wh > 0][40]
+    meter, slot = frame.at[row, "meter"], int(frame.at[row, "slot"])
+    edit(run, "households", row, "load_wh", 25)
+    [finding] = audit_run(run).findings
+    assert finding.check == "reading" and finding.where.startswith(f"households.parquet meter={meter} slots ")
+    first, last = map(int, finding.where.split(" slots ")[1].split()[0].split(".."))
+    assert first <= slot <= last and finding.where.endswith("load_wh")
+    assert int(finding.found) == int(finding.expected.split()[0]) + 25
 
 
 def test_an_edited_reward_row_is_found(run):

@@ -39,7 +39,7 @@ from gridledger.ledger.block import Block
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds.alarm import Alarm
 from gridledger.ledger.kinds.meter_issue import MeterIssue
-from gridledger.ledger.kinds.reading import Reading, ReadingError, ReadingValues, open_reading
+from gridledger.ledger.kinds.reading import ChainKeys, Reading, ReadingError, ReadingValues, open_reading
 from gridledger.ledger.kinds.reward import PERIOD_MINUTES, Reward, Scorecard, reward_amounts, score_of
 from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.ledger.members import roster
@@ -64,8 +64,21 @@ TABLES = (
     "meter_deposit_addresses",
 )
 WH = 3600  # W·s per Wh
+READING_COLUMNS = ("feeder", "consumption_wh", "production_wh", "voltage_dv", "current_ca", "power_factor_pm")
+BILL_COLUMNS = (
+    "feeder",
+    "measured_ws",
+    "energy_ws",
+    "energy_charge",
+    "fa_issued",
+    "fa_deposited",
+    "amount",
+    "baseline_amount",
+    "eca_audit_ok",
+)
 
 Progress = Callable[[str, int, int], None]
+Opened = dict[tuple[str, int], ReadingValues]
 
 
 class NotARun(ValueError):
@@ -135,13 +148,15 @@ def audit_run(path: str | Path, progress: Progress | None = None) -> Audit:
             return audit
         tables = _tables(run, audit)
         step("blocks", 0, 1)
-        nans, blocks = _read_chains(chains, tables.get("meter_deposit_addresses"), audit)
+        nans, blocks, opened = _read_chains(chains, tables.get("meter_deposit_addresses"), audit)
         step("blocks", 1, 1)
         if not nans:
             audit.add("chain", "chains/", "at least one NAN chain", "none")
             return audit
         slots = max(s for n in nans for _, s in n.readings) + 1
         _check_prices(chains, nans, slots, audit)
+        _check_tiers(chains, opened, audit)
+        _check_han(chains, opened, tables, audit)
         summary = _summary(run, audit)
         period_slots = _billing_slots(summary, audit)
         bills = _check_measurements_and_bills(nans, tables, slots, period_slots, audit, step)
@@ -228,44 +243,111 @@ def _verify_chains(run: Path, audit: Audit, stack: ExitStack, step: _Steps) -> d
 
 def _read_chains(
     chains: dict[str, tuple[dict, Chain]], addresses: pd.DataFrame | None, audit: Audit
-) -> tuple[list[_Nan], dict[str, list[Block]]]:
-    """Decode every chain's blocks; for each NAN: its meters' decrypted readings, issues, deposits and rewards."""
+) -> tuple[list[_Nan], dict[str, list[Block]], dict[str, Opened]]:
+    """Decode every chain's blocks and open its readings; for each NAN also its meters' issues, deposits and
+    rewards."""
     owner = {}
-    if addresses is not None:
+    if addresses is not None and {"meter", "deposit_address"} <= set(addresses.columns):
         owner = {bytes.fromhex(a): m for m, a in zip(addresses["meter"], addresses["deposit_address"], strict=True)}
     keys = content_keys()
-    nans, blocks = [], {}
+    nans, blocks, opened = [], {}, {}
     for name, (meta, chain) in chains.items():
         blocks[name] = list(chain.blocks(0))
+        opened[name] = _open_readings(name, chain, blocks[name], keys.chain(chain.chain_id), audit)
         if meta["tier"] != "nan":
             continue
         nan = _Nan(name, _feeder(name), chain)
-        state, ids, chain_keys = chain.state, nan.members, keys.chain(chain.chain_id)
         L = chain.genesis.slot_seconds
+        for (meter, minute), v in opened[name].items():
+            nan.readings[(meter, minute * 60 // L)] = v
+            nan.timed[meter].append((minute, v))
         for block in blocks[name][1:]:
-            slot = state.slot_of(block.header.time)
+            slot = chain.state.slot_of(block.header.time)
             for i, tx in enumerate(block.transactions):
-                if isinstance(tx, Reading):
-                    meter = ids[tx.member]
-                    try:
-                        v = open_reading(chain.chain_id, tx, chain_keys.key_of(tx))
-                    except ReadingError as e:
-                        audit.add("reading", f"{name} block {block.height} tx {i}", "a reading", str(e))
-                        continue
-                    nan.readings[(meter, tx.minute * 60 // L)] = v
-                    nan.timed[meter].append((tx.minute, v))
-                elif isinstance(tx, MeterIssue):
+                if isinstance(tx, MeterIssue):
                     nan.issued[tx.meter] += [(slot, o.asset) for o in tx.outputs]
                 elif isinstance(tx, Reward):
                     nan.rewards.append((block.height, i, tx))
-                if isinstance(tx, Transfer):
+                elif isinstance(tx, Transfer):
                     nan.transfers.add(tx.txid.hex())
                 for o in getattr(tx, "outputs", ()):
                     if o.owner in owner:
                         nan.deposited[owner[o.owner]].append((slot, o.asset))
-        audit.checked["readings decrypted"] += len(nan.readings)
         nans.append(nan)
-    return nans, blocks
+    return nans, blocks, opened
+
+
+def _open_readings(name: str, chain: Chain, blocks: list[Block], keys: ChainKeys, audit: Audit) -> Opened:
+    """Every reading of the chain, decrypted with its content key: (member id, minute) → values."""
+    ids = roster(chain.state).ids
+    out: Opened = {}
+    for block in blocks[1:]:
+        for i, tx in enumerate(block.transactions):
+            if isinstance(tx, Reading):
+                try:
+                    out[(ids[tx.member], tx.minute)] = open_reading(chain.chain_id, tx, keys.key_of(tx))
+                except ReadingError as e:
+                    audit.add("reading", f"{name} block {block.height} tx {i}", "a reading that opens", e)
+    audit.checked["readings decrypted"] += len(out)
+    return out
+
+
+def _check_tiers(chains: dict[str, tuple[dict, Chain]], opened: dict[str, Opened], audit: Audit) -> None:
+    """Each NAN's and the FAN/WAN's coordinator reports on its parent chain the sum of its members' readings."""
+    for name, (meta, _) in chains.items():
+        parent = meta["parent"]
+        if meta["tier"] not in ("nan", "fan") or parent not in opened:
+            continue
+        reporter = name.split(":", 1)[-1]  # the chain's instance: its coordinator's member id on the parent
+        sums: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        for (_, minute), v in opened[name].items():
+            sums[minute][0] += v.consumption_wh
+            sums[minute][1] += v.production_wh
+        reported = {minute: v for (member, minute), v in opened[parent].items() if member == reporter}
+        for minute in sorted(set(sums) | set(reported)):
+            v = reported.get(minute)
+            got = None if v is None else [v.consumption_wh, v.production_wh]
+            audit.checked["tier summaries"] += 1
+            if got != sums.get(minute):
+                where = f"{parent} member {reporter} minute {minute} (consumption, production Wh)"
+                audit.add("tiers", where, f"the sum of {name}'s readings {sums.get(minute)}", got)
+
+
+#: The households.parquet columns of each HAN device's reading (consumption, production), as the run reports them.
+DEVICE_COLUMNS = {
+    "load": ("load_wh", None),
+    "pv": (None, "pv_wh"),
+    "battery": ("battery_charge_wh", "battery_discharge_wh"),
+}
+
+
+def _check_han(
+    chains: dict[str, tuple[dict, Chain]], opened: dict[str, Opened], tables: dict[str, pd.DataFrame], audit: Audit
+) -> None:
+    """Each HAN device's readings against households.parquet, summed over the slots each reading covers."""
+    frame = tables.get("households")
+    columns = {c for pair in DEVICE_COLUMNS.values() for c in pair if c}
+    if frame is None or not {"meter", "slot", *columns} <= set(frame.columns):
+        return
+    by_meter = {m: rows.set_index("slot").sort_index() for m, rows in frame.groupby("meter")}
+    for name, (meta, chain) in chains.items():
+        if meta["tier"] != "han":
+            continue
+        meter, L = name.split(":", 1)[-1], chain.genesis.slot_seconds
+        rows = by_meter.get(meter)
+        last: dict[str, int] = {}
+        for (device, minute), v in sorted(opened[name].items(), key=lambda kv: kv[0][1]):
+            first = last.get(device, -1) + 1  # a reading covers the minutes since the device's previous one
+            last[device] = minute
+            span = (first * 60 // L, minute * 60 // L)
+            for column, value in zip(DEVICE_COLUMNS.get(device, ()), (v.consumption_wh, v.production_wh), strict=False):
+                if column is None:
+                    continue
+                got = None if rows is None else int(rows.loc[span[0] : span[1], column].sum())
+                audit.checked["HAN readings"] += 1
+                if got != value:
+                    where = f"households.parquet meter={meter} slots {span[0]}..{span[1]} {column}"
+                    audit.add("reading", where, f"{value} ({name} {device} minute {minute})", got)
 
 
 def _feeder(nan_name: str) -> str:
@@ -312,19 +394,25 @@ def _tables(run: Path, audit: Audit) -> dict[str, pd.DataFrame]:
 
 
 def _compare(
-    audit: Audit, check: str, tables: dict[str, pd.DataFrame], name: str, keys: tuple[str, ...], expected: dict
+    audit: Audit,
+    check: str,
+    tables: dict[str, pd.DataFrame],
+    name: str,
+    keys: tuple[str, ...],
+    columns: tuple[str, ...],
+    expected: dict[tuple, dict],
 ) -> None:
     """Compare table ``name`` with ``expected`` (key tuple → {column: value}): rows missing, extra, or different."""
     frame = tables.get(name)
     if frame is None:
         return  # already a finding
-    columns = list(next(iter(expected.values())).keys()) if expected else []
     absent = [c for c in (*keys, *columns) if c not in frame.columns]
     if absent:
         audit.add("table", f"{name}.parquet", f"columns {', '.join(absent)}", "none")
         return
-    key_values = zip(*(frame[k].tolist() for k in keys), strict=True) if keys else iter(())
-    rows = dict(zip(key_values, zip(*(frame[c].tolist() for c in columns), strict=True), strict=False))
+    keyed = list(zip(*(frame[k].tolist() for k in keys), strict=True))
+    values = list(zip(*(frame[c].tolist() for c in columns), strict=True)) if columns else [()] * len(frame)
+    rows = dict(zip(keyed, values, strict=True))
     if len(rows) < len(frame):
         audit.add(check, f"{name}.parquet", "one row per key", f"{len(frame) - len(rows)} repeated")
 
@@ -417,12 +505,12 @@ def _check_measurements_and_bills(
             row[0] += b.energy_ws
             row[1] += b.amount
     step("bills", len(meters), len(meters))
-    _compare(audit, "reading", tables, "readings", ("meter", "slot"), readings)
-    _compare(audit, "reading", tables, "households", ("meter", "slot"), households)
-    _compare(audit, "dso", tables, "dso_feeder_slots", ("feeder", "slot"), feeder_slots)
-    _compare(audit, "bill", tables, "bills", ("meter", "slot"), bills)
+    _compare(audit, "reading", tables, "readings", ("meter", "slot"), READING_COLUMNS, readings)
+    _compare(audit, "reading", tables, "households", ("meter", "slot"), ("feeder", "net_wh"), households)
+    _compare(audit, "dso", tables, "dso_feeder_slots", ("feeder", "slot"), ("import_wh", "export_wh"), feeder_slots)
+    _compare(audit, "bill", tables, "bills", ("meter", "slot"), BILL_COLUMNS, bills)
     dso = {k: {"energy_ws": e, "amount": a} for k, (e, a) in periods.items()}
-    _compare(audit, "dso", tables, "dso_meter_periods", ("meter", "period"), dso)
+    _compare(audit, "dso", tables, "dso_meter_periods", ("meter", "period"), ("energy_ws", "amount"), dso)
     return {k: (b["amount"], b["baseline_amount"]) for k, b in bills.items()}
 
 
@@ -494,7 +582,8 @@ def _check_rewards(nans: list[_Nan], tables: dict[str, pd.DataFrame], slots: int
                     "score": score,
                     "amount": want_amount,
                 }
-    _compare(audit, "reward", tables, "rewards", ("feeder", "period", "meter"), expected_rows)
+    columns = ("forecast_adherence", "power_quality", "peak_reduction", "score", "amount")
+    _compare(audit, "reward", tables, "rewards", ("feeder", "period", "meter"), columns, expected_rows)
     return paid
 
 
@@ -519,8 +608,9 @@ def _check_blocks_alarms_trades(
                         "subject": tx.subject.hex(),
                         "detector": tx.detector,
                     }
-    _compare(audit, "blocks", tables, "blocks", ("chain", "height"), rows)
-    _compare(audit, "alarm", tables, "alarms", ("chain", "height", "tx_index"), alarms)
+    _compare(audit, "blocks", tables, "blocks", ("chain", "height"), ("tier", "slot", "transactions"), rows)
+    columns = ("slot", "code", "subject", "detector")
+    _compare(audit, "alarm", tables, "alarms", ("chain", "height", "tx_index"), columns, alarms)
     trades = tables.get("trades")
     if trades is None or not {"feeder", "txid"} <= set(trades.columns):
         return
