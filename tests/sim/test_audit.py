@@ -81,9 +81,15 @@ def test_an_edited_bill_is_found_with_its_meter_and_slot(run):
 def test_an_edited_reading_disagrees_with_the_meters_signed_reading(run):
     row, before = edit(run, "readings", 321, "consumption_wh", 150)
     findings = audit_run(run).findings
-    assert Finding(
-        "reading", f"readings.parquet meter={row.meter} slot={row.slot} consumption_wh", str(before), str(before + 150)
-    ) in findings
+    assert (
+        Finding(
+            "reading",
+            f"readings.parquet meter={row.meter} slot={row.slot} consumption_wh",
+            str(before),
+            str(before + 150),
+        )
+        in findings
+    )
     assert only(findings, "bill") == []  # bills come from the chain's reading, which still agrees with bills.parquet
 
 
@@ -134,7 +140,9 @@ def test_an_edited_summary_total_is_found(run):
     summary["rewards_minor"] += 1
     (run / "summary.json").write_text(json.dumps(summary))
     assert audit_run(run).findings == [
-        Finding("summary", "summary.json rewards_minor", str(summary["rewards_minor"] - 1), str(summary["rewards_minor"]))
+        Finding(
+            "summary", "summary.json rewards_minor", str(summary["rewards_minor"] - 1), str(summary["rewards_minor"])
+        )
     ]
 
 
