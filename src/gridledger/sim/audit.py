@@ -141,7 +141,7 @@ def audit_run(path: str | Path, progress: Progress | None = None) -> Audit:
     if not (run / MANIFEST).is_file():
         raise NotARun(f"{run} is not a community run folder (no {MANIFEST})")
     audit = Audit()
-    step = _Steps(progress)
+    step = progress or (lambda what, done, total: None)
     with ExitStack() as stack:
         chains = _verify_chains(run, audit, stack, step)
         if chains is None:
@@ -150,8 +150,8 @@ def audit_run(path: str | Path, progress: Progress | None = None) -> Audit:
         step("blocks", 0, 1)
         nans, blocks, opened = _read_chains(chains, tables.get("meter_deposit_addresses"), audit)
         step("blocks", 1, 1)
-        if not nans:
-            audit.add("chain", "chains/", "at least one NAN chain", "none")
+        if not any(n.readings for n in nans):
+            audit.add("reading", "chains/", "a NAN chain with its meters' readings", "none")
             return audit
         slots = max(s for n in nans for _, s in n.readings) + 1
         _check_prices(chains, nans, slots, audit)
@@ -167,17 +167,8 @@ def audit_run(path: str | Path, progress: Progress | None = None) -> Audit:
     return audit
 
 
-class _Steps:
-    def __init__(self, progress: Progress | None) -> None:
-        self.progress = progress
-
-    def __call__(self, what: str, done: int, total: int) -> None:
-        if self.progress is not None:
-            self.progress(what, done, total)
-
-
 # ------------------------------------------------------------------------------------------------ chains
-def _verify_chains(run: Path, audit: Audit, stack: ExitStack, step: _Steps) -> dict[str, tuple[dict, Chain]] | None:
+def _verify_chains(run: Path, audit: Audit, stack: ExitStack, step: Progress) -> dict[str, tuple[dict, Chain]] | None:
     """Every copy of every chain re-verified; each chain's first valid copy, opened (None: no usable manifest)."""
     try:
         entries = json.loads((run / MANIFEST).read_text())["chains"]
@@ -201,7 +192,7 @@ def _verify_chains(run: Path, audit: Audit, stack: ExitStack, step: _Steps) -> d
                 state = verify_store(store)
                 genesis = Block.decode(store.block_bytes(0))
             except Reject as e:
-                at = "".join(f" {k} {v}" for k, v in (("block", e.height), ("tx", e.tx_index)) if v is not None)
+                at = "".join(f" {what} {n}" for what, n in (("block", e.height), ("tx", e.tx_index)) if n is not None)
                 audit.add("chain", where + at, "a valid chain", f"{e.code}: {e.message}")
                 continue
             except StoreError as e:
@@ -216,10 +207,8 @@ def _verify_chains(run: Path, audit: Audit, stack: ExitStack, step: _Steps) -> d
             first = next(iter(tips))
             for file, tip in tips.items():
                 if tip != tips[first]:
-                    audit.findings.append(
-                        Finding(
-                            "chain", f"{name} ({file})", f"the tip of {first} {tips[first].hex()[:16]}", tip.hex()[:16]
-                        )
+                    audit.add(
+                        "chain", f"{name} ({file})", f"the tip of {first}, {tips[first].hex()[:16]}", tip.hex()[:16]
                     )
     step("chains", len(names), len(names))
     audit.checked["chains"] = len(chains)
@@ -233,9 +222,8 @@ def _verify_chains(run: Path, audit: Audit, stack: ExitStack, step: _Steps) -> d
             continue
         got = covered.get(chain.genesis.chain, 0)
         if got != chain.height + 1:
-            audit.findings.append(
-                Finding("anchors", name, f"blocks 0..{chain.height} anchored in {meta['parent']}", f"0..{got - 1}")
-            )
+            found = f"blocks 0..{got - 1}" if got else "none"
+            audit.add("anchors", name, f"blocks 0..{chain.height} anchored in {meta['parent']}", found)
         else:
             audit.checked["anchored blocks"] += got
     return chains
@@ -438,7 +426,7 @@ def _compare(
 
 # ------------------------------------------------------------------------------------------------ measurements, bills
 def _check_measurements_and_bills(
-    nans: list[_Nan], tables: dict[str, pd.DataFrame], slots: int, period_slots: int, audit: Audit, step: _Steps
+    nans: list[_Nan], tables: dict[str, pd.DataFrame], slots: int, period_slots: int, audit: Audit, step: Progress
 ) -> dict[tuple[str, int], tuple[int, int]]:
     """Readings and bills from the NAN chains vs the tables; returns (amount, baseline) per (meter, slot)."""
     readings, households, feeder_slots, bills, periods = {}, {}, {}, {}, defaultdict(lambda: [0, 0])
@@ -482,13 +470,11 @@ def _check_measurements_and_bills(
                 fa_deposited=fa_deposited.get(s, 0),
             )
             if not b.eca_audit_ok:
-                audit.findings.append(
-                    Finding(
-                        "bill",
-                        f"{nan.name} meter {meter} slot {s}",
-                        "ECA legs equal to EPA legs",
-                        f"{b.eca_mismatch_ws} W·s apart",
-                    )
+                audit.add(
+                    "bill",
+                    f"{nan.name} meter {meter} slot {s}",
+                    "ECA legs equal to EPA legs",
+                    f"{b.eca_mismatch_ws} W·s apart",
                 )
             bills[(meter, s)] = {
                 "feeder": nan.feeder,
@@ -570,9 +556,7 @@ def _check_rewards(nans: list[_Nan], tables: dict[str, pd.DataFrame], slots: int
                 want = reward_amounts(rate, [Scorecard(index, *components, score)])
                 want_amount = want[0][1] if want else 0
                 if card.components != components:
-                    audit.findings.append(
-                        Finding("reward", f"{tx_where} {where} components", str(components), str(card.components))
-                    )
+                    audit.add("reward", f"{tx_where} {where} components", str(components), str(card.components))
                 if amount != want_amount:
                     audit.add("reward", f"{tx_where} {where} amount", str(want_amount), str(amount))
                 expected_rows[(nan.feeder, period, meter)] = {
@@ -618,11 +602,7 @@ def _check_blocks_alarms_trades(
     for feeder, txid in zip(trades["feeder"], trades["txid"], strict=True):
         audit.checked["trades"] += 1
         if txid not in committed.get(feeder, ()):
-            audit.findings.append(
-                Finding(
-                    "trade", f"trades.parquet feeder={feeder} txid={txid}", "a transfer committed on its NAN", "none"
-                )
-            )
+            audit.add("trade", f"trades.parquet feeder={feeder} txid={txid}", "a transfer committed on its NAN", "none")
 
 
 # ------------------------------------------------------------------------------------------------ summary
