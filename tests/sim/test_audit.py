@@ -135,6 +135,46 @@ def test_a_flipped_byte_in_a_chain_store_fails_that_chain(run):
     assert only(findings, "bill") == only(findings, "reward") == []
 
 
+@pytest.mark.parametrize(
+    ("table", "column", "check", "key"),
+    [
+        ("dso_meter_periods", "amount", "dso", ("meter", "period")),
+        ("dso_feeder_slots", "import_wh", "dso", ("feeder", "slot")),
+        ("blocks", "transactions", "blocks", ("chain", "height")),
+        ("households", "net_wh", "reading", ("meter", "slot")),
+    ],
+)
+def test_every_derived_table_is_checked_cell_by_cell(run, table, column, check, key):
+    row, before = edit(run, table, 3, column, 1)
+    where = f"{table}.parquet " + " ".join(f"{k}={row[k]}" for k in key) + f" {column}"
+    assert audit_run(run).findings == [Finding(check, where, str(before), str(before + 1))]
+
+
+def test_a_dropped_bill_row_and_a_trade_not_on_the_chain_are_found(run):
+    bills = pd.read_parquet(run / "bills.parquet")
+    gone = bills.loc[7]
+    bills.drop(index=7).to_parquet(run / "bills.parquet", index=False)
+    trades = pd.read_parquet(run / "trades.parquet")
+    trades.at[0, "txid"] = "ab" * 32
+    trades.to_parquet(run / "trades.parquet", index=False)
+    assert audit_run(run).findings == [
+        Finding("bill", f"bills.parquet meter={gone.meter} slot={gone.slot}", "a row", "none"),
+        Finding(
+            "trade",
+            f"trades.parquet feeder={trades.feeder[0]} txid={'ab' * 32}",
+            "a transfer committed on its NAN",
+            "none",
+        ),
+    ]
+
+
+def test_a_missing_store_copy_is_found(run):
+    store = next((run / "chains").glob("han_*.members.sqlite"))
+    store.unlink()
+    [finding] = audit_run(run).findings
+    assert finding.check == "chain" and finding.where.endswith(f"({store.name})") and finding.found == "no such file"
+
+
 def test_an_edited_summary_total_is_found(run):
     summary = json.loads((run / "summary.json").read_text())
     summary["rewards_minor"] += 1
