@@ -39,7 +39,7 @@ from gridledger.ledger.block import Block
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds.alarm import Alarm
 from gridledger.ledger.kinds.meter_issue import MeterIssue
-from gridledger.ledger.kinds.reading import ChainKeys, Reading, ReadingError, ReadingValues, open_reading
+from gridledger.ledger.kinds.reading import Reading, ReadingError, ReadingValues, open_reading
 from gridledger.ledger.kinds.reward import PERIOD_MINUTES, Reward, Scorecard, reward_amounts, score_of
 from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.ledger.members import roster
@@ -134,6 +134,18 @@ class _Nan:
     def members(self) -> tuple[str, ...]:
         return roster(self.chain.state).ids
 
+    def record(self, tx, slot: int, height: int, index: int, owner: dict[bytes, str]) -> None:
+        """Note a committed transaction: a meter's issue, a reward, a transfer, outputs to a meter's address."""
+        if isinstance(tx, MeterIssue):
+            self.issued[tx.meter] += [(slot, o.asset) for o in tx.outputs]
+        elif isinstance(tx, Reward):
+            self.rewards.append((height, index, tx))
+        elif isinstance(tx, Transfer):
+            self.transfers.add(tx.txid.hex())
+        for o in getattr(tx, "outputs", ()):
+            if o.owner in owner:
+                self.deposited[owner[o.owner]].append((slot, o.asset))
+
 
 def audit_run(path: str | Path, progress: Progress | None = None) -> Audit:
     """Audit the run folder ``path``; raise :class:`NotARun` if it holds no run."""
@@ -148,22 +160,22 @@ def audit_run(path: str | Path, progress: Progress | None = None) -> Audit:
             return audit
         tables = _tables(run, audit)
         step("blocks", 0, 1)
-        nans, blocks, opened = _read_chains(chains, tables.get("meter_deposit_addresses"), audit)
+        nans, seen = _read_chains(chains, tables.get("meter_deposit_addresses"), audit)
         step("blocks", 1, 1)
         if not any(n.readings for n in nans):
             audit.add("reading", "chains/", "a NAN chain with its meters' readings", "none")
             return audit
         slots = max(s for n in nans for _, s in n.readings) + 1
         _check_prices(chains, nans, slots, audit)
-        _check_tiers(chains, opened, audit)
-        _check_han(chains, opened, tables, audit)
+        _check_tiers(chains, seen.readings, audit)
+        _check_han(chains, seen.readings, tables, audit)
         summary = _summary(run, audit)
         period_slots = _billing_slots(summary, audit)
         bills = _check_measurements_and_bills(nans, tables, slots, period_slots, audit, step)
         rewards = _check_rewards(nans, tables, slots, audit)
-        _check_blocks_alarms_trades(chains, blocks, nans, tables, audit)
+        _check_blocks_alarms_trades(seen, nans, tables, audit)
         if summary is not None:
-            _check_summary(summary, chains, blocks, nans, tables, bills, rewards, slots, audit)
+            _check_summary(summary, chains, seen, nans, tables, bills, rewards, slots, audit)
     return audit
 
 
@@ -229,55 +241,60 @@ def _verify_chains(run: Path, audit: Audit, stack: ExitStack, step: Progress) ->
     return chains
 
 
+@dataclass
+class _Committed:
+    """What the chains committed, decoded once: readings opened per chain, block rows and alarms for the tables."""
+
+    readings: dict[str, Opened] = field(default_factory=dict)
+    blocks: dict[tuple[str, int], dict] = field(default_factory=dict)
+    alarms: dict[tuple[str, int, int], dict] = field(default_factory=dict)
+
+
 def _read_chains(
     chains: dict[str, tuple[dict, Chain]], addresses: pd.DataFrame | None, audit: Audit
-) -> tuple[list[_Nan], dict[str, list[Block]], dict[str, Opened]]:
-    """Decode every chain's blocks and open its readings; for each NAN also its meters' issues, deposits and
+) -> tuple[list[_Nan], _Committed]:
+    """Decode every chain's blocks once and open its readings; for each NAN also its meters' issues, deposits and
     rewards."""
     owner = {}
     if addresses is not None and {"meter", "deposit_address"} <= set(addresses.columns):
         owner = {bytes.fromhex(a): m for m, a in zip(addresses["meter"], addresses["deposit_address"], strict=True)}
     keys = content_keys()
-    nans, blocks, opened = [], {}, {}
+    nans, seen = [], _Committed()
     for name, (meta, chain) in chains.items():
-        blocks[name] = list(chain.blocks(0))
-        opened[name] = _open_readings(name, chain, blocks[name], keys.chain(chain.chain_id), audit)
-        if meta["tier"] != "nan":
-            continue
-        nan = _Nan(name, _feeder(name), chain)
-        L = chain.genesis.slot_seconds
-        for (meter, minute), v in opened[name].items():
-            nan.readings[(meter, minute * 60 // L)] = v
-            nan.timed[meter].append((minute, v))
-        for block in blocks[name][1:]:
-            slot = chain.state.slot_of(block.header.time)
+        state, chain_keys, ids = chain.state, keys.chain(chain.chain_id), roster(chain.state).ids
+        opened: Opened = seen.readings.setdefault(name, {})
+        nan = _Nan(name, _feeder(name), chain) if meta["tier"] == "nan" else None
+        for block in chain.blocks(1):
+            slot = state.slot_of(block.header.time)
+            if block.height >= 2:  # blocks 0 and 1 (genesis, the DSO's enrolment) precede the run
+                seen.blocks[(name, block.height)] = {
+                    "tier": meta["tier"],
+                    "slot": slot,
+                    "transactions": len(block.transactions),
+                }
             for i, tx in enumerate(block.transactions):
-                if isinstance(tx, MeterIssue):
-                    nan.issued[tx.meter] += [(slot, o.asset) for o in tx.outputs]
-                elif isinstance(tx, Reward):
-                    nan.rewards.append((block.height, i, tx))
-                elif isinstance(tx, Transfer):
-                    nan.transfers.add(tx.txid.hex())
-                for o in getattr(tx, "outputs", ()):
-                    if o.owner in owner:
-                        nan.deposited[owner[o.owner]].append((slot, o.asset))
-        nans.append(nan)
-    return nans, blocks, opened
-
-
-def _open_readings(name: str, chain: Chain, blocks: list[Block], keys: ChainKeys, audit: Audit) -> Opened:
-    """Every reading of the chain, decrypted with its content key: (member id, minute) → values."""
-    ids = roster(chain.state).ids
-    out: Opened = {}
-    for block in blocks[1:]:
-        for i, tx in enumerate(block.transactions):
-            if isinstance(tx, Reading):
-                try:
-                    out[(ids[tx.member], tx.minute)] = open_reading(chain.chain_id, tx, keys.key_of(tx))
-                except ReadingError as e:
-                    audit.add("reading", f"{name} block {block.height} tx {i}", "a reading that opens", e)
-    audit.checked["readings decrypted"] += len(out)
-    return out
+                if isinstance(tx, Reading):
+                    try:
+                        opened[(ids[tx.member], tx.minute)] = open_reading(chain.chain_id, tx, chain_keys.key_of(tx))
+                    except ReadingError as e:
+                        audit.add("reading", f"{name} block {block.height} tx {i}", "a reading that opens", e)
+                elif isinstance(tx, Alarm):
+                    seen.alarms[(name, block.height, i)] = {
+                        "slot": slot,
+                        "code": tx.code,
+                        "subject": tx.subject.hex(),
+                        "detector": tx.detector,
+                    }
+                if nan is not None:
+                    nan.record(tx, slot, block.height, i, owner)
+        audit.checked["readings decrypted"] += len(opened)
+        if nan is not None:
+            L = chain.genesis.slot_seconds
+            for (meter, minute), v in opened.items():
+                nan.readings[(meter, minute * 60 // L)] = v
+                nan.timed[meter].append((minute, v))
+            nans.append(nan)
+    return nans, seen
 
 
 def _check_tiers(chains: dict[str, tuple[dict, Chain]], opened: dict[str, Opened], audit: Audit) -> None:
@@ -527,7 +544,7 @@ def _check_rewards(nans: list[_Nan], tables: dict[str, pd.DataFrame], slots: int
     for nan in nans:
         L = nan.chain.genesis.slot_seconds
         periods = range(1, slots * L // (60 * PERIOD_MINUTES))  # every day after the first that is over
-        on_chain: dict[int, dict[int, tuple[str, int, Scorecard]]] = defaultdict(dict)
+        on_chain: dict[int, dict[int, tuple[str, int, Scorecard, int]]] = defaultdict(dict)
         for height, i, tx in nan.rewards:
             paid_members = [m for m, _ in reward_amounts(tx.rate, tx.cards)]
             amounts = dict(zip(paid_members, (o.asset.amount for o in tx.outputs), strict=False))
@@ -573,28 +590,11 @@ def _check_rewards(nans: list[_Nan], tables: dict[str, pd.DataFrame], slots: int
 
 # ------------------------------------------------------------------------------------- blocks, alarms, trades
 def _check_blocks_alarms_trades(
-    chains: dict[str, tuple[dict, Chain]],
-    blocks: dict[str, list[Block]],
-    nans: list[_Nan],
-    tables: dict[str, pd.DataFrame],
-    audit: Audit,
+    seen: _Committed, nans: list[_Nan], tables: dict[str, pd.DataFrame], audit: Audit
 ) -> None:
-    rows, alarms = {}, {}
-    for name, (meta, chain) in chains.items():
-        for block in blocks[name][2:]:  # blocks 0 and 1 (genesis, the DSO's enrolment) precede the run
-            slot = chain.state.slot_of(block.header.time)
-            rows[(name, block.height)] = {"tier": meta["tier"], "slot": slot, "transactions": len(block.transactions)}
-            for i, tx in enumerate(block.transactions):
-                if isinstance(tx, Alarm):
-                    alarms[(name, block.height, i)] = {
-                        "slot": slot,
-                        "code": tx.code,
-                        "subject": tx.subject.hex(),
-                        "detector": tx.detector,
-                    }
-    _compare(audit, "blocks", tables, "blocks", ("chain", "height"), ("tier", "slot", "transactions"), rows)
+    _compare(audit, "blocks", tables, "blocks", ("chain", "height"), ("tier", "slot", "transactions"), seen.blocks)
     columns = ("slot", "code", "subject", "detector")
-    _compare(audit, "alarm", tables, "alarms", ("chain", "height", "tx_index"), columns, alarms)
+    _compare(audit, "alarm", tables, "alarms", ("chain", "height", "tx_index"), columns, seen.alarms)
     trades = tables.get("trades")
     if trades is None or not {"feeder", "txid"} <= set(trades.columns):
         return
@@ -631,7 +631,7 @@ def _billing_slots(summary: dict | None, audit: Audit) -> int:
 def _check_summary(
     summary: dict,
     chains: dict[str, tuple[dict, Chain]],
-    blocks: dict[str, list[Block]],
+    seen: _Committed,
     nans: list[_Nan],
     tables: dict[str, pd.DataFrame],
     bills: dict[tuple[str, int], tuple[int, int]],
@@ -651,7 +651,7 @@ def _check_summary(
         "blocks": sum(c.height for _, c in chains.values()),
         "total_bill_minor": sum(a for a, _ in bills.values()),
         "baseline_bill_minor": sum(b for _, b in bills.values()),
-        "alarms": sum(isinstance(tx, Alarm) for bs in blocks.values() for b in bs for tx in b.transactions),
+        "alarms": len(seen.alarms),
         "rewards_minor": rewards_paid,
     }
     if base is not None:
