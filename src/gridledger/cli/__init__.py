@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from gridledger.cli import analytics, dso, ledger, market, meter, node, profiles, simulate, store, tiers, twin
+from gridledger.cli import analytics, audit, dso, ledger, market, meter, node, profiles, simulate, store, tiers, twin
 
 app = typer.Typer(
     name="gridledger",
@@ -23,6 +23,7 @@ app = typer.Typer(
 app.command()(simulate.simulate)
 app.command()(ledger.demo)
 app.command()(ledger.verify)
+app.command()(audit.audit)
 app.command()(ledger.inspect)
 app.command()(tiers.prove)
 app.command()(node.node)

@@ -662,6 +662,7 @@ class _Run:
             "feeders": len(self.c.feeders),
             "slots": self.S,
             "slot_seconds": self.L,
+            "billing_slots": self.p.billing_slots,
             "start": self.c.start.isoformat(),
             "days": self.c.days,
             "seed": self.c.seed,
