@@ -233,7 +233,7 @@ def test_bad_runs_are_refused_before_anything_is_written(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "old").write_text("an earlier run")
-    with pytest.raises(RunError, match="not empty"):
+    with pytest.raises(RunError, match="holds an earlier run; use --resume"):
         run_community(community(), out)
     with pytest.raises(RunError, match="feeder 'F1': 2 homes"):
         run_community(community(homes=5), tmp_path / "other")

@@ -21,21 +21,26 @@ Per slot, in chain time (slot ``c`` is "now", slot ``c − 1`` has just ended):
    readings (:func:`gridledger.analytics.scorecards.period_score`) and pays by the published rule
    (:func:`gridledger.ledger.kinds.reward.make_reward`), a NAN transaction like any other.
 
-Outputs in ``out_dir``: the chain stores (``chains/``), Parquet tables (households: each home's load, PV, battery
-and net energy per slot as the devices measured it; readings, forecasts, orders, trades, bills, dso_feeder_slots,
-dso_meter_periods, alarms, rewards, blocks) and ``summary.json``.
+Outputs in ``out_dir``: the chain stores (SQLite files in ``chains/``, or PostgreSQL schemas with ``store``; the
+manifest ``chains/tiers.json`` is written before the first slot, so an interrupted run verifies too), Parquet
+tables (households: each home's load, PV, battery and net energy per slot as the devices measured it; readings,
+forecasts, orders, trades, bills, dso_feeder_slots, dso_meter_periods, alarms, rewards, blocks) and
+``summary.json``. While it runs, ``resume/`` holds what
+``resume=True`` needs to continue it after an interruption (:mod:`.checkpoint`: the design and what a resumed
+run may differ in); it is removed once the outputs are written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import resource
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import astuple, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +57,15 @@ from gridledger.ledger.kinds.reward import PERIOD_MINUTES, make_reward, reward_a
 from gridledger.ledger.units import energy_cost
 from gridledger.market.orders import Feeder
 from gridledger.petra.onion import MIN_HOPS, InProcessNetwork
-from gridledger.profiles.community import Community
+from gridledger.profiles.community import Community, community_toml
 from gridledger.profiles.electrical import meter_electrical
+from gridledger.sim import checkpoint
+from gridledger.sim.checkpoint import Journal, ResumeError
 from gridledger.sim.nan_market import NanMarket
-from gridledger.sim.network import FAN_ID, CommunityLedger, concentrator_id, han_devices
+from gridledger.sim.network import FAN_ID, CommunityLedger, RunStores, chain_copies, concentrator_id, han_devices
 from gridledger.sim.strategy import Strategy, forecast_next
+from gridledger.store import StoreError
+from gridledger.store.postgres import redact
 from gridledger.tiers.hierarchy import TierChain
 
 
@@ -127,33 +136,80 @@ def run_community(
 ) -> dict:
     """Run ``community`` end to end, write every output in ``out_dir`` and return the summary.
 
-    ``progress(done, total)`` is called after every slot. Attacks, other stores than SQLite and ``resume`` are
-    not supported by this engine yet (a ``RunError`` says so).
+    ``store``: None (SQLite files in ``out_dir/chains``) or a ``postgresql://`` URL (one schema per chain copy);
+    it is checked before anything is written. ``resume``: continue the interrupted run ``out_dir`` holds (same
+    community; ``store`` may repeat its URL, e.g. with the password). ``progress(done, total)`` is called after
+    every slot. Attacks are not supported by this engine yet (a ``RunError`` says so).
     """
     out = Path(out_dir)
     if list(attacks):
         raise RunError("attacks: not supported by the community run yet")
-    if store is not None:
-        raise RunError(f"store {store!r}: only the default SQLite stores are supported by the community run yet")
-    if resume:
-        raise RunError("resume: not supported by the community run yet")
     for f in community.feeders:
         if len(community.homes_on(f.id)) < MIN_HOPS:
             raise RunError(
                 f"feeder {f.id!r}: {len(community.homes_on(f.id))} homes; its private market needs at least "
                 f"{MIN_HOPS} (the relays of one onion circuit)"
             )
-    if out.exists() and any(f.name != COMMUNITY_FILE for f in out.iterdir()):
-        raise RunError(f"{out}: the output folder is not empty (it may hold an earlier run)")
+    journal = Journal(out)
+    fingerprint = hashlib.sha256(community_toml(community).encode()).hexdigest()
+    if resume:
+        saved, params = _resumable(out, journal, community, fingerprint, store)
+        stores = RunStores(out / "chains", store or saved["store"], saved["run_id"])
+    else:
+        if out.exists() and any(f.name != COMMUNITY_FILE for f in out.iterdir()):
+            raise RunError(f"{out}: the output folder holds an earlier run; use --resume to continue it")
+        params = params or RunParams()
+        stores = RunStores.new(out / "chains", store)
+    try:
+        stores.prepare(chain_copies(community), exist=resume)
+    except StoreError as e:
+        raise RunError(str(e)) from None
     out.mkdir(parents=True, exist_ok=True)
-    params = params or RunParams()
-    return asyncio.run(_Run(community, out, params, progress).run())
+    if not resume:
+        journal.start(None if store is None else redact_password(store), stores.run_id, fingerprint, asdict(params))
+    return asyncio.run(_Run(community, out, params, progress, stores, journal, resume).run())
+
+
+def redact_password(url: str) -> str:
+    """``url`` without its password (what the run's files may name)."""
+    return redact(url).replace(":***@", "@")
+
+
+def _resumable(out: Path, journal: Journal, community: Community, fingerprint: str, store: str | None):
+    """The saved ``run.json`` and parameters of the interrupted run in ``out`` (``RunError`` if there is none)."""
+    if (out / "summary.json").exists():
+        raise RunError(f"{out}: the run is complete (summary.json is written); nothing to resume")
+    if not journal.run_file.is_file():
+        raise RunError(f"{out}: no interrupted run to resume (no {journal.run_file.relative_to(out)})")
+    if not journal.state_file.is_file():
+        raise RunError(f"{out}: the run was interrupted while setting up its chains: start it again in a new folder")
+    try:
+        saved = json.loads(journal.run_file.read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"{journal.run_file}: unreadable: {e}") from None
+    if saved["community"] != fingerprint:
+        raise RunError(f"{out}: the community differs from the one the interrupted run simulated")
+    if store is not None and redact_password(store) != saved["store"]:
+        raise RunError(
+            f"--store: the interrupted run used {saved['store'] or 'SQLite in the folder'}, not {redact(store)}"
+        )
+    return saved, RunParams(**saved["params"])
 
 
 # ------------------------------------------------------------------------------------------------ the run
 class _Run:
-    def __init__(self, community: Community, out: Path, params: RunParams, progress) -> None:
+    def __init__(
+        self,
+        community: Community,
+        out: Path,
+        params: RunParams,
+        progress,
+        stores: RunStores,
+        journal: Journal,
+        resume: bool,
+    ) -> None:
         self.c, self.out, self.p, self.progress = community, out, params, progress
+        self.stores, self.journal, self.resume = stores, journal, resume
         self.L = community.slot_seconds
         self.m = self.L // 60
         self.spd = 86_400 // self.L
@@ -162,6 +218,8 @@ class _Run:
         self.rows: dict[str, list] = defaultdict(list)
         self.trades = 0
         self.traded_w_slots = 0
+        self.first = 0  # the first slot this process runs
+        self.redone: set[str] = set()  # chains whose round of the slot being replayed is on chain already
 
     # ---------------------------------------------------------------- set-up
     def _households(self) -> None:
@@ -205,7 +263,12 @@ class _Run:
         # MAXEPA = MAXECA = the day units; the FA credit covers every day's FA units
         fa_unit_day = energy_cost(p.unit_w * self.spd * self.L, price_cap)
         limits = (p.units * p.unit_w, p.units * p.unit_w, p.units * fa_unit_day * (self.c.days + 1))
-        self.ledger = CommunityLedger(self.c, self.out / "chains", limits, self.t0, p.han_block_slots)
+        try:
+            self.ledger = CommunityLedger(self.c, self.stores, limits, self.t0, p.han_block_slots, reopen=self.resume)
+        except StoreError as e:
+            raise RunError(f"{self.stores.url or self.out / 'chains'}: {e}") from None
+        self._write_manifest()
+        secret = bytes.fromhex(json.loads(self.journal.run_file.read_text())["wallet_secret"])
         self.ledger.publish_prices(prices, 0)
         self.now, self._tick = 0, 0
         for node in [self.ledger.head, self.ledger.fan, *self.ledger.nans.values()]:  # in force from slot 0
@@ -225,11 +288,19 @@ class _Run:
                 price_cap=price_cap,
                 mix_size=p.mix_size,
                 seed=p.seed,
+                wallet=checkpoint.wallets(secret + f.id.encode()),
             ).start(self.network)
         self.strategy = Strategy(prices, price_cap)
         self.dso = DsoView(p.billing_slots)
         self.billed = 0
         self.settled_until = 1  # slot 0 is never traded
+        if self.resume:
+            self._restore()
+        self._journaled = {t: len(r) for t, r in self.rows.items()}
+        self._journaled_orders = {f: 0 for f in self.markets}
+        self._journaled_truth = {f: len(m.truth) for f, m in self.markets.items()}
+        if not self.resume:
+            self._record(-1)  # the set-up's chain tips: a run killed in slot 0 resumes from them
 
     # ---------------------------------------------------------------- PoEf rounds
     def _time(self) -> int:
@@ -242,23 +313,26 @@ class _Run:
         block = result.committed
         if block is not None:
             votes = sum(1 for v in result.votes.values() if not isinstance(v, Exception))
-            self.rows["blocks"].append(
-                (node.name, str(node.tier), block.height, self.now, len(block.transactions), votes)
-            )
-            for i, tx in enumerate(block.transactions):
-                if isinstance(tx, Alarm):
-                    self.rows["alarms"].append(
-                        (node.name, block.height, i, self.now, int(tx.code), tx.subject.hex(), tx.detector)
-                    )
+            self._block_rows(node, block, self.now, votes)
         return block
+
+    def _block_rows(self, node: TierChain, block: Block, slot: int, votes: int) -> None:
+        self.rows["blocks"].append((node.name, str(node.tier), block.height, slot, len(block.transactions), votes))
+        for i, tx in enumerate(block.transactions):
+            if isinstance(tx, Alarm):
+                self.rows["alarms"].append(
+                    (node.name, block.height, i, slot, int(tx.code), tx.subject.hex(), tx.detector)
+                )
 
     # ---------------------------------------------------------------- the loop
     async def run(self) -> dict:
         wall, cpu = time.perf_counter(), time.process_time()
         await self._setup()
         try:
-            for now in range(self.S + 1):
+            for now in range(self.first, self.S + 1):
                 await self._slot(now)
+                self.redone.clear()
+                self._record(now)
                 if self.progress is not None:
                     self.progress(min(now + 1, self.S), self.S)
         finally:
@@ -267,7 +341,78 @@ class _Run:
             self.ledger.close()
         self._bill(self.S)
         summary = self._write(time.perf_counter() - wall, time.process_time() - cpu)
+        self.journal.finish()
         return summary
+
+    # ---------------------------------------------------------------- resuming (see .checkpoint)
+    def _write_manifest(self) -> None:
+        manifest = json.dumps(self.ledger.manifest(), indent=2) + "\n"
+        (self.out / "chains").mkdir(exist_ok=True)
+        checkpoint._atomic_write(self.out / "chains" / "tiers.json", manifest)
+
+    def _record(self, now: int) -> None:
+        """Slot ``now`` is finished: journal its rows and the state to go on from it."""
+        new = {t: r[self._journaled.get(t, 0) :] for t, r in self.rows.items() if len(r) > self._journaled.get(t, 0)}
+        self._journaled = {t: len(r) for t, r in self.rows.items()}
+        orders, truth = [], []
+        for f, market in self.markets.items():
+            history = market.operator.store.history
+            orders += [_order_row(f, posted) for posted in history[self._journaled_orders[f] :]]
+            self._journaled_orders[f] = len(history)
+            truth += [(f, o, m) for o, m in list(market.truth.items())[self._journaled_truth[f] :]]
+            self._journaled_truth[f] = len(market.truth)
+        if orders:
+            new["orders"] = orders
+        if truth:
+            new["truth"] = truth
+        chains = self.ledger.chains.values()
+        state = {
+            "trades": self.trades,
+            "traded_w_slots": self.traded_w_slots,
+            "billed": self.billed,
+            "settled_until": self.settled_until,
+            "markets": {f: checkpoint.market_state(m) for f, m in self.markets.items()},
+            "pending": {n: txs for n, txs in checkpoint.pending(chains).items() if txs},
+            "tips": checkpoint.tips(chains),
+        }
+        self.journal.record(now, new, state)
+
+    def _restore(self) -> None:
+        """Reload the journal, rebuild the markets from their chains and find what the killed slot committed."""
+        try:
+            state, lines = self.journal.load()
+            for line in lines:
+                for table, rows in line["rows"].items():
+                    self.rows[table] += rows
+            for f, order_id, meter in self.rows.pop("truth", []):
+                self.markets[f].truth[order_id] = meter
+            for f, market in self.markets.items():
+                checkpoint.restore_market(market, state["markets"][f])
+            self.first = state["slot"] + 1
+            self.trades, self.traded_w_slots = state["trades"], state["traded_w_slots"]
+            self.billed, self.settled_until = state["billed"], state["settled_until"]
+            chains = self.ledger.chains
+            above = checkpoint.beyond(chains.values(), state["tips"])
+            checkpoint.resubmit(chains, state["pending"])
+        except ResumeError as e:
+            raise RunError(str(e)) from None
+        for name, blocks in above.items():
+            for block in blocks:
+                self._block_rows(chains[name], block, self.first, len(block.certificate))
+        self.redone = set(above)
+        for _, feeder, s, consumption, production, *_ in self.rows["readings"]:
+            row = self.dso.feeder_slots.setdefault((feeder, s), [0, 0])
+            row[0] += consumption
+            row[1] += production
+        for meter, _, s, _, energy_ws, _, _, _, amount, *_ in self.rows["bills"]:
+            row = self.dso.meter_periods.setdefault((meter, s // self.dso.period_slots), [0, 0])
+            row[0] += energy_ws
+            row[1] += amount
+
+    def _submit(self, node: TierChain, tx) -> None:
+        """Queue ``tx`` at ``node``'s coordinator, unless the slot is replayed and ``node`` committed it already."""
+        if node.name not in self.redone:
+            node.coordinator.submit(tx)
 
     async def _slot(self, now: int) -> None:
         """Everything that happens in slot ``now`` (``now == S``: the step after the last slot)."""
@@ -323,14 +468,14 @@ class _Run:
                     current_ca=int(self.amps_ca[i, s]),
                     power_factor_pm=int(self.pf_pm[i, s]),
                 )
-                nan.coordinator.submit(nan.members[home.id].device.reading(minute, values))
+                self._submit(nan, nan.members[home.id].device.reading(minute, values))
                 self.rows["readings"].append((home.id, f, s, *astuple(values)))
                 totals.append(values)
             total = summarize(totals)
-            led.fan.coordinator.submit(led.fan.members[concentrator_id(f)].device.reading(minute, total))
+            self._submit(led.fan, led.fan.members[concentrator_id(f)].device.reading(minute, total))
             self.dso.record_feeder(f, s, total.consumption_wh, total.production_wh)
             community_totals.append(total)
-        led.head.coordinator.submit(led.head.members[FAN_ID].device.reading(minute, summarize(community_totals)))
+        self._submit(led.head, led.head.members[FAN_ID].device.reading(minute, summarize(community_totals)))
 
     def _device_readings(self, home, i: int, s: int, minute: int) -> None:
         """The home's devices report their energy of the slots since their last reading, up to slot ``s``."""
@@ -346,7 +491,7 @@ class _Run:
         }
         han = self.ledger.hans[home.id]
         for d in han_devices(home):
-            han.coordinator.submit(han.members[d].device.reading(minute, devices[d]))
+            self._submit(han, han.members[d].device.reading(minute, devices[d]))
 
     # ---------------------------------------------------------------- market
     async def _market(self, now: int, committed: set[str]) -> None:
@@ -356,6 +501,10 @@ class _Run:
         for i, home in enumerate(self.ids):
             self.rows["forecasts"].append((home, start, int(forecasts[i]), int(self.net[i, start])))
         for f, market in self.markets.items():
+            if self.ledger.nans[f].name in self.redone:
+                await self._replay_market(market, now, start, day_end)
+                committed.add(f)
+                continue
             if now % self.spd == 0:
                 market.extract(start, day_end)
                 market.commit()
@@ -383,6 +532,18 @@ class _Run:
                 market.commit()
                 self.settled_until = day_end
             committed.add(f)
+
+    async def _replay_market(self, market: NanMarket, now: int, start: int, day_end: int) -> None:
+        """The killed slot's market round is on chain: mix the day's coins again on the day's first slot (the mix
+        may have been cut short), deposit them on its last if they were not; trade nothing more in this slot."""
+        if now % self.spd == 0:
+            await market.mix(start, day_end)
+            market.commit()
+        if start == day_end - 1:
+            await market.end_day()
+            market.deposit()
+            market.commit()
+            self.settled_until = day_end
 
     # ---------------------------------------------------------------- settlement
     def _bill(self, now: int) -> None:
@@ -454,7 +615,7 @@ class _Run:
                 components[member.index] = period_score(timed, period).components
             state = nan.coordinator.chain.state
             reward = make_reward(state, period, self.p.reward_rate, components, self.ledger.dso_key)
-            nan.coordinator.submit(reward)
+            self._submit(nan, reward)
             by_index = {m.index: m.ident for m in nan.members.values()}
             paid = dict(reward_amounts(reward.rate, reward.cards))
             for card in reward.cards:
@@ -505,18 +666,8 @@ class _Run:
         }
         for name, columns in tables.items():
             pd.DataFrame(self.rows[name], columns=columns).to_parquet(self.out / f"{name}.parquet", index=False)
-        orders = [
-            (
-                f,
-                p.order.order_id,
-                str(p.order.side),
-                p.order.start_slot,
-                p.order.power_w,
-                p.order.limit_price,
-                p.posted_slot,
-            )
-            for f, market in self.markets.items()
-            for p in market.operator.store.history
+        orders = self.rows["orders"] + [
+            _order_row(f, p) for f, market in self.markets.items() for p in market.operator.store.history
         ]
         pd.DataFrame(
             orders, columns=["feeder", "order_id", "side", "slot", "power_w", "limit_price", "posted_slot"]
@@ -583,9 +734,15 @@ class _Run:
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "home_slots_per_s": round(len(self.ids) * self.S / wall_s, 1) if wall_s else math.inf,
         }
-        (self.out / "chains" / "tiers.json").write_text(json.dumps(self.ledger.manifest(), indent=2) + "\n")
+        self._write_manifest()
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
+
+
+def _order_row(feeder: str, p) -> tuple:
+    """A row of ``orders.parquet``: an order as the bid store recorded it."""
+    o = p.order
+    return (feeder, o.order_id, str(o.side), o.start_slot, o.power_w, o.limit_price, p.posted_slot)
 
 
 def _overlapping(records: list[tuple[int, Asset]], start: int, end: int) -> list[tuple[int, Asset]]:
