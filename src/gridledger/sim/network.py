@@ -122,10 +122,10 @@ class RunStores:
             return sqlite_store(self.directory / store_name(node), durable=False)  # survives a killed run
         return open_store(self._url(node, password=True))
 
-    def prepare(self, nodes: list[str], *, exist: bool) -> None:
+    def prepare(self, nodes: list[str], *, exist: bool, create: bool = True) -> None:
         """Check the server before a run writes anything: reachable, enough connections for one per copy, and the
-        schemas of ``nodes`` all new (``exist=False``: a new run) or all there (a resumed run); then create them.
-        Raises ``StoreError`` naming the problem. (SQLite: nothing to check.)"""
+        schemas of ``nodes`` all new (``exist=False``: a new run) or all there (a resumed run); then (``create``)
+        create the missing ones. Raises ``StoreError`` naming the problem. (SQLite: nothing to check.)"""
         if self.url is None:
             return
         import psycopg
@@ -157,7 +157,7 @@ class RunStores:
                         f"--store {where}: {len(wanted - found)} schemas of run {self.run_id} are missing "
                         f"(e.g. {sorted(wanted - found)[0]})"
                     )
-                for schema in sorted(wanted - found):
+                for schema in sorted(wanted - found) if create else ():
                     db.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         except psycopg.Error as e:
             raise StoreError(f"--store {where}: {' '.join(str(e).split())}") from None
