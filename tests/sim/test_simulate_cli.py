@@ -73,5 +73,5 @@ def test_an_earlier_run_is_never_overwritten(tmp_path):
     out.mkdir()
     (out / "summary.json").write_text("{}")
     r = runner.invoke(app, ["simulate", "--homes", "6", "--out", str(out), "--no-report"])
-    assert r.exit_code == 2 and "not empty" in r.output
+    assert r.exit_code == 2 and "holds an earlier run; use --resume" in r.output
     assert (out / "summary.json").read_text() == "{}"
