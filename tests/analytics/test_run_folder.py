@@ -84,7 +84,7 @@ def test_efficiency_pays_exactly_what_the_runs_dso_paid(folder):
     assert cards["meter_id"].tolist() == paid["meter"].tolist()
     assert sum(m["reward"] for m in summary["meters"].values()) == paid["amount"].sum()
     assert len(paid) == HOMES * (DAYS - 1)
-    doubled = as_json("efficiency", "--data", folder, "--rate", "20")
+    doubled = as_json("efficiency", "--data", folder, "--rate", "2")
     assert all(d["reward"] == 2 * summary["meters"][m]["reward"] for m, d in doubled["meters"].items())
 
 

@@ -1,7 +1,8 @@
 """What a rendered report's DOM holds, figure by figure (plotly.js's SVG as Chromium serialises it).
 
 plotly.js draws each trace as a ``<g class="trace …">`` group (scatter, bars and histograms, boxes) or, for a
-heat map, a ``<g class="hm">`` holding an ``<image>``; the data itself are ``<path d="M…">`` or that image.
+heat map, a ``<g class="hm">`` holding an ``<image>``, or for a table a ``<g class="table">`` holding ``<text>``
+cells; the data itself are ``<path d="M…">``, that image or those cells.
 """
 
 from __future__ import annotations
@@ -44,11 +45,11 @@ class _Walker(HTMLParser):
                 role = "heading"
             elif tag == "svg" and "main-svg" in classes:
                 fig.main_svgs += 1
-            elif tag == "g" and (classes[:1] == ["trace"] or classes == ["hm"]):
+            elif tag == "g" and (classes[:1] in (["trace"], ["table"]) or classes == ["hm"]):
                 fig.traces.append(False)
                 role = "trace"
             elif self._inside("trace") and (
-                tag == "image" or (tag == "path" and a.get("d", "").startswith("M"))
+                tag in ("image", "text") or (tag == "path" and a.get("d", "").startswith("M"))
             ):
                 fig.traces[-1] = True
         if tag not in VOID:

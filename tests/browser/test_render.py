@@ -47,6 +47,7 @@ def test_the_theft_report_shows_each_plot_the_brief_asks_for(rendered):
         "ROC curve",
         "Score distributions, honest vs tampered meter-days",
         "Confusion matrix (Table 6 form), without and with RL",
+        "Per meter (Table 5 form)",
         "Detection rate per attack (Jokar h1–h6)",
     ]
 

@@ -571,7 +571,7 @@ def _fmt(value: float) -> str:
 def efficiency(
     data: Path = DATA,
     rate: int = typer.Option(
-        10, "--rate", min=0, help="Reward rate: minor units per score point above the threshold (the run's default)."
+        1, "--rate", min=0, help="Reward rate: minor units per score point above the threshold (the run's default)."
     ),
     out: Path | None = typer.Option(
         None, "--out", dir_okay=False, help="Also write every meter-period's scorecard (.csv or .parquet)."
