@@ -233,6 +233,6 @@ def test_pq_and_efficiency_on_a_file(tmp_path, community):
     cards = json.loads(run("efficiency", "--data", str(path), "--json").stdout)
     assert len(cards["periods"]) == 16 * 13 and cards["threshold"] == 500
     for card in cards["periods"]:
-        assert card["amount"] == 10 * max(0, card["score"] - 500)
+        assert card["amount"] == max(0, card["score"] - 500)  # the default rate, 1
         parts = (card["forecast_adherence"], card["power_quality"], card["peak_reduction"])
         assert card["score"] == sum(parts) // 3 and all(0 <= p <= 1000 for p in parts)
