@@ -43,8 +43,9 @@ from gridledger.ledger.kinds.reading import Reading, ReadingError, ReadingValues
 from gridledger.ledger.kinds.reward import PERIOD_MINUTES, Reward, Scorecard, reward_amounts, score_of
 from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.ledger.members import roster
+from gridledger.ledger.units import WS_PER_WH
 from gridledger.sim.network import concentrator_id, content_keys
-from gridledger.sim.run import RunParams
+from gridledger.sim.run import TABLE_COLUMNS, RunParams
 from gridledger.store import StoreError
 from gridledger.store.sqlite import SqliteStore
 from gridledger.tiers.audit import check_anchors, check_prices
@@ -63,19 +64,8 @@ TABLES = (
     "blocks",
     "meter_deposit_addresses",
 )
-WH = 3600  # W·s per Wh
-READING_COLUMNS = ("feeder", "consumption_wh", "production_wh", "voltage_dv", "current_ca", "power_factor_pm")
-BILL_COLUMNS = (
-    "feeder",
-    "measured_ws",
-    "energy_ws",
-    "energy_charge",
-    "fa_issued",
-    "fa_deposited",
-    "amount",
-    "baseline_amount",
-    "eca_audit_ok",
-)
+READING_COLUMNS = tuple(c for c in TABLE_COLUMNS["readings"] if c not in ("meter", "slot"))
+BILL_COLUMNS = tuple(c for c in TABLE_COLUMNS["bills"] if c not in ("meter", "slot"))
 
 Progress = Callable[[str, int, int], None]
 Opened = dict[tuple[str, int], ReadingValues]
@@ -495,7 +485,7 @@ def _check_measurements_and_bills(
                 "fa_issued": b.fa_issued,
                 "fa_deposited": b.fa_deposited,
                 "amount": b.amount,
-                "baseline_amount": energy_charge(net * WH, prices),
+                "baseline_amount": energy_charge(net * WS_PER_WH, prices),
                 "eca_audit_ok": b.eca_audit_ok,
             }
             row = periods[(meter, s // period_slots)]

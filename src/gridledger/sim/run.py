@@ -73,6 +73,57 @@ class RunError(ValueError):
     """The run cannot start: a bad parameter or output folder (the message names it)."""
 
 
+#: Columns of each table of a run folder, in order (the audit reads the same names).
+TABLE_COLUMNS = {
+    "readings": [
+        "meter",
+        "feeder",
+        "slot",
+        "consumption_wh",
+        "production_wh",
+        "voltage_dv",
+        "current_ca",
+        "power_factor_pm",
+    ],
+    "forecasts": ["meter", "slot", "forecast_wh", "actual_wh"],
+    "trades": ["feeder", "slot", "txid", "offer_id", "bid_id", "power_w", "price"],
+    "bills": [
+        "meter",
+        "feeder",
+        "slot",
+        "measured_ws",
+        "energy_ws",
+        "energy_charge",
+        "fa_issued",
+        "fa_deposited",
+        "amount",
+        "baseline_amount",
+        "eca_audit_ok",
+    ],
+    "alarms": ["chain", "height", "tx_index", "slot", "code", "subject", "detector"],
+    "rewards": [
+        "feeder",
+        "period",
+        "meter",
+        "forecast_adherence",
+        "power_quality",
+        "peak_reduction",
+        "score",
+        "amount",
+    ],
+    "blocks": ["chain", "tier", "height", "slot", "transactions", "votes"],
+    "control": [
+        "feeder",
+        "slot",
+        "predicted_w",
+        "signal",
+        "amount_w",
+        "prices_from_slot",
+        "consumption_per_kwh",
+        "production_per_kwh",
+    ],
+}
+
 #: The community file a run folder may hold before the run starts (``gridledger simulate`` writes it there).
 COMMUNITY_FILE = "community.toml"
 
@@ -553,56 +604,7 @@ class _Run:
 
     # ---------------------------------------------------------------- outputs
     def _write(self, wall_s: float, cpu_s: float) -> dict:
-        tables = {
-            "readings": [
-                "meter",
-                "feeder",
-                "slot",
-                "consumption_wh",
-                "production_wh",
-                "voltage_dv",
-                "current_ca",
-                "power_factor_pm",
-            ],
-            "forecasts": ["meter", "slot", "forecast_wh", "actual_wh"],
-            "trades": ["feeder", "slot", "txid", "offer_id", "bid_id", "power_w", "price"],
-            "bills": [
-                "meter",
-                "feeder",
-                "slot",
-                "measured_ws",
-                "energy_ws",
-                "energy_charge",
-                "fa_issued",
-                "fa_deposited",
-                "amount",
-                "baseline_amount",
-                "eca_audit_ok",
-            ],
-            "alarms": ["chain", "height", "tx_index", "slot", "code", "subject", "detector"],
-            "rewards": [
-                "feeder",
-                "period",
-                "meter",
-                "forecast_adherence",
-                "power_quality",
-                "peak_reduction",
-                "score",
-                "amount",
-            ],
-            "blocks": ["chain", "tier", "height", "slot", "transactions", "votes"],
-            "control": [
-                "feeder",
-                "slot",
-                "predicted_w",
-                "signal",
-                "amount_w",
-                "prices_from_slot",
-                "consumption_per_kwh",
-                "production_per_kwh",
-            ],
-        }
-        for name, columns in tables.items():
+        for name, columns in TABLE_COLUMNS.items():
             pd.DataFrame(self.rows[name], columns=columns).to_parquet(self.out / f"{name}.parquet", index=False)
         orders = [
             (
