@@ -11,10 +11,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from gridledger.chain import Chain
 from gridledger.cli import app
+from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.profiles.community import generate_community
 from gridledger.sim.audit import Finding, NotARun, audit_run
 from gridledger.sim.run import run_community
+from gridledger.store.sqlite import SqliteStore
 
 runner = CliRunner()
 # two days: rewards pay every day after the first (day 0 has no reference), so a 1-day run has none to audit
@@ -155,6 +158,7 @@ def test_a_dropped_bill_row_and_a_trade_not_on_the_chain_are_found(run):
     gone = bills.loc[7]
     bills.drop(index=7).to_parquet(run / "bills.parquet", index=False)
     trades = pd.read_parquet(run / "trades.parquet")
+    real = trades.at[0, "txid"]
     trades.at[0, "txid"] = "ab" * 32
     trades.to_parquet(run / "trades.parquet", index=False)
     assert audit_run(run).findings == [
@@ -162,9 +166,51 @@ def test_a_dropped_bill_row_and_a_trade_not_on_the_chain_are_found(run):
         Finding(
             "trade",
             f"trades.parquet feeder={trades.feeder[0]} txid={'ab' * 32}",
-            "a transfer committed on its NAN",
+            "a trade committed on its NAN",
             "none",
         ),
+        Finding("trade", f"NAN of feeder {trades.feeder[0]} txid={real}", "a row in trades.parquet", "none"),
+    ]
+
+
+def test_a_dropped_or_doubled_trade_row_is_found(run):
+    trades = pd.read_parquet(run / "trades.parquet")
+    assert len(trades) > 2
+    gone = trades.loc[1]
+    doubled = pd.concat([trades.drop(index=1), trades.loc[[2]]], ignore_index=True)
+    doubled.to_parquet(run / "trades.parquet", index=False)
+    findings = only(audit_run(run).findings, "trade")
+    assert findings == [
+        Finding(
+            "trade",
+            f"trades.parquet feeder={trades.feeder[2]} txid={trades.txid[2]}",
+            "one row",
+            "another row of the same trade",
+        ),
+        Finding("trade", f"NAN of feeder {gone.feeder} txid={gone.txid}", "a row in trades.parquet", "none"),
+    ]
+
+
+def test_a_committed_mix_listed_as_a_trade_is_found(run):
+    """A committed transfer that is not a trade (a CoinShuffle mix: one denomination) does not pass as one."""
+    store = SqliteStore(next((run / "chains").glob("nan_*.coordinator.sqlite")))
+    try:
+        mix = next(
+            tx.txid.hex()
+            for block in Chain.open(store).blocks(1)
+            for tx in block.transactions
+            if isinstance(tx, Transfer) and len(tx.inputs) > 1 and len({o.asset for o in tx.outputs}) == 1
+        )
+    finally:
+        store.close()
+    trades = pd.read_parquet(run / "trades.parquet")
+    real, trades.at[0, "txid"] = trades.at[0, "txid"], mix
+    trades.to_parquet(run / "trades.parquet", index=False)
+    assert only(audit_run(run).findings, "trade") == [
+        Finding(
+            "trade", f"trades.parquet feeder={trades.feeder[0]} txid={mix}", "a trade committed on its NAN", "none"
+        ),
+        Finding("trade", f"NAN of feeder {trades.feeder[0]} txid={real}", "a row in trades.parquet", "none"),
     ]
 
 

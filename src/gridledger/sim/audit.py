@@ -118,20 +118,26 @@ class _Nan:
     issued: dict[str, list[tuple[int, Asset]]] = field(default_factory=lambda: defaultdict(list))
     deposited: dict[str, list[tuple[int, Asset]]] = field(default_factory=lambda: defaultdict(list))
     rewards: list[tuple[int, int, Reward]] = field(default_factory=list)
-    transfers: set[str] = field(default_factory=set)
+    trades: set[str] = field(default_factory=set)
 
     @property
     def members(self) -> tuple[str, ...]:
         return roster(self.chain.state).ids
 
     def record(self, tx, slot: int, height: int, index: int, owner: dict[bytes, str]) -> None:
-        """Note a committed transaction: a meter's issue, a reward, a transfer, outputs to a meter's address."""
+        """Note a committed transaction: a meter's issue, a reward, a trade, outputs to a meter's address.
+
+        A trade is the one transfer that hands out both EPA (to the bid) and ECA (to the offer) other than to a
+        meter's deposit addresses: a mix moves one denomination, a deposit pays only deposit addresses.
+        """
         if isinstance(tx, MeterIssue):
             self.issued[tx.meter] += [(slot, o.asset) for o in tx.outputs]
         elif isinstance(tx, Reward):
             self.rewards.append((height, index, tx))
-        elif isinstance(tx, Transfer):
-            self.transfers.add(tx.txid.hex())
+        elif isinstance(tx, Transfer) and {AssetKind.EPA, AssetKind.ECA} <= {
+            o.asset.kind for o in tx.outputs if o.owner not in owner
+        }:
+            self.trades.add(tx.txid.hex())
         for o in getattr(tx, "outputs", ()):
             if o.owner in owner:
                 self.deposited[owner[o.owner]].append((slot, o.asset))
@@ -582,11 +588,20 @@ def _check_blocks_alarms_trades(
     trades = tables.get("trades")
     if trades is None or not {"feeder", "txid"} <= set(trades.columns):
         return
-    committed = {nan.feeder: nan.transfers for nan in nans}
+    committed = {nan.feeder: nan.trades for nan in nans}
+    listed: set[tuple[str, str]] = set()
     for feeder, txid in zip(trades["feeder"], trades["txid"], strict=True):
         audit.checked["trades"] += 1
+        where = f"trades.parquet feeder={feeder} txid={txid}"
         if txid not in committed.get(feeder, ()):
-            audit.add("trade", f"trades.parquet feeder={feeder} txid={txid}", "a transfer committed on its NAN", "none")
+            audit.add("trade", where, "a trade committed on its NAN", "none")
+        elif (feeder, txid) in listed:
+            audit.add("trade", where, "one row", "another row of the same trade")
+        listed.add((feeder, txid))
+    for feeder, txids in sorted(committed.items()):
+        for txid in sorted(txids):
+            if (feeder, txid) not in listed:
+                audit.add("trade", f"NAN of feeder {feeder} txid={txid}", "a row in trades.parquet", "none")
 
 
 # ------------------------------------------------------------------------------------------------ summary
