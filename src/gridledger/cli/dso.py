@@ -91,6 +91,12 @@ class DsoSession:
                 names = ", ".join(sorted(known)) or "none yet"
                 raise fail(f"--meter {m}: no such meter on this chain (known meters: {names})")
 
+    def change(self, at: str, wait: float, meters: list[str] | None = None, **change) -> None:
+        """Read the timeline, check that ``meters`` are known, and submit ``change`` effective ``at``."""
+        view = self.timeline()
+        self.known(view, meters or [])
+        self.submit(view, self.slot(at, view), wait, **change)
+
     def submit(self, view: dict, slot: int, wait: float, **change) -> None:
         """Sign the change as the next policy, submit it and report its fate (exit 2 if refused or rejected)."""
         from gridledger.ledger.errors import Reject
@@ -135,9 +141,7 @@ def authorize(
         raw = b""
     if len(raw) != 32:
         raise fail(f"--pubkey {pubkey!r}: must be 64 hex characters (an Ed25519 public key)")
-    dso = DsoSession(node, key, as_id)
-    view = dso.timeline()
-    dso.submit(view, dso.slot(at, view), wait, authorize={meter: raw})
+    DsoSession(node, key, as_id).change(at, wait, authorize={meter: raw})
 
 
 @app.command()
@@ -150,10 +154,7 @@ def ban(
     wait: float = WAIT,
 ) -> None:
     """Ban meters: from the effective slot on, their readings and trades are refused."""
-    dso = DsoSession(node, key, as_id)
-    view = dso.timeline()
-    dso.known(view, meters)
-    dso.submit(view, dso.slot(at, view), wait, ban=meters)
+    DsoSession(node, key, as_id).change(at, wait, meters, ban=meters)
 
 
 @app.command()
@@ -167,9 +168,7 @@ def prices(
     wait: float = WAIT,
 ) -> None:
     """Set the prices (priceConsumption, priceProduction)."""
-    dso = DsoSession(node, key, as_id)
-    view = dso.timeline()
-    dso.submit(view, dso.slot(at, view), wait, prices=(consumption, production))
+    DsoSession(node, key, as_id).change(at, wait, prices=(consumption, production))
 
 
 @app.command()
@@ -187,10 +186,7 @@ def limits(
     """Set a meter's PETra limits."""
     from gridledger.ledger.kinds.dso_policy import MeterLimits
 
-    dso = DsoSession(node, key, as_id)
-    view = dso.timeline()
-    dso.known(view, [meter])
-    dso.submit(view, dso.slot(at, view), wait, limits=[MeterLimits(meter, max_epa, max_eca, credit)])
+    DsoSession(node, key, as_id).change(at, wait, [meter], limits=[MeterLimits(meter, max_epa, max_eca, credit)])
 
 
 @app.command()
