@@ -94,10 +94,14 @@ def _up_community(folder: Path, community: Path, slot_seconds: int) -> None:
     except (ValueError, FileExistsError, TimeoutError, RuntimeError, MarketPlanError) as e:
         raise fail(str(e)) from None
     homes = sum(m["role"] == "prosumer" for m in state["market"])
-    console.print(f"community of {homes} homes in {folder}: etcd, {len(state['nodes'])} nodes, {homes} relays, "
-                  f"{homes} prosumers and the bid store; one market round every {slot_seconds} s")
-    console.print(f"watch it with: [bold]gridledger cluster status --dir {folder}[/]; "
-                  f"stop it with: [bold]gridledger cluster down --dir {folder}[/]")
+    console.print(
+        f"community of {homes} homes in {folder}: etcd, {len(state['nodes'])} nodes, {homes} relays, "
+        f"{homes} prosumers and the bid store; one market round every {slot_seconds} s"
+    )
+    console.print(
+        f"watch it with: [bold]gridledger cluster status --dir {folder}[/]; "
+        f"stop it with: [bold]gridledger cluster down --dir {folder}[/]"
+    )
 
 
 @cluster_app.command("market-process", hidden=True)
@@ -173,8 +177,8 @@ def _market_status(folder: Path) -> None:
     for col in ("slot", "orders", "trades", "committed", "W matched", "deposits", "committed"):
         table.add_column(col)
     for r in status["rounds"][-10:]:
-        table.add_row(*map(str, (r["slot"], r["orders"], len(r["trades"]), r["committed_trades"], r["matched_w"],
-                                 len(r["deposits"]), r["committed_deposits"])))
+        row = r["slot"], r["orders"], len(r["trades"]), r["committed_trades"], r["matched_w"], len(r["deposits"])
+        table.add_row(*map(str, (*row, r["committed_deposits"])))
     console.print(table)
     console.print(f"bid store requests came from: {', '.join(status['senders']) or 'nobody yet'}")
 

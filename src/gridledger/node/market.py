@@ -79,6 +79,8 @@ from gridledger.store.sqlite import SqliteStore
 PLAN_FILE = "market.json"
 STATUS_FILE = "market-status.json"
 BIDSTORE_ID = "bidstore"
+#: The network name (in the plan's book) of the operator's diagnostic client: relays can answer it.
+PROBE = "probe"
 #: When each step of a round happens, as a fraction of the slot (s) it runs in.
 PHASES = {"mix": 0.45, "close": 0.62, "sign": 0.7, "submit": 0.82}
 #: Seconds between two polls of a node's API for new blocks.

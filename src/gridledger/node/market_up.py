@@ -23,6 +23,7 @@ from gridledger.node.config import NodeConfig
 from gridledger.node.market import (
     BIDSTORE_ID,
     PLAN_FILE,
+    PROBE,
     MarketPlan,
     descriptor_json,
     prosumer_name,
@@ -75,7 +76,7 @@ def up_community(
     _write_private(folder / "keys" / f"{BIDSTORE_ID}.seed", bidstore.seed.hex())
     nodes = {n["id"]: n for n in state["nodes"]}
     book, descriptors = {}, []
-    for name in ("bidstore", "mixboard"):
+    for name in ("bidstore", "mixboard", PROBE):
         book[name] = ("127.0.0.1", free_port())
     for h in community.homes:
         relay_key = PrivateKey.generate()
