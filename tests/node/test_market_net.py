@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from gridledger.cli import app
 from gridledger.cli.node import cluster_app
 from gridledger.client import NodeClient
 from gridledger.ledger.assets import AssetKind
@@ -121,6 +122,8 @@ def test_two_rounds_commit_trades_and_deposits_on_the_nan_chain(community):
         transfers = [tx for b in replica.chain.blocks(1) for tx in b.transactions if isinstance(tx, Transfer)]
     trade_ids = {t for r in rounds[:2] for t in r["trades"]}
     assert trade_ids <= {tx.txid.hex() for tx in transfers}
+    verified = CliRunner().invoke(app, ["verify", str(community / "MI002.sqlite")])  # a meter's own store
+    assert verified.exit_code == 0, verified.output
     shown = CliRunner().invoke(cluster_app, ["status", "--dir", str(community)], env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and "market rounds (bid store)" in shown.output
 

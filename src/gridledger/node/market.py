@@ -60,7 +60,7 @@ from gridledger.market.orders import Feeder, Side
 from gridledger.node.client import ApiError, NodeClient, NodeUnreachable, catch_up
 from gridledger.petra.bidstore import AnonOrder, BidStoreClient, BidStoreError
 from gridledger.petra.coinshuffle import MixBoard, MixError, Participant, mix_coin
-from gridledger.petra.meter import SmartMeter
+from gridledger.petra.meter import MeterError, SmartMeter
 from gridledger.petra.onion import (
     Circuit,
     OnionError,
@@ -273,7 +273,6 @@ class BidStoreProcess:
         self.replica = Replica(plan.genesis, NodeClient(plan.concentrator, BIDSTORE_ID, key))
         self.rounds: list[dict] = []
         self.senders: set[str] = set()
-        self.refused: dict[str, int] = {}
 
     async def start(self) -> BidStoreProcess:
         self.replica.sync()
@@ -281,6 +280,7 @@ class BidStoreProcess:
         self.operator = MarketOperator(
             store_node, _OperatorChain(self.replica), self.replica.slot, "lp", self.plan.feeders
         )
+        self._forward = self.operator.service.handlers["submit"]
         self.operator.service.register("submit", self._submit)
         store_node.serve(self._on_store_request)
         board_node = await OnionNode(self.plan.transport("mixboard")).start()
@@ -291,24 +291,15 @@ class BidStoreProcess:
         return self
 
     async def _on_store_request(self, stream: Stream, data: bytes) -> None:
-        """Log the sender (always an exit relay), catch up, answer; count refusals by code."""
+        """Log the sender (always an exit relay), catch up with the chain, answer (and log a refusal)."""
         self.senders.add(stream.exit_relay)
         log.info("bid store request from %s (%d bytes)", stream.exit_relay, len(data))
         self.replica.sync()
-        replies: list[bytes] = []
-        original = stream.reply
-
-        async def reply(answer: bytes) -> None:
-            replies.append(answer)
-            await original(answer)
-
-        stream.reply = reply  # type: ignore[method-assign]
-        await self.operator.service.handle(stream, data)
-        with contextlib.suppress(ValueError, IndexError):
-            code = json.loads(replies[0]).get("error")
-            if code:
-                self.refused[code] = self.refused.get(code, 0) + 1
-                log.info("bid store refused a request from %s: %s", stream.exit_relay, code)
+        service = self.operator.service
+        before = sum(service.refused.values())
+        await service.handle(stream, data)
+        if sum(service.refused.values()) > before:
+            log.info("bid store refused a request from %s (refusals so far: %s)", stream.exit_relay, service.refused)
 
     def _current(self) -> dict:
         return self.rounds[-1] if self.rounds else {"deposits": []}
@@ -316,9 +307,11 @@ class BidStoreProcess:
     async def _submit(self, request: dict) -> dict:
         """A prosumer's deposit, forwarded to the node (so it is never sent under the meter's identity)."""
         try:
-            answer = await self.operator._submit(request)
+            answer = await self._forward(request)
         except ApiError as e:
             raise BidStoreError("bid-bad-transaction", f"{e.code}: {e.message}") from None
+        except NodeUnreachable as e:
+            raise BidStoreError("bid-node-unreachable", str(e)) from None
         self._current()["deposits"].append(answer["txid"])
         return answer
 
@@ -383,7 +376,7 @@ class BidStoreProcess:
                 for rec in self.rounds
             ],
             "senders": sorted(self.senders),
-            "refused": self.refused,
+            "refused": dict(self.operator.service.refused),
         }
         tmp = self.plan.folder / (STATUS_FILE + ".tmp")
         tmp.write_text(json.dumps(status, indent=1))
@@ -484,11 +477,11 @@ class ProsumerProcess:
         self.sync()
         relays = await live_relays(self.plan.descriptors, self.plan.book)
         p.node.directory = RelayDirectory(relays, r.chain.state.policy, s)
-        issue = p.extract({d: 1 for d in units.values()}, s)
         try:
+            issue = p.extract({d: 1 for d in units.values()}, s)
             r.send(issue)
-        except ApiError as e:
-            log.warning("%s: the node refused the issue: %s", p.name, e)
+        except (MeterError, ApiError) as e:
+            log.warning("%s: no issue for slot %d: %s", p.name, s + 1, e)
             return
         if not await self.until(lambda: issue.txid in r.committed, r.at(s, PHASES["mix"])):
             log.warning("%s: the issue for slot %d did not commit in time", p.name, s + 1)
