@@ -215,3 +215,25 @@ def test_homes_with_pv_sell_and_a_unit_worth_nothing_is_refused(tmp_path):
     with pytest.raises(MarketPlanError, match="worth nothing"):
         plan.denominations(1, 15)
     assert plan.denominations(1, 300)[AssetKind.FA].amount == 1  # 100 W for 300 s at 120/kWh
+
+
+def test_an_enrolment_that_went_stale_before_the_nodes_committed_it_is_replaced(tmp_path):
+    from gridledger.node.market_up import await_enrolment
+
+    try:
+        etcd_binary()
+    except EtcdUnavailable as e:
+        pytest.skip(str(e))
+    folder = tmp_path / "net"
+    # enrolled from slot 0 of 5 s slots that started a minute ago: stale before any node runs
+    state = cluster.up(folder, 2, 1, poef=True, slot_seconds=5, limits=(1000, 1000, 10), enrol_after_s=-60)
+    try:
+        await_enrolment(folder, state, (1000, 1000, 10), 0, 60)
+        with operator_client(folder) as dc1:
+            view = dc1.policy()
+        (policy,) = view["policies"]
+        assert policy["effective_slot"] > 12 and policy["height"] is not None
+        assert [m["meter"] for m in policy["authorize"]] == ["MI1", "MI2"]
+        assert policy["limits"][0]["max_epa_w"] == 1000
+    finally:
+        cluster.down(folder)

@@ -13,12 +13,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 from nacl.public import PrivateKey
 
 from gridledger.ledger.crypto import KeyPair
-from gridledger.node.cluster import STATE_FILE, _write_private, up
+from gridledger.node.client import NodeClient
+from gridledger.node.cluster import STATE_FILE, NodeSpec, _enrol, _write_private, up
 from gridledger.node.config import NodeConfig
 from gridledger.node.market import (
     BIDSTORE_ID,
@@ -60,6 +63,8 @@ def up_community(
     dso = community.dso
     unit = unit_w or min(dso.max_epa_w, dso.max_eca_w) // 2
     bidstore = KeyPair.generate()
+    limits = (dso.max_epa_w, dso.max_eca_w, dso.credit_fa)
+    enrol_after = max(ENROL_AFTER_S, 2 * slot_seconds)
     folder.mkdir(parents=True, exist_ok=True)
     state = up(
         folder,
@@ -69,10 +74,11 @@ def up_community(
         poef=True,
         slot_seconds=slot_seconds,
         meter_ids=[h.id for h in community.homes],
-        limits=(dso.max_epa_w, dso.max_eca_w, dso.credit_fa),
+        limits=limits,
         extra_registry=((BIDSTORE_ID, BIDSTORE_ID, bidstore),),
-        enrol_after_s=max(ENROL_AFTER_S, 2 * slot_seconds),
+        enrol_after_s=enrol_after,
     )
+    await_enrolment(folder, state, limits, (60 + enrol_after) // slot_seconds, timeout)
     _write_private(folder / "keys" / f"{BIDSTORE_ID}.seed", bidstore.seed.hex())
     nodes = {n["id"]: n for n in state["nodes"]}
     book, descriptors = {}, []
@@ -121,6 +127,33 @@ def up_community(
     for name in [m["id"] for m in state["market"] if m["role"] == "relay"] + ["bidstore", "mixboard"]:
         wait_port(book[name][1], timeout)
     return state
+
+
+def await_enrolment(folder: Path, state: dict, limits: tuple[int, int, int], slot: int, timeout: float) -> None:
+    """Wait until ``DC1`` committed the meters' enrolment (effective from ``slot``). If that slot passed before the
+    nodes could commit it (a slow start), the DSO enrols them again from two slots on (the enrolment went stale)."""
+    dc1 = next(n for n in state["nodes"] if n["id"] == "DC1")
+    operator = KeyPair(bytes.fromhex((folder / "keys" / "operator.seed").read_text()))
+    meters = [
+        NodeSpec(n["id"], "meter", n["chain"], NodeConfig.load(n["config"]).key, 0)
+        for n in state["nodes"]
+        if n["role"] == "meter"
+    ]
+    deadline = time.monotonic() + timeout
+    with NodeClient(dc1["url"], "operator", operator) as client:
+        while True:
+            try:
+                view = client.policy()
+                if view["policies"]:
+                    return
+                if view["current_slot"] > slot:
+                    slot = view["current_slot"] + 2
+                    client.send(_enrol(operator, bytes.fromhex(view["chain_id"]), meters, limits, slot))
+            except httpx.HTTPError:
+                pass  # not serving yet, or busy: ask again
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the meters' enrolment was not committed on DC1 within {timeout:.0f} s")
+            time.sleep(0.5)
 
 
 def _start(folder: Path, role: str, meter: str | None, name: str) -> subprocess.Popen:
