@@ -81,8 +81,9 @@ STATUS_FILE = "market-status.json"
 BIDSTORE_ID = "bidstore"
 #: The network name (in the plan's book) of the operator's diagnostic client: relays can answer it.
 PROBE = "probe"
-#: When each step of a round happens, as a fraction of the slot (s) it runs in.
-PHASES = {"mix": 0.45, "close": 0.62, "sign": 0.7, "submit": 0.82}
+#: When each step of a round happens, as a fraction of the slot (s) it runs in; ``join``: the latest a prosumer still
+#: starts a round (its issue must commit before the pools close at ``mix``).
+PHASES = {"join": 0.2, "mix": 0.45, "close": 0.62, "sign": 0.7, "submit": 0.82}
 #: Seconds between two polls of a node's API for new blocks.
 POLL_S = 0.2
 log = logging.getLogger("gridledger.market")
@@ -467,7 +468,10 @@ class ProsumerProcess:
         done = 0
         while rounds is None or done < rounds:
             await self.round(s)
-            s, done = max(s + 1, self.replica.slot() + 1), done + 1
+            now = time.time()
+            current = self.replica.slot(now)
+            late = now > self.replica.at(current, PHASES["join"])  # the last round's trades committed late
+            s, done = max(s + 1, current + late), done + 1
 
     async def round(self, s: int) -> None:
         """The round in slot ``s`` for slot ``s + 1``."""
@@ -485,7 +489,8 @@ class ProsumerProcess:
             return
         if not await self.until(lambda: issue.txid in r.committed, r.at(s, PHASES["mix"])):
             log.warning("%s: the issue for slot %d did not commit in time", p.name, s + 1)
-        mixed = await self.mix([op for op, o in p.wallet.coins.items() if o.asset in units.values()])
+        coins = [op for op, o in p.wallet.coins.items() if o.asset in units.values()]
+        mixed = await self.mix(coins, r.at(s, PHASES["mix"]) - time.time() + self.plan.mix_timeout)
         await self.until(lambda: all(op in p.wallet.coins for op in mixed), r.at(s, PHASES["close"] - 0.1))
         await self.post(s + 1, [op for op in mixed if op in p.wallet.coins])
         await sleep_until(r.at(s, PHASES["sign"]))
@@ -494,8 +499,10 @@ class ProsumerProcess:
         await self.deposit()
         await p.forget()
 
-    async def mix(self, coins: list[bytes]) -> list[bytes]:
-        """CoinShuffle each coin through its own circuit; returns the fresh coins (outpoints) of the mixes."""
+    async def mix(self, coins: list[bytes], wait: float) -> list[bytes]:
+        """CoinShuffle each coin through its own circuit; returns the fresh coins (outpoints) of the mixes.
+
+        ``wait``: seconds to wait for the board's first answer (its pool starts when full or when it closes)."""
         p = self.prosumer
 
         async def one(op: bytes) -> bytes | None:
@@ -504,7 +511,9 @@ class ProsumerProcess:
             try:
                 circuit = await open_circuit(p.node, "mixboard")
                 try:
-                    outcome = await mix_coin(p.node, "mixboard", participant, out.asset, self.plan.mix_timeout, circuit)
+                    outcome = await mix_coin(
+                        p.node, "mixboard", participant, out.asset, self.plan.mix_timeout, circuit, wait
+                    )
                 finally:
                     await circuit.close()
             except (MixError, OnionError, TransportError) as e:
