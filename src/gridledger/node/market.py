@@ -84,6 +84,8 @@ PROBE = "probe"
 #: When each step of a round happens, as a fraction of the slot (s) it runs in; ``join``: the latest a prosumer still
 #: starts a round (its issue must commit before the pools close at ``mix``).
 PHASES = {"join": 0.2, "mix": 0.45, "close": 0.62, "sign": 0.7, "submit": 0.82}
+#: Seconds a prosumer waits for the bid store's answer to one request.
+CALL_TIMEOUT_S = 5.0
 #: Seconds between two polls of a node's API for new blocks.
 POLL_S = 0.2
 log = logging.getLogger("gridledger.market")
@@ -537,7 +539,7 @@ class ProsumerProcess:
         )
         keys = tuple(p.wallet.keys[p.wallet.coins[op].owner] for op in backing)
         try:
-            client = BidStoreClient(await open_circuit(p.node, "bidstore"))
+            client = BidStoreClient(await open_circuit(p.node, "bidstore"), CALL_TIMEOUT_S)
             oid = await client.post(order, keys)
         except (BidStoreError, OnionError, TransportError) as e:
             log.warning("%s: order not posted: %s", p.name, e)
@@ -559,21 +561,28 @@ class ProsumerProcess:
         return {decode_transaction(bytes.fromhex(row["tx"])).txid for row in rows}
 
     async def deposit(self) -> None:
-        """Everything held back to the meter, through the store (over an order's circuit, or a fresh one)."""
+        """Everything held back to the meter, through the store: over an order's circuit, or a fresh one if there is
+        none or it broke (a relay on it stopped)."""
         p = self.prosumer
-        txs = p.deposits()
-        if not txs:
-            return
-        clients = [st.client for st in p.orders.values()]
-        try:
-            client = clients[0] if clients else BidStoreClient(await open_circuit(p.node, "bidstore"))
-            for tx in txs:
-                await client.call("submit", tx=tx.encode().hex())
-            if not clients:
-                await client.circuit.close()
-        except (BidStoreError, OnionError, TransportError) as e:
-            log.warning("%s: deposit not submitted: %s", p.name, e)
-        log.info("%s: %d deposits submitted", p.name, len(txs))
+        pending = p.deposits()
+        clients = [st.client for st in p.orders.values()][:1]
+        for attempt in range(2):
+            if not pending:
+                break
+            fresh = not clients or attempt > 0
+            try:
+                client = BidStoreClient(await open_circuit(p.node, "bidstore"), CALL_TIMEOUT_S) if fresh else clients[0]
+                try:
+                    while pending:
+                        with contextlib.suppress(BidStoreError):  # refused by the node: logged by the store
+                            await client.call("submit", tx=pending[0].encode().hex())
+                        pending.pop(0)
+                finally:
+                    if fresh:
+                        await client.circuit.close()
+            except (OnionError, TransportError) as e:
+                log.warning("%s: a deposit circuit broke (%s); again over a fresh one", p.name, e)
+        log.info("%s: deposits submitted, %d left over", p.name, len(pending))
 
     async def close(self) -> None:
         await self.prosumer.node.close()
