@@ -305,7 +305,7 @@ class BidStoreProcess:
             log.info("bid store refused a request from %s (refusals so far: %s)", stream.exit_relay, service.refused)
 
     def _current(self) -> dict:
-        return self.rounds[-1] if self.rounds else {"deposits": []}
+        return self.rounds[-1] if self.rounds else {"deposits": [], "mixes": []}
 
     async def _submit(self, request: dict) -> dict:
         """A prosumer's deposit, forwarded to the node (so it is never sent under the meter's identity)."""
@@ -324,15 +324,14 @@ class BidStoreProcess:
         except (ApiError, NodeUnreachable) as e:
             log.warning("mix transfer refused by the node: %s", e)
             return
-        self._current().setdefault("mixes", []).append(txid.hex())
+        self._current()["mixes"].append(txid.hex())
 
-    async def run(self, rounds: int | None = None) -> None:
-        """Run a round in every slot (``rounds`` of them, or forever), from the next slot on."""
+    async def run(self) -> None:
+        """Run a round in every slot, from the next slot on."""
         s = self.replica.slot() + 1
-        done = 0
-        while rounds is None or done < rounds:
+        while True:
             await self.round(s)
-            s, done = max(s + 1, self.replica.slot()), done + 1
+            s = max(s + 1, self.replica.slot())
 
     async def round(self, s: int) -> None:
         """The round in slot ``s`` for slot ``s + 1``."""
@@ -345,8 +344,7 @@ class BidStoreProcess:
             self.board.expect(d, len(self.plan.prosumers))
         await sleep_until(r.at(s, PHASES["mix"]))
         for d in units.values():  # the pools not full yet run with those who joined
-            with contextlib.suppress(MixError):
-                await self.board.close_pool(d)
+            await self.board.close_pool(d)
         await sleep_until(r.at(s, PHASES["close"]))
         r.sync()
         posted = len(self.operator.store.open_orders(r.slot()))
@@ -465,15 +463,15 @@ class ProsumerProcess:
                 return done()
             await asyncio.sleep(POLL_S)
 
-    async def run(self, rounds: int | None = None) -> None:
+    async def run(self) -> None:
+        """Take part in a round in every slot, from the next slot on."""
         s = self.replica.slot() + 1
-        done = 0
-        while rounds is None or done < rounds:
+        while True:
             await self.round(s)
             now = time.time()
             current = self.replica.slot(now)
             late = now > self.replica.at(current, PHASES["join"])  # the last round's trades committed late
-            s, done = max(s + 1, current + late), done + 1
+            s = max(s + 1, current + late)
 
     async def round(self, s: int) -> None:
         """The round in slot ``s`` for slot ``s + 1``."""
