@@ -60,7 +60,7 @@ def cluster_up(
         "(relays, bid store, prosumers; one round per slot). --meters and --concentrators are then ignored.",
     ),
     slot_seconds: int = typer.Option(
-        15, "--slot-seconds", min=5, max=3600, help="With --community: the market slot (s), compressed time."
+        30, "--slot-seconds", min=5, max=3600, help="With --community: the market slot (s), compressed time."
     ),
 ) -> None:
     """Start a 3-member etcd cluster and one process per node; print where each API is."""
