@@ -293,6 +293,7 @@ def test_service_over_onion_circuits_sees_only_exit_relays():
         for raw in (b"not json", b"[1]", json.dumps({"op": "teleport"}).encode(), b'{"op": "post"}'):
             answer = json.loads(await client.circuit.request(raw, 5))
             assert answer["error"] in ("bid-bad-request", "bid-bad-order")
+        assert service.refused == {"bid-double-posted": 1, "bid-bad-request": 4}
         relays = {r.name for r in onion.relays}
         assert service.senders and set(service.senders) <= relays
         assert [op for _, op, _, _ in service.log] == ["post", "cancel"]

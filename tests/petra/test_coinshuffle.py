@@ -498,3 +498,35 @@ def test_garbage_never_crashes_the_board_or_a_participant(msgs):
         board.receive(member, bytes([P_MESSAGE]) + data)  # at worst the sender is excluded
         with contextlib.suppress(MixError):  # a participant only ever raises MixError
             parts[member].receive(data or b"\x00")
+
+
+def test_an_early_participant_waits_start_timeout_for_a_late_one():
+    """The session starts when the pool is full: ``start_timeout`` covers that wait, ``timeout`` each step after."""
+
+    async def scenario():
+        grid = build_grid(4)
+        onion = await onion_network(4)
+        node = await OnionNode(onion.network.endpoint("mixboard")).start()
+        submitted = []
+        board = MixBoard(node, grid.chain_id, grid.chain.state.output, submitted.append, timeout=2.0)
+        parts = participants(grid, grid.coins(UNIT, 4))
+        clients = [
+            await OnionNode(onion.network.endpoint(f"c{i}"), directory=onion.directory).start() for i in range(4)
+        ]
+
+        async def late(i: int):
+            await asyncio.sleep(1.0)
+            return await mix_coin(clients[i], "mixboard", parts[i], UNIT, 0.5)
+
+        board.expect(UNIT, 2)
+        early = mix_coin(clients[0], "mixboard", parts[0], UNIT, 0.5, start_timeout=10)
+        outcomes = await asyncio.gather(early, late(1))
+        assert len(submitted) == 1 and {o.address for o in outcomes} <= {out.owner for out in submitted[0].outputs}
+        board.expect(UNIT, 2)
+        impatient = mix_coin(clients[2], "mixboard", parts[2], UNIT, 0.5)  # no start_timeout: gives up at 0.5 s
+        first, _ = await asyncio.gather(impatient, late(3), return_exceptions=True)
+        assert isinstance(first, MixError) and first.code == "mix-timeout"
+        for n in [node, *clients, *onion.relays]:
+            await n.close()
+
+    run(scenario())

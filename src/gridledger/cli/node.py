@@ -53,11 +53,22 @@ def cluster_up(
     postgres: bool = typer.Option(
         False, "--postgres", help="Store every node's chain in its own database of a throwaway PostgreSQL server."
     ),
+    community: Path | None = typer.Option(
+        None,
+        "--community",
+        help="A community file (as for `gridledger simulate`): run its homes' meters and their PETra market live "
+        "(relays, bid store, prosumers; one round per slot). --meters and --concentrators are then ignored.",
+    ),
+    slot_seconds: int = typer.Option(
+        30, "--slot-seconds", min=5, max=3600, help="With --community: the market slot (s), compressed time."
+    ),
 ) -> None:
     """Start a 3-member etcd cluster and one process per node; print where each API is."""
     from gridledger.node.cluster import up
     from gridledger.store.pgserver import PgServerError
 
+    if community is not None:
+        return _up_community(folder, community, slot_seconds)
     try:
         with console.status(f"starting etcd and {meters + 2 * concentrators} nodes …"):
             state = up(folder, meters, concentrators, poef=poef, postgres=postgres)
@@ -71,6 +82,53 @@ def cluster_up(
     console.print(table)
     console.print(f"etcd: {', '.join(m['url'] for m in state['etcd'])}")
     console.print(f"stop it with: [bold]gridledger cluster down --dir {folder}[/]")
+
+
+def _up_community(folder: Path, community: Path, slot_seconds: int) -> None:
+    from gridledger.node.market import MarketPlanError
+    from gridledger.node.market_up import up_community
+
+    try:
+        with console.status(f"starting the network and market of {community} …"):
+            state = up_community(folder, community, slot_seconds)
+    except (ValueError, FileExistsError, TimeoutError, RuntimeError, MarketPlanError) as e:
+        raise fail(str(e)) from None
+    homes = sum(m["role"] == "prosumer" for m in state["market"])
+    console.print(
+        f"community of {homes} homes in {folder}: etcd, {len(state['nodes'])} nodes, {homes} relays, "
+        f"{homes} prosumers and the bid store; one market round every {slot_seconds} s"
+    )
+    console.print(
+        f"watch it with: [bold]gridledger cluster status --dir {folder}[/]; "
+        f"stop it with: [bold]gridledger cluster down --dir {folder}[/]"
+    )
+
+
+@cluster_app.command("market-process", hidden=True)
+def cluster_market_process(
+    role: str = typer.Option(..., "--role", help="relay, prosumer or bidstore."),
+    meter: str | None = typer.Option(None, "--meter", help="The home's meter (relay and prosumer)."),
+    folder: Path = typer.Option(Path("cluster"), "--dir", help=DIR),
+) -> None:
+    """Run one process of a community's market (started by `cluster up --community`)."""
+    from gridledger.client import load_key
+    from gridledger.node.client import KeyFileError
+    from gridledger.node.market import BIDSTORE_ID, MarketPlan, MarketPlanError, run_role
+
+    try:
+        plan = MarketPlan.load(folder)
+        if role not in ("relay", "prosumer", "bidstore"):
+            raise fail(f"--role must be relay, prosumer or bidstore, not {role!r}")
+        if role != "bidstore" and meter not in plan.prosumers:
+            raise fail(f"--meter {meter!r} is not a home of the market in {folder}")
+        key = None
+        if role == "bidstore":
+            key = load_key(folder / "keys" / f"{BIDSTORE_ID}.seed")
+        elif role == "prosumer":
+            key = NodeConfig.load(plan.prosumers[meter].config).key
+    except (MarketPlanError, KeyFileError, ConfigError) as e:
+        raise fail(str(e)) from None
+    run_role(folder, role, meter, key)
 
 
 @cluster_app.command("down")
@@ -106,6 +164,23 @@ def cluster_status(folder: Path = typer.Option(Path("cluster"), "--dir", help=DI
         finally:
             client.close()
     console.print(table)
+    _market_status(folder)
+
+
+def _market_status(folder: Path) -> None:
+    """The community market's rounds, as its bid store recorded them (if the cluster runs one)."""
+    path = folder / "market-status.json"
+    if not path.exists():
+        return
+    status = json.loads(path.read_text())
+    table = Table(title="market rounds (bid store)")
+    for col in ("slot", "orders", "trades", "committed", "W matched", "deposits", "committed"):
+        table.add_column(col)
+    for r in status["rounds"][-10:]:
+        row = r["slot"], r["orders"], len(r["trades"]), r["committed_trades"], r["matched_w"], len(r["deposits"])
+        table.add_row(*map(str, (*row, r["committed_deposits"])))
+    console.print(table)
+    console.print(f"bid store requests came from: {', '.join(status['senders']) or 'nobody yet'}")
 
 
 def _cluster_state(folder: Path) -> dict:

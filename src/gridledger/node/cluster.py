@@ -57,8 +57,11 @@ def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"
 
 
-def plan(meters: int, concentrators: int) -> tuple[dict[str, list[NodeSpec]], KeyPair]:
-    """Nodes per NAN chain: a primary and a backup concentrator, and the meters spread over the NANs."""
+def plan(
+    meters: int, concentrators: int, meter_ids: list[str] | None = None
+) -> tuple[dict[str, list[NodeSpec]], KeyPair]:
+    """Nodes per NAN chain: a primary and a backup concentrator, and the meters (``MI1…`` or ``meter_ids``) spread
+    over the NANs."""
     operator = KeyPair.generate()
     chains: dict[str, list[NodeSpec]] = {}
     for c in range(1, concentrators + 1):
@@ -69,7 +72,8 @@ def plan(meters: int, concentrators: int) -> tuple[dict[str, list[NodeSpec]], Ke
         ]
     for m in range(1, meters + 1):
         nan = f"nan{(m - 1) % concentrators + 1}"
-        chains[nan].append(NodeSpec(f"MI{m}", "meter", nan, KeyPair.generate(), free_port()))
+        name = meter_ids[m - 1] if meter_ids else f"MI{m}"
+        chains[nan].append(NodeSpec(name, "meter", nan, KeyPair.generate(), free_port()))
     return chains, operator
 
 
@@ -81,6 +85,12 @@ def up(
     rate_limit: tuple[float, float] = (50, 100),
     poef: bool = False,
     postgres: bool = False,
+    *,
+    slot_seconds: int = DEFAULT_SLOT_SECONDS,
+    meter_ids: list[str] | None = None,
+    limits: tuple[int, int, int] = METER_LIMITS,
+    extra_registry: tuple[tuple[str, str, KeyPair], ...] = (),
+    enrol_after_s: int = 0,
 ) -> dict:
     """Start the network in ``folder`` (created; must not hold a running cluster). Returns the state.
 
@@ -88,14 +98,17 @@ def up(
     ``LOOPBACK_PEER_LIMIT``: on loopback every caller has the same address). ``poef``: PoEf
     NAN chains (see the module docstring); otherwise untagged chains with the coordinator-only rule. ``postgres``:
     every node stores its chain in its own database of a throwaway PostgreSQL server (else SQLite files beside its
-    config).
+    config). The keyword arguments serve ``up_community``: the PoEf chains' slot length (s), the meters' ids and
+    DSO limits (MAXEPA W, MAXECA W, FA credit), further registered callers (id, role, key) of every node, and
+    how long after ``up`` starts the meters' enrolment takes effect (s; with short slots the enrolment must not
+    name a slot that is over before the nodes have started and commit it).
     """
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / STATE_FILE).exists():
         raise FileExistsError(f"{folder} already holds a cluster; run `gridledger cluster down --dir {folder}` first")
     etcd = EtcdCluster(3, base_dir=folder / "etcd").start(timeout)
     pg = PgServer.start() if postgres else None  # its own temp folder: the server's system user must reach it
-    chains, operator = plan(meters, concentrators)
+    chains, operator = plan(meters, concentrators, meter_ids)
     (folder / "keys").mkdir(exist_ok=True)
     _write_private(folder / "keys" / "operator.seed", operator.seed.hex())
     content = ContentKeys(os.urandom(32)) if poef else None
@@ -116,20 +129,21 @@ def up(
             genesis = Genesis(nan, DEFAULT_SLOT_SECONDS, now - now % DEFAULT_SLOT_SECONDS, operator.public, proposers)
         else:
             name, ruleset = chain_name(Tier.NAN, primary.node_id), tier_ruleset(Tier.NAN).name
-            genesis = Genesis(name, DEFAULT_SLOT_SECONDS, now - 60, operator.public, proposers, ruleset=ruleset)
+            genesis = Genesis(name, slot_seconds, now - 60, operator.public, proposers, ruleset=ruleset)
         block = make_block(genesis.chain_id, 0, ZERO_HASH, now, (genesis,), primary.key)
         (folder / f"{nan}.genesis").write_text(block.encode().hex())
         secrets: dict[str, bytes] = {}
         members: dict[str, int] = {}
         if content is not None:
-            enrolment = _enrol(operator, genesis.chain_id, [n for n in nodes if n.role == "meter"])
+            meters_here = [n for n in nodes if n.role == "meter"]
+            enrolment = _enrol(operator, genesis.chain_id, meters_here, limits, (60 + enrol_after_s) // slot_seconds)
             with contextlib.closing(EtcdPoefOrderer(etcd.endpoints, genesis.chain_id)) as orderer:
                 orderer.submit(enrolment.txid, enrolment.encode())
             keys = content.chain(genesis.chain_id)
             members = {meter: index for index, (meter, _) in enumerate(enrolment.authorize)}
             secrets = {n.node_id: keys.master for n in (primary, backup)}
             secrets |= {meter: keys.member_key(index) for meter, index in members.items()}
-        registry = [("operator", "dso", operator)] + [(n.node_id, n.role, n.key) for n in nodes]
+        registry = [("operator", "dso", operator), *extra_registry] + [(n.node_id, n.role, n.key) for n in nodes]
         for node in nodes:
             peers = [f"http://127.0.0.1:{n.port}" for n in nodes if n is not node]
             others = [f"http://127.0.0.1:{other[0].port}" for other in chains.values() if other is not nodes]
@@ -178,11 +192,13 @@ def _write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
-def _enrol(dso_key: KeyPair, chain_id: bytes, meters: list[NodeSpec]) -> DsoPolicy:
-    """The DSO's first policy on a PoEf NAN chain: its meters authorized from slot 0, with PETra limits."""
+def _enrol(
+    dso_key: KeyPair, chain_id: bytes, meters: list[NodeSpec], limits: tuple[int, int, int], slot: int
+) -> DsoPolicy:
+    """The DSO's first policy on a PoEf NAN chain: its meters authorized from ``slot``, with PETra ``limits``."""
     authorize = {m.node_id: m.key.public for m in meters}
-    limits = [MeterLimits(m, *METER_LIMITS) for m in sorted(authorize)]
-    return DSO(dso_key, chain_id).policy(0, authorize=authorize, limits=limits)
+    enrolled = [MeterLimits(m, *limits) for m in sorted(authorize)]
+    return DSO(dso_key, chain_id).policy(slot, authorize=authorize, limits=enrolled)
 
 
 def meter_device(folder: Path, meter: str) -> ReadingDevice:
@@ -248,7 +264,8 @@ def down(folder: Path, timeout: float = 15.0) -> int:
     if not path.exists():
         raise FileNotFoundError(f"no cluster in {folder} (no {STATE_FILE})")
     state = json.loads(path.read_text())
-    groups = [[n["pid"] for n in state["nodes"]], [m["pid"] for m in state["etcd"]]]
+    market = [m["pid"] for m in state.get("market", [])]  # the market's processes (up_community) go first
+    groups = [market, [n["pid"] for n in state["nodes"]], [m["pid"] for m in state["etcd"]]]
     running = 0
     for pids in groups:
         live = [p for p in pids if _alive(p)]

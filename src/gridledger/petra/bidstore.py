@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -378,7 +378,8 @@ class BidStoreService:
     ``challenge``, ``proofs``); ``list`` (optional ``side``). Errors come back as ``{"error": code,
     "message": …}``. More operations (e.g. settlement) can be added with :meth:`register`. ``senders`` records
     the network identity each request arrived from — always an exit relay, never a prosumer — and ``log``
-    the store's record of each post and cancel: ``(slot, operation, order id, exit relay)``.
+    the store's record of each post and cancel: ``(slot, operation, order id, exit relay)``; ``refused`` counts
+    the refusals by error code.
     """
 
     def __init__(self, store: BidStore, now: Callable[[], int]) -> None:
@@ -386,6 +387,8 @@ class BidStoreService:
         self.now = now
         self.senders: list[str] = []
         self.log: list[tuple[int, str, str, str]] = []
+        #: Refused requests by error code.
+        self.refused: Counter[str] = Counter()
         self.handlers: dict[str, RequestHandler] = {
             "challenge": self._challenge,
             "post": self._post,
@@ -411,6 +414,8 @@ class BidStoreService:
             answer = {"error": e.code, "message": e.message}
         except (ValueError, KeyError, TypeError) as e:
             answer = {"error": "bid-bad-request", "message": f"malformed request: {e}"}
+        if "error" in answer:
+            self.refused[answer["error"]] += 1
         await stream.reply(json.dumps(answer).encode())
 
     async def _challenge(self, request: dict) -> dict:

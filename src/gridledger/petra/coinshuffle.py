@@ -798,20 +798,25 @@ async def mix_coin(
     denomination: Asset,
     timeout: float = 30.0,
     circuit: Circuit | None = None,
+    start_timeout: float | None = None,
 ) -> MixOutcome:
     """Join the mix of ``denomination`` on ``board`` through an onion circuit and run CoinShuffle to the end.
 
-    Raises :class:`MixError` if the board refuses the coin, the mix is aborted, the board excludes this
-    participant, or the board excludes someone other than whom this participant's own replay blamed.
+    ``timeout``: seconds to wait for each message of the board; ``start_timeout``: for its first one (the session
+    starts only when the pool is full or closed), if longer. Raises :class:`MixError` if the board refuses the coin,
+    the mix is aborted, the board excludes this participant, or the board excludes someone other than whom this
+    participant's own replay blamed.
     """
     own_circuit = circuit is None
     if circuit is None:
         circuit = await node.open_circuit(board)
     try:
         await circuit.send(join_message(denomination, participant.coin, participant.key, board))
+        wait = max(timeout, start_timeout or 0)  # the first answer comes when the board starts the session
         while participant.outcome is None:
             try:
-                msg = await circuit.recv(timeout)
+                msg = await circuit.recv(wait)
+                wait = timeout
             except OnionError as e:
                 raise MixError("mix-timeout", str(e)) from None
             for out in participant.receive(msg):

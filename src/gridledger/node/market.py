@@ -1,0 +1,617 @@
+"""The PETra market across processes: onion relays, the bid store (with the mix board) and the prosumers.
+
+``gridledger cluster up --community FILE`` (:func:`gridledger.node.market_up.up_community`) writes the market plan
+``market.json`` and starts one process per role, each on its own TCP port (``TcpTransport``):
+
+* **relay** (one per meter, :func:`run_relay`): the meter's onion router; its X25519 relay key is in
+  ``keys/relay-<meter>.key`` and its descriptor, signed by the meter's ledger key, is in the plan;
+* **bidstore** (:func:`run_bidstore`): the market operator's onion services ``bidstore``
+  (:class:`~gridledger.petra.operator.MarketOperator`: the book, the clearing of market/ at the close, signature
+  collection) and ``mixboard`` (:class:`~gridledger.petra.coinshuffle.MixBoard`). It keeps a verified replica of
+  the NAN chain (caught up from the primary concentrator's API) and submits the mixes, the trades and what the
+  prosumers hand it (their deposits) to that API, signed as the registered node ``bidstore``;
+* **prosumer** (one per meter, :func:`run_prosumer`): the home's wallet and its meter's issuing side. It keeps its
+  own replica of the chain from its meter node's API.
+
+Every market slot ``s`` (the chain's slot, ``slot_seconds`` from the genesis) runs one round for slot ``s + 1``,
+at fixed fractions of the slot (:data:`PHASES`), by each process's clock:
+
+1. each prosumer extracts one unit of EPA, ECA and FA (the symmetric cover trade) through a ``MeterIssue`` sent to
+   its meter node's API, signed as the meter, and waits for it to commit under PoEf;
+2. it mixes every coin through CoinShuffle with the other prosumers (each coin over its own onion circuit to the
+   mix board; the board runs a pool as soon as every prosumer's coin joined, or at ``mix`` with those that did);
+3. it posts its order (an offer: the mixed EPA; a bid: the mixed ECA and FA) over a fresh circuit to the bid
+   store, proving control of the coins;
+4. at ``close`` the bid store clears the book; at ``sign`` every party fetches, checks and signs its trades over
+   the order's circuit; at ``submit`` the store submits every completely signed trade;
+5. once its trades are committed (or at the end of the slot) each prosumer sends everything it holds back to fresh
+   addresses of its meter; the deposits go through the order's circuit to the store, which submits them, so no
+   coin is ever submitted under the meter's own network identity.
+
+A relay that stops answering is left out: every prosumer builds its directory each round from the relays that
+accept a TCP connection, and retries a circuit that could not be built over another random path.
+
+The bid store writes ``market-status.json`` (its rounds: orders, trades, deposits and their txids; the network
+names its requests came from) for ``gridledger cluster status``, and logs every request's sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from nacl.public import PrivateKey
+
+from gridledger.chain import Chain
+from gridledger.ledger.assets import ECA, EPA, FA, Asset, AssetKind, Output
+from gridledger.ledger.block import Block
+from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.kinds import decode_transaction
+from gridledger.ledger.transactions import Transaction
+from gridledger.ledger.units import energy_cost
+from gridledger.market.orders import Feeder, Side
+from gridledger.node.client import ApiError, NodeClient, NodeUnreachable, catch_up
+from gridledger.petra.bidstore import AnonOrder, BidStoreClient, BidStoreError
+from gridledger.petra.coinshuffle import MixBoard, MixError, Participant, mix_coin
+from gridledger.petra.meter import MeterError, SmartMeter
+from gridledger.petra.onion import (
+    Circuit,
+    OnionError,
+    OnionNode,
+    RelayDescriptor,
+    RelayDirectory,
+    Stream,
+    TcpTransport,
+    TransportError,
+)
+from gridledger.petra.operator import MarketOperator
+from gridledger.petra.prosumer import OrderState, Prosumer
+from gridledger.petra.wallet import Wallet
+from gridledger.store.sqlite import SqliteStore
+
+PLAN_FILE = "market.json"
+STATUS_FILE = "market-status.json"
+BIDSTORE_ID = "bidstore"
+#: The network name (in the plan's book) of the operator's diagnostic client: relays can answer it.
+PROBE = "probe"
+#: When each step of a round happens, as a fraction of the slot (s) it runs in; ``join``: the latest a prosumer still
+#: starts a round (its issue must commit before the pools close at ``mix``).
+PHASES = {"join": 0.2, "mix": 0.45, "close": 0.62, "sign": 0.7, "submit": 0.82}
+#: Seconds a prosumer waits for the bid store's answer to one request.
+CALL_TIMEOUT_S = 5.0
+#: Seconds between two polls of a node's API for new blocks.
+POLL_S = 0.2
+log = logging.getLogger("gridledger.market")
+
+
+class MarketPlanError(ValueError):
+    """The market plan (``market.json``) is missing or does not hold what a role needs (the message says)."""
+
+
+# ------------------------------------------------------------------------------------------------------ plan
+@dataclass(frozen=True)
+class ProsumerPlan:
+    """One home: its meter (node config, API), feeder, what it trades each round (side, limit price, minor/kWh)."""
+
+    meter: str
+    feeder: str
+    side: str
+    limit_price: int
+    config: str
+    api: str
+
+
+@dataclass(frozen=True)
+class MarketPlan:
+    """What every market process reads from ``market.json`` in the cluster folder.
+
+    ``book``: node name → (host, port) of every market process; ``unit_w``: power of one unit (W); ``price_cap``:
+    the highest bid price (minor units/kWh; an FA unit pays a whole unit at it); ``mix_timeout``: seconds a mix
+    phase may stall.
+    """
+
+    folder: Path
+    genesis: bytes
+    concentrator: str
+    unit_w: int
+    price_cap: int
+    mix_timeout: float
+    book: dict[str, tuple[str, int]]
+    descriptors: list[RelayDescriptor]
+    feeders: dict[str, Feeder]
+    prosumers: dict[str, ProsumerPlan]
+
+    @classmethod
+    def load(cls, folder: Path) -> MarketPlan:
+        path = folder / PLAN_FILE
+        try:
+            data = json.loads(path.read_text())
+            return cls(
+                folder,
+                bytes.fromhex((folder / data["genesis"]).read_text().strip()),
+                data["concentrator"],
+                int(data["unit_w"]),
+                int(data["price_cap"]),
+                float(data["mix_timeout"]),
+                {name: (host, int(port)) for name, (host, port) in data["book"].items()},
+                [
+                    RelayDescriptor(d["meter"], d["node"], bytes.fromhex(d["relay_key"]), bytes.fromhex(d["signature"]))
+                    for d in data["descriptors"]
+                ],
+                {f: Feeder(*caps) for f, caps in data["feeders"].items()},
+                {m: ProsumerPlan(m, **p) for m, p in data["prosumers"].items()},
+            )
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise MarketPlanError(f"{path}: {e}") from None
+
+    def listen(self, name: str) -> tuple[str, int]:
+        if name not in self.book:
+            raise MarketPlanError(f"{self.folder / PLAN_FILE}: no address for market node {name!r}")
+        return self.book[name]
+
+    def transport(self, name: str) -> TcpTransport:
+        return TcpTransport(name, self.listen(name), self.book)
+
+    def denominations(self, t: int, slot_seconds: int) -> dict[AssetKind, Asset]:
+        """The units of the round for slot ``t``: EPA and ECA of ``unit_w`` over ``[t, t+1)``, and the FA that pays
+        a whole unit at ``price_cap``."""
+        fa = energy_cost(self.unit_w * slot_seconds, self.price_cap)
+        if fa <= 0:
+            raise MarketPlanError(
+                f"a unit of {self.unit_w} W over a {slot_seconds} s slot is worth nothing at {self.price_cap}/kWh: "
+                "use longer slots or a bigger unit"
+            )
+        return {
+            AssetKind.EPA: EPA(self.unit_w, t, t + 1),
+            AssetKind.ECA: ECA(self.unit_w, t, t + 1),
+            AssetKind.FA: FA(fa),
+        }
+
+
+def relay_name(meter: str) -> str:
+    return f"relay-{meter}"
+
+
+def prosumer_name(meter: str) -> str:
+    return f"prosumer-{meter}"
+
+
+def relay_key_path(folder: Path, meter: str) -> Path:
+    return folder / "keys" / f"{relay_name(meter)}.key"
+
+
+def read_seed(path: Path) -> bytes:
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError) as e:
+        raise MarketPlanError(f"cannot read the key {path}: {e}") from None
+
+
+# --------------------------------------------------------------------------------------------------- replica
+class Replica:
+    """A verified copy of the NAN chain, caught up from one node's API (every block re-validated)."""
+
+    def __init__(self, genesis: bytes, client: NodeClient) -> None:
+        self.chain = Chain.from_genesis_block(SqliteStore(":memory:"), Block.decode(genesis))
+        self.client = client
+        self.committed: set[bytes] = set()
+
+    @property
+    def genesis(self):
+        return self.chain.genesis
+
+    def slot(self, now: float | None = None) -> int:
+        """The chain's slot at ``now`` (Unix s; default the clock)."""
+        g = self.chain.genesis
+        return int(((time.time() if now is None else now) - g.start_time) // g.slot_seconds)
+
+    def at(self, slot: int, fraction: float) -> float:
+        """Unix time of ``fraction`` into ``slot``."""
+        g = self.chain.genesis
+        return g.start_time + (slot + fraction) * g.slot_seconds
+
+    def sync(self) -> list[Block]:
+        """Append the blocks the node has above our tip; returns them."""
+        start = self.chain.height + 1
+        catch_up(self.chain, [self.client])
+        blocks = list(self.chain.blocks(start))
+        self.committed.update(tx.txid for b in blocks for tx in b.transactions)
+        return blocks
+
+    def output(self, op: bytes) -> Output | None:
+        """The unspent output at ``op`` (catching up once if we do not have it)."""
+        out = self.chain.state.output(op)
+        if out is None:
+            self.sync()
+            out = self.chain.state.output(op)
+        return out
+
+    def send(self, tx: Transaction) -> bytes:
+        """Submit ``tx`` to the node; its txid (``ApiError`` if the node refuses it)."""
+        return self.client.send(tx)
+
+
+class _OperatorChain:
+    """The replica as the market operator sees a chain: reads the replica, submits to the node."""
+
+    def __init__(self, replica: Replica) -> None:
+        self._replica = replica
+
+    def __getattr__(self, name: str):
+        return getattr(self._replica.chain, name)
+
+    def submit(self, tx: Transaction) -> bytes:
+        return self._replica.send(tx)
+
+
+async def sleep_until(t: float) -> None:
+    await asyncio.sleep(max(0.0, t - time.time()))
+
+
+# ------------------------------------------------------------------------------------------------------ relay
+async def run_relay(plan: MarketPlan, meter: str) -> None:
+    """Relay onion cells for the market until the process is stopped."""
+    key = PrivateKey(read_seed(relay_key_path(plan.folder, meter)))
+    node = await OnionNode(plan.transport(relay_name(meter)), key).start()
+    log.info("relay %s listening on %s:%d", node.name, *plan.listen(node.name))
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await node.close()
+
+
+# --------------------------------------------------------------------------------------------------- bid store
+class BidStoreProcess:
+    """The market operator's process: the bid store and the mix board as onion services, the round clock."""
+
+    def __init__(self, plan: MarketPlan, key: KeyPair) -> None:
+        self.plan = plan
+        self.replica = Replica(plan.genesis, NodeClient(plan.concentrator, BIDSTORE_ID, key))
+        self.rounds: list[dict] = []
+        self.senders: set[str] = set()
+
+    async def start(self) -> BidStoreProcess:
+        self.replica.sync()
+        store_node = await OnionNode(self.plan.transport("bidstore")).start()
+        self.operator = MarketOperator(
+            store_node, _OperatorChain(self.replica), self.replica.slot, "lp", self.plan.feeders
+        )
+        self._forward = self.operator.service.handlers["submit"]
+        self.operator.service.register("submit", self._submit)
+        store_node.serve(self._on_store_request)
+        board_node = await OnionNode(self.plan.transport("mixboard")).start()
+        self.board = MixBoard(
+            board_node, self.replica.chain.chain_id, self.replica.output, self._submit_mix, self.plan.mix_timeout
+        )
+        self.nodes = [store_node, board_node]
+        return self
+
+    async def _on_store_request(self, stream: Stream, data: bytes) -> None:
+        """Log the sender (always an exit relay), catch up with the chain, answer (and log a refusal)."""
+        self.senders.add(stream.exit_relay)
+        log.info("bid store request from %s (%d bytes)", stream.exit_relay, len(data))
+        self.replica.sync()
+        service = self.operator.service
+        before = sum(service.refused.values())
+        await service.handle(stream, data)
+        if sum(service.refused.values()) > before:
+            log.info("bid store refused a request from %s (refusals so far: %s)", stream.exit_relay, service.refused)
+
+    def _current(self) -> dict:
+        return self.rounds[-1] if self.rounds else {"deposits": [], "mixes": []}
+
+    async def _submit(self, request: dict) -> dict:
+        """A prosumer's deposit, forwarded to the node (so it is never sent under the meter's identity)."""
+        try:
+            answer = await self._forward(request)
+        except ApiError as e:
+            raise BidStoreError("bid-bad-transaction", f"{e.code}: {e.message}") from None
+        except NodeUnreachable as e:
+            raise BidStoreError("bid-node-unreachable", str(e)) from None
+        self._current()["deposits"].append(answer["txid"])
+        return answer
+
+    def _submit_mix(self, tx: Transaction) -> None:
+        try:
+            txid = self.replica.send(tx)
+        except (ApiError, NodeUnreachable) as e:
+            log.warning("mix transfer refused by the node: %s", e)
+            return
+        self._current()["mixes"].append(txid.hex())
+
+    async def run(self) -> None:
+        """Run a round in every slot, from the next slot on."""
+        s = self.replica.slot() + 1
+        while True:
+            await self.round(s)
+            s = max(s + 1, self.replica.slot())
+
+    async def round(self, s: int) -> None:
+        """The round in slot ``s`` for slot ``s + 1``."""
+        r = self.replica
+        units = self.plan.denominations(s + 1, r.genesis.slot_seconds)
+        await sleep_until(r.at(s, 0.0))
+        rec = {"slot": s + 1, "orders": 0, "trades": [], "matched_w": 0, "deposits": [], "mixes": []}
+        self.rounds.append(rec)
+        for d in units.values():
+            self.board.expect(d, len(self.plan.prosumers))
+        await sleep_until(r.at(s, PHASES["mix"]))
+        for d in units.values():  # the pools not full yet run with those who joined
+            await self.board.close_pool(d)
+        await sleep_until(r.at(s, PHASES["close"]))
+        r.sync()
+        posted = len(self.operator.store.open_orders(r.slot()))
+        settlement = self.operator.close()
+        rec["orders"] = posted
+        rec["matched_w"] = sum(m.power_w for t in settlement.trades for m in t.matches)
+        await sleep_until(r.at(s, PHASES["submit"]))
+        txs = []
+        for tx in settlement.signed():
+            try:
+                txs.append(r.send(tx).hex())
+            except (ApiError, NodeUnreachable) as e:
+                log.warning("trade refused by the node: %s", e)
+        rec["trades"] = txs
+        log.info("round for slot %d: %d orders, %d trades submitted (%d W)", s + 1, posted, len(txs), rec["matched_w"])
+        self.write_status()
+
+    def write_status(self) -> None:
+        """``market-status.json``: the rounds, which of their txids the chain committed, the senders seen."""
+        self.replica.sync()
+        committed = {t.hex() for t in self.replica.committed}
+        status = {
+            "height": self.replica.chain.height,
+            "rounds": [
+                {
+                    **rec,
+                    "committed_trades": sum(t in committed for t in rec["trades"]),
+                    "committed_deposits": sum(t in committed for t in rec["deposits"]),
+                }
+                for rec in self.rounds
+            ],
+            "senders": sorted(self.senders),
+            "refused": dict(self.operator.service.refused),
+        }
+        tmp = self.plan.folder / (STATUS_FILE + ".tmp")
+        tmp.write_text(json.dumps(status, indent=1))
+        os.replace(tmp, self.plan.folder / STATUS_FILE)
+
+    async def close(self) -> None:
+        for node in self.nodes:
+            await node.close()
+
+
+async def run_bidstore(plan: MarketPlan, key: KeyPair) -> None:
+    proc = await BidStoreProcess(plan, key).start()
+    log.info("bid store and mix board serving; chain height %d", proc.replica.chain.height)
+    try:
+        while True:
+            try:
+                await proc.run()
+            except (NodeUnreachable, ApiError) as e:  # the concentrator is away: wait for the next slot
+                log.warning("round abandoned: %s", e)
+                await asyncio.sleep(proc.replica.genesis.slot_seconds / 2)
+    finally:
+        await proc.close()
+
+
+# ---------------------------------------------------------------------------------------------------- prosumer
+async def live_relays(descriptors: list[RelayDescriptor], book: dict[str, tuple[str, int]]) -> list[RelayDescriptor]:
+    """The relays that accept a TCP connection now (a stopped relay is left out of the next circuits)."""
+
+    async def alive(d: RelayDescriptor) -> bool:
+        if d.node not in book:
+            return False
+        try:
+            _, w = await asyncio.wait_for(asyncio.open_connection(*book[d.node]), 1.0)
+        except (OSError, TimeoutError):
+            return False
+        w.close()
+        return True
+
+    ok = await asyncio.gather(*(alive(d) for d in descriptors))
+    return [d for d, up in zip(descriptors, ok, strict=True) if up]
+
+
+async def open_circuit(node: OnionNode, service: str, attempts: int = 4, timeout: float = 3.0) -> Circuit:
+    """A circuit to ``service`` over a random path; a path that cannot be built is retried over another."""
+    error: Exception | None = None
+    for _ in range(attempts):
+        try:
+            return await node.open_circuit(service, timeout=timeout)
+        except (OnionError, TransportError) as e:
+            error = e
+    raise OnionError(f"no circuit to {service!r} after {attempts} attempts: {error}")
+
+
+class ProsumerProcess:
+    """One home's market process: its meter's issues, its wallet, its mixes, orders, signatures and deposits."""
+
+    def __init__(self, plan: MarketPlan, meter: str, key: KeyPair) -> None:
+        self.plan = plan
+        self.me = plan.prosumers[meter]
+        self.replica = Replica(plan.genesis, NodeClient(self.me.api, meter, key))
+        self.key = key
+
+    async def start(self) -> ProsumerProcess:
+        r = self.replica
+        while (limits := r.chain.state.policy.limits(self.me.meter, r.slot())) is None:  # not enrolled yet
+            await asyncio.sleep(POLL_S)
+            r.sync()
+        meter = SmartMeter(self.me.meter, self.key, r.chain.chain_id, r.genesis.slot_seconds, limits=limits)
+        node = OnionNode(self.plan.transport(prosumer_name(self.me.meter)))
+        self.prosumer = Prosumer(meter, Wallet(), await node.start(), feeder=self.me.feeder)
+        return self
+
+    def sync(self) -> None:
+        for block in self.replica.sync():
+            self.prosumer.wallet.scan(block)
+            self.prosumer.meter.scan(block, self.replica.chain.state.slot_of(block.header.time))
+
+    async def until(self, done: Callable[[], bool], deadline: float) -> bool:
+        """Poll the chain until ``done()`` or the deadline (Unix s)."""
+        while True:
+            self.sync()
+            if done() or time.time() >= deadline:
+                return done()
+            await asyncio.sleep(POLL_S)
+
+    async def run(self) -> None:
+        """Take part in a round in every slot, from the next slot on."""
+        s = self.replica.slot() + 1
+        while True:
+            await self.round(s)
+            now = time.time()
+            current = self.replica.slot(now)
+            late = now > self.replica.at(current, PHASES["join"])  # the last round's trades committed late
+            s = max(s + 1, current + late)
+
+    async def round(self, s: int) -> None:
+        """The round in slot ``s`` for slot ``s + 1``."""
+        p, r = self.prosumer, self.replica
+        units = self.plan.denominations(s + 1, r.genesis.slot_seconds)
+        await sleep_until(r.at(s, 0.0))
+        self.sync()
+        relays = await live_relays(self.plan.descriptors, self.plan.book)
+        p.node.directory = RelayDirectory(relays, r.chain.state.policy, s)
+        try:
+            issue = p.extract({d: 1 for d in units.values()}, s)
+            r.send(issue)
+        except (MeterError, ApiError) as e:
+            log.warning("%s: no issue for slot %d: %s", p.name, s + 1, e)
+            return
+        if not await self.until(lambda: issue.txid in r.committed, r.at(s, PHASES["mix"])):
+            log.warning("%s: the issue for slot %d did not commit in time", p.name, s + 1)
+        coins = [op for op, o in p.wallet.coins.items() if o.asset in units.values()]
+        mixed = await self.mix(coins, r.at(s, PHASES["mix"]) - time.time() + self.plan.mix_timeout)
+        await self.until(lambda: all(op in p.wallet.coins for op in mixed), r.at(s, PHASES["close"] - 0.1))
+        await self.post(s + 1, [op for op in mixed if op in p.wallet.coins])
+        await sleep_until(r.at(s, PHASES["sign"]))
+        trades = await self.sign()
+        await self.until(lambda: trades <= r.committed, r.at(s + 1, PHASES["mix"]))
+        await self.deposit()
+        await p.forget()
+
+    async def mix(self, coins: list[bytes], wait: float) -> list[bytes]:
+        """CoinShuffle each coin through its own circuit; returns the fresh coins (outpoints) of the mixes.
+
+        ``wait``: seconds to wait for the board's first answer (its pool starts when full or when it closes)."""
+        p = self.prosumer
+
+        async def one(op: bytes) -> bytes | None:
+            out = p.wallet.coins[op]
+            participant = Participant(p.wallet.keys[out.owner], op, p.meter.chain_id, p.wallet.new_address)
+            try:
+                circuit = await open_circuit(p.node, "mixboard")
+                try:
+                    outcome = await mix_coin(
+                        p.node, "mixboard", participant, out.asset, self.plan.mix_timeout, circuit, wait
+                    )
+                finally:
+                    await circuit.close()
+            except (MixError, OnionError, TransportError) as e:
+                log.warning("%s: a coin was not mixed: %s", p.name, e)
+                return None
+            return outcome.coin
+
+        return [c for c in await asyncio.gather(*(one(op) for op in coins)) if c is not None]
+
+    async def post(self, t: int, mixed: list[bytes]) -> None:
+        """Post this round's order with mixed coins only (an unmixed coin would name the meter)."""
+        p, side = self.prosumer, Side(self.me.side)
+        by_kind = {p.wallet.coins[op].asset.kind: op for op in mixed}
+        kinds = (AssetKind.EPA,) if side is Side.OFFER else (AssetKind.ECA, AssetKind.FA)
+        if not all(k in by_kind for k in kinds):
+            log.info("%s: no mixed coins to back an order for slot %d", p.name, t)
+            return
+        backing = tuple(by_kind[k] for k in kinds)
+        order = AnonOrder(
+            side, self.me.feeder, t, t + 1, self.plan.unit_w, self.me.limit_price, t, p.wallet.new_address(), backing
+        )
+        keys = tuple(p.wallet.keys[p.wallet.coins[op].owner] for op in backing)
+        try:
+            client = BidStoreClient(await open_circuit(p.node, "bidstore"), CALL_TIMEOUT_S)
+            oid = await client.post(order, keys)
+        except (BidStoreError, OnionError, TransportError) as e:
+            log.warning("%s: order not posted: %s", p.name, e)
+            return
+        p.orders[oid] = OrderState(order, keys, {k.address for k in keys} | {order.pay_to}, client)
+        log.info("%s: posted %s for slot %d", p.name, side, t)
+
+    async def sign(self) -> set[bytes]:
+        """Check and sign this round's trades; returns their txids."""
+        p = self.prosumer
+        try:
+            await p.sign_trades(self.replica.genesis.slot_seconds)
+            rows = [
+                row for oid, st in p.orders.items() for row in (await st.client.call("trades", order_id=oid))["trades"]
+            ]
+        except (BidStoreError, OnionError, TransportError) as e:
+            log.warning("%s: trades not signed: %s", p.name, e)
+            return set()
+        return {decode_transaction(bytes.fromhex(row["tx"])).txid for row in rows}
+
+    async def deposit(self) -> None:
+        """Everything held back to the meter, through the store: over an order's circuit, or a fresh one if there is
+        none or it broke (a relay on it stopped)."""
+        p = self.prosumer
+        pending = p.deposits()
+        clients = [st.client for st in p.orders.values()][:1]
+        for attempt in range(2):
+            if not pending:
+                break
+            fresh = not clients or attempt > 0
+            try:
+                client = BidStoreClient(await open_circuit(p.node, "bidstore"), CALL_TIMEOUT_S) if fresh else clients[0]
+                try:
+                    while pending:
+                        with contextlib.suppress(BidStoreError):  # refused by the node: logged by the store
+                            await client.call("submit", tx=pending[0].encode().hex())
+                        pending.pop(0)
+                finally:
+                    if fresh:
+                        await client.circuit.close()
+            except (OnionError, TransportError) as e:
+                log.warning("%s: a deposit circuit broke (%s); again over a fresh one", p.name, e)
+        log.info("%s: deposits submitted, %d left over", p.name, len(pending))
+
+    async def close(self) -> None:
+        await self.prosumer.node.close()
+
+
+async def run_prosumer(plan: MarketPlan, meter: str, key: KeyPair) -> None:
+    proc = await ProsumerProcess(plan, meter, key).start()
+    log.info("prosumer %s trading (%s at %d)", meter, proc.me.side, proc.me.limit_price)
+    try:
+        while True:
+            try:
+                await proc.run()
+            except (NodeUnreachable, ApiError) as e:
+                log.warning("round abandoned: %s", e)
+                await asyncio.sleep(proc.replica.genesis.slot_seconds / 2)
+    finally:
+        await proc.close()
+
+
+def run_role(folder: Path, role: str, meter: str | None, key: KeyPair | None) -> None:
+    """Run one market process (``relay`` or ``prosumer`` of ``meter``, or ``bidstore``) until it is stopped."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    plan = MarketPlan.load(folder)
+    jobs: dict[str, Callable[[], Awaitable[None]]] = {
+        "relay": lambda: run_relay(plan, meter),
+        "bidstore": lambda: run_bidstore(plan, key),
+        "prosumer": lambda: run_prosumer(plan, meter, key),
+    }
+    asyncio.run(jobs[role]())
+
+
+def descriptor_json(d: RelayDescriptor) -> dict:
+    return {"meter": d.meter, "node": d.node, "relay_key": d.relay_key.hex(), "signature": d.signature.hex()}

@@ -1,0 +1,162 @@
+"""``gridledger cluster up --community FILE``: the community's network with its PETra market running live.
+
+:func:`up_community` starts the cluster of :func:`gridledger.node.cluster.up` for the community's homes (one PoEf
+NAN chain whose slot is ``slot_seconds`` long, the homes' meters enrolled with the community's DSO limits, the bid
+store registered with every node), then writes the market plan (:mod:`gridledger.node.market`) and starts one
+relay and one prosumer process per home and the bid store. Each home trades one unit (``unit_w``) every round: a
+home with PV offers it at a quarter of the way from the production to the consumption price, a home without bids
+at three quarters (if all or no homes have PV, every second home sells), so the rounds clear.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from nacl.public import PrivateKey
+
+from gridledger.ledger.crypto import KeyPair
+from gridledger.node.client import NodeClient
+from gridledger.node.cluster import STATE_FILE, NodeSpec, _enrol, _write_private, up
+from gridledger.node.config import NodeConfig
+from gridledger.node.market import (
+    BIDSTORE_ID,
+    PLAN_FILE,
+    PROBE,
+    MarketPlan,
+    descriptor_json,
+    prosumer_name,
+    relay_key_path,
+    relay_name,
+)
+from gridledger.node.netutil import free_port, wait_port
+from gridledger.petra.onion import RelayDescriptor
+
+#: Seconds after ``up`` starts from which the meters are enrolled (the nodes must be up and commit it before).
+ENROL_AFTER_S = 30
+
+
+def sides(homes) -> dict[str, str]:
+    """``offer`` for the homes with PV and ``bid`` for the others (every second home sells if that splits none)."""
+    pv = {h.id: h.pv_kw > 0 for h in homes}
+    if len(set(pv.values())) < 2:
+        pv = {h.id: i % 2 == 0 for i, h in enumerate(homes)}
+    return {m: "offer" if sells else "bid" for m, sells in pv.items()}
+
+
+def up_community(
+    folder: Path, community_file: Path, slot_seconds: int, unit_w: int | None = None, timeout: float = 60.0
+) -> dict:
+    """Start the community's cluster and market in ``folder``; returns the cluster state (``market`` lists the
+    market's processes). ``unit_w``: power of one traded unit (W), default half the smaller DSO limit."""
+    from gridledger.profiles.community import load_community
+
+    community = load_community(community_file)
+    if len(community.homes) < 4:
+        raise ValueError(
+            f"{community_file}: the market needs at least 4 homes (3 relays per circuit), got {len(community.homes)}"
+        )
+    dso = community.dso
+    unit = unit_w or min(dso.max_epa_w, dso.max_eca_w) // 2
+    bidstore = KeyPair.generate()
+    limits = (dso.max_epa_w, dso.max_eca_w, dso.credit_fa)
+    enrol_after = max(ENROL_AFTER_S, 2 * slot_seconds)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = up(
+        folder,
+        len(community.homes),
+        1,
+        timeout,
+        poef=True,
+        slot_seconds=slot_seconds,
+        meter_ids=[h.id for h in community.homes],
+        limits=limits,
+        extra_registry=((BIDSTORE_ID, BIDSTORE_ID, bidstore),),
+        enrol_after_s=enrol_after,
+    )
+    await_enrolment(folder, state, limits, (60 + enrol_after) // slot_seconds, timeout)
+    _write_private(folder / "keys" / f"{BIDSTORE_ID}.seed", bidstore.seed.hex())
+    nodes = {n["id"]: n for n in state["nodes"]}
+    book, descriptors = {}, []
+    for name in ("bidstore", "mixboard", PROBE):
+        book[name] = ("127.0.0.1", free_port())
+    for h in community.homes:
+        relay_key = PrivateKey.generate()
+        _write_private(relay_key_path(folder, h.id), bytes(relay_key).hex())
+        meter_key = NodeConfig.load(nodes[h.id]["config"]).key
+        descriptors.append(RelayDescriptor.create(h.id, relay_name(h.id), relay_key, meter_key))
+        book[relay_name(h.id)] = ("127.0.0.1", free_port())
+        book[prosumer_name(h.id)] = ("127.0.0.1", free_port())
+    cons, prod = community.prices.consumption_per_kwh, community.prices.production_per_kwh
+    step = (cons - prod) // 4
+    trade = sides(community.homes)
+    plan = {
+        "genesis": "nan1.genesis",
+        "concentrator": nodes["DC1"]["url"],
+        "unit_w": unit,
+        "price_cap": cons,
+        "mix_timeout": max(2.0, slot_seconds / 6),
+        "book": book,
+        "descriptors": [descriptor_json(d) for d in descriptors],
+        "feeders": {f.id: [f.internal_capacity_w, f.external_capacity_w] for f in community.feeders},
+        "prosumers": {
+            h.id: {
+                "feeder": h.feeder,
+                "side": trade[h.id],
+                "limit_price": prod + step if trade[h.id] == "offer" else cons - step,
+                "config": nodes[h.id]["config"],
+                "api": nodes[h.id]["url"],
+            }
+            for h in community.homes
+        },
+    }
+    (folder / PLAN_FILE).write_text(json.dumps(plan, indent=1))
+    MarketPlan.load(folder).denominations(0, slot_seconds)  # refuses a unit worth nothing before anything starts
+    market = [("bidstore", None)] + [(r, h.id) for h in community.homes for r in ("relay", "prosumer")]
+    state["market"] = []
+    for role, meter in market:
+        name = {"relay": relay_name, "prosumer": prosumer_name}.get(role, lambda _: "bidstore")(meter)
+        proc = _start(folder, role, meter, name)
+        state["market"].append({"id": name, "role": role, "meter": meter, "pid": proc.pid})
+    state["slot_seconds"] = slot_seconds
+    (folder / STATE_FILE).write_text(json.dumps(state, indent=2))
+    for name in [m["id"] for m in state["market"] if m["role"] == "relay"] + ["bidstore", "mixboard"]:
+        wait_port(book[name][1], timeout)
+    return state
+
+
+def await_enrolment(folder: Path, state: dict, limits: tuple[int, int, int], slot: int, timeout: float) -> None:
+    """Wait until ``DC1`` committed the meters' enrolment (effective from ``slot``). If that slot passed before the
+    nodes could commit it (a slow start), the DSO enrols them again from two slots on (the enrolment went stale)."""
+    dc1 = next(n for n in state["nodes"] if n["id"] == "DC1")
+    operator = KeyPair(bytes.fromhex((folder / "keys" / "operator.seed").read_text()))
+    meters = [
+        NodeSpec(n["id"], "meter", n["chain"], NodeConfig.load(n["config"]).key, 0)
+        for n in state["nodes"]
+        if n["role"] == "meter"
+    ]
+    deadline = time.monotonic() + timeout
+    with NodeClient(dc1["url"], "operator", operator) as client:
+        while True:
+            try:
+                view = client.policy()
+                if view["policies"]:
+                    return
+                if view["current_slot"] > slot:
+                    slot = view["current_slot"] + 2
+                    client.send(_enrol(operator, bytes.fromhex(view["chain_id"]), meters, limits, slot))
+            except httpx.HTTPError:
+                pass  # not serving yet, or busy: ask again
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the meters' enrolment was not committed on DC1 within {timeout:.0f} s")
+            time.sleep(0.5)
+
+
+def _start(folder: Path, role: str, meter: str | None, name: str) -> subprocess.Popen:
+    log = open(folder / f"market-{name}.log", "ab")  # noqa: SIM115 - owned by the process
+    cmd = [sys.executable, "-m", "gridledger", "cluster", "market-process", "--role", role, "--dir", str(folder)]
+    return subprocess.Popen(cmd + (["--meter", meter] if meter else []), stdout=log, stderr=log, start_new_session=True)

@@ -1,0 +1,240 @@
+"""The PETra market across processes (``gridledger cluster up --community``): real etcd, node, relay, bid-store and
+prosumer processes on loopback TCP; orders over onion circuits; trades and deposits committed under PoEf.
+
+One 4-home community runs for the whole module (15 s slots); each test waits for what it needs from the live rounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gridledger.cli import app
+from gridledger.cli.node import cluster_app
+from gridledger.client import NodeClient
+from gridledger.ledger.assets import AssetKind
+from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.kinds.transfer import Transfer
+from gridledger.node import cluster
+from gridledger.node.etcd import EtcdUnavailable, etcd_binary
+from gridledger.node.market import PROBE, STATUS_FILE, MarketPlan, Replica, relay_name
+from gridledger.petra.onion import OnionNode, RelayDirectory
+
+pytestmark = pytest.mark.slow
+SLOT_S = 15
+HOMES = [("MI001", 3.0), ("MI002", 0.0), ("MI003", 2.0), ("MI004", 0.0)]
+COMMUNITY = """
+[community]
+name = "Four homes"
+location = "morelia"
+slot_seconds = 900
+start = 2024-04-11
+days = 1
+
+[prices]
+consumption_per_kwh = 120
+production_per_kwh = 60
+
+[dso]
+max_epa_w = 10000
+max_eca_w = 10000
+credit_fa = 100000
+
+[[feeders]]
+id = "F1"
+internal_capacity_w = 20000
+external_capacity_w = 10000
+""" + "".join(f'\n[[homes]]\nid = "{m}"\nfeeder = "F1"\nannual_kwh = 2500.0\npv_kw = {pv}\n' for m, pv in HOMES)
+
+
+@pytest.fixture(scope="module")
+def community(tmp_path_factory):
+    try:
+        etcd_binary()
+    except EtcdUnavailable as e:
+        pytest.skip(str(e))
+    base = tmp_path_factory.mktemp("market")
+    (base / "community.toml").write_text(COMMUNITY)
+    folder = base / "net"
+    result = CliRunner().invoke(
+        cluster_app,
+        ["up", "--community", str(base / "community.toml"), "--slot-seconds", str(SLOT_S), "--dir", str(folder)],
+        env={"COLUMNS": "200"},
+    )
+    try:
+        assert result.exit_code == 0, result.output
+        assert "community of 4 homes" in result.output
+        yield folder
+    finally:
+        if (folder / cluster.STATE_FILE).exists():
+            cluster.down(folder)
+
+
+def status(folder: Path) -> dict:
+    path = folder / STATUS_FILE
+    return json.loads(path.read_text()) if path.exists() else {"rounds": [], "senders": [], "refused": {}}
+
+
+def settled(folder: Path) -> list[dict]:
+    """The rounds whose trades and deposits are all committed (at least one of each)."""
+    return [
+        r
+        for r in status(folder)["rounds"]
+        if r["trades"] and r["committed_trades"] == len(r["trades"]) and r["committed_deposits"] > 0
+    ]
+
+
+def wait_rounds(folder: Path, n: int, after: int = 0, timeout: float = 150.0) -> list[dict]:
+    """Wait until ``n`` rounds for slots after ``after`` are settled."""
+    deadline = time.monotonic() + timeout
+    while len(done := [r for r in settled(folder) if r["slot"] > after]) < n:
+        assert time.monotonic() < deadline, json.dumps(status(folder), indent=1)
+        time.sleep(1)
+    return done
+
+
+def operator_client(folder: Path) -> NodeClient:
+    state = json.loads((folder / cluster.STATE_FILE).read_text())
+    url = next(n["url"] for n in state["nodes"] if n["id"] == "DC1")
+    key = KeyPair(bytes.fromhex((folder / "keys" / "operator.seed").read_text()))
+    return NodeClient(url, "operator", key, timeout=5)
+
+
+def test_two_rounds_commit_trades_and_deposits_on_the_nan_chain(community):
+    rounds = wait_rounds(community, 2)
+    with operator_client(community) as dc1:
+        assert any(r["orders"] == len(HOMES) for r in rounds)  # a round where every home's mix and order went through
+        for r in rounds[:2]:
+            assert r["matched_w"] > 0
+            for txid in r["trades"] + r["deposits"]:
+                st = dc1.tx_status(bytes.fromhex(txid))
+                assert st["status"] == "committed", (txid, st)
+                block = dc1.block(st["height"])
+                assert txid in {tx["txid"] for tx in block["transactions"]}
+        replica = Replica(MarketPlan.load(community).genesis, dc1)
+        replica.sync()  # every block re-validated from the genesis: the chain holds the market under PoEf
+        transfers = [tx for b in replica.chain.blocks(1) for tx in b.transactions if isinstance(tx, Transfer)]
+    trade_ids = {t for r in rounds[:2] for t in r["trades"]}
+    assert trade_ids <= {tx.txid.hex() for tx in transfers}
+    verified = CliRunner().invoke(app, ["verify", str(community / "MI002.sqlite")])  # a meter's own store
+    assert verified.exit_code == 0, verified.output
+    shown = CliRunner().invoke(cluster_app, ["status", "--dir", str(community)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "market rounds (bid store)" in shown.output
+
+
+def test_the_bid_store_sees_only_exit_relays(community):
+    wait_rounds(community, 1)
+    relays = {relay_name(m) for m, _ in HOMES}
+    senders = set(status(community)["senders"])
+    assert senders and senders <= relays
+    log = (community / "market-bidstore.log").read_text()
+    logged = {line.split(" request from ")[1].split()[0] for line in log.splitlines() if " request from " in line}
+    assert logged and logged <= relays
+    assert not any(f"prosumer-{m}" in log for m, _ in HOMES)
+
+
+async def probe(folder: Path, requests: list[bytes]) -> list[dict]:
+    """Send raw requests to the bid store over one onion circuit from the plan's probe address."""
+    plan = MarketPlan.load(folder)
+    with operator_client(folder) as dc1:
+        replica = Replica(plan.genesis, dc1)
+        replica.sync()
+        directory = RelayDirectory(plan.descriptors, replica.chain.state.policy, replica.slot())
+    node = await OnionNode(plan.transport(PROBE), None, directory).start()
+    try:
+        circuit = await node.open_circuit("bidstore", timeout=10)
+        return [json.loads(await circuit.request(r, 10)) for r in requests]
+    finally:
+        await node.close()
+
+
+def test_a_malformed_request_gets_its_code_and_the_store_keeps_serving(community):
+    last = max([r["slot"] for r in status(community)["rounds"]], default=0)
+    answers = asyncio.run(
+        probe(
+            community,
+            [b"{not json", json.dumps({"op": "post", "order": {"side": "sell"}}).encode(), b'{"op": "challenge"}'],
+        )
+    )
+    assert answers[0]["error"] == "bid-bad-request"
+    assert answers[1]["error"] in ("bid-bad-order", "bid-bad-request")
+    assert len(bytes.fromhex(answers[2]["challenge"])) > 0
+    wait_rounds(community, 1, after=last)  # the market goes on
+    assert status(community)["refused"].get("bid-bad-request", 0) >= 1
+    assert "bid store refused a request from relay-" in (community / "market-bidstore.log").read_text()
+
+
+def test_killing_a_relay_does_not_stop_the_market(community):
+    state = json.loads((community / cluster.STATE_FILE).read_text())
+    victim = next(m for m in state["market"] if m["id"] == relay_name("MI004"))
+    os.killpg(victim["pid"], signal.SIGTERM)
+    killed_at = max(r["slot"] for r in status(community)["rounds"])
+    after = wait_rounds(community, 1, after=killed_at + 1)  # a round that started after the relay was gone
+    assert after[0]["orders"] >= 2 and after[0]["matched_w"] > 0
+    log = (community / "market-bidstore.log").read_text().split("round for slot")[-2]
+    assert relay_name("MI004") not in log
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[community]\nname = 1\n", "community"),
+        (
+            COMMUNITY.split("[[homes]]")[0] + '[[homes]]\nid = "MI001"\nfeeder = "F1"\nannual_kwh = 2500.0\n',
+            "at least 4",
+        ),
+    ],
+)
+def test_a_bad_community_file_is_one_line_and_starts_nothing(tmp_path, toml, message):
+    (tmp_path / "c.toml").write_text(toml)
+    result = CliRunner().invoke(
+        cluster_app, ["up", "--community", str(tmp_path / "c.toml"), "--dir", str(tmp_path / "net")]
+    )
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "net" / cluster.STATE_FILE).exists()
+
+
+def test_homes_with_pv_sell_and_a_unit_worth_nothing_is_refused(tmp_path):
+    import tomllib
+
+    from gridledger.node.market import MarketPlanError
+    from gridledger.node.market_up import sides
+    from gridledger.profiles.community import parse_community
+
+    homes = parse_community(tomllib.loads(COMMUNITY)).homes
+    assert sides(homes) == {"MI001": "offer", "MI002": "bid", "MI003": "offer", "MI004": "bid"}
+    no_pv = [h.__class__(h.id, h.feeder, h.annual_kwh) for h in homes]
+    assert list(sides(no_pv).values()) == ["offer", "bid", "offer", "bid"]
+    plan = MarketPlan(tmp_path, b"", "", 100, 120, 1.0, {}, [], {}, {})
+    with pytest.raises(MarketPlanError, match="worth nothing"):
+        plan.denominations(1, 15)
+    assert plan.denominations(1, 300)[AssetKind.FA].amount == 1  # 100 W for 300 s at 120/kWh
+
+
+def test_an_enrolment_that_went_stale_before_the_nodes_committed_it_is_replaced(tmp_path):
+    from gridledger.node.market_up import await_enrolment
+
+    try:
+        etcd_binary()
+    except EtcdUnavailable as e:
+        pytest.skip(str(e))
+    folder = tmp_path / "net"
+    # enrolled from slot 0 of 5 s slots that started a minute ago: stale before any node runs
+    state = cluster.up(folder, 2, 1, poef=True, slot_seconds=5, limits=(1000, 1000, 10), enrol_after_s=-60)
+    try:
+        await_enrolment(folder, state, (1000, 1000, 10), 0, 60)
+        with operator_client(folder) as dc1:
+            view = dc1.policy()
+        (policy,) = view["policies"]
+        assert policy["effective_slot"] > 12 and policy["height"] is not None
+        assert [m["meter"] for m in policy["authorize"]] == ["MI1", "MI2"]
+        assert policy["limits"][0]["max_epa_w"] == 1000
+    finally:
+        cluster.down(folder)
