@@ -1,6 +1,7 @@
 """`gridledger simulate --resume`: a community run killed (SIGKILL) mid-way leaves chains that verify, and resuming it
-completes the run on the same chains with the outputs of an uninterrupted run (see sim/checkpoint.py for what may
-differ). Every prosumer's coins of the day in progress are found again: the money issued comes back (FA conserved)."""
+completes the run on the same chains with the outputs of an uninterrupted run of the same community and seed (see
+sim/checkpoint.py for what may differ: only the market's random keys and mixes). Every prosumer's coins of the day in
+progress are found again: the money issued comes back (FA conserved). The audit passes on the resumed run."""
 
 from __future__ import annotations
 
@@ -82,14 +83,20 @@ def reference(tmp_path_factory) -> Path:
 
 
 def check_like_reference(out: Path, reference: Path) -> None:
-    """The resumed run's outputs: complete, once each, and equal to the uninterrupted run's where runs are
-    reproducible at all (households, readings, prices, baseline bills, rewards); coins all came back."""
+    """The resumed run's outputs: complete, once each, and equal to the uninterrupted run's where two uninterrupted
+    runs are equal (households, readings, forecasts, the DSO's feeder view, baseline bills, rewards, alarms, every
+    HAN chain block for block); coins all came back; the audit agrees with the chains."""
     summary = json.loads((out / "summary.json").read_text())
     ref = json.loads((reference / "summary.json").read_text())
-    for key in ("homes", "slots", "baseline_bill_minor", "rewards_minor", "alarms"):
+    for key in ("homes", "slots", "blocks", "baseline_bill_minor", "rewards_minor", "alarms"):
         assert summary[key] == ref[key], key
-    for name in ("households", "readings", "forecasts", "dso_feeder_slots", "rewards"):
+    for name in ("households", "readings", "forecasts", "dso_feeder_slots", "rewards", "alarms"):
         pd.testing.assert_frame_equal(tables(out, name), tables(reference, name), check_dtype=False, obj=name)
+    ours, theirs = chain_tips(out), chain_tips(reference)
+    assert ours.keys() == theirs.keys()
+    for name in ours:  # the HAN chains hold only readings: the same blocks, to the tip
+        assert ours[name][0] == theirs[name][0], name
+        assert name.startswith(("nan:", "fan:", "head:")) or ours[name] == theirs[name], name
     bills = tables(out, "bills")
     assert len(bills) == len(tables(reference, "bills")) and not bills[["meter", "slot"]].duplicated().any()
     assert (bills.baseline_amount.to_numpy() == tables(reference, "bills").baseline_amount.to_numpy()).all()
@@ -100,14 +107,17 @@ def check_like_reference(out: Path, reference: Path) -> None:
     assert summary["total_bill_minor"] == bills.amount.sum() and summary["trades"] > 0
     dso = tables(out, "dso_meter_periods")
     assert dso.amount.sum() == bills.amount.sum()
+    audit = runner.invoke(app, ["audit", str(out)])
+    assert audit.exit_code == 0, audit.output
 
 
-def chain_tips(out: Path) -> dict[str, int]:
-    """Each chain's tip height, read from its coordinator's store."""
+def chain_tips(out: Path) -> dict[str, tuple[int, bytes]]:
+    """Each chain's tip (height, block bytes), read from its coordinator's store."""
     tips = {}
     for entry in json.loads((out / "chains" / "tiers.json").read_text())["chains"]:
         store = SqliteStore(out / "chains" / entry["stores"][0])
-        tips[entry["name"]] = store.tip_height()
+        height = store.tip_height()
+        tips[entry["name"]] = (height, store.block_bytes(height))
         store.close()
     return tips
 
@@ -118,7 +128,7 @@ def blocks_listed_once(out: Path) -> None:
     assert not blocks[["chain", "height"]].duplicated().any()
     tips = chain_tips(out)
     for chain, heights in blocks.groupby("chain").height:
-        assert sorted(heights) == list(range(min(heights), tips[chain] + 1)) and min(heights) <= 3, chain
+        assert sorted(heights) == list(range(min(heights), tips[chain][0] + 1)) and min(heights) <= 3, chain
 
 
 def test_a_run_killed_between_slots_resumes_where_it_stopped(tmp_path, reference):
@@ -156,7 +166,7 @@ def test_a_run_killed_mid_day_resumes_from_its_chains(tmp_path, reference, kill_
         recorded = json.loads((out / "resume" / "state.json").read_text())
         assert recorded["slot"] == kill_in - 1
         tips = chain_tips(out)
-        assert [n for n, (h, _) in recorded["tips"].items() if tips[n] > h] == ["nan:DC-F1"]
+        assert [n for n, (h, _) in recorded["tips"].items() if tips[n][0] > h] == ["nan:DC-F1"]
     assert verifies(out)
     killed = {}  # what the killed run committed: each chain's blocks, as raw bytes
     for entry in json.loads((out / "chains" / "tiers.json").read_text())["chains"]:
@@ -177,17 +187,24 @@ def test_a_run_killed_mid_day_resumes_from_its_chains(tmp_path, reference, kill_
 
 
 def test_resuming_needs_an_interrupted_run(tmp_path, reference):
+    before = sorted(p.name for p in reference.iterdir())
     r = runner.invoke(app, ["simulate", "--resume", "--out", str(reference), "--no-report"])
-    assert r.exit_code == 2 and "the run is complete" in r.output
+    assert r.exit_code == 2 and "the run is complete" in r.output and str(reference) in r.output
     r = runner.invoke(app, ["simulate", "--out", str(reference), "--no-report"])
-    assert r.exit_code == 2 and "holds an earlier run; use --resume" in r.output
+    assert r.exit_code == 2 and "not empty (it may hold an earlier run)" in r.output and "--resume" in r.output
+    assert sorted(p.name for p in reference.iterdir()) == before  # nothing written
     r = runner.invoke(app, ["simulate", "--resume", "--no-report"])
     assert r.exit_code == 2 and "--out" in r.output
+    r = runner.invoke(app, ["simulate", "--resume", "--out", str(tmp_path / "nowhere"), "--no-report"])
+    assert r.exit_code == 2 and "nothing to resume" in r.output and not (tmp_path / "nowhere").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "community.toml").write_text(community_toml(community()))
     r = runner.invoke(app, ["simulate", "--resume", "--out", str(empty), "--no-report"])
-    assert r.exit_code == 2 and "no interrupted run to resume" in r.output
+    assert r.exit_code == 2 and "no interrupted run to resume" in r.output and str(empty) in r.output
+    r = runner.invoke(app, ["simulate", "--resume", "--out", str(empty), "--attack", "flood@F1", "--no-report"])
+    assert r.exit_code == 2 and "--attack" in r.output
+    assert "Traceback" not in r.output
 
 
 def test_the_journal_counts_only_up_to_its_state(tmp_path, reference):
@@ -196,8 +213,14 @@ def test_the_journal_counts_only_up_to_its_state(tmp_path, reference):
     out = tmp_path / "run"
     proc = start(out, kill_at=30)
     proc.communicate(timeout=600)
-    with pytest.raises(RunError, match="community differs"):
+    with pytest.raises(RunError, match="community differs"):  # another seed
         run_community(generate_community(6, 2, SEED + 1, feeders=1), out, resume=True)
+    other = out / "community.toml"
+    text = other.read_text()
+    other.write_text(community_toml(generate_community(6, 2, SEED + 1, feeders=1)))
+    r = runner.invoke(app, ["simulate", "--resume", "--out", str(out), "--no-report"])
+    assert r.exit_code == 2 and "community differs" in r.output and str(out) in r.output
+    other.write_text(text)
     with (out / "resume" / "rows.jsonl").open("a") as f:
         f.write(json.dumps({"slot": 30, "rows": {"bills": [["MI001", "F1", 5, 0, 0, 0, 0, 0, 999, 0, True]]}}) + "\n")
         f.write('{"slot": 31, "rows": {"readings": [["MI0')  # torn
