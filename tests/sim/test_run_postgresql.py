@@ -1,5 +1,6 @@
-"""`gridledger simulate --store postgresql://...`: every chain copy of a run in its own PostgreSQL schema, verified
-from there; two runs share a database; a bad or unreachable server is one clear error before anything is written.
+"""`gridledger simulate --store postgresql://...`: every chain copy of a run (a backup coordinator's too) in its own
+PostgreSQL schema, verified and audited from there; two runs share a database; a killed run resumes there; a bad or
+unreachable server is one clear error before anything is written.
 
 Runs against a real throwaway PostgreSQL server (skipped only when the server binaries are not installed)."""
 
@@ -60,6 +61,8 @@ def test_a_run_in_postgresql_verifies_from_there(pg_url, tmp_path):
     assert len(made) == len(locations) and all(f"search_path%3D{s}" in " ".join(locations) for s in made)
     v = runner.invoke(app, ["verify", str(first)])
     assert v.exit_code == 0, v.output
+    a = runner.invoke(app, ["audit", str(first)])
+    assert a.exit_code == 0 and "audit passed" in a.output, a.output
 
     r = simulate("--store", pg_url, "--out", str(second))  # a second run into the same database: its own schemas
     assert r.exit_code == 0, r.output
@@ -72,7 +75,23 @@ def test_a_run_in_postgresql_verifies_from_there(pg_url, tmp_path):
         data = db.execute("SELECT data FROM blocks WHERE height = 3").fetchone()[0]
         db.execute("UPDATE blocks SET data = %s WHERE height = 3", (data[:-1] + bytes([data[-1] ^ 1]),))
     assert runner.invoke(app, ["verify", str(first)]).exit_code == 1
+    assert runner.invoke(app, ["audit", str(first)]).exit_code == 1
     assert runner.invoke(app, ["verify", str(second)]).exit_code == 0
+
+
+def test_a_backup_coordinators_copy_is_in_postgresql_too(pg_url, tmp_path):
+    out = tmp_path / "run"
+    r = simulate("--store", pg_url, "--out", str(out), "--attack", "coordinator-loss@F1:20-40")
+    assert r.exit_code == 0, r.output
+    chains = json.loads((out / "chains" / "tiers.json").read_text())["chains"]
+    nan = next(c for c in chains if c["name"] == "nan:DC-F1")
+    assert len(nan["stores"]) == 3 and all(s.startswith(pg_url) for s in nan["stores"])  # primary, backup, members
+    with psycopg.connect(nan["stores"][1]) as db:  # the backup's copy holds the blocks it committed in charge
+        (height,) = db.execute("SELECT max(height) FROM blocks").fetchone()
+    assert height > 40
+    assert runner.invoke(app, ["verify", str(out)]).exit_code == 0
+    r = simulate("--store", pg_url, "--out", str(tmp_path / "tamper"), "--attack", "tamper@F1:5-10")
+    assert r.exit_code == 2 and "tamper" in r.output and not (tmp_path / "tamper").exists()
 
 
 @pytest.mark.parametrize(
@@ -117,7 +136,11 @@ def test_a_killed_run_in_postgresql_resumes(pg_url, tmp_path):
     proc = subprocess.run(command, env=env, timeout=600)
     assert proc.returncode == -signal.SIGKILL
     assert runner.invoke(app, ["verify", str(out)]).exit_code == 0  # the chains it left, in PostgreSQL
+    other = pg_url.rsplit("/", 1)[0] + "/postgres"
+    r = runner.invoke(app, ["simulate", "--resume", "--out", str(out), "--store", other, "--no-report"])
+    assert r.exit_code == 2 and "the interrupted run" in r.output and "used" in r.output
     r = runner.invoke(app, ["simulate", "--resume", "--out", str(out), "--store", pg_url, "--no-report"])
     assert r.exit_code == 0, r.output
     assert json.loads((out / "summary.json").read_text())["slots"] == 96
     assert runner.invoke(app, ["verify", str(out)]).exit_code == 0
+    assert runner.invoke(app, ["audit", str(out)]).exit_code == 0

@@ -66,7 +66,7 @@ def simulate(
     from gridledger.profiles.community import CommunityError, community_toml, generate_community, load_community
     from gridledger.sim.attacks import AttackError, parse_attacks
     from gridledger.sim.network import RunStores, chain_copies
-    from gridledger.sim.run import COMMUNITY_FILE, RunError, run_community
+    from gridledger.sim.run import COMMUNITY_FILE, RunError, check_store, run_community
     from gridledger.store import StoreError
 
     if store is not None and not store.startswith(("postgresql://", "postgres://")):
@@ -92,7 +92,8 @@ def simulate(
         else:
             community = generate_community(homes, days, seed)
         plan = parse_attacks(attack, community)  # checked before anything is written
-    except (CommunityError, OSError, AttackError) as e:
+        check_store(store, plan)
+    except (CommunityError, OSError, AttackError, RunError) as e:
         raise fail(str(e)) from None
     if not resume:
         try:  # the server is reachable, before anything is written

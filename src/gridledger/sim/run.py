@@ -230,8 +230,7 @@ def run_community(
         stores = RunStores.new(out / "chains", store)
     params = params or RunParams()
     _check_limits(community, params)
-    if store is not None and any(a.kind == "tamper" for a in plan):
-        raise RunError("--attack tamper: it flips a byte of a SQLite store file; run it without --store")
+    check_store(store, plan)
     backups = frozenset(a.target for a in plan if a.kind == "coordinator-loss")
     try:
         stores.prepare(chain_copies(community, backups), exist=resume)
@@ -242,6 +241,12 @@ def run_community(
         store_name = None if store is None else redact_password(store)
         journal.start(store_name, stores.run_id, fingerprint, asdict(params), list(attacks))
     return asyncio.run(_Run(community, out, params, progress, plan, stores, journal, resume).run())
+
+
+def check_store(store: str | None, plan: Iterable) -> None:
+    """``store`` can hold the run of the attacks ``plan`` (a tamper attack flips a byte of a SQLite file)."""
+    if store is not None and any(a.kind == "tamper" for a in plan):
+        raise RunError("--attack tamper: it flips a byte of a SQLite store file; run it without --store")
 
 
 def redact_password(url: str) -> str:
