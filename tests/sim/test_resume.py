@@ -40,19 +40,22 @@ def _round(self, node):  # killed by itself right after the first NAN block of s
         os.kill(os.getpid(), signal.SIGKILL)
     return block
 run._Run._round = _round
-run.run_community(load_community(sys.argv[1]), sys.argv[2], progress=progress)
+run.run_community(load_community(sys.argv[1]), sys.argv[2], attacks=sys.argv[5:], progress=progress)
 """
+#: Attacks of the attacked run: a flood and a spoof whose windows hold the killed slot, a theft all along.
+ATTACKS = ["flood@F1:40-60", "spoof@MI003:45-55", "theft-h1@MI002"]
 
 
 def community():
     return generate_community(6, 2, SEED, feeders=1)
 
 
-def start(out: Path, kill_at: int = -1, kill_in: int = -1) -> subprocess.Popen:
+def start(out: Path, kill_at: int = -1, kill_in: int = -1, attacks: list[str] = ()) -> subprocess.Popen:
     out.mkdir()
     (out / "community.toml").write_text(community_toml(community()))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     command = [sys.executable, "-c", SCRIPT, str(out / "community.toml"), str(out), str(kill_at), str(kill_in)]
+    command += attacks
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
 
 
@@ -227,3 +230,27 @@ def test_the_journal_counts_only_up_to_its_state(tmp_path, reference):
     resume(out)
     check_like_reference(out, reference)
     blocks_listed_once(out)
+
+
+def test_a_run_with_attacks_resumes_with_the_same_outcomes(tmp_path):
+    """Killed inside slot 50 (its NAN block committed, with the slot's flood and spoof rejected or not): the replayed
+    slot injects them again through the run's one submission path, and every attack's outcome (detection, delay,
+    mechanisms, cost, what was submitted, rejected and accepted) is the uninterrupted run's."""
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    run_community(community(), reference, attacks=ATTACKS)
+    out = tmp_path / "run"
+    proc = start(out, kill_in=50, attacks=ATTACKS)
+    proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL
+    assert verifies(out)
+    summary = resume(out)
+    ref = json.loads((reference / "summary.json").read_text())
+    assert [a["kind"] for a in summary["attacks"]] == ["flood", "spoof", "theft-h1"]
+    assert summary["attacks"] == ref["attacks"]
+    assert all(a["detected"] for a in summary["attacks"])
+    pd.testing.assert_frame_equal(tables(out, "alarms"), tables(reference, "alarms"), check_dtype=False)
+    assert verifies(out)
+    # the audit flags the theft in both runs alike (its readings differ from the households' energy)
+    ours, theirs = (runner.invoke(app, ["audit", str(d)]) for d in (out, reference))
+    assert ours.exit_code == theirs.exit_code and ours.output.count("DISAGREES") == theirs.output.count("DISAGREES")

@@ -4,37 +4,39 @@ No committed block is ever deleted or rewritten: a resumed run continues the ver
 What a run needs besides its chains is small, and is written to ``DIR/resume/`` after every slot:
 
 * ``run.json`` (once, at the start): the run's store location (no password), its schemas' run id, the
-  community's fingerprint, the run's parameters and the secret from which every wallet derives its keys
-  (:class:`DerivedWallet`; a deployed wallet keeps its keys itself);
+  community's fingerprint, the run's parameters and attacks, and the secret from which every wallet derives its
+  keys (:class:`DerivedWallet`; a deployed wallet keeps its keys itself);
 * ``rows.jsonl``: one line per finished slot with the output rows that slot added (readings, forecasts, trades,
-  bills, alarms, rewards, blocks, the bid store's orders), appended and flushed;
+  bills, alarms, rewards, blocks, control, the bid store's orders), appended and flushed;
 * ``state.json``: replaced atomically (write, then rename) after that line (first after the set-up, as slot −1):
-  the last finished slot, the run's
-  counters, each market's soft state (the order of its prosumers' actions, its ECA-FA pairs, whether the day's
-  mix finished), each wallet's key counter, the transactions still queued at each coordinator and every chain's
-  tip. ``rows.jsonl`` lines after ``state.json``'s slot (or a torn last line) are dropped on resume.
+  the last finished slot, the run's counters, each market's soft state (its shuffle RNG, ECA-FA pairs, wallet key
+  counters, each meter's renewed FA credit), the credit renewals due, the controllers' prices in force, the DSO's
+  nonces and signed price copies, the coordinators in charge, the attacks' outcomes, the transactions still queued
+  at each coordinator and every chain's tip. ``rows.jsonl`` lines after ``state.json``'s slot (or a torn last
+  line) are dropped on resume.
 
 The ledger side of the market is rebuilt from the chain, not from the journal: every wallet re-derives its keys
 and rescans its NAN chain (so the coins of the day in progress are found, whatever was committed), each meter
 recovers its issues (its own signed ``MeterIssue`` transactions), its deposits, nonce, issued power and FA total.
 
-On resume every chain copy must extend the tip ``state.json`` recorded. Blocks above it belong to the slot the
-run was killed in (slot ``k``, the slot after the last finished one): they stay, and slot ``k`` is played again
-in catch-up mode, skipping what is on chain already:
+On resume every copy of a chain first catches up with the longest (a kill may come between a block's commit and
+its relay to a copy); the coordinator in charge must extend the tip ``state.json`` recorded. Blocks above it belong
+to the slot the run was killed in (slot ``k``): they stay, and slot ``k`` is played again (``sim.run._Run``):
 
-* a chain with blocks above its recorded tip committed slot ``k``'s round, so the readings (and rewards) of
-  slot ``k`` are not submitted to it again (its rows are still written: the data are the community's);
-* a NAN chain with blocks above its tip ran slot ``k``'s market round: that round is not repeated (its trades are
-  on chain and in the bills, but not in ``trades.parquet``/``orders.parquet``: the bid store's record of them
-  died with the process); on the first slot of a trading day the day's coins are mixed again (the mix may have
-  been cut short), on its last the day's coins are deposited if they were not;
-* every new block is timed after the blocks already in slot ``k``.
+* every transaction the run submits goes through ``_Run._submit``, which skips one the killed run committed on
+  that chain in slot ``k`` (readings, rewards, credit renewals, attack injections: deterministic, so recognised by
+  id); price relays and anchors check the chain state themselves;
+* a NAN with blocks above its tip ran (part of) slot ``k``'s market round: no order is traded again in that slot
+  (its trades are on chain and in the bills, but not in ``trades.parquet``/``orders.parquet``: the bid store's
+  record of them died with the process); on the first slot of a trading day the day's coins are mixed again (the
+  mix may have been cut short), on its last the day's coins are deposited if they were not;
+* the blocks above are listed (``blocks.parquet``, alarms) and shown to the attacks as if just committed; every new
+  block is timed after them; after slot ``k`` the DSO's nonces go on after any policy the killed run committed.
 
 So a run killed between two slots resumes exactly; a run killed inside slot ``k`` differs from an uninterrupted
-one only by that slot's market round on the feeders whose NAN had committed in it (its trades are missing from
-the tables; on a day's first slot its coins are mixed once more). Runs are not bit-for-bit reproducible in any
-case: wallet keys and mixes are random, so which coin backs which order, and the trades' partial fills, vary
-from run to run (the households, readings, prices and baseline bills do not).
+one only by that slot's market round on the feeders whose NAN had committed in it. Runs are not bit-for-bit
+reproducible in any case: wallet keys and mixes are random, so which coin backs which order, and the trades' partial
+fills, vary from run to run (the households, readings, prices, baseline bills, rewards and HAN chains do not).
 """
 
 from __future__ import annotations
