@@ -1,7 +1,8 @@
 """``gridledger tiers simulate`` and ``gridledger prove``; ``gridledger verify`` of a run folder is :func:`verify_run`.
 
-A run folder holds one SQLite store per chain and ``tiers.json``, the manifest naming each chain, its tier, its
-store and its parent.
+A run folder holds ``tiers.json``, the manifest naming each chain, its tier, its parent and its store(s): SQLite
+files in the folder, or ``postgresql://`` URLs (``gridledger simulate --store``; a password comes from
+``PGPASSWORD`` or ``~/.pgpass``, never from the manifest).
 """
 
 from __future__ import annotations
@@ -117,7 +118,6 @@ def _open(path: Path, stack: ExitStack) -> tuple[list[dict], dict[str, Chain]]:
     """The manifest's entries and every chain of the run folder ``path``, opened (closed with ``stack``)."""
     from gridledger.chain import Chain
     from gridledger.store import StoreError
-    from gridledger.store.sqlite import SqliteStore
 
     manifest_file = path / MANIFEST
     if not manifest_file.is_file():
@@ -126,8 +126,7 @@ def _open(path: Path, stack: ExitStack) -> tuple[list[dict], dict[str, Chain]]:
         entries = json.loads(manifest_file.read_text())["chains"]
         chains = {}
         for e in entries:
-            store = SqliteStore(path / _stores(e)[0])
-            stack.callback(store.close)
+            store = _open_copy(path, _stores(e)[0], stack)
             chains[e["name"]] = Chain.open(store)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise fail(f"{manifest_file} is not a valid manifest: {e}") from None
@@ -224,15 +223,26 @@ def prove(
 
 
 def _stores(entry: dict) -> list[str]:
-    """A manifest entry's store files: the coordinator's first, then any replica's (``gridledger simulate``)."""
+    """A manifest entry's stores: the coordinator's first, then any replica's (``gridledger simulate``)."""
     return entry["stores"] if "stores" in entry else [entry["store"]]
+
+
+def _open_copy(path: Path, where: str, stack: ExitStack):
+    """A chain copy the manifest in ``path`` names (a SQLite file there, or a ``postgresql://`` URL), closed with
+    ``stack``."""
+    from gridledger.tiers.hierarchy import open_location
+
+    store = open_location(path, where)
+    stack.callback(store.close)
+    return store
 
 
 def verify_run(path: Path) -> None:
     """``gridledger verify`` of a run folder: every chain (rules, quorum certificates), anchor and replicated price."""
     from gridledger.chain import verify_store
+    from gridledger.ledger.block import Block
     from gridledger.store import StoreError
-    from gridledger.store.sqlite import SqliteStore
+    from gridledger.store.postgres import redact
     from gridledger.tiers.audit import check_anchors, check_prices
 
     with ExitStack() as stack:
@@ -242,15 +252,25 @@ def verify_run(path: Path) -> None:
             table.add_column(col)
         try:
             for e in entries:
-                state = verify_store(chains[e["name"]].store)
+                chain = chains[e["name"]]
+                state = verify_store(chain.store)
+                behind = 0
                 for replica in _stores(e)[1:]:  # every other copy verifies too, and holds the same chain
-                    store = SqliteStore(path / replica)
-                    stack.callback(store.close)
-                    if verify_store(store).tip_hash != state.tip_hash:
-                        raise Reject("bad-chain-state", f"{replica} holds another tip than {_stores(e)[0]}")
+                    store = _open_copy(path, replica, stack)
+                    copy = verify_store(store)
+                    # copies of a killed run may differ by the blocks committed but not yet relayed to all of them
+                    common = min(copy.height, state.height)
+                    if (
+                        Block.decode(store.block_bytes(common)).hash
+                        != Block.decode(chain.store.block_bytes(common)).hash
+                    ):
+                        raise Reject(
+                            "bad-chain-state", f"{redact(replica)} holds another chain than {redact(_stores(e)[0])}"
+                        )
+                    behind = max(behind, abs(state.height - copy.height))
                 parent = e.get("parent")
-                prices = "—" if parent is None else str(check_prices(chains[e["name"]], chains[parent]))
-                table.add_row(e["name"], str(state.height + 1), "ok", prices)
+                prices = "—" if parent is None else str(check_prices(chain, chains[parent]))
+                table.add_row(e["name"], str(state.height + 1), f"ok ({behind} behind)" if behind else "ok", prices)
             covered = check_anchors(chains.values())
         except Reject as e:
             console.print(table)

@@ -296,7 +296,7 @@ class Injector:
     def _watch(self, node: TierChain, tx, o: _Outcome) -> None:
         self.watched.setdefault(node.name, {})[tx.txid] = o
         o.details["submitted"] = o.details.get("submitted", 0) + 1
-        node.coordinator.submit(tx)
+        self.run._submit(node, tx)  # a replayed slot (a resumed run) skips what is on chain already
 
     def _spoof(self, o: _Outcome, s: int) -> None:
         nan, member = self._home_nan(o.attack.target)

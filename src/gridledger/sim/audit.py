@@ -47,8 +47,9 @@ from gridledger.ledger.units import WS_PER_WH
 from gridledger.sim.network import concentrator_id, content_keys
 from gridledger.sim.run import TABLE_COLUMNS, RunParams
 from gridledger.store import StoreError
-from gridledger.store.sqlite import SqliteStore
+from gridledger.store.postgres import redact
 from gridledger.tiers.audit import check_anchors, check_prices
+from gridledger.tiers.hierarchy import open_location
 
 #: The run folder's chain manifest (``chains/tiers.json``) and the tables the audit reads.
 MANIFEST = Path("chains") / "tiers.json"
@@ -189,13 +190,12 @@ def _verify_chains(run: Path, audit: Audit, stack: ExitStack, step: Progress) ->
         step("chains", k, len(names))
         tips: dict[str, bytes] = {}
         for file in stores:
-            where = f"{name} ({file})"
-            p = run / "chains" / file
-            if not p.is_file():
+            where = f"{name} ({redact(file)})"
+            if "://" not in file and not (run / "chains" / file).is_file():
                 audit.add("chain", where, "a chain store", "no such file")
                 continue
             try:
-                store = SqliteStore(p)
+                store = open_location(run / "chains", file)  # a SQLite file, or a PostgreSQL schema (--store)
                 stack.callback(store.close)
                 state = verify_store(store)
                 genesis = Block.decode(store.block_bytes(0))

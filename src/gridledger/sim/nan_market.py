@@ -46,6 +46,11 @@ from gridledger.petra.wallet import Wallet
 from gridledger.tiers.hierarchy import TierChain
 
 
+def unit_fa(unit_w: int, seconds: int, price: int) -> int:
+    """The FA (minor units) that pays one unit of ``unit_w`` W over ``seconds`` s in full at ``price`` per kWh."""
+    return energy_cost(unit_w * seconds, price)
+
+
 @dataclass(frozen=True)
 class Intent:
     """What a prosumer asks for one slot: ``side``, total ``power_w`` (W) and ``limit_price`` (minor units/kWh)."""
@@ -86,6 +91,8 @@ class NanMarket:
     unit_w, units, price_cap : the unit's power, units of each kind per prosumer per day, the highest bid price.
     mix_size : most coins in one CoinShuffle session.
     seed : seeds the order in which prosumers act.
+    wallet : the wallet of ``"<meter>/wallet"`` (the prosumer's) and of ``"<meter>/deposits"`` (the meter's deposit
+        addresses); default: fresh random keys (:mod:`.checkpoint` derives them, so a resumed run finds its coins).
     """
 
     def __init__(
@@ -102,6 +109,7 @@ class NanMarket:
         mix_size: int = 16,
         mix_timeout: float = 30.0,
         seed: int = 0,
+        wallet: Callable[[str], Wallet] = lambda _: Wallet(),
     ) -> None:
         self.nan = nan
         self.feeder = feeder
@@ -111,6 +119,7 @@ class NanMarket:
         self.unit_w, self.units, self.price_cap = unit_w, units, price_cap
         self.mix_size, self.mix_timeout = mix_size, mix_timeout
         self.rng = random.Random(seed)
+        self.wallet = wallet
         self.slot_seconds = nan.genesis.slot_seconds
         self.prosumers: dict[str, Prosumer] = {}
         self.slot = 0
@@ -137,10 +146,15 @@ class NanMarket:
         directory = RelayDirectory.from_registry(registry, chain.state.policy, self.slot)
         for name, member in self.nan.members.items():
             meter = SmartMeter(
-                name, member.key, chain.chain_id, self.slot_seconds, limits=MeterLimits(name, *self.limits)
+                name,
+                member.key,
+                chain.chain_id,
+                self.slot_seconds,
+                limits=MeterLimits(name, *self.limits),
+                deposits=self.wallet(f"{name}/deposits"),
             )
             node = await OnionNode(network.endpoint(self._node(f"relay-{name}")), relay_keys[name], directory).start()
-            self.prosumers[name] = Prosumer(meter, Wallet(), node, feeder=self.feeder)
+            self.prosumers[name] = Prosumer(meter, self.wallet(f"{name}/wallet"), node, feeder=self.feeder)
         self.store_node = await OnionNode(network.endpoint(self._node("bidstore"))).start()
         self.operator = MarketOperator(
             self.store_node, _ActiveChain(self.nan), lambda: self.slot, "lp", {self.feeder: self.feeder_limits}
@@ -175,7 +189,7 @@ class NanMarket:
     # ------------------------------------------------------------------------------------------ per day
     def denominations(self, start: int, end: int) -> dict[AssetKind, Asset]:
         """The units of the trading day ``[start, end)``: EPA, ECA and an FA that pays a full unit at the cap."""
-        fa = energy_cost(self.unit_w * (end - start) * self.slot_seconds, self.price_cap)
+        fa = unit_fa(self.unit_w, (end - start) * self.slot_seconds, self.price_cap)
         return {
             AssetKind.EPA: EPA(self.unit_w, start, end),
             AssetKind.ECA: ECA(self.unit_w, start, end),

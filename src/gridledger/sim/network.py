@@ -5,16 +5,25 @@ meter coordinates its HAN chain (members: the home's measuring devices: the load
 battery, as the home has them) and is a member of its feeder's NAN chain with the same key; the feeder's data
 concentrator coordinates the NAN chain and is a member of the FAN/WAN chain; the FAN/WAN coordinator is a member of
 the head-end chain. Every chain runs PoEf (:func:`gridledger.consensus.poef.run_round`) with the tier's committee,
-all stores are SQLite files in one folder, and each chain anchors its blocks into its parent. A feeder listed in
+and each chain anchors its blocks into its parent. A feeder listed in
 ``backups`` (a coordinator-loss attack, :mod:`.attacks`) has a backup concentrator: a second NAN coordinator, also
 a FAN/WAN member, that anchors the NAN's blocks while it is in charge.
+
+Every chain has a copy per coordinator and one of its members; :class:`RunStores` says where they live: SQLite
+files in the run's ``chains/`` folder (the default), or one PostgreSQL schema per copy, named
+``<run id>_<chain>_<hash>_<copy>`` (the run id is random, so runs sharing a database never collide). ``tiers.json``
+names each copy's file or URL (never a password), so ``gridledger verify`` and ``gridledger audit`` reopen them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from gridledger.consensus.plausibility import RobustWindowCheck
 from gridledger.consensus.poef import Round
@@ -25,7 +34,8 @@ from gridledger.ledger.kinds.reading import ContentKeys
 from gridledger.ledger.ruleset import Tier
 from gridledger.petra.dso import DSO
 from gridledger.profiles.community import Community, Home
-from gridledger.tiers.hierarchy import BACKUP, TierChain, build_chain, store_name
+from gridledger.store import Store, StoreError, open_store
+from gridledger.tiers.hierarchy import BACKUP, TierChain, build_chain, chain_name, sqlite_store, store_name
 
 #: The FAN/WAN chain's instance name (one per community).
 FAN_ID = "FAN-0"
@@ -66,6 +76,102 @@ def plausibility_for(seconds: int, homes: int = 1) -> RobustWindowCheck:
     return RobustWindowCheck(step_wh=45 * minutes * homes, zero_floor_wh=3 * minutes * homes)
 
 
+def copies(tier: Tier, instance: str, backups: frozenset[str]) -> list[str]:
+    """The copies of a chain: its coordinator's, each backup coordinator's (``backup1``...) and its members'."""
+    return ["coordinator", *(f"backup{i}" for i in range(1, len(coordinator_ids(tier, instance, backups)))), "members"]
+
+
+def chain_copies(community: Community, backups: frozenset[str] = frozenset()) -> list[str]:
+    """Every chain copy of ``community``'s run (``<chain name>.<copy>``), known before the chains are built."""
+    chains = [(Tier.HEAD, HEAD_ID), (Tier.FAN, FAN_ID)]
+    for f in community.feeders:
+        chains.append((Tier.NAN, concentrator_id(f.id)))
+        chains += [(Tier.HAN, h.id) for h in community.homes_on(f.id)]
+    return [f"{chain_name(t, i)}.{copy}" for t, i in chains for copy in copies(t, i, backups)]
+
+
+@dataclass(frozen=True)
+class RunStores:
+    """Where a run's chain copies live: SQLite files in ``directory``, or schemas of the PostgreSQL ``url``.
+
+    url : None (SQLite) or a ``postgresql://`` URL of the database (it must not set ``options``).
+    run_id : prefix of the run's schemas (PostgreSQL); :meth:`new` draws a fresh one.
+    """
+
+    directory: Path
+    url: str | None = None
+    run_id: str = ""
+
+    @classmethod
+    def new(cls, directory: Path, url: str | None) -> RunStores:
+        return cls(directory, url, f"gl{secrets.token_hex(4)}" if url else "")
+
+    def schema(self, node: str) -> str:
+        """The PostgreSQL schema of copy ``node`` (``nan:DC-F0.members`` → ``gl1a2b3c4d_nan_dc_f0_5e6f7a_m``):
+        readable, unique by a short hash of the exact name, within PostgreSQL's 63-byte identifiers."""
+        chain, _, copy = node.rpartition(".")
+        readable = re.sub(r"[^a-z0-9]+", "_", chain.lower())[:32]
+        return f"{self.run_id}_{readable}_{hashlib.sha256(chain.encode()).hexdigest()[:6]}_{copy[0]}"
+
+    def _url(self, node: str, *, password: bool) -> str:
+        parts = urlsplit(self.url)
+        query = urlencode([*parse_qsl(parts.query), ("options", f"-csearch_path={self.schema(node)}")])
+        if not password and parts.password is not None:
+            parts = parts._replace(netloc=f"{parts.username}@{parts.netloc.rpartition('@')[2]}")
+        return urlunsplit(parts._replace(query=query))
+
+    def location(self, node: str) -> str:
+        """What ``tiers.json`` names for copy ``node``: its file name, or its URL (with the schema, no password:
+        libpq takes it from ``PGPASSWORD`` or ``~/.pgpass``)."""
+        return store_name(node) if self.url is None else self._url(node, password=False)
+
+    def open(self, node: str) -> Store:
+        """Copy ``node``'s store (created empty if missing)."""
+        if self.url is None:
+            return sqlite_store(self.directory / store_name(node), durable=False)  # survives a killed run
+        return open_store(self._url(node, password=True))
+
+    def prepare(self, nodes: list[str], *, exist: bool, create: bool = True) -> None:
+        """Check the server before a run writes anything: reachable, enough connections for one per copy, and the
+        schemas of ``nodes`` all new (``exist=False``: a new run) or all there (a resumed run); then (``create``)
+        create the missing ones. Raises ``StoreError`` naming the problem. (SQLite: nothing to check.)"""
+        if self.url is None:
+            return
+        import psycopg
+        from psycopg import sql
+
+        from gridledger.store.postgres import CONNECT_TIMEOUT_S, redact
+
+        where = redact(self.url)
+        try:
+            with psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as db:
+                (limit,) = db.execute("SELECT current_setting('max_connections')::int").fetchone()
+                (used,) = db.execute("SELECT count(*) FROM pg_stat_activity").fetchone()
+                if limit - used - 3 < len(nodes):  # one connection per copy, a few spare (superuser reserve)
+                    raise StoreError(
+                        f"--store {where}: the run keeps one connection per chain copy ({len(nodes)}), the server "
+                        f"allows {limit} and {used} are in use: raise max_connections"
+                    )
+                wanted = {self.schema(n) for n in nodes}
+                found = {
+                    r[0]
+                    for r in db.execute(
+                        "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (rf"{self.run_id}\_%",)
+                    )
+                }
+                if not exist and found & wanted:
+                    raise StoreError(f"--store {where}: schemas of run {self.run_id} exist already")
+                if exist and wanted - found:
+                    raise StoreError(
+                        f"--store {where}: {len(wanted - found)} schemas of run {self.run_id} are missing "
+                        f"(e.g. {sorted(wanted - found)[0]})"
+                    )
+                for schema in sorted(wanted - found) if create else ():
+                    db.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        except psycopg.Error as e:
+            raise StoreError(f"--store {where}: {' '.join(str(e).split())}") from None
+
+
 @dataclass
 class CommunityLedger:
     """Every chain of a community, built and enrolled.
@@ -73,15 +179,16 @@ class CommunityLedger:
     Parameters
     ----------
     community : the community file.
-    directory : folder of the SQLite stores.
+    stores : where every chain copy lives.
     han_reading_slots : slots one HAN device reading covers (the HAN's plausibility check is scaled to it).
     meter_limits : (MAXEPA W, MAXECA W, FA credit) of every NAN meter.
     start_time : Unix time of slot 0 (the community's first local midnight).
     backups : feeders whose NAN chain has a backup concentrator (a second coordinator, ``DC-F.backup``).
+    reopen : reopen the chains the stores hold (a resumed run) instead of starting and enrolling them.
     """
 
     community: Community
-    directory: Path
+    stores: RunStores
     meter_limits: tuple[int, int, int]
     start_time: int
     han_reading_slots: int = 1
@@ -91,6 +198,7 @@ class CommunityLedger:
     dsos: dict[bytes, DSO] = field(default_factory=dict)
     price_copies: list[tuple[tuple[int, tuple[int, int]], dict[bytes, DsoPolicy]]] = field(default_factory=list)
     backups: frozenset[str] = frozenset()
+    reopen: bool = False
 
     def __post_init__(self) -> None:
         slot = self.community.slot_seconds
@@ -113,7 +221,13 @@ class CommunityLedger:
             for home in homes:
                 self.hans[home.id] = self._chain(Tier.HAN, home.id, self.nans[f], han_devices(home))
         for node in self.chains.values():
-            node.enrol(self.dsos[node.chain_id], self.start_time, self.meter_limits if node.tier == Tier.NAN else None)
+            if self.reopen:  # the enrolment is on the chain already; a copy catches up with its coordinator's
+                for copy in [*(c.replica for c in node.coordinators[1:]), node.replica]:
+                    copy.catch_up(node.coordinator.chain.blocks(copy.height + 1))
+            else:
+                node.enrol(
+                    self.dsos[node.chain_id], self.start_time, self.meter_limits if node.tier == Tier.NAN else None
+                )
 
     def _chain(self, tier: Tier, instance: str, parent: TierChain | None, member_ids: list[str]) -> TierChain:
         member_keys = {
@@ -127,13 +241,12 @@ class CommunityLedger:
             [KeyPair.from_secret(i) for i in coordinator_ids(tier, instance, self.backups)],
             dso=self.dso_key,
             content=self.content,
-            directory=self.directory,
             plausibility=self.plausibility[tier],
             parent=parent,
             start_time=self.start_time,
-            members_directory=self.directory,
             slot_seconds=self.community.slot_seconds,
-            durable=False,  # a simulation: the stores survive a killed run, not a crash of the machine
+            stores=self.stores.open,
+            reopen=self.reopen,
         )
         self.chains[node.name] = node
         self.dsos[node.chain_id] = DSO(self.dso_key, node.chain_id)
@@ -169,7 +282,8 @@ class CommunityLedger:
         return result
 
     def manifest(self) -> dict:
-        """Each chain's name, tier, id, parent and the file names of its coordinator's and members' stores."""
+        """Each chain's name, tier, id, parent and where its copies are (file or URL): the coordinator's first, then
+        any backup's, then the members'."""
         return {
             "chains": [
                 {
@@ -178,9 +292,8 @@ class CommunityLedger:
                     "chain_id": node.chain_id.hex(),
                     "parent": None if node.parent is None else node.parent.name,
                     "stores": [
-                        store_name(f"{node.name}.coordinator"),
-                        *(store_name(f"{node.name}.backup{i}") for i in range(1, len(node.coordinators))),
-                        store_name(f"{node.name}.members"),
+                        self.stores.location(f"{node.name}.{copy}")
+                        for copy in copies(node.tier, node.name.partition(":")[2], self.backups)
                     ],
                 }
                 for node in reversed(list(self.bottom_up()))

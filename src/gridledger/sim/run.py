@@ -22,9 +22,14 @@ Per slot, in chain time (slot ``c`` is "now", slot ``c − 1`` has just ended):
    readings (:func:`gridledger.analytics.scorecards.period_score`) and pays by the published rule
    (:func:`gridledger.ledger.kinds.reward.make_reward`), a NAN transaction like any other.
 
-Outputs in ``out_dir``: the chain stores (``chains/``), Parquet tables (households: each home's load, PV, battery
-and net energy per slot as the devices measured it; readings, forecasts, orders, trades, bills, dso_feeder_slots,
-dso_meter_periods, alarms, rewards, blocks, control, attacks) and ``summary.json``.
+Outputs in ``out_dir``: the chain stores (SQLite files in ``chains/``, or PostgreSQL schemas with ``store``; the
+manifest ``chains/tiers.json`` is written before the first slot, so an interrupted run verifies too), Parquet tables
+(households: each home's load, PV, battery and net energy per slot as the devices measured it; readings, forecasts,
+orders, trades, bills, dso_feeder_slots, dso_meter_periods, alarms, rewards, blocks, control, attacks) and
+``summary.json``. While it runs, ``resume/`` holds what ``resume=True`` needs to continue it after an interruption
+(:mod:`.checkpoint`: the design, and what a resumed run may differ in); it is removed once the outputs are written.
+Every transaction the run itself submits goes through :meth:`_Run._submit`, which skips the chains whose round of
+a replayed slot is on chain already.
 
 Attacks (``attacks``, :mod:`.attacks`) hook in at five points: what the meters report (``meter_*`` arrays: the
 measured energy unless a meter is attacked), the start of each slot, after each PoEf round, the summary and
@@ -34,13 +39,14 @@ measured energy unless a meter is attacked), the start of each slot, after each 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import resource
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import astuple, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,17 +61,20 @@ from gridledger.ledger.kinds.alarm import Alarm
 from gridledger.ledger.kinds.dso_policy import MeterLimits
 from gridledger.ledger.kinds.reading import ReadingValues, summarize
 from gridledger.ledger.kinds.reward import PERIOD_MINUTES, make_reward, reward_amounts
-from gridledger.ledger.units import energy_cost
 from gridledger.market.orders import Feeder
 from gridledger.petra.onion import MIN_HOPS, InProcessNetwork
-from gridledger.profiles.community import Community
+from gridledger.profiles.community import Community, community_toml
 from gridledger.profiles.electrical import meter_electrical
+from gridledger.sim import checkpoint
 from gridledger.sim.attacks import AttackError, Injector, parse_attacks
+from gridledger.sim.checkpoint import Journal, ResumeError
 from gridledger.sim.control import REPRICE_LAG_SLOTS, FeederControl
-from gridledger.sim.nan_market import NanMarket
-from gridledger.sim.network import FAN_ID, CommunityLedger, concentrator_id, han_devices
+from gridledger.sim.nan_market import NanMarket, unit_fa
+from gridledger.sim.network import FAN_ID, CommunityLedger, RunStores, chain_copies, concentrator_id, han_devices
 from gridledger.sim.run_analytics import analyze_run
 from gridledger.sim.strategy import Strategy, forecast_next
+from gridledger.store import StoreError
+from gridledger.store.postgres import redact
 from gridledger.tiers.hierarchy import TierChain
 
 
@@ -189,35 +198,85 @@ def run_community(
     """Run ``community`` end to end, write every output in ``out_dir`` and return the summary.
 
     ``progress(done, total)`` is called after every slot. ``attacks``: ``KIND@TARGET[:FROM-TO]`` values
-    (:mod:`.attacks`), injected into the run. Other stores than SQLite and ``resume`` are not supported by this
-    engine yet (a ``RunError`` says so).
+    (:mod:`.attacks`), injected into the run. ``store``: None (SQLite files in ``out_dir/chains``) or a
+    ``postgresql://`` URL (one schema per chain copy), checked before anything is written. ``resume``: continue the
+    interrupted run ``out_dir`` holds (the same community; its attacks and parameters are the journal's; ``store``
+    may repeat its URL, e.g. with the password).
     """
     out = Path(out_dir)
+    journal = Journal(out)
+    fingerprint = hashlib.sha256(community_toml(community).encode()).hexdigest()
+    if resume:
+        saved = _resumable(out, journal, fingerprint, store)
+        params, attacks = RunParams(**saved["params"]), saved["attacks"]
     try:
         plan = parse_attacks(attacks, community)
     except AttackError as e:
         raise RunError(str(e)) from None
-    if store is not None:
-        raise RunError(f"store {store!r}: only the default SQLite stores are supported by the community run yet")
-    if resume:
-        raise RunError("resume: not supported by the community run yet")
     for f in community.feeders:
         if len(community.homes_on(f.id)) < MIN_HOPS:
             raise RunError(
                 f"feeder {f.id!r}: {len(community.homes_on(f.id))} homes; its private market needs at least "
                 f"{MIN_HOPS} (the relays of one onion circuit)"
             )
-    if out.exists() and any(f.name != COMMUNITY_FILE for f in out.iterdir()):
-        raise RunError(f"{out}: the output folder is not empty (it may hold an earlier run)")
+    if resume:
+        stores = RunStores(out / "chains", store or saved["store"], saved["run_id"])
+    else:
+        if out.exists() and any(f.name != COMMUNITY_FILE for f in out.iterdir()):
+            raise RunError(
+                f"{out}: the output folder is not empty (it may hold an earlier run): choose a new one, or continue "
+                "an interrupted run with --resume"
+            )
+        stores = RunStores.new(out / "chains", store)
     params = params or RunParams()
     _check_limits(community, params)
+    check_store(store, plan)
+    backups = frozenset(a.target for a in plan if a.kind == "coordinator-loss")
+    try:
+        stores.prepare(chain_copies(community, backups), exist=resume)
+    except StoreError as e:
+        raise RunError(str(e)) from None
     out.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_Run(community, out, params, progress, plan).run())
+    if not resume:
+        store_name = None if store is None else redact_password(store)
+        journal.start(store_name, stores.run_id, fingerprint, asdict(params), list(attacks))
+    return asyncio.run(_Run(community, out, params, progress, plan, stores, journal, resume).run())
+
+
+def check_store(store: str | None, plan: Iterable) -> None:
+    """``store`` can hold the run of the attacks ``plan`` (a tamper attack flips a byte of a SQLite file)."""
+    if store is not None and any(a.kind == "tamper" for a in plan):
+        raise RunError("--attack tamper: it flips a byte of a SQLite store file; run it without --store")
+
+
+def redact_password(url: str) -> str:
+    """``url`` without its password (what the run's files may name)."""
+    return redact(url).replace(":***@", "@")
+
+
+def _resumable(out: Path, journal: Journal, fingerprint: str, store: str | None) -> dict:
+    """The saved ``run.json`` of the interrupted run in ``out`` (``RunError`` if there is none to resume)."""
+    if (out / "summary.json").exists():
+        raise RunError(f"{out}: the run is complete (summary.json is written); nothing to resume")
+    if not journal.run_file.is_file():
+        raise RunError(f"{out}: no interrupted run to resume (no {journal.run_file.relative_to(out)})")
+    if not journal.state_file.is_file():
+        raise RunError(f"{out}: the run was interrupted while setting up its chains: start it again in a new folder")
+    try:
+        saved = json.loads(journal.run_file.read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"{journal.run_file}: unreadable: {e}") from None
+    if saved["community"] != fingerprint:
+        raise RunError(f"{out}: the community differs from the one the interrupted run simulated (its community.toml)")
+    if store is not None and redact_password(store) != saved["store"]:
+        where = saved["store"] or "SQLite files in the folder"
+        raise RunError(f"--store {redact(store)}: the interrupted run in {out} used {where}")
+    return saved
 
 
 def _day_fa(community: Community, params: RunParams) -> int:
     """The FA (minor units) a meter extracts for one trading day: its units paid in full at the consumption price."""
-    return params.units * energy_cost(params.unit_w * 86_400, community.prices.consumption_per_kwh)
+    return params.units * unit_fa(params.unit_w, 86_400, community.prices.consumption_per_kwh)
 
 
 def _check_limits(community: Community, params: RunParams) -> None:
@@ -235,8 +294,20 @@ def _check_limits(community: Community, params: RunParams) -> None:
 
 # ------------------------------------------------------------------------------------------------ the run
 class _Run:
-    def __init__(self, community: Community, out: Path, params: RunParams, progress, attacks=()) -> None:
+    def __init__(
+        self,
+        community: Community,
+        out: Path,
+        params: RunParams,
+        progress,
+        attacks=(),
+        stores: RunStores | None = None,
+        journal: Journal | None = None,
+        resume: bool = False,
+    ) -> None:
         self.c, self.out, self.p, self.progress = community, out, params, progress
+        self.stores = stores or RunStores(out / "chains")
+        self.journal, self.resume = journal or Journal(out), resume
         self.attacks = Injector(list(attacks), self)
         self.L = community.slot_seconds
         self.m = self.L // 60
@@ -246,6 +317,9 @@ class _Run:
         self.rows: dict[str, list] = defaultdict(list)
         self.trades = 0
         self.traded_w_slots = 0
+        self.first = 0  # the first slot this process runs
+        self.above: dict[str, list[Block]] = {}  # blocks the killed run committed in the slot being replayed
+        self.replayed: dict[str, set[bytes]] = {}  # their transactions, by chain (until that slot is over)
 
     # ---------------------------------------------------------------- set-up
     def _households(self) -> None:
@@ -293,13 +367,25 @@ class _Run:
         dso = self.c.dso
         limits = self.limits = (dso.max_epa_w, dso.max_eca_w, dso.credit_fa)
         self.credit_due: set[str] = set()
-        self.ledger = CommunityLedger(
-            self.c, self.out / "chains", limits, self.t0, p.han_block_slots, backups=self.attacks.backups()
-        )
-        self.ledger.publish_prices(prices, 0)
+        try:
+            self.ledger = CommunityLedger(
+                self.c,
+                self.stores,
+                limits,
+                self.t0,
+                p.han_block_slots,
+                backups=self.attacks.backups(),
+                reopen=self.resume,
+            )
+        except StoreError as e:
+            raise RunError(f"{self.stores.url and redact(self.stores.url) or self.out / 'chains'}: {e}") from None
+        self._write_manifest()
         self.now, self._tick = 0, 0
-        for node in [self.ledger.head, self.ledger.fan, *self.ledger.nans.values()]:  # in force from slot 0
-            self._round(node)
+        if not self.resume:
+            self.ledger.publish_prices(prices, 0)
+            for node in [self.ledger.head, self.ledger.fan, *self.ledger.nans.values()]:  # in force from slot 0
+                self._round(node)
+        secret = bytes.fromhex(json.loads(self.journal.run_file.read_text())["wallet_secret"])
         self.network = InProcessNetwork()
         self.markets: dict[str, NanMarket] = {}
         for f in self.c.feeders:
@@ -315,12 +401,21 @@ class _Run:
                 price_cap=price_cap,
                 mix_size=p.mix_size,
                 seed=p.seed,
+                wallet=checkpoint.wallets(secret + f.id.encode()),
             ).start(self.network)
         self.price_cap = price_cap
         self.controls = {f.id: FeederControl.create(f, prices, self.L, self.S + 1) for f in self.c.feeders}
         self.dso = DsoView(p.billing_slots)
         self.billed = 0
         self.settled_until = 1  # slot 0 is never traded
+        if self.resume:
+            self._restore()
+        # rows in the journal already (a new run journals its set-up's blocks with slot -1)
+        self._journaled = {t: len(r) for t, r in self.rows.items()} if self.resume else {}
+        self._journaled_orders = {f: 0 for f in self.markets}
+        self._journaled_truth = {f: len(m.truth) for f, m in self.markets.items()}
+        if not self.resume:
+            self._record(-1)  # the set-up's chain tips: a run killed in slot 0 resumes from them
 
     # ---------------------------------------------------------------- PoEf rounds
     def _time(self) -> int:
@@ -335,23 +430,33 @@ class _Run:
         self.attacks.after_round(node, time, block)
         if block is not None:
             votes = sum(1 for v in result.votes.values() if not isinstance(v, Exception))
-            self.rows["blocks"].append(
-                (node.name, str(node.tier), block.height, self.now, len(block.transactions), votes)
-            )
-            for i, tx in enumerate(block.transactions):
-                if isinstance(tx, Alarm):
-                    self.rows["alarms"].append(
-                        (node.name, block.height, i, self.now, int(tx.code), tx.subject.hex(), tx.detector)
-                    )
+            self._block_rows(node, block, votes)
         return block
+
+    def _block_rows(self, node: TierChain, block: Block, votes: int) -> None:
+        self.rows["blocks"].append((node.name, str(node.tier), block.height, self.now, len(block.transactions), votes))
+        for i, tx in enumerate(block.transactions):
+            if isinstance(tx, Alarm):
+                self.rows["alarms"].append(
+                    (node.name, block.height, i, self.now, int(tx.code), tx.subject.hex(), tx.detector)
+                )
+
+    def _submit(self, node: TierChain, tx) -> None:
+        """Queue ``tx`` at ``node``'s coordinator in charge, unless the slot is replayed and the killed run committed
+        ``tx`` there already."""
+        if tx.txid not in self.replayed.get(node.name, ()):
+            node.coordinator.submit(tx)
 
     # ---------------------------------------------------------------- the loop
     async def run(self) -> dict:
         wall, cpu = time.perf_counter(), time.process_time()
         await self._setup()
         try:
-            for now in range(self.S + 1):
+            for now in range(self.first, self.S + 1):
                 await self._slot(now)
+                if self.replayed:
+                    self._replay_done()
+                self._record(now)
                 if self.progress is not None:
                     self.progress(min(now + 1, self.S), self.S)
         finally:
@@ -362,7 +467,99 @@ class _Run:
         summary = self._write(time.perf_counter() - wall, time.process_time() - cpu)
         summary.update(analyze_run(self.out))  # the run's own analytics: theft, power quality, forecast errors
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self.journal.finish()
         return summary
+
+    # ---------------------------------------------------------------- resuming (see .checkpoint)
+    def _write_manifest(self) -> None:
+        manifest = json.dumps(self.ledger.manifest(), indent=2) + "\n"
+        (self.out / "chains").mkdir(exist_ok=True)
+        checkpoint.atomic_write(self.out / "chains" / "tiers.json", manifest)
+
+    def _record(self, now: int) -> None:
+        """Slot ``now`` is finished: journal its rows and the state to go on from it."""
+        new = {t: r[self._journaled.get(t, 0) :] for t, r in self.rows.items() if len(r) > self._journaled.get(t, 0)}
+        self._journaled = {t: len(r) for t, r in self.rows.items()}
+        orders, truth = [], []
+        for f, market in self.markets.items():
+            history = market.operator.store.history
+            orders += [_order_row(f, posted) for posted in history[self._journaled_orders[f] :]]
+            self._journaled_orders[f] = len(history)
+            truth += [(f, o, m) for o, m in list(market.truth.items())[self._journaled_truth[f] :]]
+            self._journaled_truth[f] = len(market.truth)
+        if orders:
+            new["orders"] = orders
+        if truth:
+            new["truth"] = truth
+        chains = self.ledger.chains.values()
+        state = {
+            "trades": self.trades,
+            "traded_w_slots": self.traded_w_slots,
+            "billed": self.billed,
+            "settled_until": self.settled_until,
+            "credit_due": sorted(self.credit_due),
+            "prices_in_force": {f: list(c.in_force) for f, c in self.controls.items()},
+            "markets": {f: checkpoint.market_state(m) for f, m in self.markets.items()},
+            "ledger": checkpoint.ledger_state(self.ledger),
+            "attacks": checkpoint.attacks_state(self.attacks),
+            "pending": {n: txs for n, txs in checkpoint.pending(chains).items() if txs},
+            "tips": checkpoint.tips(chains),
+        }
+        self.journal.record(now, new, state)
+
+    def _restore(self) -> None:
+        """Reload the journal, rebuild the markets from their chains and find what the killed slot committed."""
+        try:
+            state, lines = self.journal.load()
+            for line in lines:
+                for table, rows in line["rows"].items():
+                    self.rows[table] += rows
+            for f, order_id, meter in self.rows.pop("truth", []):
+                self.markets[f].truth[order_id] = meter
+            checkpoint.restore_ledger(self.ledger, state["ledger"])
+            for f, market in self.markets.items():
+                checkpoint.restore_market(market, state["markets"][f])
+            checkpoint.restore_attacks(self.attacks, state["attacks"])
+            self.first = state["slot"] + 1
+            self.trades, self.traded_w_slots = state["trades"], state["traded_w_slots"]
+            self.billed, self.settled_until = state["billed"], state["settled_until"]
+            self.credit_due = set(state["credit_due"])
+            for f, prices in state["prices_in_force"].items():
+                self.controls[f].in_force = tuple(prices)
+            chains = self.ledger.chains
+            self.above = checkpoint.beyond(chains.values(), state["tips"])
+        except ResumeError as e:
+            raise RunError(str(e)) from None
+        self.replayed = {n: {tx.txid for b in blocks for tx in b.transactions} for n, blocks in self.above.items()}
+        for name, txs in state["pending"].items():  # what the coordinators had queued after the last slot
+            for raw in txs:
+                self._submit(chains[name], checkpoint.decode(raw))
+        for s in range(max(self.first - 1, 0)):  # the DSO's feeder totals of the slots whose readings are in
+            self._feeder_totals(s)
+        for meter, _, s, _, energy_ws, _, _, _, amount, *_ in self.rows["bills"]:
+            row = self.dso.meter_periods.setdefault((meter, s // self.dso.period_slots), [0, 0])
+            row[0] += energy_ws
+            row[1] += amount
+
+    def _replay_done(self) -> None:
+        """After the replayed slot: a DSO policy the killed run signed in it and committed (but this run did not
+        sign again: e.g. a reprice lost with the process) used a nonce; the DSO goes on after it."""
+        for node in self.ledger.chains.values():
+            dso = self.ledger.dsos[node.chain_id]
+            dso.nonce = max(dso.nonce, node.coordinator.chain.state.policy.nonce)
+        self.replayed.clear()
+
+    def _replayed(self) -> None:
+        """The blocks the killed run committed in the slot being replayed: listed, and shown to the attacks."""
+        last = self.t0 + self.now * self.L
+        for name, blocks in self.above.items():
+            node = self.ledger.chains[name]
+            for block in blocks:
+                self._block_rows(node, block, len(block.certificate))
+                self.attacks.after_round(node, block.header.time, block)
+                last = max(last, block.header.time)
+        self._tick = last - (self.t0 + self.now * self.L)  # new blocks are timed after them
+        self.above = {}
 
     async def _slot(self, now: int) -> None:
         """Everything that happens in slot ``now`` (``now == S``: the step after the last slot)."""
@@ -370,6 +567,8 @@ class _Run:
         for market in self.markets.values():
             market.slot = now
         self.attacks.before_slot(now)
+        if self.above:
+            self._replayed()
         if now > 0:
             self._readings(now - 1)
         if now >= self.spd and now % self.spd == 0:
@@ -405,9 +604,7 @@ class _Run:
     def _readings(self, s: int) -> None:
         minute = (s + 1) * self.m - 1
         led = self.ledger
-        community_totals = []
         for f, nan in led.nans.items():
-            totals = []
             for home in self.c.homes_on(f):
                 i = self.row[home.id]
                 if (s + 1) % self.p.han_block_slots == 0 or s == self.S - 1:
@@ -419,15 +616,23 @@ class _Run:
                     current_ca=int(self.amps_ca[i, s]),
                     power_factor_pm=int(self.pf_pm[i, s]),
                 )
-                nan.coordinator.submit(nan.members[home.id].device.reading(minute, values))
+                self._submit(nan, nan.members[home.id].device.reading(minute, values))
                 self.rows["readings"].append((home.id, f, s, *astuple(values)))
-                totals.append(ReadingValues(int(self.consumption[i, s]), int(self.production[i, s])))
-            total = summarize(totals)  # the concentrator's feeder meter measures the homes' true total
-            led.fan.coordinator.submit(led.fan.members[concentrator_id(f)].device.reading(minute, total))
+        totals = self._feeder_totals(s)
+        for f, total in totals.items():
+            self._submit(led.fan, led.fan.members[concentrator_id(f)].device.reading(minute, total))
+        self._submit(led.head, led.head.members[FAN_ID].device.reading(minute, summarize(list(totals.values()))))
+
+    def _feeder_totals(self, s: int) -> dict[str, ReadingValues]:
+        """Each feeder's total of slot ``s`` as its concentrator's feeder meter measures it (the homes' true
+        energy), recorded in the DSO view and given to the feeder's controller."""
+        totals = {}
+        for f in self.ledger.nans:
+            rows = [self.row[home.id] for home in self.c.homes_on(f)]
+            total = totals[f] = ReadingValues(int(self.consumption[rows, s].sum()), int(self.production[rows, s].sum()))
             self.dso.record_feeder(f, s, total.consumption_wh, total.production_wh)
             self.controls[f].record(s, total.consumption_wh, total.production_wh)
-            community_totals.append(total)
-        led.head.coordinator.submit(led.head.members[FAN_ID].device.reading(minute, summarize(community_totals)))
+        return totals
 
     def _device_readings(self, home, i: int, s: int, minute: int) -> None:
         """The home's devices report their energy of the slots since their last reading, up to slot ``s``."""
@@ -443,7 +648,7 @@ class _Run:
         }
         han = self.ledger.hans[home.id]
         for d in han_devices(home):
-            han.coordinator.submit(han.members[d].device.reading(minute, devices[d]))
+            self._submit(han, han.members[d].device.reading(minute, devices[d]))
 
     # ---------------------------------------------------------------- market
     async def _market(self, now: int, committed: set[str]) -> None:
@@ -453,6 +658,10 @@ class _Run:
         for i, home in enumerate(self.ids):
             self.rows["forecasts"].append((home, start, int(forecasts[i]), int(self.net[i, start])))
         for f, market in self.markets.items():
+            if self.ledger.nans[f].name in self.replayed:
+                await self._replay_market(f, market, now, start, day_end)
+                committed.add(f)
+                continue
             if now % self.spd == 0:
                 market.extract(start, day_end)
                 market.commit()
@@ -485,6 +694,23 @@ class _Run:
                 self.settled_until = day_end
             committed.add(f)
 
+    async def _replay_market(self, f: str, market: NanMarket, now: int, start: int, day_end: int) -> None:
+        """The killed run committed feeder ``f``'s market round of slot ``now`` (or part of it): on the day's first
+        slot the day's coins are mixed again (the mix may have been cut short), on its last they are deposited if
+        they were not; no order is traded in this slot (the bid store's book died with the process)."""
+        if now % self.spd == 0:
+            if await market.mix(start, day_end):
+                raise RuntimeError(f"feeder {f}: coins failed to mix")
+            market.commit()
+            self.credit_due.add(f)
+        self._renew_credit(f, market)
+        market.commit()
+        if start == day_end - 1:
+            await market.end_day()
+            market.deposit()
+            market.commit()
+            self.settled_until = day_end
+
     def _renew_credit(self, f: str, market: NanMarket) -> None:
         """The DSO renews the FA credit of feeder ``f``'s meters once their day's FA is issued (the day's bill is
         settled before the next day's extraction): each meter's cumulative credit becomes the community's credit
@@ -500,7 +726,7 @@ class _Run:
             issued = sum(a.amount for _, a in meter.issued if a.kind == AssetKind.FA)
             meter.limits = MeterLimits(home.id, epa, eca, credit + issued)
             renewed.append(meter.limits)
-        nan.coordinator.submit(self.ledger.dsos[nan.chain_id].policy(self.now + 1, limits=renewed))
+        self._submit(nan, self.ledger.dsos[nan.chain_id].policy(self.now + 1, limits=renewed))
         self.credit_due.discard(f)
 
     def _control(self, f: str, now: int, matches: list, market: NanMarket, posted: int) -> None:
@@ -594,7 +820,7 @@ class _Run:
                 components[member.index] = period_score(timed, period).components
             state = nan.coordinator.chain.state
             reward = make_reward(state, period, self.p.reward_rate, components, self.ledger.dso_key)
-            nan.coordinator.submit(reward)
+            self._submit(nan, reward)
             by_index = {m.index: m.ident for m in nan.members.values()}
             paid = dict(reward_amounts(reward.rate, reward.cards))
             for card in reward.cards:
@@ -606,18 +832,8 @@ class _Run:
     def _write(self, wall_s: float, cpu_s: float) -> dict:
         for name, columns in TABLE_COLUMNS.items():
             pd.DataFrame(self.rows[name], columns=columns).to_parquet(self.out / f"{name}.parquet", index=False)
-        orders = [
-            (
-                f,
-                p.order.order_id,
-                str(p.order.side),
-                p.order.start_slot,
-                p.order.power_w,
-                p.order.limit_price,
-                p.posted_slot,
-            )
-            for f, market in self.markets.items()
-            for p in market.operator.store.history
+        orders = self.rows["orders"] + [
+            _order_row(f, p) for f, market in self.markets.items() for p in market.operator.store.history
         ]
         pd.DataFrame(
             orders, columns=["feeder", "order_id", "side", "slot", "power_w", "limit_price", "posted_slot"]
@@ -686,9 +902,15 @@ class _Run:
             "home_slots_per_s": round(len(self.ids) * self.S / wall_s, 1) if wall_s else math.inf,
         }
         self.attacks.write(self.out, summary["attacks"])
-        (self.out / "chains" / "tiers.json").write_text(json.dumps(self.ledger.manifest(), indent=2) + "\n")
+        self._write_manifest()
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
+
+
+def _order_row(feeder: str, p) -> tuple:
+    """A row of ``orders.parquet``: an order as the bid store recorded it."""
+    o = p.order
+    return (feeder, o.order_id, str(o.side), o.start_slot, o.power_w, o.limit_price, p.posted_slot)
 
 
 def _overlapping(records: list[tuple[int, Asset]], start: int, end: int) -> list[tuple[int, Asset]]:

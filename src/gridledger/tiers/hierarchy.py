@@ -31,16 +31,16 @@ from gridledger.consensus.failover import take_over
 from gridledger.consensus.plausibility import Plausibility, RobustWindowCheck
 from gridledger.consensus.poef import Coordinator, Replica, Round, Validator, run_round
 from gridledger.consensus.policy_sync import StateView, replicate
-from gridledger.ledger.block import Block
+from gridledger.ledger.block import ZERO_HASH, Block, make_block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.anchor import Anchor, make_anchor, next_height_key
 from gridledger.ledger.kinds.dso_policy import DsoPolicy, MeterLimits
 from gridledger.ledger.kinds.genesis import Genesis
 from gridledger.ledger.kinds.reading import ContentKeys, ReadingDevice, ReadingValues, summarize
 from gridledger.ledger.ruleset import Tier, tier_ruleset
-from gridledger.ledger.state import StateChanges
 from gridledger.ledger.units import DEFAULT_SLOT_SECONDS
 from gridledger.petra.dso import DSO
+from gridledger.store.base import Store, StoreError
 from gridledger.store.sqlite import SqliteStore
 
 START_TIME = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -200,9 +200,25 @@ def sqlite_store(path: Path | None, page_size: int = PAGE_SIZE, durable: bool = 
 
 def replica_chain(path: Path | None, genesis_block: Block, durable: bool = True) -> Chain:
     """A node's own copy of a chain, started from the genesis block (as a node joining the chain does)."""
-    store = sqlite_store(path, durable=durable)
-    store.commit_block(0, genesis_block.hash, genesis_block.header.time, genesis_block.encode(), StateChanges())
-    return Chain.open(store)
+    return start_chain(sqlite_store(path, durable=durable), genesis_block)
+
+
+def start_chain(store: Store, genesis_block: Block, *, reopen: bool = False) -> Chain:
+    """A copy of a chain in ``store``: started from ``genesis_block`` in an empty store, or (``reopen``) the chain
+    the store already holds, which must start with that very genesis block."""
+    if not reopen or store.tip_height() is None:
+        return Chain.from_genesis_block(store, genesis_block)
+    chain = Chain.open(store)
+    if chain.genesis_block.hash != genesis_block.hash:
+        raise StoreError(f"the store holds another chain than {chain.genesis.name!r} expects")
+    return chain
+
+
+def open_location(directory: Path, where: str) -> Store:
+    """A chain copy a run manifest names: ``where`` is a SQLite file in ``directory`` or a ``postgresql://`` URL."""
+    from gridledger.store import open_store
+
+    return open_store(where) if "://" in where else SqliteStore(directory / where)
 
 
 def build_chain(
@@ -220,10 +236,15 @@ def build_chain(
     members_directory: Path | None = None,
     slot_seconds: int = DEFAULT_SLOT_SECONDS,
     durable: bool = True,
+    stores: Callable[[str], Store] | None = None,
+    reopen: bool = False,
 ) -> TierChain:
     """One tier instance: genesis naming ``coordinator_keys`` (primary first), each coordinator's own store and
     a store shared by the members' validators, in ``directory`` (None: in memory; the members' store goes to
-    ``members_directory``, in memory by default; ``durable``: see :func:`sqlite_store`)."""
+    ``members_directory``, in memory by default; ``durable``: see :func:`sqlite_store`).
+
+    ``stores`` (node name such as ``nan:DC-0.coordinator`` → its store) replaces the SQLite files; with ``reopen``
+    stores that already hold the chain are reopened (e.g. to resume a run) instead of refused."""
     plausibility = plausibility or RobustWindowCheck()
     name = chain_name(tier, instance)
     proposers = tuple(k.public for k in coordinator_keys)
@@ -231,18 +252,18 @@ def build_chain(
     keys = content.chain(genesis.chain_id)
     view = None if parent is None else StateView(lambda: parent.replica.state)
 
-    def path(node: str, where: Path | None) -> Path | None:
-        return None if where is None else where / store_name(f"{name}.{node}")
+    def store(node: str, where: Path | None) -> Store:
+        if stores is not None:
+            return stores(f"{name}.{node}")
+        return sqlite_store(None if where is None else where / store_name(f"{name}.{node}"), durable=durable)
 
-    first = Chain.create(
-        sqlite_store(path("coordinator", directory), durable=durable), genesis, coordinator_keys[0], start_time
-    )
+    genesis_block = make_block(genesis.chain_id, 0, ZERO_HASH, start_time, (genesis,), coordinator_keys[0])
     coordinators = []
     for i, key in enumerate(coordinator_keys):
-        chain = first if i == 0 else replica_chain(path(f"backup{i}", directory), first.genesis_block, durable)
+        chain = start_chain(store("coordinator" if i == 0 else f"backup{i}", directory), genesis_block, reopen=reopen)
         coordinators.append(Coordinator(Replica(chain, plausibility.window), key, keys, plausibility, view))
     replica = Replica(
-        replica_chain(path("members", members_directory), first.genesis_block, durable), plausibility.window
+        start_chain(store("members", members_directory), genesis_block, reopen=reopen), plausibility.window
     )
     members = {}
     for index, (ident, key) in enumerate(member_keys.items()):
