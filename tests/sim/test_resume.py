@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from gridledger.chain import verify_store
 from gridledger.cli import app
 from gridledger.profiles.community import community_toml, generate_community
+from gridledger.sim.audit import audit_run
 from gridledger.sim.run import RunError, run_community
 from gridledger.store.sqlite import SqliteStore
 
@@ -251,6 +252,13 @@ def test_a_run_with_attacks_resumes_with_the_same_outcomes(tmp_path):
     assert all(a["detected"] for a in summary["attacks"])
     pd.testing.assert_frame_equal(tables(out, "alarms"), tables(reference, "alarms"), check_dtype=False)
     assert verifies(out)
-    # the audit flags the theft in both runs alike (its readings differ from the households' energy)
-    ours, theirs = (runner.invoke(app, ["audit", str(d)]) for d in (out, reference))
-    assert ours.exit_code == theirs.exit_code and ours.output.count("DISAGREES") == theirs.output.count("DISAGREES")
+    # the audit flags the theft in both runs alike: the same kinds of finding, and the thief's readings (which
+    # differ from the households' energy) at the same places; bills may differ by a few, since the two runs' trades
+    # do (petra's keys, shuffles and circuits are random)
+    ours, theirs = (audit_run(d).findings for d in (out, reference))
+    # a slot killed mid-way keeps its committed trades on chain but not in trades.parquet (docs/stores.md): the
+    # audit names each such trade as a committed trade without a row, and nothing else about trades
+    missing = [f for f in ours if f.check == "trade"]
+    assert all(f.expected == "a row in trades.parquet" for f in missing)
+    assert ours and {f.check for f in ours} - {"trade"} == {f.check for f in theirs}
+    assert {f.where for f in ours if f.check == "reading"} == {f.where for f in theirs if f.check == "reading"}
