@@ -9,6 +9,7 @@ HTTP error. ``request`` is the raw signed call underneath.
 from __future__ import annotations
 
 import json
+import ssl
 import stat
 import time
 from collections.abc import Iterator
@@ -76,13 +77,28 @@ def load_key(path: str | Path) -> KeyPair:
     return KeyPair(seed)
 
 
-class NodeClient:
-    """Talks to one node's API as a registered node (``node_id`` with ``key``); ``timeout`` per request (s)."""
+def tls_verify(ca: str | Path | None) -> ssl.SSLContext | bool:
+    """What httpx verifies an ``https`` node against: only the CA certificate in ``ca`` (a cluster's own CA, see
+    :mod:`gridledger.node.pki`), or the system's trusted CAs when ``ca`` is None. ``ValueError`` (naming the file)
+    if ``ca`` is not a readable PEM certificate."""
+    if ca is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca))
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"CA file {ca}: not a readable PEM certificate ({e.strerror or e})") from None
 
-    def __init__(self, base_url: str, node_id: str, key: KeyPair, timeout: float = 5.0) -> None:
+
+class NodeClient:
+    """Talks to one node's API as a registered node (``node_id`` with ``key``); ``timeout`` per request (s). An
+    ``https`` node's certificate is verified against ``ca`` (the PEM file of the cluster's CA), or the system's CAs."""
+
+    def __init__(
+        self, base_url: str, node_id: str, key: KeyPair, timeout: float = 5.0, ca: str | Path | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.node_id, self.key = node_id, key
-        self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout, verify=tls_verify(ca))
 
     def __enter__(self) -> NodeClient:
         return self

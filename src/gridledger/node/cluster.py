@@ -10,6 +10,11 @@ first policy (nonce 1, queued before the nodes start) enrols the NAN's meters as
 the DSO's content root (``keys/content.root``) gives each coordinator its chain's master content key and each
 meter its member key (``content_key`` in their configurations), so readings are encrypted for exactly the meter,
 its coordinators and the DSO. Slot 0 of a PoEf chain starts a minute before ``up``.
+
+Secure by default: ``up`` makes a local CA in ``pki/`` (:mod:`gridledger.node.pki`) and a certificate for every etcd
+member, every node and etcd's administrative client; etcd speaks TLS on client and peer URLs and demands client
+certificates, every node serves its API over HTTPS and reaches etcd and its peers with its certificate, verifying
+them against the CA (``ca`` in ``cluster.json``). ``insecure=True`` keeps plain HTTP without authentication.
 """
 
 from __future__ import annotations
@@ -32,14 +37,19 @@ from gridledger.ledger.kinds.reading import ContentKeys, ReadingDevice
 from gridledger.ledger.ruleset import Tier, tier_ruleset
 from gridledger.ledger.units import DEFAULT_SLOT_SECONDS
 from gridledger.node.config import NodeConfig
-from gridledger.node.etcd import EtcdCluster
+from gridledger.node.etcd import ADMIN_CERT, EtcdCluster
 from gridledger.node.netutil import free_port, wait_port
+from gridledger.node.pki import LocalCA, write_private
 from gridledger.node.poef_board import EtcdPoefOrderer
 from gridledger.petra.dso import DSO
 from gridledger.store.pgserver import PgServer
 from gridledger.tiers.hierarchy import METER_LIMITS, chain_name
 
 STATE_FILE = "cluster.json"
+#: The cluster's CA folder (inside the cluster folder).
+PKI_DIR = "pki"
+#: The MQTT broker's certificate in ``pki/`` (for mosquitto's ``certfile``/``keyfile``, see docs/security.md).
+MQTT_CERT = "mqtt-broker"
 #: Requests per second (and burst) each node allows one peer address; on loopback that address is every caller's.
 LOOPBACK_PEER_LIMIT = (100_000, 200_000)
 
@@ -81,6 +91,7 @@ def up(
     rate_limit: tuple[float, float] = (50, 100),
     poef: bool = False,
     postgres: bool = False,
+    insecure: bool = False,
 ) -> dict:
     """Start the network in ``folder`` (created; must not hold a running cluster). Returns the state.
 
@@ -88,25 +99,28 @@ def up(
     ``LOOPBACK_PEER_LIMIT``: on loopback every caller has the same address). ``poef``: PoEf
     NAN chains (see the module docstring); otherwise untagged chains with the coordinator-only rule. ``postgres``:
     every node stores its chain in its own database of a throwaway PostgreSQL server (else SQLite files beside its
-    config).
+    config). ``insecure``: plain HTTP everywhere, no CA (else TLS, see the module docstring).
     """
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / STATE_FILE).exists():
         raise FileExistsError(f"{folder} already holds a cluster; run `gridledger cluster down --dir {folder}` first")
-    etcd = EtcdCluster(3, base_dir=folder / "etcd").start(timeout)
+    ca = None if insecure else _make_ca(folder)
+    scheme = "http" if ca is None else "https"
+    etcd = EtcdCluster(3, base_dir=folder / "etcd", ca=ca).start(timeout)
     pg = PgServer.start() if postgres else None  # its own temp folder: the server's system user must reach it
     chains, operator = plan(meters, concentrators)
     (folder / "keys").mkdir(exist_ok=True)
-    _write_private(folder / "keys" / "operator.seed", operator.seed.hex())
+    write_private(folder / "keys" / "operator.seed", operator.seed.hex())
     content = ContentKeys(os.urandom(32)) if poef else None
     if content is not None:
-        _write_private(folder / "keys" / "content.root", content.root.hex())
+        write_private(folder / "keys" / "content.root", content.root.hex())
     now = int(time.time())
     state = {
         "etcd": [{"pid": m.process.pid, "url": m.url} for m in etcd.members],
         "operator": operator.public.hex(),
         "consensus": "poef" if poef else "coordinator",
         "postgres": str(pg.base) if pg else None,
+        "ca": None if ca is None else str(ca.ca_path),
         "nodes": [],
     }
     for nan, nodes in chains.items():
@@ -123,7 +137,8 @@ def up(
         members: dict[str, int] = {}
         if content is not None:
             enrolment = _enrol(operator, genesis.chain_id, [n for n in nodes if n.role == "meter"])
-            with contextlib.closing(EtcdPoefOrderer(etcd.endpoints, genesis.chain_id)) as orderer:
+            admin = None if ca is None else ca.files(ADMIN_CERT)
+            with contextlib.closing(EtcdPoefOrderer(etcd.endpoints, genesis.chain_id, tls=admin)) as orderer:
                 orderer.submit(enrolment.txid, enrolment.encode())
             keys = content.chain(genesis.chain_id)
             members = {meter: index for index, (meter, _) in enumerate(enrolment.authorize)}
@@ -131,8 +146,8 @@ def up(
             secrets |= {meter: keys.member_key(index) for meter, index in members.items()}
         registry = [("operator", "dso", operator)] + [(n.node_id, n.role, n.key) for n in nodes]
         for node in nodes:
-            peers = [f"http://127.0.0.1:{n.port}" for n in nodes if n is not node]
-            others = [f"http://127.0.0.1:{other[0].port}" for other in chains.values() if other is not nodes]
+            peers = [f"{scheme}://127.0.0.1:{n.port}" for n in nodes if n is not node]
+            others = [f"{scheme}://127.0.0.1:{other[0].port}" for other in chains.values() if other is not nodes]
             lines = [
                 f'node_id = "{node.node_id}"',
                 f'role = "{node.role}"',
@@ -149,6 +164,7 @@ def up(
             ]
             if node.node_id in secrets:
                 lines.append(f'content_key = "{secrets[node.node_id].hex()}"')
+            lines += _tls_lines(folder, ca, node.node_id)
             for rid, role, key in registry:
                 lines += ["", "[[registry]]", f'id = "{rid}"', f'role = "{role}"', f'pubkey = "{key.public.hex()}"']
             cfg = folder / f"{node.node_id}.toml"
@@ -159,7 +175,7 @@ def up(
                 "role": node.role,
                 "chain": nan,
                 "pid": proc.pid,
-                "url": f"http://127.0.0.1:{node.port}",
+                "url": f"{scheme}://127.0.0.1:{node.port}",
                 "config": str(cfg),
             }
             if node.node_id in members:
@@ -171,11 +187,26 @@ def up(
     return state
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a secret readable by its owner only (mode 0600, from its creation on)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+def _make_ca(folder: Path) -> LocalCA:
+    """The cluster's CA in ``folder/pki``, with the MQTT broker's certificate (``MQTT_CERT``) issued."""
+    ca = LocalCA.create(folder / PKI_DIR)
+    ca.issue(MQTT_CERT)
+    return ca
+
+
+def _tls_lines(folder: Path, ca: LocalCA | None, node_id: str) -> list[str]:
+    """A node's ``[tls]`` configuration table (paths relative to the folder), its certificate issued; none if plain."""
+    if ca is None:
+        return []
+    files = ca.issue(node_id)
+    rel = {k: getattr(files, k).relative_to(folder) for k in ("ca", "cert", "key")}
+    return ["", "[tls]", *(f'{k} = "{v}"' for k, v in rel.items())]
+
+
+def cluster_ca(folder: Path) -> Path | None:
+    """The CA certificate clients of the cluster in ``folder`` verify its nodes against (None: a plain cluster)."""
+    ca = json.loads((folder / STATE_FILE).read_text()).get("ca")
+    return None if ca is None else Path(ca)
 
 
 def _enrol(dso_key: KeyPair, chain_id: bytes, meters: list[NodeSpec]) -> DsoPolicy:

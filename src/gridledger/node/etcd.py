@@ -2,6 +2,11 @@
 
 Members use short Raft timings (heartbeat 50 ms, election 300 ms) so that a lost leader is replaced quickly; leases
 can then be as short as about 0.5 s.
+
+Given a CA (:class:`gridledger.node.pki.LocalCA`), the cluster is secured: every member gets a certificate
+(``etcd<i>``), client and peer URLs are ``https`` and both demand a client certificate signed by the CA
+(``--client-cert-auth``, ``--peer-client-cert-auth``); the cluster's own client presents ``ADMIN_CERT``. Without
+one (tests and benchmarks), it is plain HTTP with no authentication.
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import etcd3gw
+import requests
 
 from gridledger.node.netutil import free_port, wait_port
+from gridledger.node.pki import LocalCA, TlsFiles
 
 HEARTBEAT_MS = 50
 ELECTION_MS = 300
+#: The certificate name (etcd user) of the cluster's administrative client (``cluster up``'s setup and checks).
+ADMIN_CERT = "root"
 
 
 class EtcdUnavailable(RuntimeError):
@@ -34,6 +43,23 @@ def etcd_binary() -> str:
     return path
 
 
+def etcd_client(url: str, tls: TlsFiles | None = None, timeout: float | None = None) -> etcd3gw.Etcd3Client:
+    """An etcd3gw client of the member at ``url`` (``http://`` or ``https://HOST:PORT``); over https it verifies the
+    member against ``tls.ca`` and presents ``tls.cert`` (``ValueError`` for https without ``tls``)."""
+    scheme, _, rest = url.partition("://")
+    host, _, port = rest.rstrip("/").rpartition(":")
+    if scheme not in ("http", "https") or not host or not port.isdigit():
+        raise ValueError(f"etcd URL {url!r}: expected http(s)://HOST:PORT")
+    if scheme == "https" and tls is None:
+        raise ValueError(f"etcd URL {url!r} is https: a CA and a client certificate are needed")
+    session = None
+    if scheme == "https":
+        session = requests.Session()
+        session.trust_env = False  # else $REQUESTS_CA_BUNDLE would replace our CA (requests' precedence)
+        session.verify, session.cert = str(tls.ca), (str(tls.cert), str(tls.key))
+    return etcd3gw.client(host=host, port=int(port), protocol=scheme, timeout=timeout, session=session)
+
+
 @dataclass
 class EtcdMember:
     name: str
@@ -41,18 +67,33 @@ class EtcdMember:
     peer_port: int
     data_dir: Path
     process: subprocess.Popen | None = None
+    tls: TlsFiles | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.tls is None else "https"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
+
+    def tls_flags(self) -> list[str]:
+        """etcd's TLS options: certificates for both URLs, and client certificates demanded on both."""
+        if self.tls is None:
+            return []
+        files = [f"--cert-file={self.tls.cert}", f"--key-file={self.tls.key}", f"--trusted-ca-file={self.tls.ca}"]
+        peer = [f"--peer-cert-file={self.tls.cert}", f"--peer-key-file={self.tls.key}"]
+        peer.append(f"--peer-trusted-ca-file={self.tls.ca}")
+        return [*files, "--client-cert-auth", *peer, "--peer-client-cert-auth"]
 
 
 @dataclass
 class EtcdCluster:
-    """``size`` etcd members on 127.0.0.1 in ``base_dir`` (a temporary folder by default)."""
+    """``size`` etcd members on 127.0.0.1 in ``base_dir`` (a temporary folder by default); TLS with ``ca``."""
 
     size: int = 3
     base_dir: Path | None = None
+    ca: LocalCA | None = None
     members: list[EtcdMember] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory | None = None
 
@@ -64,7 +105,11 @@ class EtcdCluster:
         self.members = [
             EtcdMember(f"etcd{i}", free_port(), free_port(), self.base_dir / f"etcd{i}") for i in range(self.size)
         ]
-        initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
+        if self.ca is not None:
+            for m in self.members:
+                m.tls = self.ca.issue(m.name)
+            self.ca.issue(ADMIN_CERT)
+        initial = ",".join(f"{m.name}={m.scheme}://127.0.0.1:{m.peer_port}" for m in self.members)
         for m in self.members:
             m.data_dir.mkdir(parents=True, exist_ok=True)
             log = open(m.data_dir.with_suffix(".log"), "ab")  # noqa: SIM115 - owned by the process
@@ -75,14 +120,15 @@ class EtcdCluster:
                     f"--data-dir={m.data_dir}",
                     f"--listen-client-urls={m.url}",
                     f"--advertise-client-urls={m.url}",
-                    f"--listen-peer-urls=http://127.0.0.1:{m.peer_port}",
-                    f"--initial-advertise-peer-urls=http://127.0.0.1:{m.peer_port}",
+                    f"--listen-peer-urls={m.scheme}://127.0.0.1:{m.peer_port}",
+                    f"--initial-advertise-peer-urls={m.scheme}://127.0.0.1:{m.peer_port}",
                     f"--initial-cluster={initial}",
                     "--initial-cluster-state=new",
                     f"--initial-cluster-token=gridledger-{os.getpid()}-{id(self)}",
                     f"--heartbeat-interval={HEARTBEAT_MS}",
                     f"--election-timeout={ELECTION_MS}",
                     "--log-level=error",
+                    *m.tls_flags(),
                 ],
                 stdout=log,
                 stderr=log,
@@ -111,7 +157,8 @@ class EtcdCluster:
         return [m.url for m in self.members]
 
     def client(self, index: int = 0, timeout: float = 5.0) -> etcd3gw.Etcd3Client:
-        return etcd3gw.client(host="127.0.0.1", port=self.members[index].client_port, timeout=timeout)
+        """A client of member ``index``: over TLS with the ``ADMIN_CERT`` certificate when the cluster has a CA."""
+        return etcd_client(self.members[index].url, None if self.ca is None else self.ca.files(ADMIN_CERT), timeout)
 
     def stop(self) -> None:
         for m in self.members:

@@ -26,10 +26,11 @@ import threading
 import time
 from abc import ABC, abstractmethod
 
-import etcd3gw
 from etcd3gw.lease import Lease
 
 from gridledger.ledger import crypto
+from gridledger.node.etcd import etcd_client
+from gridledger.node.pki import TlsFiles
 
 
 class Orderer(ABC):
@@ -149,17 +150,22 @@ def _b64(data: bytes | str) -> str:
 
 
 class EtcdOrderer(Orderer):
-    """Ordering on an etcd cluster; ``endpoints`` are client URLs tried in turn when one member is down."""
+    """Ordering on an etcd cluster; ``endpoints`` are client URLs tried in turn when one member is down (``https``
+    ones need ``tls``: the CA that signed the members' certificates and this node's client certificate)."""
 
-    def __init__(self, endpoints: list[str], chain_id: bytes, lease_ttl: int = 1, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        endpoints: list[str],
+        chain_id: bytes,
+        lease_ttl: int = 1,
+        timeout: float = 2.0,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.endpoints = endpoints
         self.prefix = f"/gridledger/{chain_id.hex()}/"
         self.lease_ttl = lease_ttl
         self.timeout = timeout
-        self._clients = [
-            etcd3gw.client(host=u.split("://")[1].rsplit(":", 1)[0], port=int(u.rsplit(":", 1)[1]), timeout=timeout)
-            for u in endpoints
-        ]
+        self._clients = [etcd_client(u, tls, timeout) for u in endpoints]
         self._current = 0
         self._lease: Lease | None = None
         self._lease_refreshed = 0.0
