@@ -65,7 +65,9 @@ class DsoSession:
 
         try:
             return what(*args)
-        except NodeUnreachable:
+        except NodeUnreachable as e:
+            if e.tls:
+                raise fail(f"--node {self.url}: {e}") from None
             raise fail(f"--node {self.url}: the node did not answer (is it running, is the URL right?)") from None
         except ApiError as e:
             raise fail(f"--node {self.url} refused: {e.code}: {e.message}") from None

@@ -114,7 +114,9 @@ def tx_status(
     with client:
         try:
             st = client.tx_status(raw)
-        except NodeUnreachable:
+        except NodeUnreachable as e:
+            if e.tls:
+                raise fail(f"--node {node}: {e}") from None
             raise fail(f"--node {node}: the node did not answer (is it running, is the URL right?)") from None
         except ApiError as e:
             raise fail(f"--node {node} refused: {e.code}: {e.message}") from None

@@ -47,7 +47,19 @@ class ApiError(httpx.HTTPError):
 
 
 class NodeUnreachable(httpx.HTTPError):
-    """No answer from the node (refused connection, time-out, broken transfer)."""
+    """No answer from the node (refused connection, time-out, broken transfer); ``tls`` if its certificate was not
+    signed by the CA the client trusts (or it speaks plain HTTP to a TLS client)."""
+
+    def __init__(self, message: str, tls: bool = False) -> None:
+        super().__init__(message)
+        self.tls = tls
+
+    @classmethod
+    def of(cls, url: str, e: httpx.TransportError) -> NodeUnreachable:
+        text = str(e) or type(e).__name__
+        if "CERTIFICATE_VERIFY_FAILED" in text or "WRONG_VERSION_NUMBER" in text:
+            return cls(f"node {url}: TLS refused ({text}); give the cluster's CA (--ca DIR/pki/ca.crt)", tls=True)
+        return cls(f"node {url} did not answer: {text}")
 
 
 class KeyFileError(ValueError):
@@ -119,7 +131,7 @@ class NodeClient:
         try:
             r = self.request(method, path, params, body) if signed else self.http.request(method, path)
         except httpx.TransportError as e:
-            raise NodeUnreachable(f"node {self.base_url} did not answer: {e or type(e).__name__}") from None
+            raise NodeUnreachable.of(self.base_url, e) from None
         if r.status_code >= 400:
             raise ApiError.of(r)
         return r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text
@@ -134,7 +146,7 @@ class NodeClient:
         try:
             return self.http.get("/v1/health").json()
         except httpx.TransportError as e:
-            raise NodeUnreachable(f"node {self.base_url} did not answer: {e or type(e).__name__}") from None
+            raise NodeUnreachable.of(self.base_url, e) from None
 
     def metrics(self) -> str:
         """``/v1/metrics`` (unsigned): the Prometheus text."""
@@ -198,7 +210,7 @@ class NodeClient:
                     if line.startswith("data: "):
                         yield json.loads(line[6:])
         except httpx.TransportError as e:
-            raise NodeUnreachable(f"node {self.base_url} did not answer: {e or type(e).__name__}") from None
+            raise NodeUnreachable.of(self.base_url, e) from None
 
     def close(self) -> None:
         self.http.close()
