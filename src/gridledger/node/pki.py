@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -89,11 +90,13 @@ class LocalCA:
         return self.folder / "crl.pem"
 
     @classmethod
-    def create(cls, folder: Path, name: str = "gridledger local CA") -> LocalCA:
-        """A new CA in ``folder`` (created); ``FileExistsError`` if one is there already."""
+    def create(cls, folder: Path, name: str | None = None) -> LocalCA:
+        """A new CA in ``folder`` (created), named ``name`` (default: ``gridledger CA`` and a random tag, so that two
+        clusters' CAs never share a name); ``FileExistsError`` if one is there already."""
         folder.mkdir(parents=True, exist_ok=True)
         if (folder / "ca.key").exists():
             raise FileExistsError(f"{folder} already holds a CA (ca.key)")
+        name = name or f"gridledger CA {os.urandom(4).hex()}"
         key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
         cert = (
@@ -153,6 +156,7 @@ class LocalCA:
             .sign(self.key, hashes.SHA256())
         )
         files = self.files(name) if out is None else TlsFiles(self.ca_path, out / f"{name}.crt", out / f"{name}.key")
+        files.cert.parent.mkdir(parents=True, exist_ok=True)
         write_private(files.key, _key_pem(key))
         files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return files
@@ -165,8 +169,10 @@ class LocalCA:
     def revoke(self, cert_path: Path) -> None:
         """Revoke the certificate in ``cert_path`` (issued by this CA): its serial goes into ``crl.pem``."""
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        if cert.issuer != self.cert.subject:
-            raise ValueError(f"{cert_path} was not issued by this CA")
+        try:
+            cert.verify_directly_issued_by(self.cert)
+        except (ValueError, TypeError, InvalidSignature):
+            raise ValueError(f"{cert_path} was not issued by this CA") from None
         common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
         revoked = self.revoked() | {str(cert.serial_number): str(common)}
         (self.folder / REVOKED_FILE).write_text(json.dumps(revoked, indent=2))

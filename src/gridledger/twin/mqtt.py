@@ -148,7 +148,7 @@ class Broker:
             lines.append("user root")  # keep access to the private temp dir
         if self.tls is not None:
             lines += [f"cafile {self.tls.ca}", f"certfile {self.tls.cert}", f"keyfile {self.tls.key}"]
-            lines += ["require_certificate true", "use_identity_as_username true", "tls_version tlsv1.2"]
+            lines += ["require_certificate true", "use_identity_as_username true"]
             lines += [f"crlfile {self.crl}"] if self.crl is not None else []
             acl = root / "acl"
             acl_lines = [f"user {self.admin}", f"topic readwrite {ROOT}/#", ""] if self.admin else []
