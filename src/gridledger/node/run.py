@@ -38,6 +38,9 @@ log = logging.getLogger("gridledger.node")
 
 #: Environment variable: seconds added to the clock this node stamps its blocks with (fault tests skew one node).
 CLOCK_SKEW_ENV = "GRIDLEDGER_CLOCK_SKEW_S"
+#: Seconds a stopping node waits for its open connections to close: an idle TLS keep-alive connection waits for its
+#: client's close_notify, which a client that keeps it for later never sends.
+GRACEFUL_SHUTDOWN_S = 3
 
 
 def node_clock() -> float:
@@ -126,6 +129,13 @@ def run_node(cfg: NodeConfig) -> None:
         log.warning("%s: no [tls] in its configuration: the API is plain HTTP (insecure)", cfg.node_id)
     tls = {} if cfg.tls is None else {"ssl_certfile": str(cfg.tls.cert), "ssl_keyfile": str(cfg.tls.key)}
     try:
-        uvicorn.run(service.app, host=cfg.host, port=cfg.port, log_level="warning", **tls)
+        uvicorn.run(
+            service.app,
+            host=cfg.host,
+            port=cfg.port,
+            log_level="warning",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            **tls,
+        )
     finally:
         service.stop()
