@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import tomllib
 
@@ -84,6 +85,17 @@ def test_a_node_api_refuses_plain_http_and_unverified_clients(net):
         assert verified.health()["healthy"]
 
 
+def refusal(orderer: EtcdOrderer, call) -> str:
+    """Why etcd refused ``call(orderer)`` (every member refused it)."""
+    try:
+        call(orderer)
+    except ConnectionError as e:
+        return str(e)
+    finally:
+        orderer.close()
+    raise AssertionError("etcd accepted it")
+
+
 def test_etcd_refuses_clients_without_a_certificate_of_its_ca(net, ca, stranger):
     url = net.state["etcd"][0]["url"]
     chain_key = f"/gridledger/{net.chain_id.hex()}/blocks/{10**6:020d}"
@@ -95,15 +107,24 @@ def test_etcd_refuses_clients_without_a_certificate_of_its_ca(net, ca, stranger)
         verified_only.put(chain_key, "junk")
     with pytest.raises(Exception):  # noqa: B017, PT011
         etcd_client(url, TlsFiles(ca.ca_path, stranger.cert, stranger.key), timeout=3).put(chain_key, "junk")
-    junk = EtcdOrderer(
-        [m["url"] for m in net.state["etcd"]], net.chain_id, tls=TlsFiles(ca.ca_path, stranger.cert, stranger.key)
-    )
+    urls = [m["url"] for m in net.state["etcd"]]
+    junk = EtcdOrderer(urls, net.chain_id, tls=TlsFiles(ca.ca_path, stranger.cert, stranger.key))
     with contextlib.closing(junk), pytest.raises(ConnectionError, match="no etcd member answered"):
         junk.publish(10**6, b"junk")  # a non-member's write: refused by every member
-    member = EtcdOrderer([m["url"] for m in net.state["etcd"]], net.chain_id, tls=ca.files("DC1"))
-    with contextlib.closing(member):
-        assert member.leader() in ("DC1", "DC1-backup")  # a node's own certificate reads the chain's keys
+    dc1 = ("DC1", tomllib.loads((net.folder / "DC1.toml").read_text())["etcd_password"])
+    anonymous = EtcdOrderer(urls, net.chain_id, tls=ca.files("DC1"))  # a certificate of the CA, but no etcd user
+    assert "user name is empty" in refusal(anonymous, lambda o: o.publish(10**6, b"junk"))
+    elsewhere = EtcdOrderer(urls, os.urandom(32), tls=ca.files("DC1"), auth=dc1)  # DC1's role: its chain's keys only
+    assert "permission denied" in refusal(elsewhere, lambda o: o.publish(1, b"junk"))
+    guess = EtcdOrderer(urls, net.chain_id, tls=ca.files("DC1"), auth=("DC1", "guess"))
+    assert "authentication failed" in refusal(guess, lambda o: o.leader())
+    with contextlib.closing(EtcdOrderer(urls, net.chain_id, tls=ca.files("DC1"), auth=dc1)) as member:
+        assert member.leader() in ("DC1", "DC1-backup")  # the node's own user reads its chain's keys
         assert member.blocks(10**6) == []  # and nothing of the junk got in
+        for client in member._clients:  # as after a member restarted: etcd no longer knows the token
+            client.session.headers["Authorization"] = "forgotten"
+        assert member.leader() in ("DC1", "DC1-backup")  # logged in again
+    assert (net.folder / "pki" / "etcd-root.password").stat().st_mode & 0o777 == 0o600
 
 
 def test_a_reading_is_committed_over_tls_through_the_cli(net):

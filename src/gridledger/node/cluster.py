@@ -14,7 +14,9 @@ its coordinators and the DSO. Slot 0 of a PoEf chain starts a minute before ``up
 Secure by default: ``up`` makes a local CA in ``pki/`` (:mod:`gridledger.node.pki`) and a certificate for every etcd
 member, every node and etcd's administrative client; etcd speaks TLS on client and peer URLs and demands client
 certificates, every node serves its API over HTTPS and reaches etcd and its peers with its certificate, verifying
-them against the CA (``ca`` in ``cluster.json``). ``insecure=True`` keeps plain HTTP without authentication.
+them against the CA (``ca`` in ``cluster.json``). etcd's access control is on: user ``root`` (its password in
+``pki/etcd-root.password``) and one user per node, whose role may read and write only its chain's keys
+(``etcd_password`` in the node's configuration). ``insecure=True`` keeps plain HTTP without authentication.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from etcd3gw.client import Etcd3Client
+
 from gridledger.ledger.block import ZERO_HASH, Block, make_block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.dso_policy import DsoPolicy, MeterLimits
@@ -37,7 +41,7 @@ from gridledger.ledger.kinds.reading import ContentKeys, ReadingDevice
 from gridledger.ledger.ruleset import Tier, tier_ruleset
 from gridledger.ledger.units import DEFAULT_SLOT_SECONDS
 from gridledger.node.config import NodeConfig
-from gridledger.node.etcd import ADMIN_CERT, EtcdCluster
+from gridledger.node.etcd import ADMIN_CERT, EtcdCluster, enable_auth, grant_prefix
 from gridledger.node.netutil import free_port, wait_port
 from gridledger.node.pki import LocalCA, write_private
 from gridledger.node.poef_board import EtcdPoefOrderer
@@ -107,6 +111,7 @@ def up(
     ca = None if insecure else _make_ca(folder)
     scheme = "http" if ca is None else "https"
     etcd = EtcdCluster(3, base_dir=folder / "etcd", ca=ca).start(timeout)
+    admin, root = _etcd_root(etcd, folder) if ca is not None else (None, None)
     pg = PgServer.start() if postgres else None  # its own temp folder: the server's system user must reach it
     chains, operator = plan(meters, concentrators)
     (folder / "keys").mkdir(exist_ok=True)
@@ -137,8 +142,9 @@ def up(
         members: dict[str, int] = {}
         if content is not None:
             enrolment = _enrol(operator, genesis.chain_id, [n for n in nodes if n.role == "meter"])
-            admin = None if ca is None else ca.files(ADMIN_CERT)
-            with contextlib.closing(EtcdPoefOrderer(etcd.endpoints, genesis.chain_id, tls=admin)) as orderer:
+            admin_tls = None if ca is None else ca.files(ADMIN_CERT)
+            enrolling = EtcdPoefOrderer(etcd.endpoints, genesis.chain_id, tls=admin_tls, auth=root)
+            with contextlib.closing(enrolling) as orderer:
                 orderer.submit(enrolment.txid, enrolment.encode())
             keys = content.chain(genesis.chain_id)
             members = {meter: index for index, (meter, _) in enumerate(enrolment.authorize)}
@@ -164,6 +170,7 @@ def up(
             ]
             if node.node_id in secrets:
                 lines.append(f'content_key = "{secrets[node.node_id].hex()}"')
+            lines += _etcd_user(admin, node.node_id, genesis.chain_id)
             lines += _tls_lines(folder, ca, node.node_id)
             for rid, role, key in registry:
                 lines += ["", "[[registry]]", f'id = "{rid}"', f'role = "{role}"', f'pubkey = "{key.public.hex()}"']
@@ -181,6 +188,8 @@ def up(
             if node.node_id in members:
                 entry["member"] = members[node.node_id]
             state["nodes"].append(entry)
+    if admin is not None:
+        admin.session.close()
     (folder / STATE_FILE).write_text(json.dumps(state, indent=2))
     for n in state["nodes"]:
         wait_port(int(n["url"].rsplit(":", 1)[1]), timeout)
@@ -194,11 +203,30 @@ def _make_ca(folder: Path) -> LocalCA:
     return ca
 
 
+def _etcd_root(etcd: EtcdCluster, folder: Path) -> tuple[Etcd3Client, tuple[str, str]]:
+    """Turn on etcd's access control: user ``root`` with a new password (``pki/etcd-root.password``, 0600); a
+    client logged in as root, and root's (user, password)."""
+    password = os.urandom(16).hex()
+    write_private(folder / PKI_DIR / "etcd-root.password", password)
+    admin = etcd.client()
+    enable_auth(admin, password)
+    return admin, ("root", password)
+
+
+def _etcd_user(admin: Etcd3Client | None, node_id: str, chain_id: bytes) -> list[str]:
+    """A node's etcd user (its role: its chain's keys only) and its ``etcd_password`` line; none without ``admin``."""
+    if admin is None:
+        return []
+    password = os.urandom(16).hex()
+    grant_prefix(admin, node_id, password, f"/gridledger/{chain_id.hex()}/")
+    return [f'etcd_password = "{password}"']
+
+
 def _tls_lines(folder: Path, ca: LocalCA | None, node_id: str) -> list[str]:
     """A node's ``[tls]`` configuration table (paths relative to the folder), its certificate issued; none if plain."""
     if ca is None:
         return []
-    files = ca.issue(node_id)
+    files = ca.issue(node_id, common=False)  # also etcd's client: no common name (pki.LocalCA.issue)
     rel = {k: getattr(files, k).relative_to(folder) for k in ("ca", "cert", "key")}
     return ["", "[tls]", *(f'{k} = "{v}"' for k, v in rel.items())]
 

@@ -8,6 +8,7 @@ store = "MI1.sqlite"         # SQLite path (relative to the file) or postgresql:
 genesis = "nan1.genesis"     # the chain's genesis block, hex
 api = "127.0.0.1:8101"       # where the API listens
 orderer = ["http://127.0.0.1:2379", …]   # etcd client URLs, or "inprocess"
+etcd_password = "…"          # with etcd's access control on: the password of etcd user <node_id> (its chain's keys)
 peers = ["http://127.0.0.1:8102"]        # other nodes' APIs, for catch-up
 dashboard_peers = ["http://127.0.0.1:8201"]  # other chains' nodes whose chains /dashboard also shows
 rate_limit = { rate = 50, burst = 100 }  # requests per second per calling node (after authentication)
@@ -61,6 +62,7 @@ class NodeConfig:
     round_timeout: float = 3.0
     dashboard_peers: list[str] = field(default_factory=list)
     tls: TlsFiles | None = None
+    etcd_password: str | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> NodeConfig:
@@ -119,6 +121,9 @@ class NodeConfig:
         if not (isinstance(dashboard_peers, list) and all(isinstance(u, str) for u in dashboard_peers)):
             raise ConfigError(f"{path}: dashboard_peers must be a list of node API URLs")
         tls = _tls(path, data.get("tls"))
+        etcd_password = data.get("etcd_password")
+        if etcd_password is not None and not isinstance(etcd_password, str):
+            raise ConfigError(f"{path}: etcd_password must be a string")
         urls = [*(orderer if isinstance(orderer, list) else []), *data.get("peers", []), *dashboard_peers]
         if tls is None and any(str(u).startswith("https://") for u in urls):
             raise ConfigError(f"{path}: https URLs need a [tls] table (ca, cert, key)")
@@ -141,6 +146,7 @@ class NodeConfig:
             float(round_timeout),
             dashboard_peers,
             tls,
+            etcd_password,
         )
 
 

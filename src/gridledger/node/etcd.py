@@ -11,6 +11,7 @@ one (tests and benchmarks), it is plain HTTP with no authentication.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -43,9 +44,12 @@ def etcd_binary() -> str:
     return path
 
 
-def etcd_client(url: str, tls: TlsFiles | None = None, timeout: float | None = None) -> etcd3gw.Etcd3Client:
+def etcd_client(
+    url: str, tls: TlsFiles | None = None, timeout: float | None = None, user: tuple[str, str] | None = None
+) -> etcd3gw.Etcd3Client:
     """An etcd3gw client of the member at ``url`` (``http://`` or ``https://HOST:PORT``); over https it verifies the
-    member against ``tls.ca`` and presents ``tls.cert`` (``ValueError`` for https without ``tls``)."""
+    member against ``tls.ca`` and presents ``tls.cert`` (``ValueError`` for https without ``tls``). ``user``: (name,
+    password) of an etcd user it logs in as (see ``authenticate``)."""
     scheme, _, rest = url.partition("://")
     host, _, port = rest.rstrip("/").rpartition(":")
     if scheme not in ("http", "https") or not host or not port.isdigit():
@@ -57,7 +61,41 @@ def etcd_client(url: str, tls: TlsFiles | None = None, timeout: float | None = N
         session = requests.Session()
         session.trust_env = False  # else $REQUESTS_CA_BUNDLE would replace our CA (requests' precedence)
         session.verify, session.cert = str(tls.ca), (str(tls.cert), str(tls.key))
-    return etcd3gw.client(host=host, port=int(port), protocol=scheme, timeout=timeout, session=session)
+    client = etcd3gw.client(host=host, port=int(port), protocol=scheme, timeout=timeout, session=session)
+    if user is not None:
+        authenticate(client, user)
+    return client
+
+
+def authenticate(client: etcd3gw.Etcd3Client, user: tuple[str, str]) -> None:
+    """Log ``client`` in as etcd user ``user`` = (name, password): the token etcd gives goes into every request's
+    ``Authorization`` header (call again when etcd says the token is invalid, e.g. after a member restarted)."""
+    client.session.headers.pop("Authorization", None)
+    answer = client.post(client.get_url("/auth/authenticate"), json={"name": user[0], "password": user[1]})
+    client.session.headers["Authorization"] = answer["token"]
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def enable_auth(client: etcd3gw.Etcd3Client, root_password: str) -> None:
+    """Turn on etcd's authentication with user ``root`` (role ``root``: everything) and log ``client`` in as root."""
+    client.post(client.get_url("/auth/user/add"), json={"name": "root", "password": root_password})
+    client.post(client.get_url("/auth/user/grant"), json={"user": "root", "role": "root"})
+    client.post(client.get_url("/auth/enable"), json={})
+    authenticate(client, ("root", root_password))
+
+
+def grant_prefix(client: etcd3gw.Etcd3Client, user: str, password: str, prefix: str) -> None:
+    """Make etcd user ``user`` (``password``) with its own role ``user``, which may read and write the keys under
+    ``prefix`` only (it must end with ``/``); ``client`` must be logged in as root."""
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    perm = {"key": _b64(prefix), "range_end": _b64(end), "permType": "READWRITE"}
+    client.post(client.get_url("/auth/role/add"), json={"name": user})
+    client.post(client.get_url("/auth/role/grant"), json={"name": user, "perm": perm})
+    client.post(client.get_url("/auth/user/add"), json={"name": user, "password": password})
+    client.post(client.get_url("/auth/user/grant"), json={"user": user, "role": user})
 
 
 @dataclass
@@ -108,7 +146,7 @@ class EtcdCluster:
         if self.ca is not None:
             for m in self.members:
                 m.tls = self.ca.issue(m.name)
-            self.ca.issue(ADMIN_CERT)
+            self.ca.issue(ADMIN_CERT, common=False)  # a client of the JSON gateway: no common name (pki.issue)
         initial = ",".join(f"{m.name}={m.scheme}://127.0.0.1:{m.peer_port}" for m in self.members)
         for m in self.members:
             m.data_dir.mkdir(parents=True, exist_ok=True)

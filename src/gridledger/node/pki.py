@@ -55,10 +55,10 @@ class TlsFiles:
         return ctx
 
 
-def _name(common: str) -> x509.Name:
-    return x509.Name(
-        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "gridledger"), x509.NameAttribute(NameOID.COMMON_NAME, common)]
-    )
+def _name(name: str, common: bool = True) -> x509.Name:
+    """``O=gridledger`` and ``name`` as the common name (or, with ``common=False``, as the organizational unit)."""
+    oid = NameOID.COMMON_NAME if common else NameOID.ORGANIZATIONAL_UNIT_NAME
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "gridledger"), x509.NameAttribute(oid, name)])
 
 
 def _san(hosts: tuple[str, ...]) -> x509.SubjectAlternativeName:
@@ -130,16 +130,18 @@ class LocalCA:
         """The files of ``name``'s certificate (issued or not)."""
         return TlsFiles(self.ca_path, self.folder / f"{name}.crt", self.folder / f"{name}.key")
 
-    def issue(self, name: str, hosts: tuple[str, ...] = (), out: Path | None = None) -> TlsFiles:
+    def issue(self, name: str, hosts: tuple[str, ...] = (), out: Path | None = None, common: bool = True) -> TlsFiles:
         """A key and certificate for ``name`` (its common name), valid for TLS server and client use on
         127.0.0.1, localhost and ``hosts``, written as ``name.key``/``name.crt`` in ``out`` (default: the CA's
-        folder); files issued before under that name are replaced."""
+        folder); files issued before under that name are replaced. ``common=False``: no common name (``name`` is
+        the organizational unit): etcd's JSON gateway refuses client certificates with one once its access control
+        is on (their common name would not be the user, the token would)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
         ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         cert = (
             x509.CertificateBuilder()
-            .subject_name(_name(name))
+            .subject_name(_name(name, common))
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())

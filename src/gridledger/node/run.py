@@ -84,13 +84,14 @@ def build_service(cfg: NodeConfig) -> NodeService:
     master = None if cfg.content_key is None or not is_coordinator else ChainKeys(chain.chain_id, cfg.content_key)
     own = None if cfg.content_key is None or is_coordinator else (cfg.node_id, cfg.content_key)
     inprocess = cfg.orderer == "inprocess"
+    etcd = {"tls": cfg.tls, "auth": None if cfg.etcd_password is None else (cfg.node_id, cfg.etcd_password)}
     if chain.state.ruleset.consensus is Consensus.COORDINATOR:
-        orderer = InProcessOrderer() if inprocess else EtcdOrderer(cfg.orderer, chain.chain_id, tls=cfg.tls)
+        orderer = InProcessOrderer() if inprocess else EtcdOrderer(cfg.orderer, chain.chain_id, **etcd)
         sequencer = Sequencer(chain, orderer, cfg.node_id, cfg.key if is_coordinator else None, clock=node_clock)
     else:
         if is_coordinator and master is None:
             raise ConfigError(f"{cfg.node_id}: a coordinator of PoEf chain {chain.genesis.chain!r} needs content_key")
-        orderer = InProcessPoefOrderer() if inprocess else EtcdPoefOrderer(cfg.orderer, chain.chain_id, tls=cfg.tls)
+        orderer = InProcessPoefOrderer() if inprocess else EtcdPoefOrderer(cfg.orderer, chain.chain_id, **etcd)
         sequencer = PoefSequencer.for_node(
             chain, orderer, cfg.node_id, cfg.key, master, round_timeout=cfg.round_timeout
         )
