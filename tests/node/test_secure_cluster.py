@@ -23,7 +23,7 @@ from gridledger.client import NodeClient, NodeUnreachable
 from gridledger.ledger.kinds.reading import Reading
 from gridledger.meter.daemon import MeterConfig, MeterDaemon
 from gridledger.node import cluster
-from gridledger.node.etcd import EtcdUnavailable, etcd_binary, etcd_client
+from gridledger.node.etcd import EtcdUnavailable, delete_user, etcd_binary, etcd_client, grant_prefix
 from gridledger.node.ordering import EtcdOrderer
 from gridledger.node.pki import LocalCA, TlsFiles
 from gridledger.node.testnet import Testnet, wait_until
@@ -124,7 +124,14 @@ def test_etcd_refuses_clients_without_a_certificate_of_its_ca(net, ca, stranger)
         for client in member._clients:  # as after a member restarted: etcd no longer knows the token
             client.session.headers["Authorization"] = "forgotten"
         assert member.leader() in ("DC1", "DC1-backup")  # logged in again
+    root_password = (net.folder / "pki" / "etcd-root.password").read_text()
     assert (net.folder / "pki" / "etcd-root.password").stat().st_mode & 0o777 == 0o600
+    admin = etcd_client(url, ca.files("root"), timeout=3, user=("root", root_password))
+    grant_prefix(admin, "newcomer", "pw", f"/gridledger/{net.chain_id.hex()}/")
+    newcomer = EtcdOrderer(urls, net.chain_id, tls=ca.files("DC1"), auth=("newcomer", "pw"))
+    assert newcomer.leader() in ("DC1", "DC1-backup")
+    delete_user(admin, "newcomer")  # revoked: its token and password stop working
+    assert "authentication failed" in refusal(newcomer, lambda o: o.leader())  # its token gone, its password too
 
 
 def test_a_reading_is_committed_over_tls_through_the_cli(net):

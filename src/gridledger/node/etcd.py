@@ -87,6 +87,12 @@ def enable_auth(client: etcd3gw.Etcd3Client, root_password: str) -> None:
     authenticate(client, ("root", root_password))
 
 
+def delete_user(client: etcd3gw.Etcd3Client, user: str) -> None:
+    """Delete etcd user ``user`` and its role (``client`` logged in as root): its password and tokens stop working."""
+    client.post(client.get_url("/auth/user/delete"), json={"name": user})
+    client.post(client.get_url("/auth/role/delete"), json={"role": user})
+
+
 def grant_prefix(client: etcd3gw.Etcd3Client, user: str, password: str, prefix: str) -> None:
     """Make etcd user ``user`` (``password``) with its own role ``user``, which may read and write the keys under
     ``prefix`` only (it must end with ``/``); ``client`` must be logged in as root."""
