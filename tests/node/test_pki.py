@@ -1,5 +1,5 @@
 """The local CA (``gridledger.node.pki``): private keys 0600, certificates a TLS stack accepts for the names they
-carry, and revocation lists signed by the CA."""
+carry, and revocation lists signed by the CA; a node configuration's ``[tls]`` table and ``etcd_password``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import threading
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from tests.node.test_poef_rounds import C1, _config
 
+from gridledger.node.config import ConfigError, NodeConfig
 from gridledger.node.pki import LocalCA, TlsFiles
 
 
@@ -97,3 +99,25 @@ def test_revocation_lists_the_serial_signed_by_the_ca(tmp_path):
     foreign = LocalCA.create(tmp_path / "other").issue("MI1")
     with pytest.raises(ValueError, match="not issued by this CA"):
         ca.revoke(foreign.cert)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ('peers = ["https://127.0.0.1:1"]', "https URLs need a \\[tls\\] table"),
+        ('[tls]\nca = "pki/ca.crt"\ncert = "pki/N.crt"', "\\[tls\\] needs ca, cert and key"),
+        ('[tls]\nca = "pki/ca.crt"\ncert = "pki/N.crt"\nkey = "pki/nobody.key"', "tls.key: no file"),
+        ("etcd_password = 5", "etcd_password must be a string"),
+    ],
+)
+def test_bad_tls_settings_are_named(tmp_path, extra, message):
+    LocalCA.create(tmp_path / "pki").issue("N")
+    with pytest.raises(ConfigError, match=message):
+        NodeConfig.load(_config(tmp_path, C1, extra))
+
+
+def test_a_node_configuration_names_its_tls_files_relative_to_itself(tmp_path):
+    files = LocalCA.create(tmp_path / "pki").issue("N")
+    extra = 'peers = ["https://127.0.0.1:1"]\netcd_password = "pw"\n[tls]\nca = "pki/ca.crt"\ncert = "pki/N.crt"\n'
+    cfg = NodeConfig.load(_config(tmp_path, C1, extra + 'key = "pki/N.key"'))
+    assert cfg.tls == files and cfg.etcd_password == "pw"

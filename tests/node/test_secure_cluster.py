@@ -230,3 +230,20 @@ def test_mqtt_refuses_plain_anonymous_foreign_and_revoked_devices(net, ca, broke
     other = ca.issue("MI1", out=tmp_path / "mi1")
     other = TlsFiles(ca.ca_path, other.cert, other.key)
     mqtt.close(mqtt.connect(broker.port, "MI1-still", tls=other, timeout_s=5))  # the others still get in
+
+
+def test_insecure_is_plain_and_says_so(tmp_path):
+    try:
+        etcd_binary()
+    except EtcdUnavailable as e:
+        pytest.skip(str(e))
+    folder = tmp_path / "plain"
+    r = runner.invoke(app, ["cluster", "up", "--meters", "1", "--coordinator-only", "--insecure", "--dir", str(folder)])
+    try:
+        assert r.exit_code == 0, r.output
+        assert "WARNING: --insecure" in r.stderr and "plain HTTP without authentication" in " ".join(r.stderr.split())
+        state = json.loads((folder / "cluster.json").read_text())
+        assert state["ca"] is None and not (folder / "pki").exists()
+        assert all(n["url"].startswith("http://") for n in state["nodes"] + state["etcd"])
+    finally:
+        cluster.down(folder)
