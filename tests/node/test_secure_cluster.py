@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
 import tomllib
 
@@ -40,10 +39,11 @@ def net(tmp_path_factory):
     except EtcdUnavailable as e:
         pytest.skip(str(e))
     folder = tmp_path_factory.mktemp("secure-cluster")
-    cluster.up(folder, meters=2, concentrators=1, rate_limit=(1_000, 2_000), poef=True)
+    cluster.up(folder, meters=2, concentrators=2, rate_limit=(1_000, 2_000), poef=True)  # nan1: MI1, nan2: MI2
     network = Testnet(folder)
     try:
-        wait_until(lambda: network.agree(network.ids(), 1), 60, "the enrolment block on every node")
+        for nan in ("nan1", "nan2"):
+            wait_until(lambda nan=nan: network.agree(network.ids(chain=nan), 1), 60, f"the enrolment block on {nan}")
         yield network
     finally:
         network.stop()
@@ -66,7 +66,7 @@ def test_everything_is_https_and_every_key_is_private(net):
     assert all(n["url"].startswith("https://") for n in state["nodes"])
     assert all(m["url"].startswith("https://") for m in state["etcd"])
     keys = list((net.folder / "pki").glob("*.key"))
-    assert {k.stem for k in keys} >= {"ca", "root", "etcd0", "etcd1", "etcd2", "DC1", "DC1-backup", "MI1", "MI2"}
+    assert {k.stem for k in keys} >= {"ca", "root", "etcd0", "etcd1", "etcd2", "DC1", "DC1-backup", "DC2", "MI1", "MI2"}
     assert all(k.stat().st_mode & 0o777 == 0o600 for k in keys)
     cfg = tomllib.loads((net.folder / "DC1.toml").read_text())
     assert cfg["tls"] == {"ca": "pki/ca.crt", "cert": "pki/DC1.crt", "key": "pki/DC1.key"}
@@ -114,24 +114,33 @@ def test_etcd_refuses_clients_without_a_certificate_of_its_ca(net, ca, stranger)
     dc1 = ("DC1", tomllib.loads((net.folder / "DC1.toml").read_text())["etcd_password"])
     anonymous = EtcdOrderer(urls, net.chain_id, tls=ca.files("DC1"))  # a certificate of the CA, but no etcd user
     assert "user name is empty" in refusal(anonymous, lambda o: o.publish(10**6, b"junk"))
-    elsewhere = EtcdOrderer(urls, os.urandom(32), tls=ca.files("DC1"), auth=dc1)  # DC1's role: its chain's keys only
-    assert "permission denied" in refusal(elsewhere, lambda o: o.publish(1, b"junk"))
+    nan2 = bytes.fromhex(net.status("DC2")["chain_id"])
+    elsewhere = EtcdOrderer(urls, nan2, tls=ca.files("DC1"), auth=dc1)  # DC1's role: its own chain's keys only
+    assert "permission denied" in refusal(elsewhere, lambda o: o.publish(10**6, b"junk"))
+    assert "permission denied" in refusal(EtcdOrderer(urls, nan2, tls=ca.files("DC1"), auth=dc1), lambda o: o.leader())
     guess = EtcdOrderer(urls, net.chain_id, tls=ca.files("DC1"), auth=("DC1", "guess"))
     assert "authentication failed" in refusal(guess, lambda o: o.leader())
     with contextlib.closing(EtcdOrderer(urls, net.chain_id, tls=ca.files("DC1"), auth=dc1)) as member:
-        assert member.leader() in ("DC1", "DC1-backup")  # the node's own user reads its chain's keys
+        assert [h for h, _ in member.blocks(1, 1)] == [1]  # the node's own user reads its chain's keys
         assert member.blocks(10**6) == []  # and nothing of the junk got in
         for client in member._clients:  # as after a member restarted: etcd no longer knows the token
             client.session.headers["Authorization"] = "forgotten"
-        assert member.leader() in ("DC1", "DC1-backup")  # logged in again
+        assert [h for h, _ in member.blocks(1, 1)] == [1]  # logged in again
     root_password = (net.folder / "pki" / "etcd-root.password").read_text()
     assert (net.folder / "pki" / "etcd-root.password").stat().st_mode & 0o777 == 0o600
     admin = etcd_client(url, ca.files("root"), timeout=3, user=("root", root_password))
     grant_prefix(admin, "newcomer", "pw", f"/gridledger/{net.chain_id.hex()}/")
     newcomer = EtcdOrderer(urls, net.chain_id, tls=ca.files("DC1"), auth=("newcomer", "pw"))
-    assert newcomer.leader() in ("DC1", "DC1-backup")
+    assert [h for h, _ in newcomer.blocks(1, 1)] == [1]
     delete_user(admin, "newcomer")  # revoked: its token and password stop working
     assert "authentication failed" in refusal(newcomer, lambda o: o.leader())  # its token gone, its password too
+
+
+def test_a_dashboard_shows_the_other_nan_over_tls(net):
+    with NodeClient(net.node("DC1")["url"], "operator", net.operator, ca=net.ca) as dc1:
+        chains = dc1.http.get("/v1/dashboard").json()["chains"]
+    other = [c for c in chains if c.get("node") == "DC2"]  # DC1 fetched it from DC2 over HTTPS, verified by the CA
+    assert other and "error" not in other[0], chains
 
 
 def test_a_reading_is_committed_over_tls_through_the_cli(net):
@@ -153,8 +162,14 @@ def test_a_reading_is_committed_over_tls_through_the_cli(net):
     )
     assert r.exit_code == 0, r.output
     txid = bytes.fromhex(r.stdout.split("txid ")[1].split()[0])
-    assert net.client("DC1").wait(txid, 60)["status"] == "committed"
-    r = runner.invoke(app, ["cluster", "readings", "--meter", "MI2", "--dir", str(net.folder)], env={"COLUMNS": "200"})
+    assert net.client("DC2").wait(txid, 60)["status"] == "committed"  # MI2 is on nan2
+    key = str(net.folder / "keys" / "operator.seed")
+    shown = runner.invoke(
+        app, ["tx", "status", txid.hex(), "--node", net.node("DC2")["url"], "--key", key, "--ca", net.ca]
+    )
+    assert shown.exit_code == 0 and "committed at height" in shown.stdout, shown.output
+    readings = ["cluster", "readings", "--meter", "MI2", "--via", "DC2", "--dir", str(net.folder)]
+    r = runner.invoke(app, readings, env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     assert "42 Wh consumed" in r.stdout
 
