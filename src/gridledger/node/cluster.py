@@ -231,12 +231,6 @@ def _tls_lines(folder: Path, ca: LocalCA | None, node_id: str) -> list[str]:
     return ["", "[tls]", *(f'{k} = "{v}"' for k, v in rel.items())]
 
 
-def cluster_ca(folder: Path) -> Path | None:
-    """The CA certificate clients of the cluster in ``folder`` verify its nodes against (None: a plain cluster)."""
-    ca = json.loads((folder / STATE_FILE).read_text()).get("ca")
-    return None if ca is None else Path(ca)
-
-
 def _enrol(dso_key: KeyPair, chain_id: bytes, meters: list[NodeSpec]) -> DsoPolicy:
     """The DSO's first policy on a PoEf NAN chain: its meters authorized from slot 0, with PETra limits."""
     authorize = {m.node_id: m.key.public for m in meters}

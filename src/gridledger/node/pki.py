@@ -15,7 +15,6 @@ import datetime as dt
 import ipaddress
 import json
 import os
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,12 +46,6 @@ class TlsFiles:
     ca: Path
     cert: Path
     key: Path
-
-    def client_context(self) -> ssl.SSLContext:
-        """A TLS client context that trusts only the CA and presents this certificate (for httpx)."""
-        ctx = ssl.create_default_context(cafile=str(self.ca))
-        ctx.load_cert_chain(str(self.cert), str(self.key))
-        return ctx
 
 
 def _name(name: str, common: bool = True) -> x509.Name:
