@@ -9,6 +9,7 @@ import contextlib
 import json
 import threading
 import tomllib
+from dataclasses import replace
 
 import httpx
 import paho.mqtt.client as paho
@@ -234,7 +235,8 @@ def test_mqtt_refuses_plain_anonymous_foreign_and_revoked_devices(net, ca, broke
     assert "peer did not return a certificate" in broker.log_path.read_text()
     with pytest.raises(mqtt.MqttError):  # a certificate of another CA
         mqtt.connect(broker.port, "rogue", tls=TlsFiles(ca.ca_path, stranger.cert, stranger.key), timeout_s=3)
-    device = meter_config(net, "MI2", broker, tmp_path).broker_tls
+    mi2 = meter_config(net, "MI2", broker, tmp_path)
+    device = mi2.broker_tls
     mqtt.close(mqtt.connect(broker.port, "MI2-before", tls=device, timeout_s=5))  # valid: accepted
     ca.revoke(device.cert)
     assert json.loads((ca.folder / "revoked.json").read_text())  # the CRL lists it
@@ -242,6 +244,13 @@ def test_mqtt_refuses_plain_anonymous_foreign_and_revoked_devices(net, ca, broke
     broker.start()
     with pytest.raises(mqtt.MqttError):
         mqtt.connect(broker.port, "MI2-revoked", tls=device, timeout_s=5)
+    daemon = MeterDaemon(replace(mi2, broker_port=broker.port)).start()  # MI2's daemon, with the revoked certificate
+    try:  # refused, logged and counted; it keeps running (and retrying)
+        wait_until(lambda: daemon.outbox.counts().get("broker:refused", 0) >= 2, 30, "MI2's daemon to be refused")
+        assert not daemon.connected.is_set() and daemon._submitter.is_alive()
+    finally:
+        daemon.stop()
+    assert "certificate verify failed" in broker.log_path.read_text()  # the broker logs each refusal
     other = ca.issue("MI1", out=tmp_path / "mi1")
     other = TlsFiles(ca.ca_path, other.cert, other.key)
     mqtt.close(mqtt.connect(broker.port, "MI1-still", tls=other, timeout_s=5))  # the others still get in

@@ -25,7 +25,10 @@ again (the same txid: the node's queue is idempotent, and the chain refuses a mi
 
 **TLS.** With ``[broker] ca_file, cert_file, key_file`` the daemon reaches the broker over TLS only, verifies it
 against the CA and logs in with its device certificate (the broker takes its common name as the user name); with
-``node_ca`` it verifies an ``https`` node against that CA. ``meter init`` on a secure cluster writes both.
+``node_ca`` it verifies an ``https`` node against that CA. ``meter init`` on a secure cluster writes both. A broker
+that refuses the daemon (a revoked or unknown certificate, bad credentials) is logged and counted
+(``broker:refused``; ``broker:connect-failed`` when the connection or a TLS 1.2 handshake fails, ``broker:lost``
+when an open session drops); the daemon keeps retrying.
 """
 
 from __future__ import annotations
@@ -346,17 +349,37 @@ class MeterDaemon:
             self.mqtt.tls_set(str(cfg.broker_tls.ca), str(cfg.broker_tls.cert), str(cfg.broker_tls.key))
         self.mqtt.reconnect_delay_set(0.2, 5)
         self.mqtt.on_connect = self._on_connect
+        self.mqtt.on_connect_fail = self._on_connect_fail
+        self.mqtt.on_disconnect = self._on_disconnect
         self.mqtt.on_message = self._on_message
         self.connected = threading.Event()
+        self._session_up = False  # between a CONNACK and the next disconnect
 
     # ------------------------------------------------------------------ MQTT side
     def _on_connect(self, client: paho.Client, _u, _flags, reason, _p) -> None:
         if getattr(reason, "is_failure", False):
             log.warning("%s: broker refused the connection: %s", self.cfg.meter_id, reason)
+            self.outbox.count("broker:refused")
             return
         client.subscribe(self.cfg.topic, qos=1)  # again after every reconnect: a restarted broker forgot it
+        self._session_up = True
         self.connected.set()
         log.info("%s: subscribed to %s", self.cfg.meter_id, self.cfg.topic)
+
+    def _on_connect_fail(self, _client: paho.Client, _u) -> None:
+        where = f"{self.cfg.broker_host}:{self.cfg.broker_port}"
+        log.warning("%s: cannot connect to the broker at %s (down, or TLS refused)", self.cfg.meter_id, where)
+        self.outbox.count("broker:connect-failed")
+
+    def _on_disconnect(self, _client: paho.Client, _u, _flags, reason, _p) -> None:
+        if self._stop.is_set():
+            return
+        up, self._session_up = self._session_up, False
+        if up:
+            log.warning("%s: lost the broker (%s); reconnecting", self.cfg.meter_id, reason)
+        else:  # closed before its CONNACK: with TLS 1.3 a refused client certificate ends here
+            log.warning("%s: broker closed the connection before accepting it (%s)", self.cfg.meter_id, reason)
+        self.outbox.count("broker:lost" if up else "broker:refused")
 
     def _on_message(self, client: paho.Client, _u, msg: paho.MQTTMessage) -> None:
         try:
