@@ -6,7 +6,9 @@ can then be as short as about 0.5 s.
 Given a CA (:class:`gridledger.node.pki.LocalCA`), the cluster is secured: every member gets a certificate
 (``etcd<i>``), client and peer URLs are ``https`` and both demand a client certificate signed by the CA
 (``--client-cert-auth``, ``--peer-client-cert-auth``); the cluster's own client presents ``ADMIN_CERT``. Without
-one (tests and benchmarks), it is plain HTTP with no authentication.
+one (tests and benchmarks), it is plain HTTP with no authentication. ``enable_auth``, ``grant_prefix`` and
+``delete_user`` drive etcd's access control (users with passwords, a role per user over one key prefix) through the
+JSON gateway; ``authenticate`` logs a client in.
 """
 
 from __future__ import annotations
