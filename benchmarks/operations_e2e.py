@@ -105,7 +105,7 @@ class Commits:
 def mqtt_to_commit(folder: Path) -> dict:
     """Publish ``TICKS`` compressed minutes of every meter's measurements; latency publish -> committed (s)."""
     where = folder / "cluster"
-    cluster.up(where, E2E_METERS, 1, rate_limit=(100_000, 200_000), poef=True)
+    cluster.up(where, E2E_METERS, 1, rate_limit=(100_000, 200_000), poef=True, insecure=True)
     daemons: list[MeterDaemon] = []
     try:
         net = Testnet(where)

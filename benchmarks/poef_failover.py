@@ -136,7 +136,7 @@ def reading_stream(net: Network, meter: str, stop: threading.Event) -> None:
 def measure(poef: bool) -> dict:
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d)
-        cluster.up(folder, meters=3, concentrators=1, rate_limit=(100_000, 100_000), poef=poef)
+        cluster.up(folder, meters=3, concentrators=1, rate_limit=(100_000, 100_000), poef=poef, insecure=True)
         try:
             return run(Network(folder, poef))
         finally:

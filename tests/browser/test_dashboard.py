@@ -28,7 +28,7 @@ def net(tmp_path_factory):
     except EtcdUnavailable as e:
         pytest.skip(str(e))
     folder = tmp_path_factory.mktemp("dashboard-cluster")
-    state = cluster.up(folder, meters=len(METERS), concentrators=1, poef=True)
+    state = cluster.up(folder, meters=len(METERS), concentrators=1, poef=True, insecure=True)  # Chromium: http
     try:
         urls = {n["id"]: n["url"] for n in state["nodes"]}
         with NodeClient(urls["DC1"], "operator", load_key(folder / "keys" / "operator.seed"), timeout=5) as dc1:

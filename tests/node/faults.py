@@ -377,7 +377,7 @@ def _takeover(net: Testnet, node_id: str, timeout: float) -> float:
 def run_scenario(name: str, folder: Path, fault_s: float = 4.0) -> Outcome:
     """Start a network in ``folder`` (two coordinators, two meters), rewire it, run a workload through every node,
     inject fault ``name`` for ``fault_s`` seconds, heal, and check it (the network is stopped on return)."""
-    net = Testnet.start(folder, meters=2, rate_limit=(100_000, 100_000))
+    net = Testnet.start(folder, meters=2, rate_limit=(100_000, 100_000), insecure=True)  # rewires etcd over http
     faults = FaultNet()
     disk = Disk(folder / "disk") if name == "disk_full" else None
     notes: dict[str, object] = {}

@@ -38,6 +38,7 @@ def net(tmp_path_factory):
 def dso(net, *args: str, via: str = "DC1"):
     folder, urls = net
     argv = ["dso", *args, "--node", urls[via], "--key", str(folder / "keys" / "operator.seed")]
+    argv += ["--ca", str(folder / "pki" / "ca.crt")]  # the cluster is TLS (the default): verify it against its CA
     return CliRunner().invoke(app, argv)
 
 
@@ -111,9 +112,14 @@ def test_bad_input_is_one_line_and_changes_nothing(net):
     one_line_error(dso(net, "limits", "--meter", "MI77", "--max-epa", "1", "--max-eca", "1", "--credit", "1"), "MI77")
     one_line_error(dso(net, "prices", "--consumption", "1", "--production", "1", "--at", "tomorrow"), "--at 'tomorrow'")
     one_line_error(dso(net, "authorize", "--meter", "MI8", "--pubkey", "abc"), "--pubkey", "64 hex")
-    folder, _ = net
+    folder, urls = net
     gone = f"http://127.0.0.1:{free_port()}"
     r = CliRunner().invoke(app, ["dso", "show", "--node", gone, "--key", str(folder / "keys" / "operator.seed")])
     one_line_error(r, f"--node {gone}", "did not answer")
+    r = CliRunner().invoke(app, ["dso", "show", "--node", urls["DC1"], "--key", str(folder / "keys" / "operator.seed")])
+    one_line_error(r, f"--node {urls['DC1']}", "TLS refused", "--ca")  # an https node, not verified: refused
+    seed = str(folder / "keys" / "operator.seed")
+    r = CliRunner().invoke(app, ["dso", "show", "--node", urls["DC1"], "--key", seed, "--ca", seed])
+    one_line_error(r, "--ca", "not a readable PEM certificate")
     after = timeline(net)
     assert after["nonce"] == before["nonce"] and after["policies"] == before["policies"]

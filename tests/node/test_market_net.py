@@ -65,7 +65,16 @@ def community(tmp_path_factory):
     folder = base / "net"
     result = CliRunner().invoke(
         cluster_app,
-        ["up", "--community", str(base / "community.toml"), "--slot-seconds", str(SLOT_S), "--dir", str(folder)],
+        [
+            "up",
+            "--insecure",
+            "--community",
+            str(base / "community.toml"),
+            "--slot-seconds",
+            str(SLOT_S),
+            "--dir",
+            str(folder),
+        ],
         env={"COLUMNS": "200"},
     )
     try:
@@ -195,7 +204,7 @@ def test_killing_a_relay_does_not_stop_the_market(community):
 def test_a_bad_community_file_is_one_line_and_starts_nothing(tmp_path, toml, message):
     (tmp_path / "c.toml").write_text(toml)
     result = CliRunner().invoke(
-        cluster_app, ["up", "--community", str(tmp_path / "c.toml"), "--dir", str(tmp_path / "net")]
+        cluster_app, ["up", "--insecure", "--community", str(tmp_path / "c.toml"), "--dir", str(tmp_path / "net")]
     )
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "net" / cluster.STATE_FILE).exists()

@@ -65,7 +65,7 @@ def net(tmp_path_factory):
     if mqtt.mosquitto_binary() is None:
         pytest.skip("mosquitto is not installed")
     folder = tmp_path_factory.mktemp("meter-cluster")
-    cluster.up(folder, meters=3, concentrators=1, rate_limit=(1_000, 2_000), poef=True)
+    cluster.up(folder, meters=3, concentrators=1, rate_limit=(1_000, 2_000), poef=True, insecure=True)  # plain broker
     network = Testnet(folder)
     try:
         ids = network.ids()

@@ -34,7 +34,7 @@ def net(tmp_path_factory):
     except EtcdUnavailable as e:
         pytest.skip(str(e))
     folder = tmp_path_factory.mktemp("cluster")
-    cluster.up(folder, meters=2, concentrators=1)
+    cluster.up(folder, meters=2, concentrators=1, insecure=True)  # raw http and etcd clients below
     try:
         yield Network(folder)
     finally:

@@ -30,6 +30,9 @@ KEY = typer.Option(
     ..., "--key", envvar="GRIDLEDGER_DSO_KEY", help="The DSO key file: 64 hex characters, mode 0600 (owner only)."
 )
 AS_ID = typer.Option("operator", "--id", help="The id under which the DSO is registered with the node.")
+CA = typer.Option(
+    None, "--ca", envvar="GRIDLEDGER_CA", help="The CA certificate an https node is verified against (DIR/pki/ca.crt)."
+)
 AT = typer.Option(
     "now", "--at", help="When it takes effect: 'now' (the current slot) or a UTC time, e.g. 2026-12-05T08:00:00Z."
 )
@@ -43,7 +46,7 @@ def _utc(t: int) -> str:
 class DsoSession:
     """A signed session with one node as the DSO: reads the policy timeline, submits policies."""
 
-    def __init__(self, node: str, key: Path, as_id: str) -> None:
+    def __init__(self, node: str, key: Path, as_id: str, ca: Path | None = None) -> None:
         from gridledger.client import KeyFileError, NodeClient, load_key
 
         try:
@@ -51,7 +54,10 @@ class DsoSession:
         except KeyFileError as e:
             raise fail(f"--key: {e}") from None
         self.url = node
-        self.client = NodeClient(node, as_id, self.key, timeout=5)
+        try:
+            self.client = NodeClient(node, as_id, self.key, timeout=5, ca=ca)
+        except ValueError as e:
+            raise fail(f"--ca: {e}") from None
 
     def call(self, what, *args):
         """``what(*args)`` on the client; a refusal or a silent node is one line (exit 2)."""
@@ -59,7 +65,9 @@ class DsoSession:
 
         try:
             return what(*args)
-        except NodeUnreachable:
+        except NodeUnreachable as e:
+            if e.tls:
+                raise fail(f"--node {self.url}: {e}") from None
             raise fail(f"--node {self.url}: the node did not answer (is it running, is the URL right?)") from None
         except ApiError as e:
             raise fail(f"--node {self.url} refused: {e.code}: {e.message}") from None
@@ -131,6 +139,7 @@ def authorize(
     node: str = NODE,
     key: Path = KEY,
     as_id: str = AS_ID,
+    ca: Path | None = CA,
     at: str = AT,
     wait: float = WAIT,
 ) -> None:
@@ -141,7 +150,7 @@ def authorize(
         raw = b""
     if len(raw) != 32:
         raise fail(f"--pubkey {pubkey!r}: must be 64 hex characters (an Ed25519 public key)")
-    DsoSession(node, key, as_id).change(at, wait, authorize={meter: raw})
+    DsoSession(node, key, as_id, ca).change(at, wait, authorize={meter: raw})
 
 
 @app.command()
@@ -150,11 +159,12 @@ def ban(
     node: str = NODE,
     key: Path = KEY,
     as_id: str = AS_ID,
+    ca: Path | None = CA,
     at: str = AT,
     wait: float = WAIT,
 ) -> None:
     """Ban meters: from the effective slot on, their readings and trades are refused."""
-    DsoSession(node, key, as_id).change(at, wait, meters, ban=meters)
+    DsoSession(node, key, as_id, ca).change(at, wait, meters, ban=meters)
 
 
 @app.command()
@@ -164,11 +174,12 @@ def prices(
     node: str = NODE,
     key: Path = KEY,
     as_id: str = AS_ID,
+    ca: Path | None = CA,
     at: str = AT,
     wait: float = WAIT,
 ) -> None:
     """Set the prices (priceConsumption, priceProduction)."""
-    DsoSession(node, key, as_id).change(at, wait, prices=(consumption, production))
+    DsoSession(node, key, as_id, ca).change(at, wait, prices=(consumption, production))
 
 
 @app.command()
@@ -180,13 +191,14 @@ def limits(
     node: str = NODE,
     key: Path = KEY,
     as_id: str = AS_ID,
+    ca: Path | None = CA,
     at: str = AT,
     wait: float = WAIT,
 ) -> None:
     """Set a meter's PETra limits."""
     from gridledger.ledger.kinds.dso_policy import MeterLimits
 
-    DsoSession(node, key, as_id).change(at, wait, [meter], limits=[MeterLimits(meter, max_epa, max_eca, credit)])
+    DsoSession(node, key, as_id, ca).change(at, wait, [meter], limits=[MeterLimits(meter, max_epa, max_eca, credit)])
 
 
 @app.command()
@@ -194,10 +206,11 @@ def show(
     node: str = NODE,
     key: Path = KEY,
     as_id: str = AS_ID,
+    ca: Path | None = CA,
     as_json: bool = typer.Option(False, "--json", help="Print the timeline as JSON (as /v1/policy serves it)."),
 ) -> None:
     """The policy timeline: what is in force now (prices, each meter's status and limits) and every policy."""
-    dso = DsoSession(node, key, as_id)
+    dso = DsoSession(node, key, as_id, ca)
     view = dso.timeline()
     if as_json:
         print(json.dumps(view, indent=2))

@@ -90,6 +90,9 @@ def tx_status(
         ..., "--key", envvar="GRIDLEDGER_KEY", help="Key file of a node registered there (hex seed, mode 0600)."
     ),
     as_id: str = typer.Option("operator", "--id", help="The id under which that key is registered."),
+    ca: Path | None = typer.Option(
+        None, "--ca", envvar="GRIDLEDGER_CA", help="The CA certificate an https node is verified against."
+    ),
 ) -> None:
     """Say whether a transaction is pending, committed at height h, rejected (with the code) or unknown."""
     from gridledger.client import ApiError, KeyFileError, NodeClient, NodeUnreachable, load_key
@@ -104,10 +107,16 @@ def tx_status(
         signer = load_key(key)
     except KeyFileError as e:
         raise fail(f"--key: {e}") from None
-    with NodeClient(node, as_id, signer) as client:
+    try:
+        client = NodeClient(node, as_id, signer, ca=ca)
+    except ValueError as e:
+        raise fail(f"--ca: {e}") from None
+    with client:
         try:
             st = client.tx_status(raw)
-        except NodeUnreachable:
+        except NodeUnreachable as e:
+            if e.tls:
+                raise fail(f"--node {node}: {e}") from None
             raise fail(f"--node {node}: the node did not answer (is it running, is the URL right?)") from None
         except ApiError as e:
             raise fail(f"--node {node} refused: {e.code}: {e.message}") from None

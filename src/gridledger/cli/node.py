@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from gridledger.cli.common import console, fail
+from gridledger.cli.common import console, err, fail
 from gridledger.node.config import ROLES, ConfigError, NodeConfig
 
 cluster_app = typer.Typer(
@@ -53,6 +53,12 @@ def cluster_up(
     postgres: bool = typer.Option(
         False, "--postgres", help="Store every node's chain in its own database of a throwaway PostgreSQL server."
     ),
+    insecure: bool = typer.Option(
+        False,
+        "--insecure",
+        help="Plain HTTP for etcd and the node APIs, no CA, no client certificates (anyone on the network can write "
+        "to etcd). Default: TLS everywhere with a local CA in DIR/pki.",
+    ),
     community: Path | None = typer.Option(
         None,
         "--community",
@@ -67,11 +73,22 @@ def cluster_up(
     from gridledger.node.cluster import up
     from gridledger.store.pgserver import PgServerError
 
+    if community is not None and not insecure:
+        raise fail(
+            "--community: the market's relays, bid store and prosumers do not speak TLS yet; "
+            "run it on a trusted test machine with --insecure"
+        )
+    if insecure:
+        err.print(
+            "[bold red]WARNING: --insecure: etcd and the node APIs use plain HTTP without authentication; anyone who "
+            "reaches these ports can read the traffic and write junk to etcd that stops every node. Use it only on a "
+            "trusted test machine.[/]"
+        )
     if community is not None:
         return _up_community(folder, community, slot_seconds)
     try:
         with console.status(f"starting etcd and {meters + 2 * concentrators} nodes …"):
-            state = up(folder, meters, concentrators, poef=poef, postgres=postgres)
+            state = up(folder, meters, concentrators, poef=poef, postgres=postgres, insecure=insecure)
     except (FileExistsError, TimeoutError, RuntimeError, PgServerError) as e:
         raise fail(str(e)) from None
     table = Table(title=f"gridledger cluster in {folder} ({state['consensus']})")
@@ -81,6 +98,8 @@ def cluster_up(
         table.add_row(n["id"], n["role"], n["chain"], n["url"], str(n["pid"]))
     console.print(table)
     console.print(f"etcd: {', '.join(m['url'] for m in state['etcd'])}")
+    if state["ca"]:
+        console.print(f"TLS: clients verify the nodes against {state['ca']} (e.g. `--ca {state['ca']}`)")
     console.print(f"stop it with: [bold]gridledger cluster down --dir {folder}[/]")
 
 
@@ -155,7 +174,7 @@ def cluster_status(folder: Path = typer.Option(Path("cluster"), "--dir", help=DI
     for col in ("node", "chain", "height", "tip", "leading"):
         table.add_column(col)
     for n in state["nodes"]:
-        client = NodeClient(n["url"], "operator", key, timeout=2)
+        client = NodeClient(n["url"], "operator", key, timeout=2, ca=state.get("ca"))
         try:
             s = client.status()
             table.add_row(n["id"], n["chain"], str(s["height"]), s["tip"][:16], "yes" if s["leading"] else "")
@@ -206,7 +225,7 @@ def _client_as(folder: Path, state: dict, via: str, as_id: str):
         key = KeyPair(bytes.fromhex((folder / "keys" / "operator.seed").read_text()))
     else:
         key = NodeConfig.load(nodes[as_id]["config"]).key
-    return NodeClient(nodes[via]["url"], as_id, key, timeout=5)
+    return NodeClient(nodes[via]["url"], as_id, key, timeout=5, ca=state.get("ca"))
 
 
 @cluster_app.command("reading")

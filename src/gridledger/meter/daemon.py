@@ -22,6 +22,13 @@ transaction as the state it came from; the submitter sends the oldest unacknowle
 counted). One reading is in flight at a time, so a meter's readings reach the chain in minute order. A node that does
 not answer, refuses with a status other than 400, or forgot the transaction is retried; the same bytes are sent
 again (the same txid: the node's queue is idempotent, and the chain refuses a minute already reported).
+
+**TLS.** With ``[broker] ca_file, cert_file, key_file`` the daemon reaches the broker over TLS only, verifies it
+against the CA and logs in with its device certificate (the broker takes its common name as the user name); with
+``node_ca`` it verifies an ``https`` node against that CA. ``meter init`` on a secure cluster writes both. A broker
+that refuses the daemon (a revoked or unknown certificate, bad credentials) is logged and counted
+(``broker:refused``; ``broker:connect-failed`` when the connection or a TLS 1.2 handshake fails, ``broker:lost``
+when an open session drops); the daemon keeps retrying.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from gridledger.ledger.kinds import decode_transaction
 from gridledger.ledger.kinds.reading import ReadingDevice, ReadingError, ReadingValues
 from gridledger.meter.outbox import SENT, Outbox
 from gridledger.node.client import ApiError, KeyFileError, NodeClient, NodeUnreachable, load_key
+from gridledger.node.pki import TlsFiles
 from gridledger.twin.smartpi import SmartPiFormatError, measured_at, parse_measurement
 
 log = logging.getLogger("gridledger.meter")
@@ -76,6 +84,8 @@ class MeterConfig:
     api_key: KeyPair
     broker_username: str | None = None
     broker_password: str | None = None
+    broker_tls: TlsFiles | None = None
+    node_ca: Path | None = None
     interval_min: int = 1
     max_gap_s: int = 300
     max_ahead_s: int = 300
@@ -124,6 +134,18 @@ class MeterConfig:
             genesis = Block.decode(bytes.fromhex((path.parent / need("genesis", str)).read_text().strip()))
         except (OSError, ValueError) as e:
             raise MeterConfigError(f"{path}: genesis: cannot read the chain's genesis block: {e}") from None
+        tls_keys = ("ca_file", "cert_file", "key_file")
+        if any(k in broker for k in tls_keys):
+            files = [path.parent / need(k, str, broker, "broker.") for k in tls_keys]
+            for k, f in zip(tls_keys, files, strict=True):
+                if not f.is_file():
+                    raise MeterConfigError(f"{path}: broker.{k}: no file {f}")
+            broker_tls = TlsFiles(*files)
+        else:
+            broker_tls = None
+        node_ca = path.parent / need("node_ca", str) if "node_ca" in data else None
+        if node_ca is not None and not node_ca.is_file():
+            raise MeterConfigError(f"{path}: node_ca: no file {node_ca}")
         meter_id = need("meter_id", str)
         member = need("member", int)
         if not 0 <= member <= 0xFFFF:
@@ -142,6 +164,8 @@ class MeterConfig:
             topic=need("topic", str, broker, "broker."),
             broker_username=optional("username", str, None, broker, "broker."),
             broker_password=optional("password", str, None, broker, "broker."),
+            broker_tls=broker_tls,
+            node_ca=node_ca,
             serial=optional("serial", str, meter_id),
             api_id=optional("api_id", str, meter_id),
             api_key=key_file("api_key_file") if "api_key_file" in data else key,
@@ -160,9 +184,12 @@ def write_config(
     cluster: Path, meter: str, out: Path, broker_host: str, broker_port: int, topic: str | None = None
 ) -> Path:
     """Write ``out/METER.meter.toml``, the meter's key files (mode 0600) and its chain's genesis for ``meter`` of the
-    local PoEf cluster in ``cluster`` (``gridledger cluster up``); it submits to its NAN's primary concentrator."""
-    from gridledger.node.cluster import STATE_FILE, _write_private
+    local PoEf cluster in ``cluster`` (``gridledger cluster up``); it submits to its NAN's primary concentrator.
+    On a secure cluster the meter also gets a device certificate for the broker (``METER.crt``/``.key``, common
+    name ``meter``, issued by the cluster's CA) and the CA (``ca.crt``) to verify the broker and its node."""
+    from gridledger.node.cluster import PKI_DIR, STATE_FILE
     from gridledger.node.config import ConfigError, NodeConfig
+    from gridledger.node.pki import LocalCA, write_private
 
     try:
         state = json.loads((cluster / STATE_FILE).read_text())
@@ -179,8 +206,17 @@ def write_config(
         raise MeterConfigError(str(e)) from None
     coordinator = next(n for n in state["nodes"] if n["chain"] == node["chain"] and n["role"] == "concentrator")
     out.mkdir(parents=True, exist_ok=True)
-    _write_private(out / f"{meter}.seed", cfg.key.seed.hex())
-    _write_private(out / f"{meter}.content", cfg.content_key.hex())
+    write_private(out / f"{meter}.seed", cfg.key.seed.hex())
+    write_private(out / f"{meter}.content", cfg.content_key.hex())
+    tls_lines = ""
+    if state.get("ca"):
+        files = LocalCA.load(cluster / PKI_DIR).issue(meter, out=out)
+        (out / "ca.crt").write_bytes(files.ca.read_bytes())
+        tls_lines = (
+            f'ca_file = "ca.crt"                # the cluster CA: the broker must show a certificate it signed\n'
+            f'cert_file = "{meter}.crt"          # this device\'s certificate (common name {meter}: its MQTT user)\n'
+            f'key_file = "{meter}.key"           # its private key (mode 0600)\n'
+        )
     (out / f"{meter}.genesis").write_text(cfg.genesis.hex())
     path = out / f"{meter}.meter.toml"
     path.write_text(
@@ -191,12 +227,13 @@ def write_config(
         f'content_key_file = "{meter}.content"  # its content key (hex, mode 0600): encrypts readings\n'
         f'genesis = "{meter}.genesis"        # its NAN chain: chain id and start time\n'
         f'node = "{coordinator["url"]}"   # its NAN node ({coordinator["id"]})\n'
-        f'outbox = "{meter}.outbox.sqlite"\n'
+        + ('node_ca = "ca.crt"                # the CA its https node is verified against\n' if tls_lines else "")
+        + f'outbox = "{meter}.outbox.sqlite"\n'
         "interval_min = 1                  # minutes per reading\n"
         "\n[broker]\n"
         f'host = "{broker_host}"\n'
         f"port = {broker_port}\n"
-        f'topic = "{topic or f"gridledger/meters/{meter}/smartpi"}"\n'
+        f'topic = "{topic or f"gridledger/meters/{meter}/smartpi"}"\n' + tls_lines
     )
     return path
 
@@ -294,7 +331,7 @@ class MeterDaemon:
         self.outbox = Outbox(cfg.outbox)
         self.acc = Accumulator(cfg, self.outbox.state())
         self.device = ReadingDevice(cfg.chain_id, cfg.member, cfg.key, cfg.content_key, self.outbox.last_minute())
-        self.node = NodeClient(cfg.node, cfg.api_id, cfg.api_key, timeout=5.0)
+        self.node = NodeClient(cfg.node, cfg.api_id, cfg.api_key, timeout=5.0, ca=cfg.node_ca)
         self._lock = threading.Lock()  # one message at a time through the accumulator and the device
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -308,19 +345,41 @@ class MeterDaemon:
         )
         if cfg.broker_username is not None:
             self.mqtt.username_pw_set(cfg.broker_username, cfg.broker_password)
+        if cfg.broker_tls is not None:
+            self.mqtt.tls_set(str(cfg.broker_tls.ca), str(cfg.broker_tls.cert), str(cfg.broker_tls.key))
         self.mqtt.reconnect_delay_set(0.2, 5)
         self.mqtt.on_connect = self._on_connect
+        self.mqtt.on_connect_fail = self._on_connect_fail
+        self.mqtt.on_disconnect = self._on_disconnect
         self.mqtt.on_message = self._on_message
         self.connected = threading.Event()
+        self._session_up = False  # between a CONNACK and the next disconnect
 
     # ------------------------------------------------------------------ MQTT side
     def _on_connect(self, client: paho.Client, _u, _flags, reason, _p) -> None:
         if getattr(reason, "is_failure", False):
             log.warning("%s: broker refused the connection: %s", self.cfg.meter_id, reason)
+            self.outbox.count("broker:refused")
             return
         client.subscribe(self.cfg.topic, qos=1)  # again after every reconnect: a restarted broker forgot it
+        self._session_up = True
         self.connected.set()
         log.info("%s: subscribed to %s", self.cfg.meter_id, self.cfg.topic)
+
+    def _on_connect_fail(self, _client: paho.Client, _u) -> None:
+        where = f"{self.cfg.broker_host}:{self.cfg.broker_port}"
+        log.warning("%s: cannot connect to the broker at %s (down, or TLS refused)", self.cfg.meter_id, where)
+        self.outbox.count("broker:connect-failed")
+
+    def _on_disconnect(self, _client: paho.Client, _u, _flags, reason, _p) -> None:
+        if self._stop.is_set():
+            return
+        up, self._session_up = self._session_up, False
+        if up:
+            log.warning("%s: lost the broker (%s); reconnecting", self.cfg.meter_id, reason)
+        else:  # closed before its CONNACK: with TLS 1.3 a refused client certificate ends here
+            log.warning("%s: broker closed the connection before accepting it (%s)", self.cfg.meter_id, reason)
+        self.outbox.count("broker:lost" if up else "broker:refused")
 
     def _on_message(self, client: paho.Client, _u, msg: paho.MQTTMessage) -> None:
         try:

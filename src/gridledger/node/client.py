@@ -9,6 +9,7 @@ HTTP error. ``request`` is the raw signed call underneath.
 from __future__ import annotations
 
 import json
+import ssl
 import stat
 import time
 from collections.abc import Iterator
@@ -46,7 +47,19 @@ class ApiError(httpx.HTTPError):
 
 
 class NodeUnreachable(httpx.HTTPError):
-    """No answer from the node (refused connection, time-out, broken transfer)."""
+    """No answer from the node (refused connection, time-out, broken transfer); ``tls`` if its certificate was not
+    signed by the CA the client trusts (or it speaks plain HTTP to a TLS client)."""
+
+    def __init__(self, message: str, tls: bool = False) -> None:
+        super().__init__(message)
+        self.tls = tls
+
+    @classmethod
+    def of(cls, url: str, e: httpx.TransportError) -> NodeUnreachable:
+        text = str(e) or type(e).__name__
+        if "CERTIFICATE_VERIFY_FAILED" in text or "WRONG_VERSION_NUMBER" in text:
+            return cls(f"node {url}: TLS refused ({text}); give the cluster's CA (--ca DIR/pki/ca.crt)", tls=True)
+        return cls(f"node {url} did not answer: {text}")
 
 
 class KeyFileError(ValueError):
@@ -76,13 +89,28 @@ def load_key(path: str | Path) -> KeyPair:
     return KeyPair(seed)
 
 
-class NodeClient:
-    """Talks to one node's API as a registered node (``node_id`` with ``key``); ``timeout`` per request (s)."""
+def tls_verify(ca: str | Path | None) -> ssl.SSLContext | bool:
+    """What httpx verifies an ``https`` node against: only the CA certificate in ``ca`` (a cluster's own CA, see
+    :mod:`gridledger.node.pki`), or the system's trusted CAs when ``ca`` is None. ``ValueError`` (naming the file)
+    if ``ca`` is not a readable PEM certificate."""
+    if ca is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca))
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"CA file {ca}: not a readable PEM certificate ({e.strerror or e})") from None
 
-    def __init__(self, base_url: str, node_id: str, key: KeyPair, timeout: float = 5.0) -> None:
+
+class NodeClient:
+    """Talks to one node's API as a registered node (``node_id`` with ``key``); ``timeout`` per request (s). An
+    ``https`` node's certificate is verified against ``ca`` (the PEM file of the cluster's CA), or the system's CAs."""
+
+    def __init__(
+        self, base_url: str, node_id: str, key: KeyPair, timeout: float = 5.0, ca: str | Path | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.node_id, self.key = node_id, key
-        self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout, verify=tls_verify(ca))
 
     def __enter__(self) -> NodeClient:
         return self
@@ -103,7 +131,7 @@ class NodeClient:
         try:
             r = self.request(method, path, params, body) if signed else self.http.request(method, path)
         except httpx.TransportError as e:
-            raise NodeUnreachable(f"node {self.base_url} did not answer: {e or type(e).__name__}") from None
+            raise NodeUnreachable.of(self.base_url, e) from None
         if r.status_code >= 400:
             raise ApiError.of(r)
         return r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text
@@ -118,7 +146,7 @@ class NodeClient:
         try:
             return self.http.get("/v1/health").json()
         except httpx.TransportError as e:
-            raise NodeUnreachable(f"node {self.base_url} did not answer: {e or type(e).__name__}") from None
+            raise NodeUnreachable.of(self.base_url, e) from None
 
     def metrics(self) -> str:
         """``/v1/metrics`` (unsigned): the Prometheus text."""
@@ -182,7 +210,7 @@ class NodeClient:
                     if line.startswith("data: "):
                         yield json.loads(line[6:])
         except httpx.TransportError as e:
-            raise NodeUnreachable(f"node {self.base_url} did not answer: {e or type(e).__name__}") from None
+            raise NodeUnreachable.of(self.base_url, e) from None
 
     def close(self) -> None:
         self.http.close()

@@ -10,6 +10,13 @@ first policy (nonce 1, queued before the nodes start) enrols the NAN's meters as
 the DSO's content root (``keys/content.root``) gives each coordinator its chain's master content key and each
 meter its member key (``content_key`` in their configurations), so readings are encrypted for exactly the meter,
 its coordinators and the DSO. Slot 0 of a PoEf chain starts a minute before ``up``.
+
+Secure by default: ``up`` makes a local CA in ``pki/`` (:mod:`gridledger.node.pki`) and a certificate for every etcd
+member, every node and etcd's administrative client; etcd speaks TLS on client and peer URLs and demands client
+certificates, every node serves its API over HTTPS and reaches etcd and its peers with its certificate, verifying
+them against the CA (``ca`` in ``cluster.json``). etcd's access control is on: user ``root`` (its password in
+``pki/etcd-root.password``) and one user per node, whose role may read and write only its chain's keys
+(``etcd_password`` in the node's configuration). ``insecure=True`` keeps plain HTTP without authentication.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from etcd3gw.client import Etcd3Client
+
 from gridledger.ledger.block import ZERO_HASH, Block, make_block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.dso_policy import DsoPolicy, MeterLimits
@@ -32,14 +41,19 @@ from gridledger.ledger.kinds.reading import ContentKeys, ReadingDevice
 from gridledger.ledger.ruleset import Tier, tier_ruleset
 from gridledger.ledger.units import DEFAULT_SLOT_SECONDS
 from gridledger.node.config import NodeConfig
-from gridledger.node.etcd import EtcdCluster
+from gridledger.node.etcd import ADMIN_CERT, EtcdCluster, enable_auth, grant_prefix
 from gridledger.node.netutil import free_port, wait_port
+from gridledger.node.pki import LocalCA, write_private
 from gridledger.node.poef_board import EtcdPoefOrderer
 from gridledger.petra.dso import DSO
 from gridledger.store.pgserver import PgServer
 from gridledger.tiers.hierarchy import METER_LIMITS, chain_name
 
 STATE_FILE = "cluster.json"
+#: The cluster's CA folder (inside the cluster folder).
+PKI_DIR = "pki"
+#: The MQTT broker's certificate in ``pki/`` (for mosquitto's ``certfile``/``keyfile``, see docs/security.md).
+MQTT_CERT = "mqtt-broker"
 #: Requests per second (and burst) each node allows one peer address; on loopback that address is every caller's.
 LOOPBACK_PEER_LIMIT = (100_000, 200_000)
 
@@ -85,6 +99,7 @@ def up(
     rate_limit: tuple[float, float] = (50, 100),
     poef: bool = False,
     postgres: bool = False,
+    insecure: bool = False,
     *,
     slot_seconds: int = DEFAULT_SLOT_SECONDS,
     meter_ids: list[str] | None = None,
@@ -98,28 +113,32 @@ def up(
     ``LOOPBACK_PEER_LIMIT``: on loopback every caller has the same address). ``poef``: PoEf
     NAN chains (see the module docstring); otherwise untagged chains with the coordinator-only rule. ``postgres``:
     every node stores its chain in its own database of a throwaway PostgreSQL server (else SQLite files beside its
-    config). The keyword arguments serve ``up_community``: the PoEf chains' slot length (s), the meters' ids and
-    DSO limits (MAXEPA W, MAXECA W, FA credit), further registered callers (id, role, key) of every node, and
+    config). ``insecure``: plain HTTP everywhere, no CA (else TLS, see the module docstring). The keyword
+    arguments serve ``up_community``: the PoEf chains' slot length (s), the meters' ids and DSO limits (MAXEPA W, MAXECA W, FA credit), further registered callers (id, role, key) of every node, and
     how long after ``up`` starts the meters' enrolment takes effect (s; with short slots the enrolment must not
     name a slot that is over before the nodes have started and commit it).
     """
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / STATE_FILE).exists():
         raise FileExistsError(f"{folder} already holds a cluster; run `gridledger cluster down --dir {folder}` first")
-    etcd = EtcdCluster(3, base_dir=folder / "etcd").start(timeout)
+    ca = None if insecure else _make_ca(folder)
+    scheme = "http" if ca is None else "https"
+    etcd = EtcdCluster(3, base_dir=folder / "etcd", ca=ca).start(timeout)
+    admin, root = _etcd_root(etcd, folder) if ca is not None else (None, None)
     pg = PgServer.start() if postgres else None  # its own temp folder: the server's system user must reach it
     chains, operator = plan(meters, concentrators, meter_ids)
     (folder / "keys").mkdir(exist_ok=True)
-    _write_private(folder / "keys" / "operator.seed", operator.seed.hex())
+    write_private(folder / "keys" / "operator.seed", operator.seed.hex())
     content = ContentKeys(os.urandom(32)) if poef else None
     if content is not None:
-        _write_private(folder / "keys" / "content.root", content.root.hex())
+        write_private(folder / "keys" / "content.root", content.root.hex())
     now = int(time.time())
     state = {
         "etcd": [{"pid": m.process.pid, "url": m.url} for m in etcd.members],
         "operator": operator.public.hex(),
         "consensus": "poef" if poef else "coordinator",
         "postgres": str(pg.base) if pg else None,
+        "ca": None if ca is None else str(ca.ca_path),
         "nodes": [],
     }
     for nan, nodes in chains.items():
@@ -137,7 +156,9 @@ def up(
         if content is not None:
             meters_here = [n for n in nodes if n.role == "meter"]
             enrolment = _enrol(operator, genesis.chain_id, meters_here, limits, (60 + enrol_after_s) // slot_seconds)
-            with contextlib.closing(EtcdPoefOrderer(etcd.endpoints, genesis.chain_id)) as orderer:
+            admin_tls = None if ca is None else ca.files(ADMIN_CERT)
+            enrolling = EtcdPoefOrderer(etcd.endpoints, genesis.chain_id, tls=admin_tls, auth=root)
+            with contextlib.closing(enrolling) as orderer:
                 orderer.submit(enrolment.txid, enrolment.encode())
             keys = content.chain(genesis.chain_id)
             members = {meter: index for index, (meter, _) in enumerate(enrolment.authorize)}
@@ -145,8 +166,8 @@ def up(
             secrets |= {meter: keys.member_key(index) for meter, index in members.items()}
         registry = [("operator", "dso", operator), *extra_registry] + [(n.node_id, n.role, n.key) for n in nodes]
         for node in nodes:
-            peers = [f"http://127.0.0.1:{n.port}" for n in nodes if n is not node]
-            others = [f"http://127.0.0.1:{other[0].port}" for other in chains.values() if other is not nodes]
+            peers = [f"{scheme}://127.0.0.1:{n.port}" for n in nodes if n is not node]
+            others = [f"{scheme}://127.0.0.1:{other[0].port}" for other in chains.values() if other is not nodes]
             lines = [
                 f'node_id = "{node.node_id}"',
                 f'role = "{node.role}"',
@@ -163,6 +184,8 @@ def up(
             ]
             if node.node_id in secrets:
                 lines.append(f'content_key = "{secrets[node.node_id].hex()}"')
+            lines += _etcd_user(admin, node.node_id, genesis.chain_id)
+            lines += _tls_lines(folder, ca, node.node_id)
             for rid, role, key in registry:
                 lines += ["", "[[registry]]", f'id = "{rid}"', f'role = "{role}"', f'pubkey = "{key.public.hex()}"']
             cfg = folder / f"{node.node_id}.toml"
@@ -173,23 +196,53 @@ def up(
                 "role": node.role,
                 "chain": nan,
                 "pid": proc.pid,
-                "url": f"http://127.0.0.1:{node.port}",
+                "url": f"{scheme}://127.0.0.1:{node.port}",
                 "config": str(cfg),
             }
             if node.node_id in members:
                 entry["member"] = members[node.node_id]
             state["nodes"].append(entry)
+    if admin is not None:
+        admin.session.close()
     (folder / STATE_FILE).write_text(json.dumps(state, indent=2))
     for n in state["nodes"]:
         wait_port(int(n["url"].rsplit(":", 1)[1]), timeout)
     return state
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a secret readable by its owner only (mode 0600, from its creation on)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+def _make_ca(folder: Path) -> LocalCA:
+    """The cluster's CA in ``folder/pki``, with the MQTT broker's certificate (``MQTT_CERT``) issued."""
+    ca = LocalCA.create(folder / PKI_DIR)
+    ca.issue(MQTT_CERT)
+    return ca
+
+
+def _etcd_root(etcd: EtcdCluster, folder: Path) -> tuple[Etcd3Client, tuple[str, str]]:
+    """Turn on etcd's access control: user ``root`` with a new password (``pki/etcd-root.password``, 0600); a
+    client logged in as root, and root's (user, password)."""
+    password = os.urandom(16).hex()
+    write_private(folder / PKI_DIR / "etcd-root.password", password)
+    admin = etcd.client()
+    enable_auth(admin, password)
+    return admin, ("root", password)
+
+
+def _etcd_user(admin: Etcd3Client | None, node_id: str, chain_id: bytes) -> list[str]:
+    """A node's etcd user (its role: its chain's keys only) and its ``etcd_password`` line; none without ``admin``."""
+    if admin is None:
+        return []
+    password = os.urandom(16).hex()
+    grant_prefix(admin, node_id, password, f"/gridledger/{chain_id.hex()}/")
+    return [f'etcd_password = "{password}"']
+
+
+def _tls_lines(folder: Path, ca: LocalCA | None, node_id: str) -> list[str]:
+    """A node's ``[tls]`` configuration table (paths relative to the folder), its certificate issued; none if plain."""
+    if ca is None:
+        return []
+    files = ca.issue(node_id, common=False)  # also etcd's client: no common name (pki.LocalCA.issue)
+    rel = {k: getattr(files, k).relative_to(folder) for k in ("ca", "cert", "key")}
+    return ["", "[tls]", *(f'{k} = "{v}"' for k, v in rel.items())]
 
 
 def _enrol(

@@ -8,12 +8,17 @@ store = "MI1.sqlite"         # SQLite path (relative to the file) or postgresql:
 genesis = "nan1.genesis"     # the chain's genesis block, hex
 api = "127.0.0.1:8101"       # where the API listens
 orderer = ["http://127.0.0.1:2379", …]   # etcd client URLs, or "inprocess"
+etcd_password = "…"          # with etcd's access control on: the password of etcd user <node_id> (its chain's keys)
 peers = ["http://127.0.0.1:8102"]        # other nodes' APIs, for catch-up
 dashboard_peers = ["http://127.0.0.1:8201"]  # other chains' nodes whose chains /dashboard also shows
 rate_limit = { rate = 50, burst = 100 }  # requests per second per calling node (after authentication)
 peer_limit = { rate = 1000, burst = 2000 }  # requests per second per peer address (before authentication)
 content_key = "…64 hex…"     # PoEf chains: a coordinator's chain master content key, a meter's own member key
 round_timeout = 3.0          # PoEf chains: seconds a leader waits for a quorum before it re-proposes
+[tls]                        # HTTPS API, https etcd and peers (paths relative to the file); absent: plain HTTP
+ca = "pki/ca.crt"            # the CA that signed etcd's, the peers' and this node's certificates
+cert = "pki/MI1.crt"         # this node's certificate (server for its API, client for etcd)
+key = "pki/MI1.key"          # its private key (mode 0600)
 [[registry]]                 # every node allowed to talk to this one (this node included)
 id = "MI1"
 role = "meter"
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gridledger.ledger.crypto import KeyPair
+from gridledger.node.pki import TlsFiles
 
 ROLES = ("meter", "concentrator", "dso", "headend")
 
@@ -55,6 +61,8 @@ class NodeConfig:
     content_key: bytes | None = None
     round_timeout: float = 3.0
     dashboard_peers: list[str] = field(default_factory=list)
+    tls: TlsFiles | None = None
+    etcd_password: str | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> NodeConfig:
@@ -112,6 +120,13 @@ class NodeConfig:
         dashboard_peers = data.get("dashboard_peers", [])
         if not (isinstance(dashboard_peers, list) and all(isinstance(u, str) for u in dashboard_peers)):
             raise ConfigError(f"{path}: dashboard_peers must be a list of node API URLs")
+        tls = _tls(path, data.get("tls"))
+        etcd_password = data.get("etcd_password")
+        if etcd_password is not None and not isinstance(etcd_password, str):
+            raise ConfigError(f"{path}: etcd_password must be a string")
+        urls = [*(orderer if isinstance(orderer, list) else []), *data.get("peers", []), *dashboard_peers]
+        if tls is None and any(str(u).startswith("https://") for u in urls):
+            raise ConfigError(f"{path}: https URLs need a [tls] table (ca, cert, key)")
         return cls(
             need("node_id", str),
             role,
@@ -130,4 +145,19 @@ class NodeConfig:
             content_key,
             float(round_timeout),
             dashboard_peers,
+            tls,
+            etcd_password,
         )
+
+
+def _tls(path: Path, table: object) -> TlsFiles | None:
+    """The ``[tls]`` table's files (relative to the configuration's folder), each one readable; None if absent."""
+    if table is None:
+        return None
+    if not isinstance(table, dict) or not all(isinstance(table.get(k), str) for k in ("ca", "cert", "key")):
+        raise ConfigError(f"{path}: [tls] needs ca, cert and key (paths of PEM files)")
+    files = TlsFiles(*(path.parent / table[k] for k in ("ca", "cert", "key")))
+    for name, file in zip(("ca", "cert", "key"), (files.ca, files.cert, files.key), strict=True):
+        if not file.is_file():
+            raise ConfigError(f"{path}: tls.{name}: no file {file}")
+    return files

@@ -2,10 +2,18 @@
 
 Members use short Raft timings (heartbeat 50 ms, election 300 ms) so that a lost leader is replaced quickly; leases
 can then be as short as about 0.5 s.
+
+Given a CA (:class:`gridledger.node.pki.LocalCA`), the cluster is secured: every member gets a certificate
+(``etcd<i>``), client and peer URLs are ``https`` and both demand a client certificate signed by the CA
+(``--client-cert-auth``, ``--peer-client-cert-auth``); the cluster's own client presents ``ADMIN_CERT``. Without
+one (tests and benchmarks), it is plain HTTP with no authentication. ``enable_auth``, ``grant_prefix`` and
+``delete_user`` drive etcd's access control (users with passwords, a role per user over one key prefix) through the
+JSON gateway; ``authenticate`` logs a client in.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -16,11 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import etcd3gw
+import requests
 
 from gridledger.node.netutil import free_port, wait_port
+from gridledger.node.pki import LocalCA, TlsFiles
 
 HEARTBEAT_MS = 50
 ELECTION_MS = 300
+#: The certificate name (etcd user) of the cluster's administrative client (``cluster up``'s setup and checks).
+ADMIN_CERT = "root"
 
 
 class EtcdUnavailable(RuntimeError):
@@ -34,6 +46,66 @@ def etcd_binary() -> str:
     return path
 
 
+def etcd_client(
+    url: str, tls: TlsFiles | None = None, timeout: float | None = None, user: tuple[str, str] | None = None
+) -> etcd3gw.Etcd3Client:
+    """An etcd3gw client of the member at ``url`` (``http://`` or ``https://HOST:PORT``); over https it verifies the
+    member against ``tls.ca`` and presents ``tls.cert`` (``ValueError`` for https without ``tls``). ``user``: (name,
+    password) of an etcd user it logs in as (see ``authenticate``)."""
+    scheme, _, rest = url.partition("://")
+    host, _, port = rest.rstrip("/").rpartition(":")
+    if scheme not in ("http", "https") or not host or not port.isdigit():
+        raise ValueError(f"etcd URL {url!r}: expected http(s)://HOST:PORT")
+    if scheme == "https" and tls is None:
+        raise ValueError(f"etcd URL {url!r} is https: a CA and a client certificate are needed")
+    session = None
+    if scheme == "https":
+        session = requests.Session()
+        session.trust_env = False  # else $REQUESTS_CA_BUNDLE would replace our CA (requests' precedence)
+        session.verify, session.cert = str(tls.ca), (str(tls.cert), str(tls.key))
+    client = etcd3gw.client(host=host, port=int(port), protocol=scheme, timeout=timeout, session=session)
+    if user is not None:
+        authenticate(client, user)
+    return client
+
+
+def authenticate(client: etcd3gw.Etcd3Client, user: tuple[str, str]) -> None:
+    """Log ``client`` in as etcd user ``user`` = (name, password): the token etcd gives goes into every request's
+    ``Authorization`` header (call again when etcd says the token is invalid, e.g. after a member restarted)."""
+    client.session.headers.pop("Authorization", None)
+    answer = client.post(client.get_url("/auth/authenticate"), json={"name": user[0], "password": user[1]})
+    client.session.headers["Authorization"] = answer["token"]
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def enable_auth(client: etcd3gw.Etcd3Client, root_password: str) -> None:
+    """Turn on etcd's authentication with user ``root`` (role ``root``: everything) and log ``client`` in as root."""
+    client.post(client.get_url("/auth/user/add"), json={"name": "root", "password": root_password})
+    client.post(client.get_url("/auth/user/grant"), json={"user": "root", "role": "root"})
+    client.post(client.get_url("/auth/enable"), json={})
+    authenticate(client, ("root", root_password))
+
+
+def delete_user(client: etcd3gw.Etcd3Client, user: str) -> None:
+    """Delete etcd user ``user`` and its role (``client`` logged in as root): its password and tokens stop working."""
+    client.post(client.get_url("/auth/user/delete"), json={"name": user})
+    client.post(client.get_url("/auth/role/delete"), json={"role": user})
+
+
+def grant_prefix(client: etcd3gw.Etcd3Client, user: str, password: str, prefix: str) -> None:
+    """Make etcd user ``user`` (``password``) with its own role ``user``, which may read and write the keys under
+    ``prefix`` only (it must end with ``/``); ``client`` must be logged in as root."""
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    perm = {"key": _b64(prefix), "range_end": _b64(end), "permType": "READWRITE"}
+    client.post(client.get_url("/auth/role/add"), json={"name": user})
+    client.post(client.get_url("/auth/role/grant"), json={"name": user, "perm": perm})
+    client.post(client.get_url("/auth/user/add"), json={"name": user, "password": password})
+    client.post(client.get_url("/auth/user/grant"), json={"user": user, "role": user})
+
+
 @dataclass
 class EtcdMember:
     name: str
@@ -41,18 +113,33 @@ class EtcdMember:
     peer_port: int
     data_dir: Path
     process: subprocess.Popen | None = None
+    tls: TlsFiles | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.tls is None else "https"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
+
+    def tls_flags(self) -> list[str]:
+        """etcd's TLS options: certificates for both URLs, and client certificates demanded on both."""
+        if self.tls is None:
+            return []
+        files = [f"--cert-file={self.tls.cert}", f"--key-file={self.tls.key}", f"--trusted-ca-file={self.tls.ca}"]
+        peer = [f"--peer-cert-file={self.tls.cert}", f"--peer-key-file={self.tls.key}"]
+        peer.append(f"--peer-trusted-ca-file={self.tls.ca}")
+        return [*files, "--client-cert-auth", *peer, "--peer-client-cert-auth"]
 
 
 @dataclass
 class EtcdCluster:
-    """``size`` etcd members on 127.0.0.1 in ``base_dir`` (a temporary folder by default)."""
+    """``size`` etcd members on 127.0.0.1 in ``base_dir`` (a temporary folder by default); TLS with ``ca``."""
 
     size: int = 3
     base_dir: Path | None = None
+    ca: LocalCA | None = None
     members: list[EtcdMember] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory | None = None
 
@@ -64,7 +151,11 @@ class EtcdCluster:
         self.members = [
             EtcdMember(f"etcd{i}", free_port(), free_port(), self.base_dir / f"etcd{i}") for i in range(self.size)
         ]
-        initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
+        if self.ca is not None:
+            for m in self.members:
+                m.tls = self.ca.issue(m.name)
+            self.ca.issue(ADMIN_CERT, common=False)  # a client of the JSON gateway: no common name (pki.issue)
+        initial = ",".join(f"{m.name}={m.scheme}://127.0.0.1:{m.peer_port}" for m in self.members)
         for m in self.members:
             m.data_dir.mkdir(parents=True, exist_ok=True)
             log = open(m.data_dir.with_suffix(".log"), "ab")  # noqa: SIM115 - owned by the process
@@ -75,14 +166,15 @@ class EtcdCluster:
                     f"--data-dir={m.data_dir}",
                     f"--listen-client-urls={m.url}",
                     f"--advertise-client-urls={m.url}",
-                    f"--listen-peer-urls=http://127.0.0.1:{m.peer_port}",
-                    f"--initial-advertise-peer-urls=http://127.0.0.1:{m.peer_port}",
+                    f"--listen-peer-urls={m.scheme}://127.0.0.1:{m.peer_port}",
+                    f"--initial-advertise-peer-urls={m.scheme}://127.0.0.1:{m.peer_port}",
                     f"--initial-cluster={initial}",
                     "--initial-cluster-state=new",
                     f"--initial-cluster-token=gridledger-{os.getpid()}-{id(self)}",
                     f"--heartbeat-interval={HEARTBEAT_MS}",
                     f"--election-timeout={ELECTION_MS}",
                     "--log-level=error",
+                    *m.tls_flags(),
                 ],
                 stdout=log,
                 stderr=log,
@@ -111,7 +203,8 @@ class EtcdCluster:
         return [m.url for m in self.members]
 
     def client(self, index: int = 0, timeout: float = 5.0) -> etcd3gw.Etcd3Client:
-        return etcd3gw.client(host="127.0.0.1", port=self.members[index].client_port, timeout=timeout)
+        """A client of member ``index``: over TLS with the ``ADMIN_CERT`` certificate when the cluster has a CA."""
+        return etcd_client(self.members[index].url, None if self.ca is None else self.ca.files(ADMIN_CERT), timeout)
 
     def stop(self) -> None:
         for m in self.members:

@@ -21,7 +21,7 @@ from nacl.public import PrivateKey
 
 from gridledger.ledger.crypto import KeyPair
 from gridledger.node.client import NodeClient
-from gridledger.node.cluster import STATE_FILE, NodeSpec, _enrol, _write_private, up
+from gridledger.node.cluster import STATE_FILE, NodeSpec, _enrol, up
 from gridledger.node.config import NodeConfig
 from gridledger.node.market import (
     BIDSTORE_ID,
@@ -34,6 +34,7 @@ from gridledger.node.market import (
     relay_name,
 )
 from gridledger.node.netutil import free_port, wait_port
+from gridledger.node.pki import write_private
 from gridledger.petra.onion import RelayDescriptor
 
 #: Seconds after ``up`` starts from which the meters are enrolled (the nodes must be up and commit it before).
@@ -72,6 +73,7 @@ def up_community(
         1,
         timeout,
         poef=True,
+        insecure=True,  # the market's processes speak plain HTTP to the nodes for now (docs/market.md)
         slot_seconds=slot_seconds,
         meter_ids=[h.id for h in community.homes],
         limits=limits,
@@ -79,14 +81,14 @@ def up_community(
         enrol_after_s=enrol_after,
     )
     await_enrolment(folder, state, limits, (60 + enrol_after) // slot_seconds, timeout)
-    _write_private(folder / "keys" / f"{BIDSTORE_ID}.seed", bidstore.seed.hex())
+    write_private(folder / "keys" / f"{BIDSTORE_ID}.seed", bidstore.seed.hex())
     nodes = {n["id"]: n for n in state["nodes"]}
     book, descriptors = {}, []
     for name in ("bidstore", "mixboard", PROBE):
         book[name] = ("127.0.0.1", free_port())
     for h in community.homes:
         relay_key = PrivateKey.generate()
-        _write_private(relay_key_path(folder, h.id), bytes(relay_key).hex())
+        write_private(relay_key_path(folder, h.id), bytes(relay_key).hex())
         meter_key = NodeConfig.load(nodes[h.id]["config"]).key
         descriptors.append(RelayDescriptor.create(h.id, relay_name(h.id), relay_key, meter_key))
         book[relay_name(h.id)] = ("127.0.0.1", free_port())

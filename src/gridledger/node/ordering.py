@@ -26,10 +26,12 @@ import threading
 import time
 from abc import ABC, abstractmethod
 
-import etcd3gw
+from etcd3gw.exceptions import Etcd3Exception
 from etcd3gw.lease import Lease
 
 from gridledger.ledger import crypto
+from gridledger.node.etcd import authenticate, etcd_client
+from gridledger.node.pki import TlsFiles
 
 
 class Orderer(ABC):
@@ -143,23 +145,36 @@ class InProcessOrderer(Orderer):
             self._leader = None
 
 
+def _etcd_error(e: BaseException | None) -> str:
+    """An error's text; for etcd's own refusals the body it answered (``{"error": "etcdserver: …"}``)."""
+    return f"{e} {e.detail_text}" if isinstance(e, Etcd3Exception) and e.detail_text else str(e)
+
+
 def _b64(data: bytes | str) -> str:
     """etcd's JSON gateway wants keys and values in base64."""
     return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
 
 
 class EtcdOrderer(Orderer):
-    """Ordering on an etcd cluster; ``endpoints`` are client URLs tried in turn when one member is down."""
+    """Ordering on an etcd cluster; ``endpoints`` are client URLs tried in turn when one member is down (``https``
+    ones need ``tls``: the CA that signed the members' certificates and this node's client certificate). ``auth``:
+    the etcd (user, password) it logs in as when etcd's access control is on (logged in again if etcd forgets it)."""
 
-    def __init__(self, endpoints: list[str], chain_id: bytes, lease_ttl: int = 1, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        endpoints: list[str],
+        chain_id: bytes,
+        lease_ttl: int = 1,
+        timeout: float = 2.0,
+        tls: TlsFiles | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> None:
         self.endpoints = endpoints
         self.prefix = f"/gridledger/{chain_id.hex()}/"
         self.lease_ttl = lease_ttl
         self.timeout = timeout
-        self._clients = [
-            etcd3gw.client(host=u.split("://")[1].rsplit(":", 1)[0], port=int(u.rsplit(":", 1)[1]), timeout=timeout)
-            for u in endpoints
-        ]
+        self.auth = auth
+        self._clients = [etcd_client(u, tls, timeout) for u in endpoints]  # logged in on first use (_call)
         self._current = 0
         self._lease: Lease | None = None
         self._lease_refreshed = 0.0
@@ -170,12 +185,20 @@ class EtcdOrderer(Orderer):
         for k in range(len(self._clients)):
             client = self._clients[(self._current + k) % len(self._clients)]
             try:
-                result = fn(client)
+                if self.auth is not None and "Authorization" not in client.session.headers:
+                    authenticate(client, self.auth)
+                try:
+                    result = fn(client)
+                except Etcd3Exception as e:
+                    if self.auth is None or "invalid auth token" not in _etcd_error(e):
+                        raise
+                    authenticate(client, self.auth)  # the member forgot our token (restarted): log in again
+                    result = fn(client)
                 self._current = (self._current + k) % len(self._clients)
                 return result
             except Exception as e:  # noqa: BLE001 - etcd3gw raises requests and etcd errors; try the next member
                 last = e
-        raise ConnectionError(f"no etcd member answered ({', '.join(self.endpoints)}): {last}")
+        raise ConnectionError(f"no etcd member answered ({', '.join(self.endpoints)}): {_etcd_error(last)}")
 
     def _key(self, suffix: str) -> str:
         return self.prefix + suffix

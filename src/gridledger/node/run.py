@@ -24,7 +24,7 @@ from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds.reading import ChainKeys
 from gridledger.ledger.ruleset import Consensus
 from gridledger.node.auth import NodeRegistry, RateLimiter
-from gridledger.node.client import NodeClient, catch_up
+from gridledger.node.client import NodeClient, catch_up, tls_verify
 from gridledger.node.config import ConfigError, NodeConfig
 from gridledger.node.ordering import EtcdOrderer, InProcessOrderer
 from gridledger.node.poef_board import EtcdPoefOrderer, InProcessPoefOrderer
@@ -38,6 +38,9 @@ log = logging.getLogger("gridledger.node")
 
 #: Environment variable: seconds added to the clock this node stamps its blocks with (fault tests skew one node).
 CLOCK_SKEW_ENV = "GRIDLEDGER_CLOCK_SKEW_S"
+#: Seconds a stopping node waits for its open connections to close: an idle TLS keep-alive connection waits for its
+#: client's close_notify, which a client that keeps it for later never sends.
+GRACEFUL_SHUTDOWN_S = 3
 
 
 def node_clock() -> float:
@@ -74,19 +77,21 @@ def build_service(cfg: NodeConfig) -> NodeService:
     chain, tamper = open_chain(cfg)
     if tamper:
         log.error("%s: %s", cfg.node_id, tamper)
-    peers = [NodeClient(u, cfg.node_id, cfg.key) for u in cfg.peers]
+    ca = None if cfg.tls is None else cfg.tls.ca
+    peers = [NodeClient(u, cfg.node_id, cfg.key, ca=ca) for u in cfg.peers]
     catch_up(chain, peers)
     is_coordinator = cfg.key.public in chain.genesis.proposers
     master = None if cfg.content_key is None or not is_coordinator else ChainKeys(chain.chain_id, cfg.content_key)
     own = None if cfg.content_key is None or is_coordinator else (cfg.node_id, cfg.content_key)
     inprocess = cfg.orderer == "inprocess"
+    etcd = {"tls": cfg.tls, "auth": None if cfg.etcd_password is None else (cfg.node_id, cfg.etcd_password)}
     if chain.state.ruleset.consensus is Consensus.COORDINATOR:
-        orderer = InProcessOrderer() if inprocess else EtcdOrderer(cfg.orderer, chain.chain_id)
+        orderer = InProcessOrderer() if inprocess else EtcdOrderer(cfg.orderer, chain.chain_id, **etcd)
         sequencer = Sequencer(chain, orderer, cfg.node_id, cfg.key if is_coordinator else None, clock=node_clock)
     else:
         if is_coordinator and master is None:
             raise ConfigError(f"{cfg.node_id}: a coordinator of PoEf chain {chain.genesis.chain!r} needs content_key")
-        orderer = InProcessPoefOrderer() if inprocess else EtcdPoefOrderer(cfg.orderer, chain.chain_id)
+        orderer = InProcessPoefOrderer() if inprocess else EtcdPoefOrderer(cfg.orderer, chain.chain_id, **etcd)
         sequencer = PoefSequencer.for_node(
             chain, orderer, cfg.node_id, cfg.key, master, round_timeout=cfg.round_timeout
         )
@@ -96,7 +101,17 @@ def build_service(cfg: NodeConfig) -> NodeService:
     limiter, peer_limiter = RateLimiter(cfg.rate, cfg.burst), RateLimiter(cfg.peer_rate, cfg.peer_burst)
     keys = ReadingKeys(master, own)
     service = NodeService(
-        cfg.node_id, cfg.role, chain, orderer, sequencer, registry, limiter, keys, peer_limiter, cfg.dashboard_peers
+        cfg.node_id,
+        cfg.role,
+        chain,
+        orderer,
+        sequencer,
+        registry,
+        limiter,
+        keys,
+        peer_limiter,
+        cfg.dashboard_peers,
+        tls_verify(ca),
     )
     service.tamper_report = tamper
     return service
@@ -106,10 +121,22 @@ def run_node(cfg: NodeConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     service = build_service(cfg)
     service.start()
+    scheme = "http" if cfg.tls is None else "https"
     log.info(
-        "%s (%s) serving on http://%s:%d, height %d", cfg.node_id, cfg.role, cfg.host, cfg.port, service.chain.height
+        "%s (%s) serving on %s://%s:%d, height %d",
+        *(cfg.node_id, cfg.role, scheme, cfg.host, cfg.port, service.chain.height),
     )
+    if cfg.tls is None:
+        log.warning("%s: no [tls] in its configuration: the API is plain HTTP (insecure)", cfg.node_id)
+    tls = {} if cfg.tls is None else {"ssl_certfile": str(cfg.tls.cert), "ssl_keyfile": str(cfg.tls.key)}
     try:
-        uvicorn.run(service.app, host=cfg.host, port=cfg.port, log_level="warning")
+        uvicorn.run(
+            service.app,
+            host=cfg.host,
+            port=cfg.port,
+            log_level="warning",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            **tls,
+        )
     finally:
         service.stop()

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import threading
 import time
 import weakref
@@ -169,6 +170,7 @@ class NodeService:
         reading_keys: ReadingKeys | None = None,
         peer_limiter: RateLimiter | None = None,
         dashboard_peers: list[str] | None = None,
+        peer_verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.node_id, self.role = node_id, role
         self.chain, self.orderer, self.sequencer = chain, orderer, sequencer
@@ -193,7 +195,7 @@ class NodeService:
         self.activity = Activity()
         #: Transactions this node's API refused (400), by reject code.
         self.refused: Counter[str] = Counter()
-        self.peer_chains = PeerChains(dashboard_peers or [])
+        self.peer_chains = PeerChains(dashboard_peers or [], peer_verify)  # verify: what https peers must show
         for height, raw in chain.store.iter_blocks(0):
             self._index(Block.decode(raw) if height else chain.genesis_block, raw)
         previous = sequencer.on_block

@@ -86,10 +86,16 @@ class Testnet:
 
     @classmethod
     def start(
-        cls, folder: Path, meters: int, concentrators: int = 1, rate_limit: tuple[float, float] = (50, 100)
+        cls,
+        folder: Path,
+        meters: int,
+        concentrators: int = 1,
+        rate_limit: tuple[float, float] = (50, 100),
+        insecure: bool = False,
     ) -> Testnet:
-        """``cluster.up`` in ``folder`` (a primary and a backup concentrator per NAN); stopped by ``stop``."""
-        cluster.up(Path(folder), meters, concentrators, rate_limit=rate_limit)
+        """``cluster.up`` in ``folder`` (a primary and a backup concentrator per NAN; TLS unless ``insecure``);
+        stopped by ``stop``."""
+        cluster.up(Path(folder), meters, concentrators, rate_limit=rate_limit, insecure=insecure)
         return cls(folder)
 
     def stop(self) -> None:
@@ -110,6 +116,11 @@ class Testnet:
     @property
     def state(self) -> dict:
         return json.loads((self.folder / cluster.STATE_FILE).read_text())
+
+    @property
+    def ca(self) -> str | None:
+        """The CA certificate the nodes' HTTPS is verified against (None: a plain cluster)."""
+        return self.state.get("ca")
 
     def node(self, node_id: str) -> dict:
         """The node's entry of ``cluster.json`` (id, role, chain, pid, url, config)."""
@@ -143,7 +154,7 @@ class Testnet:
         cache = (node_id, as_id, key.public)
         with self._lock:
             if cache not in self._clients:
-                self._clients[cache] = NodeClient(self.node(node_id)["url"], as_id, key)
+                self._clients[cache] = NodeClient(self.node(node_id)["url"], as_id, key, ca=self.ca)
             return self._clients[cache]
 
     def status(self, node_id: str) -> dict:

@@ -4,6 +4,11 @@
 on or off, an optional password file (hashed with ``mosquitto_passwd -U``) plus an ACL that lets each device
 write only its own uplink and read only its own downlink, and a log file from which the DT controller learns
 every connection (the paper's "the DT platform monitors the network connection of all devices").
+
+With ``tls`` (a CA and the broker's certificate, :mod:`gridledger.node.pki`) the listener speaks only TLS and
+demands a client certificate signed by the CA; its common name is the device's user name
+(``use_identity_as_username``), the ACL lets a device use only its own topics (``gridledger/meters/<cn>/#`` and its
+twin topics), and a certificate listed in ``crl`` (the CA's revocation list, read when the broker starts) is refused.
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gridledger.node.pki import TlsFiles
+
 ROOT = "gridledger/twin"
+#: A meter board's topics (``<meter>/smartpi`` carries its measurements); with TLS a device may use only its own.
+METERS = "gridledger/meters"
 SERIAL_SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # what may stand in a topic level
 ANNOUNCE = f"{ROOT}/announce/+"
 ACCESS_REQUEST = f"{ROOT}/access/request"
@@ -83,16 +92,33 @@ _REFUSED = re.compile(r"Client (\S+) disconnected, not authori[sz]ed")
 _PEER = re.compile(r"New connection from (\S+) on port")
 
 
+#: ACL patterns (``%u``: the device's user name) for a device's own twin topics.
+_DEVICE_PATTERNS = [
+    f"pattern write {ROOT}/%u/up",
+    f"pattern read {ROOT}/%u/down",
+    f"pattern read {ROOT}/%u/provision",
+    f"pattern write {ROOT}/announce/%u",
+]
+
+
 class Broker:
     """A private mosquitto on 127.0.0.1. Use as a context manager, or ``start()`` / ``stop()``."""
 
     def __init__(
-        self, *, allow_anonymous: bool = True, users: dict[str, str] | None = None, admin: str | None = None
+        self,
+        *,
+        allow_anonymous: bool = True,
+        users: dict[str, str] | None = None,
+        admin: str | None = None,
+        tls: TlsFiles | None = None,
+        crl: Path | None = None,
     ) -> None:
-        """``users`` maps user name -> password; ``admin`` is the user with access to every twin topic."""
-        self.allow_anonymous = allow_anonymous
+        """``users`` maps user name -> password; ``admin`` is the user with access to every twin topic; ``tls``:
+        certificate-only access (see the module docstring; ``allow_anonymous`` and ``users`` are then unused)."""
+        self.allow_anonymous = allow_anonymous and tls is None
         self.users = dict(users or {})
         self.admin = admin
+        self.tls, self.crl = tls, crl
         self.host = "127.0.0.1"
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -120,19 +146,22 @@ class Broker:
         ]
         if os.geteuid() == 0:
             lines.append("user root")  # keep access to the private temp dir
-        if self.users:
+        if self.tls is not None:
+            lines += [f"cafile {self.tls.ca}", f"certfile {self.tls.cert}", f"keyfile {self.tls.key}"]
+            lines += ["require_certificate true", "use_identity_as_username true"]
+            lines += [f"crlfile {self.crl}"] if self.crl is not None else []
+            acl = root / "acl"
+            acl_lines = [f"user {self.admin}", f"topic readwrite {ROOT}/#", ""] if self.admin else []
+            acl.write_text("\n".join([*acl_lines, f"pattern readwrite {METERS}/%u/#", *_DEVICE_PATTERNS]) + "\n")
+            lines.append(f"acl_file {acl}")
+        elif self.users:
             passwd = root / "passwd"
             passwd.write_text("".join(f"{u}:{p}\n" for u, p in self.users.items()))
             passwd.chmod(0o600)
             subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, capture_output=True)
             acl = root / "acl"
             acl_lines = [f"user {self.admin}", f"topic readwrite {ROOT}/#", ""] if self.admin else []
-            acl_lines += [
-                "pattern write gridledger/twin/%u/up",
-                "pattern read gridledger/twin/%u/down",
-                "pattern read gridledger/twin/%u/provision",
-                "pattern write gridledger/twin/announce/%u",
-            ]
+            acl_lines += _DEVICE_PATTERNS
             acl.write_text("\n".join(acl_lines) + "\n")
             lines += [f"password_file {passwd}", f"acl_file {acl}"]
         conf = root / "mosquitto.conf"
@@ -223,11 +252,16 @@ def connect(
     password: str | None = None,
     host: str = "127.0.0.1",
     timeout_s: float = 5.0,
+    tls: TlsFiles | None = None,
 ) -> paho.Client:
-    """A connected paho-mqtt 2.x client with its network loop running in a thread; MqttError if refused."""
+    """A connected paho-mqtt 2.x client with its network loop running in a thread; MqttError if refused (also a
+    TLS handshake the broker or the client refuses). ``tls``: verify the broker against ``tls.ca`` and present
+    ``tls.cert``."""
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311)
     if username is not None:
         client.username_pw_set(username, password)
+    if tls is not None:
+        client.tls_set(str(tls.ca), str(tls.cert), str(tls.key))
     done = threading.Event()
     result: dict[str, object] = {}
 

@@ -16,6 +16,7 @@ shows the tip and height of every chain; a peer that does not answer is listed a
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections import Counter, OrderedDict, deque
@@ -110,11 +111,11 @@ class PeerChains:
     """Other nodes' chains as their ``/v1/dashboard?peers=false`` reports them, fetched at most once per ``POLL_MS``
     however many pages poll (the URLs come from the node's configuration, never from a request)."""
 
-    def __init__(self, urls: list[str]) -> None:
+    def __init__(self, urls: list[str], verify: ssl.SSLContext | bool = True) -> None:
         self.urls = [u.rstrip("/") for u in urls]
         self._lock = threading.Lock()
         self._fetched, self._rows = float("-inf"), []
-        self._http = httpx.Client(timeout=PEER_TIMEOUT_S) if urls else None
+        self._http = httpx.Client(timeout=PEER_TIMEOUT_S, verify=verify) if urls else None
 
     def chains(self) -> list[dict]:
         with self._lock:

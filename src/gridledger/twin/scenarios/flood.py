@@ -64,7 +64,7 @@ class Flood(LedgerScenario):
         url, key = net.node(target)["url"], net.node_key(flooder)
 
         def flood_loop() -> None:
-            client = NodeClient(url, flooder, key)
+            client = NodeClient(url, flooder, key, ca=net.ca)
             try:
                 while not stop.is_set():
                     flood.add(client.request("GET", "/v1/status").status_code)

@@ -94,8 +94,8 @@ class UnregisteredNode(LedgerScenario):
         outsider = KeyPair.generate()
         targets = [net.leader(), rng.choice(lab.meters)]
         for node in targets:
-            stranger = NodeClient(net.node(node)["url"], f"rogue-{ctx.seed}", outsider)
-            fake = NodeClient(net.node(node)["url"], impersonated, KeyPair.generate())
+            stranger = NodeClient(net.node(node)["url"], f"rogue-{ctx.seed}", outsider, ca=net.ca)
+            fake = NodeClient(net.node(node)["url"], impersonated, KeyPair.generate(), ca=net.ca)
             try:
                 for meter in lab.meters:
                     tx = lab.issue(meter)  # a valid transaction: only the API stands between it and the chain
