@@ -114,7 +114,8 @@ def up(
     NAN chains (see the module docstring); otherwise untagged chains with the coordinator-only rule. ``postgres``:
     every node stores its chain in its own database of a throwaway PostgreSQL server (else SQLite files beside its
     config). ``insecure``: plain HTTP everywhere, no CA (else TLS, see the module docstring). The keyword
-    arguments serve ``up_community``: the PoEf chains' slot length (s), the meters' ids and DSO limits (MAXEPA W, MAXECA W, FA credit), further registered callers (id, role, key) of every node, and
+    arguments serve ``up_community``: the PoEf chains' slot length (s), the meters' ids and DSO limits (MAXEPA W,
+    MAXECA W, FA credit), further registered callers (id, role, key) of every node, and
     how long after ``up`` starts the meters' enrolment takes effect (s; with short slots the enrolment must not
     name a slot that is over before the nodes have started and commit it).
     """
