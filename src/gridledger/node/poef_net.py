@@ -123,7 +123,7 @@ class PoefSequencer(Sequencer):
         return cls(replica, orderer, node_id, coordinator=coordinator, **options)
 
     def _append(self, block: Block) -> None:
-        self.replica.commit(block)
+        self.replica.commit(block, now=int(self.clock()))
 
     # ------------------------------------------------------------------ the leading coordinator
     def _lead(self) -> Block | None:
@@ -274,7 +274,7 @@ class PoefSequencer(Sequencer):
             sealed = self.orderer.disclosure(height, block.hash, me)
             try:
                 disclosure = None if sealed is None else Disclosure.open(sealed, self.validator.key)
-                verdict = self.validator.validate(block, disclosure)
+                verdict = self.validator.validate(block, disclosure, now=int(self.clock()))
             except Reject as e:
                 verdict = e.at(height=height)
         self.orderer.vote(height, block.hash, me, verdict)
