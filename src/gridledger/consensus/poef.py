@@ -441,10 +441,13 @@ class Validator:
         if self.key.public not in committee_for(state, h):
             raise Reject("bad-poef-not-member", f"not on the committee of block {h.height}", height=h.height)
         state.apply_block(block, proposal=True, now=now)
-        try:
-            for tx in block.transactions:
+        for i, tx in enumerate(block.transactions):
+            try:  # located at the transaction: the coordinator drops it and proposes without it
                 check_replicated(tx, self.parent)
                 check_anchor_replicated(tx, self.children)
+            except Reject as e:
+                raise e.at(tx_index=i, height=h.height) from None
+        try:
             self._check_readings(block, disclosure)
         except Reject as e:
             raise e.at(height=h.height) from None

@@ -14,6 +14,7 @@ rate_limit = { rate = 50, burst = 100 }  # requests per second per calling node 
 peer_limit = { rate = 1000, burst = 2000 }  # requests per second per peer address (before authentication)
 content_key = "…64 hex…"     # PoEf chains: a coordinator's chain master content key, a meter's own member key
 round_timeout = 3.0          # PoEf chains: seconds a leader waits for a quorum before it re-proposes
+children = ["nan1.genesis"]  # PoEf FAN/WAN: child chains this node replicates (followed on the same orderer)
 [[registry]]                 # every node allowed to talk to this one (this node included)
 id = "MI1"
 role = "meter"
@@ -55,6 +56,8 @@ class NodeConfig:
     content_key: bytes | None = None
     round_timeout: float = 3.0
     dashboard_peers: list[str] = field(default_factory=list)
+    #: Genesis blocks of the child chains this node replicates (PoEf FAN/WAN nodes).
+    children: list[bytes] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str | Path) -> NodeConfig:
@@ -112,6 +115,12 @@ class NodeConfig:
         dashboard_peers = data.get("dashboard_peers", [])
         if not (isinstance(dashboard_peers, list) and all(isinstance(u, str) for u in dashboard_peers)):
             raise ConfigError(f"{path}: dashboard_peers must be a list of node API URLs")
+        children = []
+        for name in data.get("children", []):
+            try:
+                children.append(bytes.fromhex((path.parent / str(name)).read_text().strip()))
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"{path}: children: cannot read the genesis block {name!r}: {e}") from None
         return cls(
             need("node_id", str),
             role,
@@ -130,4 +139,5 @@ class NodeConfig:
             content_key,
             float(round_timeout),
             dashboard_peers,
+            children,
         )
