@@ -1,5 +1,5 @@
 """A proposer whose clock runs ahead: nodes refuse its blocks (``bad-blk-time-future``) until their own clocks
-come within the bound, then append them; on a PoEf chain the committee does not vote for them."""
+come within the bound, then append them; a PoEf committee member does not vote for them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from gridledger.chain import Chain
+from gridledger.ledger.block import Vote, make_block
+from gridledger.ledger.committee import committee_for
 from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds.dso_policy import DsoPolicy
 from gridledger.ledger.kinds.genesis import Genesis
 from gridledger.node.etcd import EtcdUnavailable, etcd_binary
@@ -19,6 +22,7 @@ from gridledger.node.sequencer import Sequencer
 from gridledger.node.testnet import Testnet, wait_until
 from gridledger.petra.dso import DSO
 from gridledger.store.sqlite import SqliteStore
+from gridledger.tiers.hierarchy import Hierarchy
 
 sys.path.insert(0, str(Path(__file__).parent))
 from faults import FaultNet, rewire  # noqa: E402
@@ -75,3 +79,22 @@ def test_node_processes_refuse_the_blocks_of_a_leader_whose_clock_runs_an_hour_a
     finally:
         net.stop()
         faults.close()
+
+
+def test_a_committee_member_votes_only_for_a_block_within_the_bound_of_its_clock():
+    h = Hierarchy(fans=1, nans=1, homes=3, appliances=1, anchor_minutes=2, summary_minutes=2)
+    try:
+        h.run(2)
+        nan = h.chains["nan:DC-0-0"]
+        state = nan.coordinator.chain.state
+        policy = h.dsos[nan.chain_id].policy(state.slot_of(state.tip_time) + 5, ban=["ghost"])
+        block = make_block(
+            nan.chain_id, state.height + 1, state.tip_hash, state.tip_time, (policy,), nan.coordinator.key
+        )
+        member = nan.validators[sorted(committee_for(state, block.header).keys)[0]]
+        late_clock = block.header.time - state.max_future_s - 1  # the member's clock is behind the block's time
+        refused = member.validate(block, None, now=late_clock)
+        assert isinstance(refused, Reject) and refused.code == "bad-blk-time-future"
+        assert isinstance(member.validate(block, None, now=late_clock + 1), Vote)
+    finally:
+        h.close()
