@@ -79,6 +79,40 @@ def test_the_harness_reports_a_crash():
     assert result.crashes and "KeyError" in result.crashes[0][1]
 
 
+def test_inputs_that_meet_a_new_outcome_join_the_corpus(tmp_path):
+    def coded(data: bytes) -> None:
+        if data and data[0] % 3:
+            raise Reject(f"bad-x-{data[0] % 3}", "refused")
+
+    target = fuzz.Target("coded", [b"\x00\x00"], coded, (Reject,))
+    result = fuzz.fuzz(target, inputs=2_000, seed=3)
+    outcomes = {(d[0] % 3) if d else 0 for d in result.new}
+    assert result.new and len(outcomes) == len(result.new)  # one input per outcome the seed did not meet
+    assert fuzz.save_corpus("coded", result.new, tmp_path) == len(result.new)
+    assert fuzz.save_corpus("coded", result.new, tmp_path) == 0  # named by content: kept once
+    corpus = fuzz.load_corpus("coded", tmp_path)
+    assert sorted(corpus) == sorted(result.new)
+    again = fuzz.fuzz(target, inputs=len(corpus) + 1, seed=4, corpus=corpus)
+    assert again.inputs == len(corpus) + 1  # the corpus is fed first, then mutated
+
+
+def test_the_ledger_sums_every_run_and_tops_up_what_is_short(tmp_path):
+    ledger = tmp_path / "ledger.tsv"
+    fuzz.append_ledger([("block", "mutation", 400_000, 0, 100.0), ("api", "mutation", 10, 1, 1.0)], ledger)
+    fuzz.append_ledger([("block", "atheris", 500_000, 0, 20.0)], ledger)
+    assert fuzz.ledger_totals(ledger) == {"block": (900_000, 0), "api": (10, 1)}
+    assert ledger.read_text().splitlines()[0].split("\t") == list(fuzz.LEDGER_COLUMNS)
+    ran = fuzz.Result("block", inputs=50_000, seconds=10.0)
+    ((name, secs),) = fuzz.topups([ran], fuzz.ledger_totals(ledger))
+    assert name == "block" and secs == pytest.approx(1.05 * 50_000 / 5_000)  # 50,000 short at 5,000 inputs/s
+    assert fuzz.topups([fuzz.Result("block", inputs=100_000, seconds=1.0)], fuzz.ledger_totals(ledger)) == []
+
+
+def test_the_committed_ledger_names_only_targets(targets):
+    totals = fuzz.ledger_totals()
+    assert set(totals) <= set(targets)
+
+
 # ------------------------------------------------------------------------------------------- properties
 _FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -150,9 +150,10 @@ class Chain:
                 self.append(block)
         return ProposeResult(block, rejected)
 
-    def append(self, block: Block) -> StateChanges:
-        """Validate a block from elsewhere against the tip and commit it; a ``Reject`` leaves everything unchanged."""
-        ch = self.state.apply_block(block)
+    def append(self, block: Block, now: int | None = None) -> StateChanges:
+        """Validate a block from elsewhere against the tip and commit it; a ``Reject`` leaves everything unchanged.
+        ``now``: the node's clock (Unix s), to refuse a block dated too far ahead of it (``bad-blk-time-future``)."""
+        ch = self.state.apply_block(block, now=now)
         try:
             self.store.commit_block(block.height, block.hash, block.header.time, block.encode(), ch)
         except BaseException:

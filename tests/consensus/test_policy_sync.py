@@ -55,7 +55,8 @@ def test_a_fake_price_injected_at_one_tier_never_commits(tiers):
     assert nan.replica.state.policy.prices(2) == PRICE
     # an honest concentrator does not even propose it
     nan.coordinator.parent = honest_view
-    nan.coordinator.abandon()
+    assert fake.txid not in {tx.txid for tx in nan.coordinator.pending.values()}  # the members' refusal dropped it
+    nan.coordinator.submit(fake)  # the attacker tries again
     assert nan.coordinator.propose(tiers.time + 2) is None
     assert nan.coordinator.rejected[fake.txid].code == "bad-policy-fake-price"
     # and the homes below never see it

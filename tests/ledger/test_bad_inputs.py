@@ -829,6 +829,15 @@ def time_before_chain_start(h: Harness) -> Attempt:
     return Attempt(partial(chain.append, block), height=1, store=store.db, state=chain.state)
 
 
+@case("bad-blk-time-future", r"block time \d+ is \d+ s ahead of this node's clock \(at most \d+ s\)")
+def time_too_far_ahead_of_the_node_clock(h: Harness) -> Attempt:
+    """A block dated more than two slots after the validating node's clock (a proposer whose clock runs ahead)."""
+    state = h.net.state
+    now = state.tip_time
+    block = h.net.next_block(*h.warm, time=now + state.max_future_s + 1)
+    return Attempt(partial(h.net.chain.append, block, now), height=block.height)
+
+
 @case("bad-blk-proposer", r"block proposer is not a coordinator of this chain")
 def proposer_not_a_coordinator(h: Harness) -> Attempt:
     return h.header(proposer=KeyPair.from_secret("rogue"))

@@ -120,13 +120,14 @@ class Replica:
     def height(self) -> int:
         return self.chain.height
 
-    def commit(self, block: Block) -> None:
+    def commit(self, block: Block, now: int | None = None) -> None:
         """Validate and append a committed block (``Reject`` if invalid or not certified; a block with a valid
-        certificate that a ledger rule refuses is recorded in ``refused``)."""
+        certificate that a ledger rule refuses is recorded in ``refused``). ``now``: the node's clock (Unix s; a
+        block dated too far ahead of it is refused, ``bad-blk-time-future``, but not recorded: it may pass later)."""
         try:
-            self.chain.append(block)
+            self.chain.append(block, now=now)
         except Reject as e:
-            if block.height == self.height + 1 and self._certified(block):
+            if e.code != "bad-blk-time-future" and block.height == self.height + 1 and self._certified(block):
                 self.refused[block.height] = (block.hash, e)
             raise
         self._index(block)
@@ -411,10 +412,11 @@ class Validator:
         #: needs is not opened again.
         self._plain: dict[bytes, ReadingValues] = _Recent(16 * 1024)
 
-    def validate(self, block: Block, disclosure: Disclosure | None = None) -> Vote | Reject:
-        """A vote for ``block``, or the ``Reject`` that says why not."""
+    def validate(self, block: Block, disclosure: Disclosure | None = None, now: int | None = None) -> Vote | Reject:
+        """A vote for ``block``, or the ``Reject`` that says why not; ``now`` is the member's clock (Unix s: no vote
+        for a block dated too far ahead of it, ``bad-blk-time-future``)."""
         try:
-            return self._validate(block, disclosure)
+            return self._validate(block, disclosure, now)
         except Reject as e:
             return e
 
@@ -422,7 +424,7 @@ class Validator:
         """The block this validator voted for at ``height``, with its vote."""
         return self._votes.get(height)
 
-    def _validate(self, block: Block, disclosure: Disclosure | None) -> Vote:
+    def _validate(self, block: Block, disclosure: Disclosure | None, now: int | None) -> Vote:
         h = block.header
         prior = self._votes.get(h.height)
         if prior is not None:
@@ -438,11 +440,14 @@ class Validator:
             raise Reject("bad-blk-prev", f"block {h.height} does not extend this node's tip {state.height}")
         if self.key.public not in committee_for(state, h):
             raise Reject("bad-poef-not-member", f"not on the committee of block {h.height}", height=h.height)
-        state.apply_block(block, proposal=True)
-        try:
-            for tx in block.transactions:
+        state.apply_block(block, proposal=True, now=now)
+        for i, tx in enumerate(block.transactions):
+            try:  # located at the transaction: the coordinator drops it and proposes without it
                 check_replicated(tx, self.parent)
                 check_anchor_replicated(tx, self.children)
+            except Reject as e:
+                raise e.at(tx_index=i, height=h.height) from None
+        try:
             self._check_readings(block, disclosure)
         except Reject as e:
             raise e.at(height=h.height) from None

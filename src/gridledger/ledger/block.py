@@ -24,6 +24,10 @@ ZERO_HASH = bytes(HASH_BYTES)
 #: Most transactions one block may hold.
 MAX_BLOCK_TXS = 100_000
 
+#: How far a block's time may be ahead of the validating node's clock, in slot lengths of its chain
+#: (``bad-blk-time-future``; checked only where a node passes its clock in, never when a stored chain is replayed).
+MAX_FUTURE_SLOTS = 2
+
 
 @dataclass(frozen=True)
 class BlockHeader:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from gridledger.ledger import crypto
 from gridledger.ledger.assets import Output, outpoint
-from gridledger.ledger.block import ZERO_HASH, Block
+from gridledger.ledger.block import MAX_FUTURE_SLOTS, ZERO_HASH, Block
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds import check_transaction, decode_transaction
 from gridledger.ledger.kinds.dso_policy import DsoPolicy
@@ -123,17 +123,21 @@ class LedgerState:
         return None if raw is None else Output.decode(raw)
 
     # ----------------------------------------------------------------- blocks
-    def apply_block(self, block: Block, *, parallel_signatures: bool = True, proposal: bool = False) -> StateChanges:
+    def apply_block(
+        self, block: Block, *, parallel_signatures: bool = True, proposal: bool = False, now: int | None = None
+    ) -> StateChanges:
         """Validate ``block`` against the state and apply it; if invalid, raise a located ``Reject``, change nothing.
 
         Transfer signatures are checked on the thread pool while the contextual rules run (``parallel_signatures``),
         or inline, one transaction at a time; never skipped. With ``proposal`` the block is a proposal still waiting
         for its quorum certificate: it is validated by every rule except the rule set's whole-block checks, and the
-        state is left unchanged (the returned changes are empty).
+        state is left unchanged (the returned changes are empty). ``now`` is the validating node's clock (Unix s): a
+        block dated more than ``max_future_s`` after it is refused (``bad-blk-time-future``); ``None`` (a replay of
+        stored blocks, ``gridledger verify``) checks no clock.
         """
         h = block.header
         try:
-            self._check_header(block)
+            self._check_header(block, now)
             if not proposal:
                 for check in self.ruleset.block_checks:
                     check(self, block)
@@ -164,7 +168,12 @@ class LedgerState:
             return StateChanges()
         return self.finish_block(mark, h.height, h.hash, h.time)
 
-    def _check_header(self, block: Block) -> None:
+    @property
+    def max_future_s(self) -> int:
+        """How far (s) a block's time may be ahead of a validating node's clock: ``MAX_FUTURE_SLOTS`` slots."""
+        return MAX_FUTURE_SLOTS * self.genesis.slot_seconds
+
+    def _check_header(self, block: Block, now: int | None = None) -> None:
         h = block.header
         if h.chain_id != self.chain_id:
             raise Reject("bad-blk-chain", "block belongs to another chain")
@@ -177,6 +186,11 @@ class LedgerState:
         if h.time < self.tip_time:
             raise Reject("bad-blk-time", f"block time {h.time} is before its parent's {self.tip_time}")
         self.slot_of(h.time)
+        if now is not None and h.time > now + self.max_future_s:
+            raise Reject(
+                "bad-blk-time-future",
+                f"block time {h.time} is {h.time - now} s ahead of this node's clock (at most {self.max_future_s} s)",
+            )
         if h.proposer not in self.genesis.proposers:
             raise Reject("bad-blk-proposer", "block proposer is not a coordinator of this chain")
         if not crypto.verify(h.proposer, h.signing_message(), block.signature):

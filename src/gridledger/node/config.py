@@ -15,6 +15,7 @@ rate_limit = { rate = 50, burst = 100 }  # requests per second per calling node 
 peer_limit = { rate = 1000, burst = 2000 }  # requests per second per peer address (before authentication)
 content_key = "…64 hex…"     # PoEf chains: a coordinator's chain master content key, a meter's own member key
 round_timeout = 3.0          # PoEf chains: seconds a leader waits for a quorum before it re-proposes
+children = ["nan1.genesis"]  # PoEf FAN/WAN: child chains this node replicates (followed on the same orderer)
 [tls]                        # HTTPS API, https etcd and peers (paths relative to the file); absent: plain HTTP
 ca = "pki/ca.crt"            # the CA that signed etcd's, the peers' and this node's certificates
 cert = "pki/MI1.crt"         # this node's certificate (server for its API, client for etcd)
@@ -63,6 +64,8 @@ class NodeConfig:
     dashboard_peers: list[str] = field(default_factory=list)
     tls: TlsFiles | None = None
     etcd_password: str | None = None
+    #: Genesis blocks of the child chains this node replicates (PoEf FAN/WAN nodes).
+    children: list[bytes] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str | Path) -> NodeConfig:
@@ -127,6 +130,12 @@ class NodeConfig:
         urls = [*(orderer if isinstance(orderer, list) else []), *data.get("peers", []), *dashboard_peers]
         if tls is None and any(str(u).startswith("https://") for u in urls):
             raise ConfigError(f"{path}: https URLs need a [tls] table (ca, cert, key)")
+        children = []
+        for name in data.get("children", []):
+            try:
+                children.append(bytes.fromhex((path.parent / str(name)).read_text().strip()))
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"{path}: children: cannot read the genesis block {name!r}: {e}") from None
         return cls(
             need("node_id", str),
             role,
@@ -147,6 +156,7 @@ class NodeConfig:
             dashboard_peers,
             tls,
             etcd_password,
+            children,
         )
 
 

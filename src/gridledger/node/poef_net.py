@@ -25,15 +25,26 @@ the block in a new round) — a block that may already hold a quorum is finished
 one. Only if nobody voted does it propose its own block, and then in a new round. It also queues a
 COORDINATOR_DOWN alarm naming the coordinator it replaced (as ``consensus.failover.take_over`` does in process).
 Pending transactions stay in the orderer until their block is final, so none is lost.
+
+**Child chains (the 51 % scenario across processes).** A node of a FAN/WAN that replicates child chains (a
+concentrator holds its NAN: ``children`` in its configuration) follows each child's certified blocks from the
+child's orderer before every step of its own loop, re-validating every rule (a plain follower: no key on the child).
+When a colluding majority of the child's committee certifies a block that breaks a ledger rule, the child replica
+refuses it (``Replica.refused``); this node then votes no on any anchor covering that height or differing from its
+copy (``bad-poef-anchor-refused``, ``bad-poef-anchor-mismatch``), and queues a TAMPERING alarm about the block on its
+own chain (``consensus.anchoring.refusal_alarms``, signed by its key), where the captured child coordinator cannot
+censor it and the DSO reads it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gridledger.chain import Chain
+from gridledger.consensus.anchoring import refusal_alarms
 from gridledger.consensus.plausibility import Plausibility, RobustWindowCheck
 from gridledger.consensus.poef import Coordinator, Disclosure, Replica, Validator
 from gridledger.ledger.block import Block, Vote
@@ -46,6 +57,8 @@ from gridledger.ledger.kinds.reading import ChainKeys, Reading
 from gridledger.ledger.members import member_of_key
 from gridledger.node.poef_board import PoefOrderer, Verdict
 from gridledger.node.sequencer import MAX_BLOCK_TXS, Sequencer
+
+log = logging.getLogger("gridledger.node")
 
 #: Seconds a leader waits for a quorum before it re-proposes (the etcd lease is 1 s; a round takes ~0.1 s).
 ROUND_TIMEOUT_S = 3.0
@@ -73,6 +86,7 @@ class PoefSequencer(Sequencer):
     validator : set on members: the validating role, with the member's key.
     round_timeout : seconds without a quorum after which the leader re-proposes.
     monotonic : the clock of round timeouts (s).
+    children : followers of the child chains this node replicates (see the module's *Child chains*).
     """
 
     def __init__(
@@ -85,9 +99,13 @@ class PoefSequencer(Sequencer):
         validator: Validator | None = None,
         round_timeout: float = ROUND_TIMEOUT_S,
         monotonic: Callable[[], float] = time.monotonic,
+        children: Sequence[PoefSequencer] = (),
         **options,
     ) -> None:
         super().__init__(replica.chain, orderer, node_id, coordinator.key if coordinator else None, **options)
+        self.children = list(children)
+        #: TAMPERING alarms this node queued about certified child blocks its replicas refused.
+        self.alarms_raised = 0
         self.orderer: PoefOrderer = orderer
         self.replica = replica
         self.coordinator = coordinator
@@ -108,14 +126,19 @@ class PoefSequencer(Sequencer):
         key: KeyPair,
         content: ChainKeys | None,
         plausibility: Plausibility | None = None,
+        children: Sequence[PoefSequencer] = (),
         **options,
     ) -> PoefSequencer:
         """The loop of a node holding ``key``: a coordinator if the genesis lists the key as a proposer (it needs
-        the chain's master content key ``content``), else a (possible) committee member."""
+        the chain's master content key ``content``), else a (possible) committee member; ``children`` follow the
+        child chains it replicates."""
         plausibility = plausibility or RobustWindowCheck()  # the consensus default (docs/consensus.md)
         replica = Replica(chain, plausibility.window)
+        options["children"] = children
         if key.public not in chain.genesis.proposers:
-            return cls(replica, orderer, node_id, validator=Validator(key, replica, plausibility), **options)
+            held = {child.chain.chain_id: child.replica for child in children}
+            validator = Validator(key, replica, plausibility, children=held)
+            return cls(replica, orderer, node_id, validator=validator, **options)
         if content is None:
             raise ValueError("a coordinator of a PoEf chain needs the chain's content key (content_key)")
         max_txs = options.get("max_block_txs", MAX_BLOCK_TXS)
@@ -123,7 +146,30 @@ class PoefSequencer(Sequencer):
         return cls(replica, orderer, node_id, coordinator=coordinator, **options)
 
     def _append(self, block: Block) -> None:
-        self.replica.commit(block)
+        self.replica.commit(block, now=int(self.clock()))
+
+    def _step(self) -> Block | None:
+        self._watch_children()
+        return super()._step()
+
+    def _watch_children(self) -> None:
+        """Follow every child chain (re-validated); queue a TAMPERING alarm about each certified child block
+        refused since (this node's key signs it: a FAN member's, or the FAN coordinator's)."""
+        role = self.validator or self.coordinator
+        for child in self.children:
+            child.sync()
+            for alarm in refusal_alarms(child.replica, self.chain.chain_id, self.chain.height, role.key):
+                self.orderer.submit(alarm.txid, alarm.encode())
+                self.alarms_raised += 1
+                height, (_, reject) = max(child.replica.refused.items())
+                log.warning(
+                    "%s: refused certified block %d of child chain %s… (%s); TAMPERING alarm %s… queued",
+                    self.node_id,
+                    height,
+                    child.chain.chain_id.hex()[:16],
+                    reject,
+                    alarm.txid.hex()[:16],
+                )
 
     # ------------------------------------------------------------------ the leading coordinator
     def _lead(self) -> Block | None:
@@ -274,7 +320,7 @@ class PoefSequencer(Sequencer):
             sealed = self.orderer.disclosure(height, block.hash, me)
             try:
                 disclosure = None if sealed is None else Disclosure.open(sealed, self.validator.key)
-                verdict = self.validator.validate(block, disclosure)
+                verdict = self.validator.validate(block, disclosure, now=int(self.clock()))
             except Reject as e:
                 verdict = e.at(height=height)
         self.orderer.vote(height, block.hash, me, verdict)

@@ -11,6 +11,7 @@ propose and certify, its enrolled members vote.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 import uvicorn
 
 from gridledger.chain import Chain, verify_store
+from gridledger.consensus.poef import Replica
 from gridledger.ledger.block import Block
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds.reading import ChainKeys
@@ -73,6 +75,21 @@ def open_chain(cfg: NodeConfig) -> tuple[Chain, str | None]:
         return Chain.from_genesis_block(open_store(cfg.store), genesis), report
 
 
+def children(cfg: NodeConfig) -> list[PoefSequencer]:
+    """A follower of each child chain of ``cfg`` (its store beside the node's; an in-memory replica, rebuilt from
+    the orderer, when the node's store is a database URL)."""
+    out = []
+    for genesis in cfg.children:
+        chain_id = Block.decode(genesis).header.chain_id
+        store = ":memory:" if "://" in cfg.store else f"{cfg.store}.child-{chain_id.hex()[:16]}"
+        chain, tamper = open_chain(dataclasses.replace(cfg, store=store, genesis=genesis))
+        if tamper:
+            log.error("%s: child chain %s…: %s", cfg.node_id, chain_id.hex()[:16], tamper)
+        orderer = InProcessPoefOrderer() if cfg.orderer == "inprocess" else EtcdPoefOrderer(cfg.orderer, chain_id)
+        out.append(PoefSequencer(Replica(chain), orderer, f"{cfg.node_id}/{chain_id.hex()[:8]}", clock=node_clock))
+    return out
+
+
 def build_service(cfg: NodeConfig) -> NodeService:
     chain, tamper = open_chain(cfg)
     if tamper:
@@ -93,7 +110,14 @@ def build_service(cfg: NodeConfig) -> NodeService:
             raise ConfigError(f"{cfg.node_id}: a coordinator of PoEf chain {chain.genesis.chain!r} needs content_key")
         orderer = InProcessPoefOrderer() if inprocess else EtcdPoefOrderer(cfg.orderer, chain.chain_id, **etcd)
         sequencer = PoefSequencer.for_node(
-            chain, orderer, cfg.node_id, cfg.key, master, round_timeout=cfg.round_timeout
+            chain,
+            orderer,
+            cfg.node_id,
+            cfg.key,
+            master,
+            round_timeout=cfg.round_timeout,
+            clock=node_clock,
+            children=children(cfg),
         )
     registry = NodeRegistry()
     for node_id, role, pubkey in cfg.registry:

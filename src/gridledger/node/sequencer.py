@@ -18,7 +18,9 @@ shares). The leading coordinator moves a void entry to ``quarantine/`` (compare-
 and proposes (or publishes its certified block for) the height again, and every node goes on with the block that
 replaces it. A coordinator-signed (and certified) block that breaks a ledger rule is *not* void (only a compromised
 coordinator key or a colluding committee makes one): every node refuses it and holds at that height, reporting it
-on ``/v1/status`` (``last_rejected``) until the DSO acts.
+on ``/v1/status`` (``last_rejected``) until the DSO acts. A block dated too far ahead of the node's own clock
+(``bad-blk-time-future``: a proposer whose clock runs ahead) is refused the same way, but judged again at every sync:
+it is appended once the node's clock has come within the bound.
 
 That is the coordinator-only rule of untagged chains. On a tier-tagged (PoEf) chain the subclass
 :class:`gridledger.node.poef_net.PoefSequencer` replaces what a leader does (``_lead``: a PoEf round), what the
@@ -46,6 +48,9 @@ log = logging.getLogger("gridledger.node")
 
 #: Reject codes of a block without a valid quorum certificate (``ledger.committee``): such an entry is void.
 UNCERTIFIED = "bad-qc-"
+
+#: The reject code of a block dated too far ahead of this node's clock: judged again later, not held for good.
+EARLY = "bad-blk-time-future"
 
 #: Most pending transactions one block takes.
 MAX_BLOCK_TXS = 5_000
@@ -79,8 +84,8 @@ class Sequencer:
         self.last_rejected: Reject | None = None
         #: Unexpected failures of the loop (logged with their traceback; the loop goes on).
         self.errors = 0
-        #: The refused entry at each height above the tip (height → raw bytes), and whether it is void.
-        self._refused: dict[int, tuple[bytes, bool]] = {}
+        #: The refused entry at each height above the tip (height → raw bytes, whether it is void, its reject code).
+        self._refused: dict[int, tuple[bytes, bool, str]] = {}
         #: Held while the chain changes; readers of the chain's store from other threads take it too.
         self.lock = threading.RLock()
 
@@ -96,7 +101,9 @@ class Sequencer:
             if not rows:
                 return n
             for height, raw in rows:
-                if self._refused.get(height, (None,))[0] == raw:
+                judged = self._refused.get(height, (None, False, ""))
+                seen = judged[0] == raw
+                if seen and judged[2] != EARLY:
                     return n  # judged already; waits for the leader to replace it (or for the DSO)
                 try:
                     block = self._coordinator_block(height, raw)
@@ -106,7 +113,8 @@ class Sequencer:
                 try:
                     self._append(block)
                 except Reject as e:  # void if uncertified (a PoEf proposal copied off the board), else held
-                    self._refuse(height, raw, e, void=e.code.startswith(UNCERTIFIED))
+                    if not seen:  # an early block judged again is counted once
+                        self._refuse(height, raw, e, void=e.code.startswith(UNCERTIFIED))
                     return n
                 self._refused = {h: v for h, v in self._refused.items() if h > height}
                 n += 1
@@ -127,7 +135,7 @@ class Sequencer:
         return block
 
     def _refuse(self, height: int, raw: bytes, e: Reject, *, void: bool) -> None:
-        self._refused[height] = (raw, void)
+        self._refused[height] = (raw, void, e.code)
         self.entries_rejected += 1
         self.last_rejected = e.at(height=height)
         what = "void" if void else "signed by a coordinator, held"
@@ -143,13 +151,13 @@ class Sequencer:
     def _clear_void(self) -> None:
         """As leader: quarantine a void entry at the next height so that the height can be proposed again."""
         height = self.chain.height + 1
-        raw, void = self._refused.get(height, (None, False))
+        raw, void, _ = self._refused.get(height, (None, False, ""))
         if void and self.orderer.void(height, raw):
             log.warning("%s: moved the void entry at height %d to quarantine", self.node_id, height)
 
     def _append(self, block: Block) -> None:
         """Validate and append one final block (every rule, and the certificate on a PoEf chain)."""
-        self.chain.append(block)
+        self.chain.append(block, now=int(self.clock()))
 
     def step(self) -> Block | None:
         """Catch up; then a coordinator that leads makes the next block final, any other node follows."""

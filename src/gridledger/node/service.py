@@ -4,7 +4,8 @@ API (every request signed by a registered node, see ``auth``; rate-limited per n
 
 * ``GET  /v1/status`` — node id, role, height, tip hash, leader, and the node's health: ``sequencer_alive``,
   ``last_applied_height``, ``entries_rejected`` (ordering-log entries it refused), ``last_rejected`` and
-  ``sequencer_errors``.
+  ``sequencer_errors``; on a FAN/WAN node that replicates child chains, ``children`` (each child's height and the
+  certified blocks it refused: a colluding committee majority) and ``alarms_raised`` (TAMPERING alarms it queued).
 * ``GET  /v1/health`` (unsigned) — ``200`` if every worker thread runs, else ``503``.
 * ``GET  /v1/metrics`` (unsigned) — the same figures in the Prometheus text format.
 * ``POST /v1/transactions`` — a raw canonical transaction (``application/octet-stream``); context-free checks, then
@@ -294,6 +295,27 @@ class NodeService:
             "store_tampered": self.store_tampered,
             "requests_refused": {"peer_rate": self.peer_limiter.refused, "node_rate": self.limiter.refused},
             "streams_open": self._streams_total,
+            **self._children(),
+        }
+
+    def _children(self) -> dict:
+        """The child chains the node replicates (``node.poef_net``): height and refused certified blocks."""
+        children = getattr(self.sequencer, "children", [])
+        if not children:
+            return {}
+        return {
+            "children": [
+                {
+                    "chain_id": c.chain.chain_id.hex(),
+                    "height": c.chain.height,
+                    "refused": [
+                        {"height": h, "hash": block_hash.hex(), "reject": str(e)}
+                        for h, (block_hash, e) in sorted(c.replica.refused.items())
+                    ],
+                }
+                for c in children
+            ],
+            "alarms_raised": self.sequencer.alarms_raised,
         }
 
     def start(self) -> None:
