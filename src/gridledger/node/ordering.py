@@ -39,8 +39,11 @@ from gridledger.ledger import crypto
 #: Seconds between a leader's renewals of its term.
 LEADER_BEAT_S = 0.1
 #: Seconds without a renewal after which a backup takes over (and the leader stops claiming to lead). It covers
-#: several missed beats, so a leader briefly starved of CPU keeps its term; safety never depends on it (fencing).
-LEADER_TIMEOUT_S = 0.5
+#: four beats, so a leader briefly starved of CPU keeps its term; safety never depends on it (fencing).
+LEADER_TIMEOUT_S = 0.4
+#: Seconds a leader's loop may go without campaigning (e.g. one long step) before its renewals stop: a hung or
+#: dead sequencer hands over instead of holding the chain.
+LEADER_STALL_S = 3.0
 #: Between the node id and the random token of a term in the leader key.
 TERM_SEPARATOR = "#"
 
@@ -185,11 +188,14 @@ class EtcdOrderer(Orderer):
             for u in endpoints
         ]
         self._current = 0
-        #: This node's term while it leads; when it sent its last renewal, and until when it may claim to lead.
+        #: This node's term while it leads, and until when (monotonic s) it may claim to lead; a renewal thread
+        #: (``_renew``) keeps both, so a long step (a large block) does not starve the renewals.
         self._term: str | None = None
+        self._deadline = 0.0
+        self._term_lock = threading.Lock()
+        self._polled = 0.0  # when the node's loop last campaigned (monotonic s)
         #: The last term this node held: its blocks are published only while the leader key still holds it.
         self._fence: str | None = None
-        self._renewed = self._deadline = 0.0
         #: Another leader's key revision and when this node first saw it (monotonic s).
         self._seen: tuple[int, float] | None = None
 
@@ -270,19 +276,12 @@ class EtcdOrderer(Orderer):
 
     def campaign(self, node_id: str) -> bool:
         key = self._key("leader")
-        now = time.monotonic()
-        if self._term is not None:  # leading: renew once per beat
-            if now - self._renewed < LEADER_BEAT_S:
-                return self.holds_lease()
-            if self._txn([_compare_value(key, self._term)], [_put(key, self._term)]):
-                self._renewed, self._deadline = now, now + LEADER_TIMEOUT_S
-                return True
-            self._term = None  # another coordinator took over
-            return False
+        now = self._polled = time.monotonic()
+        if self._term is not None:  # leading while the renewal thread keeps the lease (it clears a lost term)
+            return self.holds_lease()
         rows = self._call(lambda c: c.get(key, metadata=True))
         if rows:
-            value, meta = rows[0]
-            revision = int(meta["mod_revision"])
+            revision = int(rows[0][1]["mod_revision"])
             if self._seen is None or self._seen[0] != revision:
                 self._seen = (revision, now)  # the leader renewed (or changed): wait a whole timeout again
                 return False
@@ -294,9 +293,36 @@ class EtcdOrderer(Orderer):
         term = f"{node_id}{TERM_SEPARATOR}{os.urandom(8).hex()}"
         if not self._txn([held], [_put(key, term)]):
             return False
-        self._term = self._fence = term
-        self._renewed, self._deadline, self._seen = now, now + LEADER_TIMEOUT_S, None
+        with self._term_lock:
+            self._term = self._fence = term
+            self._deadline, self._seen = now + LEADER_TIMEOUT_S, None
+        threading.Thread(target=self._renew, args=(term,), name=f"lease {node_id}", daemon=True).start()
         return True
+
+    def _renew(self, term: str) -> None:
+        """Renew ``term`` every ``LEADER_BEAT_S`` until it is lost (another coordinator took over), given up, or the
+        node's loop has not campaigned for ``LEADER_STALL_S``."""
+        key = self._key("leader")
+        while True:
+            sent = time.monotonic()
+            if sent - self._polled > LEADER_STALL_S:
+                with self._term_lock:
+                    if self._term == term:
+                        self._term = None
+                return
+            try:
+                held: bool | None = self._txn([_compare_value(key, term)], [_put(key, term)])
+            except ConnectionError:  # unreachable: the deadline runs out unless a later renewal gets through
+                held = None
+            with self._term_lock:
+                if self._term != term:
+                    return
+                if held is False:  # another coordinator took over
+                    self._term = None
+                    return
+                if held:  # the write happened after ``sent``: no backup can take over before sent + timeout
+                    self._deadline = max(self._deadline, sent + LEADER_TIMEOUT_S)
+            time.sleep(max(0.0, sent + LEADER_BEAT_S - time.monotonic()))
 
     def holds_lease(self) -> bool:
         """True while no other coordinator can have taken over: within ``LEADER_TIMEOUT_S`` of the last renewal
@@ -308,11 +334,12 @@ class EtcdOrderer(Orderer):
         return values[0].decode().rpartition(TERM_SEPARATOR)[0] if values else None
 
     def resign(self) -> None:
-        if self._term is not None:
+        with self._term_lock:
+            term, self._term = self._term, None  # stops the renewal thread
+        if term is not None:
             key = self._key("leader")
             with contextlib.suppress(ConnectionError):
-                self._txn([_compare_value(key, self._term)], [{"request_delete_range": {"key": _b64(key)}}])
-            self._term = None
+                self._txn([_compare_value(key, term)], [{"request_delete_range": {"key": _b64(key)}}])
 
     def _txn(self, compare: list[dict], success: list[dict]) -> bool:
         """One etcd transaction; True if its comparisons held (and ``success`` was applied)."""
@@ -320,5 +347,7 @@ class EtcdOrderer(Orderer):
         return bool(self._call(lambda c: c.transaction(txn)).get("succeeded", False))
 
     def close(self) -> None:
+        with self._term_lock:
+            self._term = None  # stops the renewal thread; the term lapses after LEADER_TIMEOUT_S
         for c in self._clients:
             c.session.close()
