@@ -86,11 +86,14 @@ class Network:
     def revision(self) -> int:
         return int(self.etcd.status()["header"]["revision"])
 
-    def published_after(self, revision: int, height: int) -> bool:
-        """True once a block at ``height`` or above was made final after etcd revision ``revision``."""
+    def final_after(self, revision: int, height: int) -> int | None:
+        """The lowest height from ``height`` on whose block was made final after etcd revision ``revision``."""
         first, end = f"{self.blocks_key}/{height:020d}", self.blocks_key + "0"
         rows = self.etcd.get(first, metadata=True, range_end=end)
-        return any(int(meta["create_revision"]) > revision for _, meta in rows)
+        after = [
+            int(meta["key"].decode().rsplit("/", 1)[1]) for _, meta in rows if int(meta["create_revision"]) > revision
+        ]
+        return min(after, default=None)
 
     def policy(self):
         with self.lock:
@@ -165,7 +168,7 @@ def run(net: Network) -> dict:
             t0 = time.monotonic()
             os.kill(pid, signal.SIGKILL)
             led = None
-            while not net.published_after(rev0, h0 + 1):
+            while net.final_after(rev0, h0 + 1) is None:
                 if led is None and net.leads(other):
                     led = time.monotonic() - t0
                 time.sleep(0.005)
