@@ -29,6 +29,7 @@ from pathlib import Path
 import etcd3gw
 from rich.progress import track
 
+from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.reading import ReadingValues
 from gridledger.node import cluster
@@ -86,11 +87,28 @@ class Network:
     def revision(self) -> int:
         return int(self.etcd.status()["header"]["revision"])
 
-    def published_after(self, revision: int, height: int) -> bool:
-        """True once a block at ``height`` or above was made final after etcd revision ``revision``."""
+    def key_of(self, node: str) -> bytes:
+        return NodeConfig.load(self.folder / f"{node}.toml").key.public
+
+    def final_after(self, revision: int, height: int, not_by: bytes) -> int | None:
+        """The lowest height from ``height`` on whose block was made final after etcd revision ``revision`` by a
+        coordinator other than ``not_by`` (a request the killed leader sent just before its death may land after)."""
         first, end = f"{self.blocks_key}/{height:020d}", self.blocks_key + "0"
         rows = self.etcd.get(first, metadata=True, range_end=end)
-        return any(int(meta["create_revision"]) > revision for _, meta in rows)
+        return min(
+            (
+                int(m["key"].decode().rsplit("/", 1)[1])
+                for raw, m in rows
+                if int(m["create_revision"]) > revision and Block.decode(raw).header.proposer != not_by
+            ),
+            default=None,
+        )
+
+    def leader_changes(self) -> int:
+        """How often the proposer changed from one block to the next (every fail-over, real or spurious)."""
+        rows = self.etcd.get(f"{self.blocks_key}/", range_end=self.blocks_key + "0", sort_target="key")
+        proposers = [Block.decode(raw).header.proposer for raw in rows]
+        return sum(a != b for a, b in zip(proposers, proposers[1:], strict=False))
 
     def policy(self):
         with self.lock:
@@ -165,7 +183,7 @@ def run(net: Network) -> dict:
             t0 = time.monotonic()
             os.kill(pid, signal.SIGKILL)
             led = None
-            while not net.published_after(rev0, h0 + 1):
+            while net.final_after(rev0, h0 + 1, net.key_of(lead)) is None:
                 if led is None and net.leads(other):
                     led = time.monotonic() - t0
                 time.sleep(0.005)

@@ -494,6 +494,35 @@ class Validator:
                 )
 
 
+# ------------------------------------------------------------------ when to cut a block
+@dataclass
+class Cadence:
+    """When a coordinator cuts its next block: once the previous round is over, as soon as something is pending, but
+    not within ``min_interval_s`` seconds of the previous cut unless a full block (``max_txs``) is waiting.
+
+    A fixed block interval makes every transaction wait for the next cut (half an interval on average, a whole one
+    at worst) although a round takes a fraction of it; cutting on demand leaves only the round and the lower bound,
+    which keeps blocks from shrinking to a transaction or two under a steady stream (each block costs a round of
+    the committee's votes and a certificate on every replica).
+    """
+
+    min_interval_s: float
+    max_txs: int = 10_000
+    last_cut: float = float("-inf")
+
+    def due(self, now: float, pending: int) -> bool:
+        """Whether to cut at ``now`` (s) with ``pending`` transactions queued (asked when no round is running)."""
+        return pending >= self.max_txs or (pending > 0 and now - self.last_cut >= self.min_interval_s)
+
+    def next_at(self) -> float:
+        """The earliest time (s) a block of less than ``max_txs`` may be cut."""
+        return self.last_cut + self.min_interval_s
+
+    def cut(self, now: float) -> None:
+        """A block was cut at ``now`` (s)."""
+        self.last_cut = now
+
+
 # ------------------------------------------------------------------ one round, in process
 @dataclass
 class Round:

@@ -3,10 +3,15 @@
 Two implementations behind one interface:
 
 * ``InProcessOrderer`` — the embedded default: one process, no server.
-* ``EtcdOrderer`` — etcd's Raft log across machines (client ``etcd3gw``). Coordinators campaign for leadership
-  with a lease (create-if-absent on the leader key, bound to the lease); the leader publishes each block at its
-  height with a create-if-absent transaction, so two coordinators can never both commit a height; followers and
-  peers read blocks in height order. When the leader dies its lease expires and a backup wins the next campaign.
+* ``EtcdOrderer`` — etcd's Raft log across machines (client ``etcd3gw``). The leader key holds the leading
+  coordinator's **term** (its node id and a random token); the leader renews it every ``LEADER_BEAT_S`` (a
+  compare-and-put on its own term, which changes the key's revision). A backup that sees the key's revision unchanged
+  for ``LEADER_TIMEOUT_S`` on its own clock takes over with a compare-and-put on that revision, so only one backup
+  wins. The leader publishes each block at its height with one transaction that requires both the height to be
+  empty and the leader key to still hold its term (**fencing**): two coordinators can never both commit a height,
+  and a deposed leader (paused, partitioned, or slow) cannot commit at all, whatever the clocks say. A leader stops
+  claiming leadership ``LEADER_TIMEOUT_S`` after its last renewal was sent (``holds_lease``), before any backup can
+  take over. Followers and peers read blocks in height order.
   Pending transactions live in etcd under their txid and the hash of their bytes, so resubmitting is idempotent, a
   fail-over loses none, and a copy with a garbage signature submitted first does not shadow the validly signed one
   (both wait; the block takes the valid copy, and dropping a txid drops every copy of it).
@@ -22,16 +27,27 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
 
 from etcd3gw.exceptions import Etcd3Exception
-from etcd3gw.lease import Lease
 
 from gridledger.ledger import crypto
 from gridledger.node.etcd import authenticate, etcd_client
 from gridledger.node.pki import TlsFiles
+
+#: Seconds between a leader's renewals of its term.
+LEADER_BEAT_S = 0.1
+#: Seconds without a renewal after which a backup takes over (and the leader stops claiming to lead). It covers
+#: four beats, so a leader briefly starved of CPU keeps its term; safety never depends on it (fencing).
+LEADER_TIMEOUT_S = 0.4
+#: Seconds a leader's loop may go without campaigning (e.g. one long step) before its renewals stop: a hung or
+#: dead sequencer hands over instead of holding the chain.
+LEADER_STALL_S = 3.0
+#: Between the node id and the random token of a term in the leader key.
+TERM_SEPARATOR = "#"
 
 
 class Orderer(ABC):
@@ -72,6 +88,10 @@ class Orderer(ABC):
     @abstractmethod
     def leader(self) -> str | None:
         """The current leader's node id, if any."""
+
+    def holds_lease(self) -> bool:
+        """False once this node's leadership may have passed to another (backends without leases: always True)."""
+        return True
 
     def resign(self) -> None:  # noqa: B027 - optional for backends without leases
         """Give up leadership (a clean stop)."""
@@ -155,6 +175,14 @@ def _b64(data: bytes | str) -> str:
     return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
 
 
+def _put(key: str, value: bytes | str) -> dict:
+    return {"request_put": {"key": _b64(key), "value": _b64(value)}}
+
+
+def _compare_value(key: str, value: bytes | str) -> dict:
+    return {"key": _b64(key), "result": "EQUAL", "target": "VALUE", "value": _b64(value)}
+
+
 class EtcdOrderer(Orderer):
     """Ordering on an etcd cluster; ``endpoints`` are client URLs tried in turn when one member is down (``https``
     ones need ``tls``: the CA that signed the members' certificates and this node's client certificate). ``auth``:
@@ -164,20 +192,26 @@ class EtcdOrderer(Orderer):
         self,
         endpoints: list[str],
         chain_id: bytes,
-        lease_ttl: int = 1,
         timeout: float = 2.0,
         tls: TlsFiles | None = None,
         auth: tuple[str, str] | None = None,
     ) -> None:
         self.endpoints = endpoints
         self.prefix = f"/gridledger/{chain_id.hex()}/"
-        self.lease_ttl = lease_ttl
         self.timeout = timeout
         self.auth = auth
         self._clients = [etcd_client(u, tls, timeout) for u in endpoints]  # logged in on first use (_call)
         self._current = 0
-        self._lease: Lease | None = None
-        self._lease_refreshed = 0.0
+        #: This node's term while it leads, and until when (monotonic s) it may claim to lead; a renewal thread
+        #: (``_renew``) keeps both, so a long step (a large block) does not starve the renewals.
+        self._term: str | None = None
+        self._deadline = 0.0
+        self._term_lock = threading.Lock()
+        self._polled = 0.0  # when the node's loop last campaigned (monotonic s)
+        #: The last term this node held: its blocks are published only while the leader key still holds it.
+        self._fence: str | None = None
+        #: Another leader's key revision and when this node first saw it (monotonic s).
+        self._seen: tuple[int, float] | None = None
 
     # -- transport: try each member until one answers
     def _call(self, fn):
@@ -231,21 +265,18 @@ class EtcdOrderer(Orderer):
             self._call(lambda c, chunk=chunk: c.transaction({"compare": [], "success": chunk, "failure": []}))
 
     def publish(self, height: int, raw_block: bytes) -> bool:
+        """Create-if-absent at ``height``; once this node has campaigned, only while the leader key holds its term
+        (a deposed leader's block is refused). An orderer that never campaigned (tools, tests) is not fenced."""
         key = self._key(f"blocks/{height:020d}")
-        return bool(self._call(lambda c: c.create(key, raw_block)))
+        compare = [{"key": _b64(key), "result": "EQUAL", "target": "CREATE", "create_revision": 0}]
+        if self._fence is not None:
+            compare.append(_compare_value(self._key("leader"), self._fence))
+        return self._txn(compare, [_put(key, raw_block)])
 
     def void(self, height: int, raw: bytes) -> bool:
-        key = _b64(self._key(f"blocks/{height:020d}"))
-        moved = _b64(self._key(f"quarantine/{height:020d}/{crypto.sha256(raw).hex()}"))
-        txn = {
-            "compare": [{"key": key, "result": "EQUAL", "target": "VALUE", "value": _b64(raw)}],
-            "success": [
-                {"request_put": {"key": moved, "value": _b64(raw)}},
-                {"request_delete_range": {"key": key}},
-            ],
-            "failure": [],
-        }
-        return bool(self._call(lambda c: c.transaction(txn)).get("succeeded", False))
+        key = self._key(f"blocks/{height:020d}")
+        moved = self._key(f"quarantine/{height:020d}/{crypto.sha256(raw).hex()}")
+        return self._txn([_compare_value(key, raw)], [_put(moved, raw), {"request_delete_range": {"key": _b64(key)}}])
 
     def quarantined(self, height: int) -> list[bytes]:
         prefix = self._key(f"quarantine/{height:020d}/")
@@ -267,37 +298,78 @@ class EtcdOrderer(Orderer):
 
     def campaign(self, node_id: str) -> bool:
         key = self._key("leader")
-        now = time.monotonic()
-        if self._lease is not None:
-            # Refresh the lease at a third of its TTL; a failed refresh means leadership is lost.
-            if now - self._lease_refreshed >= self.lease_ttl / 3:
-                try:
-                    ttl = self._call(lambda c: Lease(self._lease.id, c).refresh())
-                except ConnectionError:
-                    ttl = 0
-                if ttl <= 0:
-                    self._lease = None
-                else:
-                    self._lease_refreshed = now
-            if self._lease is not None:
-                return self.leader() == node_id
-        lease = self._call(lambda c: c.lease(self.lease_ttl))
-        if self._call(lambda c: c.create(key, node_id, lease=lease)):
-            self._lease, self._lease_refreshed = lease, now
-            return True
-        self._call(lambda c: Lease(lease.id, c).revoke())
-        return False
+        now = self._polled = time.monotonic()
+        if self._term is not None:  # leading while the renewal thread keeps the lease (it clears a lost term)
+            return self.holds_lease()
+        rows = self._call(lambda c: c.get(key, metadata=True))
+        if rows:
+            revision = int(rows[0][1]["mod_revision"])
+            if self._seen is None or self._seen[0] != revision:
+                self._seen = (revision, now)  # the leader renewed (or changed): wait a whole timeout again
+                return False
+            if now - self._seen[1] < LEADER_TIMEOUT_S:
+                return False
+            held = {"key": _b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": revision}
+        else:
+            held = {"key": _b64(key), "result": "EQUAL", "target": "CREATE", "create_revision": 0}
+        term = f"{node_id}{TERM_SEPARATOR}{os.urandom(8).hex()}"
+        if not self._txn([held], [_put(key, term)]):
+            return False
+        with self._term_lock:
+            self._term = self._fence = term
+            self._deadline, self._seen = now + LEADER_TIMEOUT_S, None
+        threading.Thread(target=self._renew, args=(term,), name=f"lease {node_id}", daemon=True).start()
+        return True
+
+    def _renew(self, term: str) -> None:
+        """Renew ``term`` every ``LEADER_BEAT_S`` until it is lost (another coordinator took over), given up, or the
+        node's loop has not campaigned for ``LEADER_STALL_S``."""
+        key = self._key("leader")
+        while True:
+            sent = time.monotonic()
+            if sent - self._polled > LEADER_STALL_S:
+                with self._term_lock:
+                    if self._term == term:
+                        self._term = None
+                return
+            try:
+                held: bool | None = self._txn([_compare_value(key, term)], [_put(key, term)])
+            except ConnectionError:  # unreachable: the deadline runs out unless a later renewal gets through
+                held = None
+            with self._term_lock:
+                if self._term != term:
+                    return
+                if held is False:  # another coordinator took over
+                    self._term = None
+                    return
+                if held:  # the write happened after ``sent``: no backup can take over before sent + timeout
+                    self._deadline = max(self._deadline, sent + LEADER_TIMEOUT_S)
+            time.sleep(max(0.0, sent + LEADER_BEAT_S - time.monotonic()))
+
+    def holds_lease(self) -> bool:
+        """True while no other coordinator can have taken over: within ``LEADER_TIMEOUT_S`` of the last renewal
+        sent (a backup waits that long, on its own clock, after it last saw the leader key change)."""
+        return self._term is not None and time.monotonic() < self._deadline
 
     def leader(self) -> str | None:
         values = self._call(lambda c: c.get(self._key("leader")))
-        return values[0].decode() if values else None
+        return values[0].decode().rpartition(TERM_SEPARATOR)[0] if values else None
 
     def resign(self) -> None:
-        if self._lease is not None:
+        with self._term_lock:
+            term, self._term = self._term, None  # stops the renewal thread
+        if term is not None:
+            key = self._key("leader")
             with contextlib.suppress(ConnectionError):
-                self._call(lambda c: Lease(self._lease.id, c).revoke())
-            self._lease = None
+                self._txn([_compare_value(key, term)], [{"request_delete_range": {"key": _b64(key)}}])
+
+    def _txn(self, compare: list[dict], success: list[dict]) -> bool:
+        """One etcd transaction; True if its comparisons held (and ``success`` was applied)."""
+        txn = {"compare": compare, "success": success, "failure": []}
+        return bool(self._call(lambda c: c.transaction(txn)).get("succeeded", False))
 
     def close(self) -> None:
+        with self._term_lock:
+            self._term = None  # stops the renewal thread; the term lapses after LEADER_TIMEOUT_S
         for c in self._clients:
             c.session.close()

@@ -78,7 +78,7 @@ class Sequencer:
         self.clock = clock
         self.on_block = on_block
         self.rejected: dict[bytes, Reject] = {}
-        self.leading = False
+        self._leading = False
         #: Ordering-log entries this node refused (each distinct entry counted once), and the last one refused.
         self.entries_rejected = 0
         self.last_rejected: Reject | None = None
@@ -88,6 +88,17 @@ class Sequencer:
         self._refused: dict[int, tuple[bytes, bool, str]] = {}
         #: Held while the chain changes; readers of the chain's store from other threads take it too.
         self.lock = threading.RLock()
+
+    @property
+    def leading(self) -> bool:
+        """True while this coordinator leads: its last campaign won and its lease still holds (read from any thread:
+        a leader cut off from the orderer stops claiming as soon as its lease may have lapsed, even while its loop
+        still waits on the orderer)."""
+        return self._leading and self.orderer.holds_lease()
+
+    @leading.setter
+    def leading(self, value: bool) -> None:
+        self._leading = value
 
     def sync(self) -> int:
         """Append every final block above our tip (re-validated); returns how many."""

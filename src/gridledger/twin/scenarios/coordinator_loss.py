@@ -2,7 +2,7 @@
 
 Every meter submits ``ISSUES_PER_METER`` transactions, one every ``GAP_S`` seconds, to its own node; at
 ``KILL_AT_S`` into the stream the coordinator that leads the NAN chain is killed. Pending transactions wait in
-etcd; the leader's lease (1 s) expires, the backup concentrator wins the campaign, catches up and goes on
+etcd; the leader's term lapses (no renewal for 0.4 s), the backup concentrator takes over, catches up and goes on
 (``node.sequencer``). Detected = a block proposed by the backup is committed; time to detect = from the kill to
 the first such block seen by a meter; data lost = submitted transactions never committed; false alarm = a valid
 transaction rejected. The killed coordinator is restarted afterwards and catches up (it is then the backup).
@@ -26,7 +26,7 @@ TAKEOVER_TIMEOUT_S = 30.0
 class CoordinatorLoss(LedgerScenario):
     name = "coordinator-loss"
     threat = "coordinator loss: the leading coordinator killed under load"
-    detector = "etcd leader lease (1 s) expires; the backup coordinator takes over and commits the pending blocks"
+    detector = "etcd leader term unrenewed for 0.4 s; the backup coordinator takes over and commits the pending blocks"
 
     def attack(self, lab: LedgerLab, ctx: RunContext) -> RunResult:
         net = lab.network
