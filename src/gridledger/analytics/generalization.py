@@ -11,7 +11,7 @@ that does not beat it has not earned its complexity.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -107,7 +107,8 @@ def evaluate_left_out(
     model = train(train_cubes, settings)
     rng = np.random.default_rng(settings.seed)
     draws = model.info["draws"]
-    base = Baseline.fit([attack_scenario(c, settings, rng) for _ in range(draws) for c in train_cubes], seed)
+    drawn = [replace(settings, theft_rate=float(r)) for r in settings.draw_rates(draws)]
+    base = Baseline.fit([attack_scenario(c, d, rng) for d in drawn for c in train_cubes], seed)
     out = {}
     for k, rate in enumerate(rates):
         draw = TheftSettings(theft_rate=rate, attacks=settings.attacks)
