@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 from .data import DayCube
 from .features import day_features
 from .metrics import classification_report
+from .netmeter import NetMetering, net_metered
 from .theft import TheftSettings, attack_scenario, detect, train
 
 BASELINE_FEATURES = (
@@ -129,14 +130,23 @@ def leave_one_source_out(
     settings: TheftSettings = TheftSettings(),
     rates: tuple[float, ...] = RATES,
     seed: int = 0,
+    net_metering: NetMetering | None = NetMetering(),
 ) -> dict[str, dict]:
     """:func:`evaluate_left_out` with each source left out in turn: ``{source: {rate: ...}}``.
 
-    All cubes must have the same resolution (coarsen them first).
+    With ``net_metering`` every training source also enters as a second neighbourhood of the same homes put behind
+    PV and batteries (:func:`.netmeter.net_metered`, seeded per source), as the shipped model is trained; the
+    left-out source is tested as it is. All cubes must have the same resolution (coarsen them first).
     """
     if len(cubes) < 2:
         raise ValueError("leave-one-source-out needs at least 2 sources")
+    extra = {
+        name: [net_metered(c, np.random.default_rng([seed, k]), net_metering)[0]] if net_metering else []
+        for k, (name, c) in enumerate(cubes.items())
+    }
     return {
-        name: evaluate_left_out([c for other, c in cubes.items() if other != name], cube, settings, rates, seed)
+        name: evaluate_left_out(
+            [x for other, c in cubes.items() if other != name for x in (c, *extra[other])], cube, settings, rates, seed
+        )
         for name, cube in cubes.items()
     }

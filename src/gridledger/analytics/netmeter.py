@@ -55,7 +55,9 @@ def _stamps(cube: DayCube) -> pd.DatetimeIndex:
     return pd.DatetimeIndex((days.to_numpy()[:, None] + offsets.to_numpy()[None, :]).ravel())
 
 
-def net_metered(cube: DayCube, rng: np.random.Generator, setup: NetMetering = NetMetering()) -> tuple[DayCube, np.ndarray]:
+def net_metered(
+    cube: DayCube, rng: np.random.Generator, setup: NetMetering = NetMetering()
+) -> tuple[DayCube, np.ndarray]:
     """The cube's homes behind their meters: ``consumption_wh`` becomes the import and ``production_wh`` the export.
 
     Returns ``(cube, kind)``, ``kind[m]`` 0 for a home left without PV, 1 PV, 2 PV and battery. Missing days stay

@@ -198,9 +198,10 @@ def train(
     the same resolution. Labelled days keep their labels (1: real theft, 0: honest); unlabelled days are
     taken as honest and a share of them is tampered in each of ``draws`` draws, the shares spaced from
     ``theft_rate`` down to ``low_rate`` (one draw at ``theft_rate`` when every day is labelled); with
-    ``balanced`` the two classes weigh the same. The agents' prior is learned by running the meters' agents over the training
-    meters with out-of-fold detector log-odds (meter-wise folds), so the agents see log-odds as unreliable as
-    they will be on new meters. The boosting runs single-threaded, so a seed gives the same model anywhere.
+    ``balanced`` the two classes weigh the same. The agents' prior is learned by running the meters' agents over
+    the training meters with out-of-fold detector log-odds (meter-wise folds), so the agents see log-odds as
+    unreliable as they will be on new meters. The boosting runs single-threaded, so a seed gives the same model
+    anywhere.
     """
     cubes = [cubes] if isinstance(cubes, DayCube) else list(cubes)
     if len({c.step_s for c in cubes}) != 1:
