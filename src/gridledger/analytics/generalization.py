@@ -17,10 +17,11 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
+from .augment import Variation, training_neighbourhoods
 from .data import DayCube
 from .features import day_features
 from .metrics import classification_report
-from .netmeter import NetMetering, net_metered
+from .netmeter import NetMetering
 from .theft import TheftSettings, attack_scenario, detect, train
 
 BASELINE_FEATURES = (
@@ -131,22 +132,23 @@ def leave_one_source_out(
     rates: tuple[float, ...] = RATES,
     seed: int = 0,
     net_metering: NetMetering | None = NetMetering(),
+    variation: Variation | None = Variation(),
 ) -> dict[str, dict]:
     """:func:`evaluate_left_out` with each source left out in turn: ``{source: {rate: ...}}``.
 
-    With ``net_metering`` every training source also enters as a second neighbourhood of the same homes put behind
-    PV and batteries (:func:`.netmeter.net_metered`, seeded per source), as the shipped model is trained; the
-    left-out source is tested as it is. All cubes must have the same resolution (coarsen them first).
+    Every training source enters as the shipped model's do (:func:`.augment.training_neighbourhoods`, seeded per
+    source): as it is, net-metered (``net_metering``) and varied (``variation``); the left-out source is tested as
+    it is. All cubes must have the same resolution (coarsen them first).
     """
     if len(cubes) < 2:
         raise ValueError("leave-one-source-out needs at least 2 sources")
-    extra = {
-        name: [net_metered(c, np.random.default_rng([seed, k]), net_metering)[0]] if net_metering else []
+    training = {
+        name: training_neighbourhoods(c, np.random.default_rng([seed, k]), net_metering, variation)[0]
         for k, (name, c) in enumerate(cubes.items())
     }
     return {
         name: evaluate_left_out(
-            [x for other, c in cubes.items() if other != name for x in (c, *extra[other])], cube, settings, rates, seed
+            [x for other in cubes if other != name for x in training[other]], cube, settings, rates, seed
         )
         for name, cube in cubes.items()
     }
