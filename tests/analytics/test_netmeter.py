@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gridledger.analytics.augment import Variation, training_neighbourhoods, varied
 from gridledger.analytics.netmeter import NetMetering, net_metered
 from gridledger.analytics.theft import TheftSettings, train
 
@@ -56,3 +57,22 @@ def test_training_draws_span_the_theft_shares_with_balanced_classes(cube):
     w = settings.weights(y)
     assert w[y == 1].sum() == pytest.approx(w[y == 0].sum())
     assert TheftSettings(balanced=False).weights(y) is None
+
+
+def test_the_varied_copy_moves_days_and_slots_but_keeps_the_energy(homes):
+    x = homes.values["consumption_wh"]
+    v = varied(homes, np.random.default_rng(2), Variation(day_sd=0.35, slot_sd=0.6)).values["consumption_wh"]
+    assert v.shape == x.shape and (v >= 0).all()
+    assert abs(v.sum() / x.sum() - 1) < 0.1
+    day_cv = lambda a: np.mean(a.sum(axis=2).std(axis=1) / a.sum(axis=2).mean(axis=1))  # noqa: E731
+    assert day_cv(v) > day_cv(x) + 0.05
+    steady = varied(homes, np.random.default_rng(2), Variation(0.0, 0.0))
+    np.testing.assert_array_equal(steady.values["consumption_wh"], x)
+
+
+def test_training_neighbourhoods_are_the_source_and_its_copies(homes):
+    cubes, card = training_neighbourhoods(homes, np.random.default_rng(0))
+    assert len(cubes) == 3 and cubes[0] is homes
+    assert cubes[1].values["production_wh"].sum() > 0 and set(card) == {"net_metered_copy", "varied_copy"}
+    alone, card = training_neighbourhoods(homes, np.random.default_rng(0), None, None)
+    assert alone == [homes] and card == {}

