@@ -2,10 +2,11 @@
 
 Every source of household load (:mod:`.sources`) is one neighbourhood of homes from an independent model. The
 detector (:mod:`.theft`, with the meters' agents of :mod:`.rl`) and a plain baseline are trained on all
-sources but one and tested on the left-out one, with attacks h1–h6 injected into a given share of its
-meter-days. The baseline is scikit-learn's gradient boosting with its default settings on twelve simple
-day features (:data:`BASELINE_FEATURES`), trained and tested on exactly the same days and labels; a detector
-that does not beat it has not earned its complexity.
+sources but one (each as it is, net-metered and varied: :func:`.augment.training_neighbourhoods`) and tested on
+the left-out one as it is, with attacks h1–h6 injected into a given share of its meter-days. The baseline is
+scikit-learn's gradient boosting with its default settings on twelve simple day features
+(:data:`BASELINE_FEATURES`), trained and tested on exactly the same days and labels; a detector that does not
+beat it has not earned its complexity.
 """
 
 from __future__ import annotations
