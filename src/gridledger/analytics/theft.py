@@ -44,8 +44,13 @@ class TheftSettings:
 
     Parameters
     ----------
-    theft_rate : share of honest meter-days that get a synthetic attack in each training draw.
+    theft_rate : share of honest meter-days that get a synthetic attack in the first training draw.
     draws : independent attack draws over the training data (more draws, more varied examples).
+    low_rate : the last draw's share; the draws' shares are spaced evenly from ``theft_rate`` down to it (the
+        features compare a day with the meter's other days, and those look different when 50 % or 10 % of them
+        are tampered: a detector trained at one share only false-alarms at the other).
+    balanced : weigh the tampered and honest training days to equal total weight, so that log-odds 0 means even
+        odds whatever the draws' shares.
     folds : meter-wise folds for the out-of-fold log-odds the agents are trained on.
     attacks : attack models to inject (names from :data:`.attacks.ATTACKS`).
     inject_labelled : also tamper days the input labels honest (0); by default only unlabelled days are.
@@ -55,6 +60,8 @@ class TheftSettings:
 
     theft_rate: float = 0.5
     draws: int = 3
+    low_rate: float = 0.1
+    balanced: bool = True
     folds: int = 3
     attacks: tuple[str, ...] = tuple(ATTACKS)
     inject_labelled: bool = False
@@ -62,6 +69,21 @@ class TheftSettings:
     learning_rate: float = 0.08
     max_leaf_nodes: int = 31
     seed: int = 0
+
+    def draw_rates(self, draws: int) -> np.ndarray:
+        """The theft share of each of ``draws`` training draws."""
+        return np.linspace(self.theft_rate, min(self.low_rate, self.theft_rate), draws)
+
+    def weights(self, y: np.ndarray) -> np.ndarray | None:
+        """Sample weights for training labels ``y`` (None: unweighted)."""
+        if not self.balanced or len(np.unique(y)) < 2:
+            return None
+        share = float(np.mean(y))
+        return np.where(y == 1, 0.5 / share, 0.5 / (1.0 - share))
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> HistGradientBoostingClassifier:
+        """The booster fitted on ``(X, y)`` with :meth:`weights`."""
+        return self.booster().fit(X, y, sample_weight=self.weights(y))
 
     def booster(self) -> HistGradientBoostingClassifier:
         return HistGradientBoostingClassifier(
@@ -174,10 +196,12 @@ def train(
 
     Each cube is one neighbourhood (its meters are each other's neighbours in the features); all must have
     the same resolution. Labelled days keep their labels (1: real theft, 0: honest); unlabelled days are
-    taken as honest and a share ``theft_rate`` of them is tampered in each of ``draws`` draws (one draw when
-    every day is labelled). The agents' prior is learned by running the meters' agents over the training
-    meters with out-of-fold detector log-odds (meter-wise folds), so the agents see log-odds as unreliable as
-    they will be on new meters. The boosting runs single-threaded, so a seed gives the same model anywhere.
+    taken as honest and a share of them is tampered in each of ``draws`` draws, the shares spaced from
+    ``theft_rate`` down to ``low_rate`` (one draw at ``theft_rate`` when every day is labelled); with
+    ``balanced`` the two classes weigh the same. The agents' prior is learned by running the meters' agents over
+    the training meters with out-of-fold detector log-odds (meter-wise folds), so the agents see log-odds as
+    unreliable as they will be on new meters. The boosting runs single-threaded, so a seed gives the same model
+    anywhere.
     """
     cubes = [cubes] if isinstance(cubes, DayCube) else list(cubes)
     if len({c.step_s for c in cubes}) != 1:
@@ -194,9 +218,10 @@ def _train(cubes: list[DayCube], settings: TheftSettings, say: Progress) -> Thef
     draws = settings.draws if any((c.labels < 0).any() or settings.inject_labelled for c in cubes) else 1
     # one scenario per (draw, neighbourhood); meters numbered across neighbourhoods for the folds
     scenarios, first_meter = [], np.cumsum([0] + [len(c.meters) for c in cubes])
-    for _ in range(draws):
+    for rate in settings.draw_rates(draws):
+        drawn = replace(settings, theft_rate=float(rate))
         for c, first in zip(cubes, first_meter, strict=False):
-            scenarios.append((c, first, *attack_scenario(c, settings, rng)))
+            scenarios.append((c, first, *attack_scenario(c, drawn, rng)))
     feats = [theft_features(reported) for _, _, reported, _ in scenarios]
     rows = [
         (f[y >= 0], y[y >= 0], first + np.nonzero(y >= 0)[0])
@@ -216,7 +241,7 @@ def _train(cubes: list[DayCube], settings: TheftSettings, say: Progress) -> Thef
         held = fold_of_meter[meter_of] == k
         if len(np.unique(y[~held])) < 2:
             continue
-        booster = settings.booster().fit(X[~held], y[~held])
+        booster = settings.fit(X[~held], y[~held])
         for f, (c, first, _, y_s), out in zip(feats, scenarios, oof, strict=True):
             mask = (y_s >= 0) & (fold_of_meter[first : first + len(c.meters), None] == k)
             if mask.any():
@@ -229,9 +254,11 @@ def _train(cubes: list[DayCube], settings: TheftSettings, say: Progress) -> Thef
         concentrator.prior = concentrator.global_parameters()
 
     say("final detector")
-    trees = BoostedTrees.from_sklearn(settings.booster().fit(X, y))
+    trees = BoostedTrees.from_sklearn(settings.fit(X, y))
     info = {
         "theft_rate": settings.theft_rate,
+        "draw_rates": [round(float(r), 4) for r in settings.draw_rates(draws)],
+        "balanced": settings.balanced,
         "draws": draws,
         "attacks": list(settings.attacks),
         "inject_labelled": settings.inject_labelled,

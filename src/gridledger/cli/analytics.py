@@ -59,8 +59,8 @@ THEFT_RATE = typer.Option(
     "--theft-rate",
     min=0.0,
     max=1.0,
-    help="Share of honest meter-days given a synthetic attack (training, and evaluation "
-    "when the file has no labels).",
+    help="Share of honest meter-days given a synthetic attack (evaluation when the file has no labels; "
+    "training: the first draw's share, the other draws' go down to 10 %).",
 )
 JSON = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
 REPORT = typer.Option(

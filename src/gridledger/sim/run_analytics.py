@@ -8,8 +8,9 @@
   (:func:`gridledger.analytics.default_model.load_default_model`) on every meter-day of the reported consumption
   (import), one neighbourhood per feeder (its concentrator sees its own meters); ``score`` is the detector's theft
   probability, ``flagged`` the meter agents' decision from the model's prior (no labels, so no learning: what
-  ``gridledger theft score`` writes); ``pv``: the home has PV (registered in the community file), whose import
-  register the model, trained on household consumption without PV, has never seen. The features compare a day with
+  ``gridledger theft score`` writes); ``pv``: the home has PV (registered in the community file); the model was
+  trained on net-metered homes too (PV and PV + battery import registers), and its false alarms on each kind of
+  home are measured in docs/analytics.md. The features compare a day with
   the meter's own other days and with its neighbours that day: in a 1-day run only the neighbour comparison carries
   information (a note says so); runs with slots coarser than the model's 15 minutes are not scored (a note says so).
 * ``pq_events.parquet`` (meter, feeder, slot, kind, value, expected, predicted): every slot whose reading is a sag
@@ -139,7 +140,7 @@ def theft_scores(run: _RunData, notes: list[str]) -> pd.DataFrame:
     if (scores["flagged"] & scores["pv"]).any():
         notes.append(
             f"theft: {int(scores['flagged'].sum())} meter-days flagged, {int((scores['flagged'] & scores['pv']).sum())}"
-            " of them of homes with PV, whose import register the shipped model never learned (docs/analytics.md)"
+            " of them of homes with PV (false alarms by kind of home: docs/analytics.md)"
         )
     return scores
 

@@ -77,6 +77,37 @@ def read_simulate(folder: str | Path) -> pd.DataFrame:
     )
 
 
+def community_readings(community) -> tuple[pd.DataFrame, dict[str, str]]:
+    """What the meters of an honest ``gridledger simulate`` run of ``community`` (a
+    :class:`gridledger.profiles.community.Community`) measure and sign, without running the chains: the
+    households' device models (:func:`gridledger.devices.household.simulate_households`), their import and export
+    per minute summed per slot and rounded to whole Wh as the run does — ``meter_id, timestamp, consumption_wh,
+    production_wh`` (timestamps naive local time). Also each meter's equipment: ``"none"``, ``"pv"`` or
+    ``"pv+battery"``.
+    """
+    from gridledger.devices.household import simulate_households
+
+    h = simulate_households(community)
+    n, minutes = h.net_w.shape
+    per = community.slot_seconds // 60
+
+    def per_slot(w: np.ndarray) -> np.ndarray:
+        return np.rint(w.reshape(n, -1, per).sum(axis=2) / 60).ravel()
+
+    slots = minutes // per
+    frame = pd.DataFrame(
+        {
+            "meter_id": np.repeat(np.asarray(h.home_ids, dtype=object), slots),
+            "timestamp": np.tile(h.index[::per].tz_localize(None).to_numpy(), n),
+            "consumption_wh": per_slot(np.maximum(h.net_w, 0)),
+            "production_wh": per_slot(np.maximum(-h.net_w, 0)),
+        }
+    )
+    homes = {home.id: home for home in community.homes}
+    kit = {m: "none" if homes[m].pv_kw == 0 else "pv+battery" if homes[m].battery_wh else "pv" for m in h.home_ids}
+    return frame, kit
+
+
 def load_input(path: str | Path) -> Readings:
     """Validated readings of a readings file (.csv/.parquet) or of a ``gridledger simulate`` output folder."""
     path = Path(path)
