@@ -21,6 +21,7 @@ import os
 import queue
 import statistics
 import time
+from collections.abc import Callable
 
 from nacl.public import PrivateKey, SealedBox
 
@@ -96,6 +97,16 @@ def worker(spec: dict, ports, peers, go, results) -> None:
     asyncio.run(main())
 
 
+class TimedBoard(MixBoard):
+    """The board service, calling ``on_launch()`` the moment a session starts (every coin joined)."""
+
+    on_launch: Callable[[], None]
+
+    async def _launch(self, denomination, pool):
+        self.on_launch()
+        return await super()._launch(denomination, pool)
+
+
 def one_mix(n: int) -> tuple[float, float, int]:
     """Mix ``n`` coins; returns (mix seconds, circuit + join seconds, runs)."""
     dso_key, coordinator = KeyPair.from_secret("bench-dso"), KeyPair.from_secret("bench-coordinator")
@@ -145,7 +156,15 @@ def one_mix(n: int) -> tuple[float, float, int]:
         book: dict[str, tuple[str, int]] = {}
         node = await OnionNode(TcpTransport("mixboard", ("127.0.0.1", 0), book)).start()
         submitted = []
-        board = MixBoard(node, chain.chain_id, chain.state.output, submitted.append, timeout=60)
+
+        def submit(tx) -> None:
+            t_done.append(time.perf_counter())
+            submitted.append(tx)
+
+        t_start: list[float] = []
+        t_done: list[float] = []
+        board = TimedBoard(node, chain.chain_id, chain.state.output, submit, timeout=60)
+        board.on_launch = lambda: t_start.append(time.perf_counter())
         board.expect(UNIT, n)
         loop = asyncio.get_running_loop()
         book["mixboard"] = ("127.0.0.1", node.transport.port)
@@ -155,18 +174,13 @@ def one_mix(n: int) -> tuple[float, float, int]:
             q.put(book)
         t_go = time.perf_counter()
         go.set()
-        while not board.sessions:
-            await asyncio.sleep(0.001)
-        t_start = time.perf_counter()
-        while not submitted:
-            if board.sessions[0].failure:
-                raise RuntimeError(f"the mix failed: {board.sessions[0].failure}")
-            await asyncio.sleep(0.001)
-        t_done = time.perf_counter()
+        session = await board.finished.get()  # after the joint transfer was submitted, or the mix failed
+        if not submitted:
+            raise RuntimeError(f"the mix failed: {session.failure}")
         for _ in procs:
             await loop.run_in_executor(None, wait_for, results, procs)
         await node.close()
-        return t_done - t_start, t_start - t_go, board.sessions[0].runs, submitted[0]
+        return t_done[0] - t_start[0], t_start[0] - t_go, board.sessions[0].runs, submitted[0]
 
     mix_s, join_s, runs, tx = asyncio.run(board_side())
     for p in procs:
