@@ -108,7 +108,7 @@ class Phase(IntEnum):
     REVEAL = 7
 
 
-_PHASES = frozenset(int(p) for p in Phase)
+_PHASE_OF = {int(p): p for p in Phase}
 _ENVELOPE = struct.Struct(f">{SESSION_BYTES}sIBHI")
 
 
@@ -183,10 +183,10 @@ class Envelope:
         session, run, phase, sender, n = _ENVELOPE.unpack_from(raw)
         if len(raw) != _ENVELOPE.size + n + SIGNATURE_BYTES:
             raise Reject("bad-encoding-size", f"envelope of {len(raw)} bytes does not hold a {n}-byte body")
-        if phase not in _PHASES:
+        if phase not in _PHASE_OF:
             raise Reject("bad-mix-phase", f"unknown message phase {phase}")
         body = raw[_ENVELOPE.size : _ENVELOPE.size + n]
-        return cls(session, run, Phase(phase), sender, body, raw[_ENVELOPE.size + n :])
+        return cls(session, run, _PHASE_OF[phase], sender, body, raw[_ENVELOPE.size + n :])
 
 
 @dataclass(frozen=True)
@@ -257,10 +257,9 @@ class Run:
     @classmethod
     def read(cls, r: Reader) -> Run:
         session, number, denomination = r.take(SESSION_BYTES, "session"), r.u32("run"), read_asset(r)
-        pairs = [
-            (r.take(OUTPOINT_BYTES, "input"), r.take(PUBKEY_BYTES, "input key")) for _ in range(r.count())
-        ]
-        return cls(session, number, denomination, tuple(p[0] for p in pairs), tuple(p[1] for p in pairs))
+        pairs = r.take_many(r.count("participants"), OUTPOINT_BYTES + PUBKEY_BYTES, "input and input key")
+        inputs = tuple(p[:OUTPOINT_BYTES] for p in pairs)
+        return cls(session, number, denomination, inputs, tuple(p[OUTPOINT_BYTES:] for p in pairs))
 
 
 def final_hash(addresses: Sequence[bytes]) -> bytes:
@@ -418,6 +417,7 @@ class Participant:
         self.received_shuffle: Envelope | None = None
         self.received_final: Envelope | None = None
         self.final: list[bytes] = []
+        self.unsigned: Transfer | None = None  # the joint transfer, once this participant signed it
         return self._send(Phase.ANNOUNCE, bytes(self.decryption_key.public_key))
 
     def _send(self, phase: Phase, body: bytes) -> Envelope:
@@ -523,8 +523,8 @@ class Participant:
 
     def sign_transfer(self) -> bytes:
         """This participant's signature of the joint transfer (its own input only)."""
-        tx = self.run.transfer(self.final).signed(self.chain_id, {self.coin: self.key}, partial=True)
-        return tx.witnesses[self.index].signature
+        self.unsigned = self.run.transfer(self.final)
+        return self.key.sign(self.unsigned.sighash(self.chain_id))
 
     def on_blame(self) -> Envelope:
         """Reveal the run's decryption key and the messages received, so everyone can replay the run."""
@@ -568,11 +568,8 @@ class Participant:
             raise MixError("mix-aborted", msg[1:].decode())
         if kind == B_DONE:
             tx = decode_transaction(msg[1:])
-            if (
-                not isinstance(tx, Transfer)
-                or self.run is None
-                or tx.txid != self.run.transfer(self.final).txid
-            ):
+            signed = self.unsigned if self.run is not None else None
+            if not isinstance(tx, Transfer) or signed is None or tx.txid != signed.txid:
                 raise MixError("mix-bad-result", "the board's joint transfer is not the one signed")
             self.outcome = MixOutcome(tx, self.new_coin(tx), self.address, self.run.number + 1, self.verdicts)
             return []
