@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -30,6 +31,7 @@ from gridledger.petra.coinshuffle import (
     Reveal,
     Run,
     _open_all,
+    _shuffled,
     find_offender,
     join_message,
     mix_coin,
@@ -88,6 +90,13 @@ def test_a_long_peel_on_two_threads_keeps_the_order_and_fails_on_any_bad_entry()
     for bad in (0, len(sealed) - 1):  # in the half this thread opens, and in the other thread's half
         with pytest.raises(CryptoError):
             _open_all(SealedBox(key), [*sealed[:bad], secrets.token_bytes(68), *sealed[bad + 1 :]])
+
+
+def test_shuffle_is_a_uniform_permutation():
+    items = [b"a", b"b", b"c"]
+    counts = Counter(tuple(_shuffled(items)) for _ in range(12_000))
+    assert len(counts) == 6 and all(sorted(p) == items for p in counts)
+    assert all(abs(c - 2_000) < 300 for c in counts.values())  # 7 standard deviations
 
 
 def test_honest_mix_long_enough_to_split_the_peel():

@@ -62,7 +62,6 @@ KEY_BYTES = 32
 #: A participant opens the entries it receives on two threads from this many entries on (libsodium releases
 #: the GIL, so a peel of ``i`` entries takes about ``i / 2`` opens of wall time on 2 cores).
 SPLIT_OPENS = 16
-_random = secrets.SystemRandom()
 _threads: dict[str, ThreadPoolExecutor] = {}
 
 
@@ -72,6 +71,15 @@ def _thread(name: str) -> ThreadPoolExecutor:
     if pool is None:
         pool = _threads[name] = ThreadPoolExecutor(1, thread_name_prefix=f"coinshuffle-{name}")
     return pool
+
+
+def _shuffled(items: Sequence[bytes]) -> list[bytes]:
+    """``items`` in a uniformly random order, sorted by random 128-bit keys drawn in one OS read.
+
+    ``SystemRandom.shuffle`` reads the OS's random source once per item (27 against 135 µs for 100 items).
+    """
+    noise = secrets.token_bytes(16 * len(items))
+    return [items[k] for k in sorted(range(len(items)), key=lambda k: noise[16 * k : 16 * k + 16])]
 
 
 def _open_all(unseal: SealedBox, entries: Sequence[bytes]) -> list[bytes]:
@@ -452,9 +460,7 @@ class Participant:
 
     def _outgoing(self, peeled: list[bytes], own: bytes) -> list[bytes]:
         """The list to pass on: what was peeled plus one's own entry, shuffled."""
-        out = [*peeled, own]
-        _random.shuffle(out)
-        return out
+        return _shuffled([*peeled, own])
 
     def _shuffle_out(self, peeled: list[bytes]) -> Envelope:
         if self.index == self.run.size - 1:
