@@ -832,6 +832,10 @@ async def mix_coin(
 ) -> MixOutcome:
     """Join the mix of ``denomination`` on ``board`` through an onion circuit and run CoinShuffle to the end.
 
+    The announcements (the participant's precomputation) are handled on the process's ``precompute`` thread,
+    one participant after another in arrival order, so that the event loop keeps relaying other participants'
+    shuffle steps meanwhile (libsodium releases the GIL).
+
     Raises :class:`MixError` if the board refuses the coin, the mix is aborted, the board excludes this
     participant, or the board excludes someone other than whom this participant's own replay blamed.
     """
@@ -846,7 +850,7 @@ async def mix_coin(
                 msg = await circuit.recv(timeout)
             except OnionError as e:
                 raise MixError("mix-timeout", str(e)) from None
-            if msg[:2] == _ANNOUNCEMENTS:  # the precomputation, off the event loop (see Participant)
+            if msg[:2] == _ANNOUNCEMENTS:  # check n - 1 - i keys, seal as many layers: off the event loop
                 outs = await loop.run_in_executor(_thread("precompute"), participant.receive, msg)
             else:
                 outs = participant.receive(msg)
