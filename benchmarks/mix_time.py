@@ -84,7 +84,8 @@ def new_address() -> bytes:
 async def circuit_to_board(node: OnionNode, attempts: int = 3) -> Circuit:
     """A circuit to the board; like a Tor client, build another (new random relays) if one stalls for 20 s.
 
-    Under a heavy load of the shared machine a burst of loopback connections can stall a CREATE.
+    Once, at a load average of 15, a worker's circuits were not built within 60 s (setup, before the timed
+    part); the cause was not found.
     """
     for _ in range(attempts - 1):
         with contextlib.suppress(OnionError):
