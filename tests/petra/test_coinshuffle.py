@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nacl.exceptions import CryptoError
+from nacl.public import PrivateKey, SealedBox
 
 from gridledger.ledger import crypto
 from gridledger.ledger.assets import ECA, EPA, FA, Output, outpoint
@@ -16,7 +19,9 @@ from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.petra.coinshuffle import (
+    B_JOINED,
     P_MESSAGE,
+    SPLIT_OPENS,
     Board,
     Envelope,
     MixBoard,
@@ -25,6 +30,8 @@ from gridledger.petra.coinshuffle import (
     Phase,
     Reveal,
     Run,
+    _open_all,
+    _shuffled,
     find_offender,
     join_message,
     mix_coin,
@@ -73,6 +80,31 @@ def test_each_participant_signs_only_its_own_input(grid):
     for op, wit in zip(tx.inputs, tx.witnesses, strict=True):
         owner = next(p for p in parts if p.coin == op)
         assert wit.pubkey == owner.key.public and crypto.verify(wit.pubkey, msg, wit.signature)
+
+
+def test_a_long_peel_on_two_threads_keeps_the_order_and_fails_on_any_bad_entry():
+    key = PrivateKey.generate()
+    plain = [secrets.token_bytes(20) for _ in range(2 * SPLIT_OPENS + 1)]
+    sealed = [SealedBox(key.public_key).encrypt(p) for p in plain]
+    assert _open_all(SealedBox(key), sealed) == plain
+    for bad in (0, len(sealed) - 1):  # in the half this thread opens, and in the other thread's half
+        with pytest.raises(CryptoError):
+            _open_all(SealedBox(key), [*sealed[:bad], secrets.token_bytes(68), *sealed[bad + 1 :]])
+
+
+def test_shuffle_is_a_uniform_permutation():
+    items = [b"a", b"b", b"c"]
+    counts = Counter(tuple(_shuffled(items)) for _ in range(12_000))
+    assert len(counts) == 6 and all(sorted(p) == items for p in counts)
+    assert all(abs(c - 2_000) < 300 for c in counts.values())  # 7 standard deviations
+
+
+def test_honest_mix_long_enough_to_split_the_peel():
+    grid = build_grid(SPLIT_OPENS + 2)
+    board, parts, errors = mix(grid, SPLIT_OPENS + 2)
+    assert not errors and board.runs == 1
+    assert [o.owner for o in board.result.outputs] == sorted(p.address for p in parts)
+    grid.commit(board.result)
 
 
 def test_no_address_travels_in_clear_before_the_final_list(grid):
@@ -412,6 +444,7 @@ def test_mix_over_onion_circuits_and_board_rejections():
         board.expect(ECA(500, 1, 2), 2)
         circuit = await clients[4].open_circuit("mixboard")
         await circuit.send(join_message(ECA(500, 1, 2), fresh[1], fresh[0], "mixboard"))
+        assert await circuit.recv(5) == bytes([B_JOINED])  # the board acknowledges a coin in its pool
         assert await refused(fresh[0], fresh[1], ECA(500, 1, 2)) == "mix-duplicate"
         assert await refused(fresh[0], fresh[1], ECA(500, 1, 2), board_name="other") == "mix-bad-signature"
         started = await board.close_pool(ECA(500, 1, 2))
@@ -435,8 +468,6 @@ def test_equal_denominations_only():
 # ----------------------------------------------------------------------------------- between processes
 def test_mix_between_processes_over_loopback_tcp():
     import multiprocessing as mp
-
-    from nacl.public import PrivateKey
 
     from gridledger.petra.onion import RelayDescriptor, RelayDirectory
 

@@ -9,14 +9,18 @@ import struct
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey
 
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.dso_policy import DsoPolicy
 from gridledger.ledger.policy import PolicyTimeline
 from gridledger.petra.onion import (
+    DATA,
+    NONCE_BYTES,
     PAD_BYTES,
     InProcessNetwork,
+    Layer,
     OnionError,
     OnionNode,
     RelayDescriptor,
@@ -165,6 +169,48 @@ def test_payload_lengths_are_padded_on_the_wire():
             cells = [d for t, k in zip(taps, before, strict=True) for who, d in t.seen[k:] if who != "svc"]
             sizes.append(sorted(len(d) for d in cells))
         assert len(sizes[0]) == 5 and sizes[0] == sizes[1]
+        for n in [client, service, *onion.relays]:
+            await n.close()
+
+    run(scenario())
+
+
+def test_a_layer_authenticates_and_never_repeats_a_nonce():
+    key, other = bytes(range(32)), bytes(32)
+    layer = Layer(key)
+    sealed = [layer.encrypt(b"cell body") for _ in range(50)]
+    assert len({c[:NONCE_BYTES] for c in sealed}) == 50  # a fresh random nonce per encryption
+    assert all(Layer(key).decrypt(c) == b"cell body" for c in sealed)
+    c = sealed[0]
+    for bad in (c[:-1], c[:5], c[:NONCE_BYTES] + bytes([c[NONCE_BYTES] ^ 1]) + c[NONCE_BYTES + 1 :]):
+        with pytest.raises(CryptoError):
+            layer.decrypt(bad)
+    with pytest.raises(CryptoError):
+        Layer(other).decrypt(c)
+
+
+def test_a_tampered_cell_on_a_live_circuit_is_dropped():
+    async def scenario():
+        onion = await onion_network(3)
+        service = await OnionNode(onion.network.endpoint("svc")).start()
+        seen = []
+
+        async def echo(stream, data):
+            seen.append(data)
+            await stream.reply(data)
+
+        service.serve(echo)
+        client = await OnionNode(onion.network.endpoint("carol"), directory=onion.directory).start()
+        circuit = await client.open_circuit("svc")
+        first = next(r for r in onion.relays if r.name == circuit.first)
+        body = pad(b"forged")
+        for box in reversed(circuit.boxes):
+            body = box.encrypt(body)
+        tampered = body[:-1] + bytes([body[-1] ^ 1])  # one bit flipped in transit
+        await client.transport.send(circuit.first, bytes([DATA]) + circuit.cid + tampered)
+        await asyncio.sleep(0.05)
+        assert first.dropped == 1 and not seen
+        assert await circuit.request(b"still fine", 5) == b"still fine"
         for n in [client, service, *onion.relays]:
             await n.close()
 

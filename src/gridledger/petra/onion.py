@@ -17,12 +17,17 @@ Layers, from the bottom:
 * an :class:`OnionNode` per node is a relay (if it has a relay key), a client (:meth:`OnionNode.open_circuit`)
   and a service (:meth:`OnionNode.serve`). A client builds a circuit through ``hops`` (≥ 3) random relays with
   one onion of X25519 sealed boxes (libsodium), each layer giving one relay its symmetric circuit key, its
-  circuit id toward the next hop and the next hop's name. Data then travels under one XSalsa20-Poly1305
-  layer per hop (each relay peels one forward and adds one backward), padded to a multiple of
-  :data:`PAD_BYTES`. The exit relay hands the payload to the service, which answers on the same stream.
-  The service sees only the exit relay; each relay sees only its two neighbours.
+  circuit id toward the next hop and the next hop's name. Data then travels under one AES-256-GCM layer
+  per hop (each relay peels one forward and adds one backward; a fresh random 96-bit nonce per layer of
+  each cell), padded to a multiple of :data:`PAD_BYTES`. The exit relay hands the payload to the service,
+  which answers on the same stream. The service sees only the exit relay; each relay sees only its two
+  neighbours.
 
-No cryptography is written here: sealed boxes and secret boxes are libsodium's (PyNaCl).
+No cryptography is written here: sealed boxes are libsodium's (PyNaCl), AES-256-GCM is OpenSSL's
+(``cryptography``). The layers were XSalsa20-Poly1305 secret boxes: PyNaCl's ``SecretBox`` took 60–240 µs per
+100 KB here (the cipher plus its copies), OpenSSL's AES-GCM (AES-NI) takes about 5 µs, and a 100-participant
+CoinShuffle pushes about 120 MB through the layers. Random 96-bit nonces are safe for up to 2^32 cells per key
+(NIST SP 800-38D); a circuit key (fresh per circuit and hop) carries far fewer.
 """
 
 from __future__ import annotations
@@ -35,9 +40,10 @@ import struct
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
-from nacl.secret import SecretBox
 
 from gridledger.ledger import crypto
 from gridledger.ledger.crypto import KeyPair
@@ -55,6 +61,8 @@ PAD_BYTES = 256
 #: Largest frame a TCP transport accepts (bytes).
 MAX_FRAME = 16 * 1024 * 1024
 CID_BYTES = 16
+#: Bytes of a circuit key (AES-256) and of a layer's nonce.
+KEY_BYTES, NONCE_BYTES = 32, 12
 _DESCRIPTOR_TAG = b"gridledger/relay-descriptor/v1"
 _FRAME = struct.Struct(">I")
 log = logging.getLogger(__name__)
@@ -354,6 +362,29 @@ def unpad(data: bytes) -> bytes:
     return data[_FRAME.size : _FRAME.size + length]
 
 
+class Layer:
+    """One hop's layer of a circuit: AES-256-GCM under the hop's circuit key, ``nonce 12 | ciphertext | tag 16``."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    def encrypt(self, data: bytes) -> bytes:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, data, None)
+
+    def decrypt(self, data: bytes) -> bytes:
+        """The plaintext; raises ``CryptoError`` if ``data`` was not sealed under this key or was altered."""
+        if len(data) < NONCE_BYTES:
+            raise CryptoError("onion layer too short")
+        view = memoryview(data)
+        try:
+            return self._aead.decrypt(view[:NONCE_BYTES], view[NONCE_BYTES:], None)
+        except InvalidTag:
+            raise CryptoError("onion layer failed authentication") from None
+
+
 @dataclass
 class _Hop:
     """A relay's entry for one circuit: where it came from, where it goes, and its key."""
@@ -362,7 +393,7 @@ class _Hop:
     cid_in: bytes
     next: str
     cid_out: bytes
-    box: SecretBox
+    box: Layer
     exit: bool
 
 
@@ -381,7 +412,7 @@ class Stream:
 class Circuit:
     """A client's circuit to one service: :meth:`send` messages, :meth:`recv` the replies in order."""
 
-    def __init__(self, node: OnionNode, first: str, cid: bytes, boxes: list[SecretBox]) -> None:
+    def __init__(self, node: OnionNode, first: str, cid: bytes, boxes: list[Layer]) -> None:
         self.node = node
         self.first = first
         self.cid = cid
@@ -466,19 +497,19 @@ class OnionNode:
         relays = list(path) or self.directory.path(hops)
         if len(relays) < MIN_HOPS:
             raise OnionError(f"a circuit needs at least {MIN_HOPS} relays, got {len(relays)}")
-        keys = [secrets.token_bytes(SecretBox.KEY_SIZE) for _ in relays]
+        keys = [secrets.token_bytes(KEY_BYTES) for _ in relays]
         cids = [secrets.token_bytes(CID_BYTES) for _ in relays]
         stream_id = secrets.token_bytes(CID_BYTES)
         onion = None
         for i in range(len(relays) - 1, -1, -1):
-            w = Writer().fixed(keys[i], SecretBox.KEY_SIZE, "circuit key")
+            w = Writer().fixed(keys[i], KEY_BYTES, "circuit key")
             if i == len(relays) - 1:
                 w.u8(_TO_SERVICE).blob(service.encode(), "service").fixed(stream_id, CID_BYTES, "stream id")
             else:
                 w.u8(_TO_RELAY).blob(relays[i + 1].node.encode(), "next relay")
                 w.fixed(cids[i + 1], CID_BYTES, "next circuit id").blob(onion, "inner onion")
             onion = SealedBox(PublicKey(relays[i].relay_key)).encrypt(w.bytes())
-        circuit = Circuit(self, relays[0].node, cids[0], [SecretBox(k) for k in keys])
+        circuit = Circuit(self, relays[0].node, cids[0], [Layer(k) for k in keys])
         self._circuits[(circuit.first, circuit.cid)] = circuit
         await self.transport.send(circuit.first, _cell(CREATE, circuit.cid, onion))
         try:
@@ -507,7 +538,7 @@ class OnionNode:
         if self._unseal is None:
             raise OnionError("not a relay")
         r = Reader(self._unseal.decrypt(onion))
-        box = SecretBox(r.take(SecretBox.KEY_SIZE, "circuit key"))
+        box = Layer(r.take(KEY_BYTES, "circuit key"))
         kind = r.u8("next hop kind")
         nxt = r.blob("next hop").decode()
         cid_out = r.take(CID_BYTES, "next circuit id")
