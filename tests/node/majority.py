@@ -85,7 +85,7 @@ class Network:
 
 def start(folder: Path) -> Network:
     """The NAN cluster and the FAN above it, every node in its own process (stop with ``cluster.down``)."""
-    cluster.up(folder, meters=3, concentrators=1, rate_limit=(1_000, 2_000), poef=True)
+    cluster.up(folder, meters=3, concentrators=1, rate_limit=(1_000, 2_000), poef=True, insecure=True)
     state = json.loads((folder / cluster.STATE_FILE).read_text())
     operator = KeyPair(bytes.fromhex((folder / "keys" / "operator.seed").read_text()))
     endpoints = [m["url"] for m in state["etcd"]]

@@ -62,7 +62,8 @@ def test_node_processes_refuse_the_blocks_of_a_leader_whose_clock_runs_an_hour_a
         etcd_binary()
     except EtcdUnavailable as e:
         pytest.skip(str(e))
-    net = Testnet.start(tmp_path, meters=1, rate_limit=(100_000, 100_000))
+    # the fault proxies rewire etcd over plain http
+    net = Testnet.start(tmp_path, meters=1, rate_limit=(100_000, 100_000), insecure=True)
     faults = FaultNet()
     try:
         rewire(net, faults, skew={"DC1": 3600.0})

@@ -236,7 +236,9 @@ def test_an_enrolment_that_went_stale_before_the_nodes_committed_it_is_replaced(
         pytest.skip(str(e))
     folder = tmp_path / "net"
     # enrolled from slot 0 of 5 s slots that started a minute ago: stale before any node runs
-    state = cluster.up(folder, 2, 1, poef=True, slot_seconds=5, limits=(1000, 1000, 10), enrol_after_s=-60)
+    state = cluster.up(
+        folder, 2, 1, poef=True, insecure=True, slot_seconds=5, limits=(1000, 1000, 10), enrol_after_s=-60
+    )
     try:
         await_enrolment(folder, state, (1000, 1000, 10), 0, 60)
         with operator_client(folder) as dc1:
