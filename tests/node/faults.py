@@ -205,13 +205,16 @@ def rewire(
     (node → seconds) on those nodes' clocks. Restarts the nodes, the primary coordinator first (it leads)."""
     etcd_ports = [int(e["url"].rsplit(":", 1)[1]) for e in net.state["etcd"]]
     ids = net.ids()
+    # The proxies take their ports while the nodes still hold theirs: a proxy opened after a node stopped could take
+    # that node's API port, and the restarted "node" would then answer with etcd's 404s.
+    proxies = {
+        node_id: [faults.link(node_id, f"{node_id}->etcd{i}", p).port for i, p in enumerate(etcd_ports)] for node_id in ids
+    }
     for node_id in ids:
         net.kill(node_id, signal.SIGTERM)
     for node_id in ids:
         cfg = Path(net.node(node_id)["config"])
-        urls = [
-            f"http://127.0.0.1:{faults.link(node_id, f'{node_id}->etcd{i}', p).port}" for i, p in enumerate(etcd_ports)
-        ]
+        urls = [f"http://127.0.0.1:{port}" for port in proxies[node_id]]
         text = _set(cfg.read_text(), "orderer", "[" + ", ".join(f'"{u}"' for u in urls) + "]")
         if node_id == disk_node and disk is not None:
             store = net.store_path(node_id)
