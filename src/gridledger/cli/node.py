@@ -12,7 +12,8 @@ from gridledger.cli.common import console, err, fail
 from gridledger.node.config import ROLES, ConfigError, NodeConfig
 
 cluster_app = typer.Typer(
-    help="A local multi-process network on loopback: start, stop, status; submit and read meter readings.",
+    help="A local multi-process network on loopback: start, stop, status; submit and read meter readings. A real "
+    "deployment across machines: plan, bootstrap (docs/deploy.md).",
     no_args_is_help=True,
 )
 DIR = "The cluster's folder (from `gridledger cluster up --dir`)."
