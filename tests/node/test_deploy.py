@@ -123,6 +123,14 @@ def test_a_bad_deployment_file_names_its_error(tmp_path, case, edit, message):
     assert message in str(err.value)
 
 
+def test_only_a_poef_nan_needs_meters(tmp_path):
+    text = DEPLOYMENT.replace("meters = [", "old_meters = [")
+    assert (
+        _load(tmp_path, text.replace('mqtt = "ops"', 'mqtt = "ops"\nconsensus = "coordinator"')).nodes[-1].id
+        == "DC1-backup"
+    )
+
+
 def test_the_plan_gives_each_host_exactly_its_part(tmp_path):
     (tmp_path / "deployment.toml").write_text(DEPLOYMENT)
     out = tmp_path / "plan"

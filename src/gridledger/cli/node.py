@@ -90,8 +90,8 @@ def cluster_up(
     try:
         with console.status(f"starting etcd and {meters + 2 * concentrators} nodes …"):
             state = up(folder, meters, concentrators, poef=poef, postgres=postgres, insecure=insecure)
-    except (FileExistsError, TimeoutError, RuntimeError, PgServerError) as e:
-        raise fail(str(e)) from None
+    except (FileExistsError, TimeoutError, RuntimeError, PgServerError, ValueError) as e:
+        raise fail(str(e)) from None  # ValueError: deploy.DeploymentError (e.g. a PoEf NAN without meters)
     table = Table(title=f"gridledger cluster in {folder} ({state['consensus']})")
     for col in ("node", "role", "chain", "API", "pid"):
         table.add_column(col)

@@ -163,7 +163,12 @@ def up(
         limits=limits,
         extra_registry=extra_registry,
     )
-    state = write_plan(dep, folder, flat=True)
+    try:
+        state = write_plan(dep, folder, flat=True)
+    except BaseException:
+        if pg is not None:
+            pg.stop()
+        raise
     state["postgres"] = str(pg.base) if pg else None
     units = folder / UNIT_DIR
     for m in state["etcd"]:

@@ -37,7 +37,7 @@ from gridledger.ledger.kinds.genesis import Genesis
 from gridledger.ledger.kinds.reading import ContentKeys
 from gridledger.ledger.ruleset import Tier, tier_ruleset
 from gridledger.ledger.units import DEFAULT_SLOT_SECONDS
-from gridledger.node.etcd import ADMIN_CERT, enable_auth, etcd_client, grant_prefix
+from gridledger.node.etcd import ADMIN_CERT, enable_auth, etcd_client, grant_prefix, wait_healthy
 from gridledger.node.pki import LocalCA, TlsFiles, write_private
 from gridledger.petra.dso import DSO
 from gridledger.tiers.hierarchy import METER_LIMITS, chain_name
@@ -200,8 +200,8 @@ class Deployment:
             roles = [n.role for n in nodes]
             if roles[:2] != ["concentrator", "concentrator"] or "concentrator" in roles[2:]:
                 raise DeploymentError(f"NAN {nan!r} needs a primary and a backup concentrator (and only those)")
-            if len(nodes) < 3:
-                raise DeploymentError(f"NAN {nan!r} has no meters")
+            if len(nodes) < 3 and self.poef:
+                raise DeploymentError(f"NAN {nan!r} has no meters (a PoEf NAN's meters are its committee)")
             for n in nodes:
                 if "://" not in n.store_url and "/" in n.store_url:
                     raise DeploymentError(f"node {n.id!r}: store must be a file name or a postgresql:// URL")
@@ -634,20 +634,6 @@ def admin_tls(dso: Path) -> TlsFiles:
     return TlsFiles(*(dso / PKI_DIR / f for f in _tls_names(ADMIN_CERT).values()))
 
 
-def wait_etcd(endpoints: list[str], tls: TlsFiles | None, timeout: float) -> None:
-    """Wait until every member at ``endpoints`` answers a write (before access control is on)."""
-    deadline = time.monotonic() + timeout
-    for url in endpoints:
-        while True:
-            try:
-                etcd_client(url, tls, timeout=2).put("/gridledger/health", "ok")
-                break
-            except Exception as e:  # noqa: BLE001 - any failure means "not ready yet"
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"etcd member {url} not healthy after {timeout:.0f} s: {e}") from None
-                time.sleep(0.1)
-
-
 def bootstrap(dso: Path, enrol_after_s: int = 0, timeout: float = 30.0) -> None:
     """Run once etcd is up, in the DSO's plan folder: turn on etcd's access control (user ``root``, one user per node
     whose role may use its chain's keys only) and, on PoEf chains, queue the DSO's enrolment of every NAN's meters
@@ -661,7 +647,7 @@ def bootstrap(dso: Path, enrol_after_s: int = 0, timeout: float = 30.0) -> None:
         raise DeploymentError(f"{dso} is not a DSO plan folder (deployment.json, bootstrap.json): {e}") from None
     endpoints = [m["url"] for m in manifest["etcd"]]
     tls = admin_tls(dso) if manifest["ca"] else None
-    wait_etcd(endpoints, tls, timeout)
+    wait_healthy(endpoints, tls, timeout)
     root = None
     if tls is not None:
         root = ("root", (dso / PKI_DIR / "etcd-root.password").read_text())
