@@ -173,6 +173,7 @@ def test_the_plan_gives_each_host_exactly_its_part(tmp_path):
     ]  # fmt: skip
     assert sorted(p.name for p in (out / "home1" / UNIT_DIR).iterdir()) == ["gridledger-MI1.service"]
     assert "gridledger-etcd-etcd-dc1.service" in (out / "dc1" / "install.sh").read_text()
+    assert subprocess.run(["sh", "-n", str(out / "dc1" / "install.sh")]).returncode == 0  # valid shell
     cfg = (out / "dc1" / "DC1.toml").read_text()
     assert 'api = "10.20.0.11:8443"' in cfg and "postgresql:///gridledger_dc1?host=/run/postgresql" in cfg
     again = runner.invoke(app, ["cluster", "plan", str(tmp_path / "deployment.toml"), "--out", str(out)])
@@ -272,6 +273,8 @@ def test_a_planned_deployment_runs_from_its_units(tmp_path, request, where):
             timeout=120,
         )
         assert boot.returncode == 0, boot.stdout + boot.stderr
+        again = runner.invoke(app, ["cluster", "bootstrap", "--dir", str(dso)])  # once only
+        assert again.exit_code != 0 and "did bootstrap run already?" in again.output, again.output
         for n in manifest["nodes"]:
             unit = out / n["host"] / UNIT_DIR / f"gridledger-{n['id']}.service"
             proc = start_unit(unit, out / n["host"] / f"{n['id']}.log", hosts[n["host"]][1])

@@ -647,10 +647,11 @@ def bootstrap(dso: Path, enrol_after_s: int = 0, timeout: float = 30.0) -> None:
         raise DeploymentError(f"{dso} is not a DSO plan folder (deployment.json, bootstrap.json): {e}") from None
     endpoints = [m["url"] for m in manifest["etcd"]]
     tls = admin_tls(dso) if manifest["ca"] else None
+    root = None if tls is None else ("root", (dso / PKI_DIR / "etcd-root.password").read_text())
+    if root is not None and _logs_in(endpoints, tls, root):
+        raise DeploymentError("etcd's access control is already on: did bootstrap run already? (it runs once)")
     wait_healthy(endpoints, tls, timeout)
-    root = None
-    if tls is not None:
-        root = ("root", (dso / PKI_DIR / "etcd-root.password").read_text())
+    if root is not None:
         admin = etcd_client(endpoints[0], tls, timeout=5)
         try:
             enable_auth(admin, root[1])
@@ -672,6 +673,17 @@ def bootstrap(dso: Path, enrol_after_s: int = 0, timeout: float = 30.0) -> None:
             orderer.submit(policy.txid, policy.encode())
         finally:
             orderer.close()
+
+
+def _logs_in(endpoints: list[str], tls: TlsFiles, root: tuple[str, str]) -> bool:
+    """Whether etcd already lets ``root`` log in (its access control is on)."""
+    for url in endpoints:
+        try:
+            etcd_client(url, tls, timeout=2, user=root).session.close()
+            return True
+        except Exception:  # noqa: BLE001, S112 - down, or access control still off: ask the next member
+            continue
+    return False
 
 
 def enrolment(
