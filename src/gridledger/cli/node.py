@@ -1,4 +1,4 @@
-"""``gridledger node`` and ``gridledger cluster up|down|status|reading|readings``."""
+"""``gridledger node`` and ``gridledger cluster up|down|status|reading|readings|plan|bootstrap``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from gridledger.cli.common import console, err, fail
 from gridledger.node.config import ROLES, ConfigError, NodeConfig
 
 cluster_app = typer.Typer(
-    help="A local multi-process network on loopback: start, stop, status; submit and read meter readings.",
+    help="A local multi-process network on loopback: start, stop, status; submit and read meter readings. A real "
+    "deployment across machines: plan, bootstrap (docs/deploy.md).",
     no_args_is_help=True,
 )
 DIR = "The cluster's folder (from `gridledger cluster up --dir`)."
@@ -89,8 +90,8 @@ def cluster_up(
     try:
         with console.status(f"starting etcd and {meters + 2 * concentrators} nodes …"):
             state = up(folder, meters, concentrators, poef=poef, postgres=postgres, insecure=insecure)
-    except (FileExistsError, TimeoutError, RuntimeError, PgServerError) as e:
-        raise fail(str(e)) from None
+    except (FileExistsError, TimeoutError, RuntimeError, PgServerError, ValueError) as e:
+        raise fail(str(e)) from None  # ValueError: deploy.DeploymentError (e.g. a PoEf NAN without meters)
     table = Table(title=f"gridledger cluster in {folder} ({state['consensus']})")
     for col in ("node", "role", "chain", "API", "pid"):
         table.add_column(col)
@@ -121,6 +122,48 @@ def _up_community(folder: Path, community: Path, slot_seconds: int) -> None:
         f"watch it with: [bold]gridledger cluster status --dir {folder}[/]; "
         f"stop it with: [bold]gridledger cluster down --dir {folder}[/]"
     )
+
+
+@cluster_app.command("plan")
+def cluster_plan(
+    deployment: Path = typer.Argument(..., help="The deployment file (TOML; see docs/deploy.md)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the plan: one subfolder per host (must not exist)."),
+) -> None:
+    """Make a real deployment's per-host folders: configs, keys, certificates of one new CA, etcd, systemd units."""
+    from gridledger.node.deploy import Deployment, DeploymentError, write_plan
+
+    try:
+        dep = Deployment.load(deployment)
+    except DeploymentError as e:
+        raise fail(str(e)) from None
+    if out.exists():
+        raise fail(f"{out} exists; a plan makes new keys and a new CA, so give a new folder")
+    manifest = write_plan(dep, out)
+    table = Table(title=f"deployment {dep.name} in {out}")
+    for col in ("host", "address", "runs"):
+        table.add_column(col)
+    for h in dep.hosts.values():
+        runs = [m.name for m in dep.etcd if m.host == h.name] + [n.id for n in dep.nodes if n.host == h.name]
+        runs += ["mosquitto"] * (dep.mqtt == h.name) + ["DSO keys, CA"] * (dep.dso == h.name)
+        table.add_row(h.name, h.address, ", ".join(runs))
+    console.print(table)
+    console.print(f"{len(manifest['nodes'])} nodes; copy {out}/<host>/ to each host and run its install.sh")
+    console.print(f"then, on {dep.dso}: [bold]gridledger cluster bootstrap --dir <its folder>[/]")
+
+
+@cluster_app.command("bootstrap")
+def cluster_bootstrap(
+    folder: Path = typer.Option(..., "--dir", help="The DSO host's plan folder (holds deployment.json)."),
+    timeout: float = typer.Option(60, "--timeout", min=1, help="Seconds to wait for every etcd member."),
+) -> None:
+    """Once etcd runs: turn on its access control (a user per node, its chain's keys only) and enrol the meters."""
+    from gridledger.node.deploy import DeploymentError, bootstrap
+
+    try:
+        bootstrap(folder, timeout=timeout)
+    except (DeploymentError, TimeoutError) as e:
+        raise fail(str(e)) from None
+    console.print("etcd's access control is on; the meters' enrolment is queued (PoEf chains)")
 
 
 @cluster_app.command("market-process", hidden=True)
@@ -164,7 +207,7 @@ def cluster_down(folder: Path = typer.Option(Path("cluster"), "--dir", help=DIR)
 
 @cluster_app.command("status")
 def cluster_status(folder: Path = typer.Option(Path("cluster"), "--dir", help=DIR)) -> None:
-    """Ask every node for its height and tip (as the operator)."""
+    """Ask every node for its height and tip (as the operator); also in a deployment's DSO folder."""
     from gridledger.client import NodeClient
     from gridledger.ledger.crypto import KeyPair
 
@@ -203,11 +246,13 @@ def _market_status(folder: Path) -> None:
 
 
 def _cluster_state(folder: Path) -> dict:
-    """The cluster.json that `cluster up` wrote in ``folder``."""
-    path = folder / "cluster.json"
-    if not path.exists():
-        raise fail(f"no cluster in {folder}")
-    return json.loads(path.read_text())
+    """The cluster.json that `cluster up` wrote in ``folder``, or a deployment's (the DSO's plan folder)."""
+    from gridledger.node.deploy import MANIFEST
+
+    for path in (folder / "cluster.json", folder / MANIFEST):
+        if path.exists():
+            return json.loads(path.read_text())
+    raise fail(f"no cluster in {folder} (no cluster.json or {MANIFEST})")
 
 
 def _client_as(folder: Path, state: dict, via: str, as_id: str):

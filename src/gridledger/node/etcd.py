@@ -106,6 +106,20 @@ def grant_prefix(client: etcd3gw.Etcd3Client, user: str, password: str, prefix: 
     client.post(client.get_url("/auth/user/grant"), json={"user": user, "role": user})
 
 
+def wait_healthy(urls: list[str], tls: TlsFiles | None, timeout: float) -> None:
+    """Wait until every member at ``urls`` answers a write (before access control is on); TimeoutError if not."""
+    deadline = time.monotonic() + timeout
+    for url in urls:
+        while True:
+            try:
+                etcd_client(url, tls, timeout=2).put("/gridledger/health", "ok")
+                break
+            except Exception as e:  # noqa: BLE001 - any failure means "not ready yet"
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"etcd member {url} not healthy after {timeout:.0f} s: {e}") from None
+                time.sleep(0.1)
+
+
 @dataclass
 class EtcdMember:
     name: str
@@ -186,17 +200,7 @@ class EtcdCluster:
         return self
 
     def _wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            try:
-                client = self.client()
-                client.put("/gridledger/health", "ok")
-                return
-            except Exception as e:  # noqa: BLE001 - any failure means "not ready yet"
-                last = e
-                time.sleep(0.1)
-        raise TimeoutError(f"etcd cluster not healthy after {timeout:.0f} s: {last}")
+        wait_healthy([self.members[0].url], None if self.ca is None else self.ca.files(ADMIN_CERT), timeout)
 
     @property
     def endpoints(self) -> list[str]:

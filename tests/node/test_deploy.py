@@ -1,0 +1,327 @@
+"""A deployment across machines: the deployment file's validation, the per-host plan, and the plan running.
+
+The running test spreads three "hosts" over three network namespaces (a bridge between them, each namespace its own
+address; skipped when ``ip netns`` is not permitted) or over 127.0.0.11-13: a 3-member etcd cluster (one member per
+host), a NAN whose primary and backup concentrators each have their own PostgreSQL server, three meters. Every
+process is started from the ``ExecStart`` line of its generated systemd unit, inside its host's namespace; the etcd
+bootstrap runs in the DSO's namespace through the CLI; readings commit on every node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from typer.testing import CliRunner
+
+from gridledger.cli import app
+from gridledger.node import cluster
+from gridledger.node.deploy import (
+    MANIFEST,
+    UNIT_DIR,
+    Deployment,
+    DeploymentError,
+    exec_start,
+    start_unit,
+    write_plan,
+)
+from gridledger.node.etcd import EtcdUnavailable, etcd_binary
+from gridledger.node.testnet import Testnet, wait_until
+from gridledger.store.pgserver import PgServer, find_bindir
+
+runner = CliRunner()
+
+DEPLOYMENT = """
+name = "feeder7"
+dso = "ops"
+mqtt = "ops"
+
+[[host]]
+name = "ops"
+address = "10.20.0.10"
+dns = ["ops.feeder7.example"]
+
+[[host]]
+name = "dc1"
+address = "10.20.0.11"
+
+[[host]]
+name = "dc2"
+address = "10.20.0.12"
+
+[[host]]
+name = "home1"
+address = "10.20.1.1"
+
+[[etcd]]
+host = "ops"
+
+[[etcd]]
+host = "dc1"
+
+[[etcd]]
+host = "dc2"
+
+[[nan]]
+name = "nan1"
+primary = { id = "DC1", host = "dc1", store = "postgresql:///gridledger_dc1?host=/run/postgresql" }
+backup = { id = "DC1-backup", host = "dc2", store = "postgresql:///gridledger_dc1b?host=/run/postgresql" }
+meters = [{ id = "MI1", host = "home1" }, { id = "MI2", host = "dc1", port = 8444 }]
+"""
+
+
+def _load(tmp_path: Path, text: str) -> Deployment:
+    path = tmp_path / "deployment.toml"
+    path.write_text(text)
+    return Deployment.load(path)
+
+
+def test_a_valid_deployment_loads(tmp_path):
+    dep = _load(tmp_path, DEPLOYMENT)
+    assert [m.name for m in dep.etcd] == ["etcd-ops", "etcd-dc1", "etcd-dc2"]
+    assert [(n.id, n.role, n.host, n.port) for n in dep.nodes][2:] == [
+        ("MI1", "meter", "home1", 8443),
+        ("MI2", "meter", "dc1", 8444),
+    ]
+    assert dep.endpoints()[0] == "https://10.20.0.10:2379"
+
+
+BAD = [
+    ("duplicate host", ('name = "dc2"', 'name = "dc1"'), "host 'dc1' is defined twice"),
+    ("same address", ('"10.20.0.12"', '"10.20.0.11"'), "have the same address"),
+    ("address not IP", ('"10.20.1.1"', '"home-one"'), "address 'home-one' is not an IP address"),
+    ("even etcd", ('[[etcd]]\nhost = "dc2"\n', ""), "2 members; a deployment needs 3 or 5"),
+    ("unknown etcd host", ('host = "dc2"\n\n[[nan]]', 'host = "dc9"\n\n[[nan]]'), "unknown host 'dc9'"),
+    ("unknown dso", ('dso = "ops"', 'dso = "nowhere"'), "dso: unknown host 'nowhere'"),
+    ("unknown node host", ('host = "home1" }', 'host = "home2" }'), "node 'MI1': unknown host 'home2'"),
+    ("no backup", ("backup = {", "standby = {"), "NAN 'nan1' has no backup concentrator"),
+    ("no meters", ("meters = [", "old_meters = ["), "NAN 'nan1' has no meters"),
+    ("port clash", ("port = 8444", "port = 8443"), "port 8443 on host 'dc1' is already used by node 'DC1'"),
+    ("port clash etcd", ("port = 8444", "port = 2379"), "port 2379 on host 'dc1' is already used by etcd member"),
+    ("duplicate node", ('id = "MI2"', 'id = "MI1"'), "'MI1' is used twice"),
+    ("bad node id", ('id = "MI2"', 'id = "MI 2"'), "name 'MI 2': letters, digits"),
+    ("port type", ("port = 8444", 'port = "8444"'), "node 'MI2': 'port' must be a int"),
+    ("consensus", ('mqtt = "ops"', 'mqtt = "ops"\nconsensus = "pow"'), "consensus must be 'poef' or 'coordinator'"),
+    ("store path", ('"postgresql:///gridledger_dc1?host=/run/postgresql"', '"/srv/x.sqlite"'), "store must be"),
+    ("install key", ('mqtt = "ops"', 'mqtt = "ops"\ninstall = { prefix = "/opt" }'), "unknown key 'prefix'"),
+    ("toml", ('name = "feeder7"', "name = "), "deployment.toml"),
+    ("missing name", ('name = "feeder7"', ""), "missing key 'name'"),
+]
+
+
+@pytest.mark.parametrize(("case", "edit", "message"), BAD, ids=[b[0] for b in BAD])
+def test_a_bad_deployment_file_names_its_error(tmp_path, case, edit, message):
+    assert edit[0] in DEPLOYMENT, case
+    with pytest.raises(DeploymentError, match=None) as err:
+        _load(tmp_path, DEPLOYMENT.replace(edit[0], edit[1], 1))
+    assert message in str(err.value)
+
+
+def test_only_a_poef_nan_needs_meters(tmp_path):
+    text = DEPLOYMENT.replace("meters = [", "old_meters = [")
+    assert (
+        _load(tmp_path, text.replace('mqtt = "ops"', 'mqtt = "ops"\nconsensus = "coordinator"')).nodes[-1].id
+        == "DC1-backup"
+    )
+
+
+def test_the_plan_gives_each_host_exactly_its_part(tmp_path):
+    (tmp_path / "deployment.toml").write_text(DEPLOYMENT)
+    out = tmp_path / "plan"
+    r = runner.invoke(app, ["cluster", "plan", str(tmp_path / "deployment.toml"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    files = {
+        h: {p.relative_to(out / h).as_posix() for p in (out / h).rglob("*") if p.is_file()}
+        for h in ("ops", "dc1", "dc2", "home1")
+    }
+    # secrets: the operator key and the CA key only on the DSO's host; each node's key only on its own host
+    assert {"keys/operator.seed", "pki/ca.key", "bootstrap.json", MANIFEST} <= files["ops"]
+    for h in ("dc1", "dc2", "home1"):
+        assert not any(f.startswith("keys/") or f in ("pki/ca.key", "bootstrap.json") for f in files[h]), h
+    assert {"DC1.toml", "MI2.toml", "pki/DC1.key", "pki/MI2.key", "pki/etcd-dc1.key", "nan1.genesis"} <= files["dc1"]
+    assert not any("MI1" in f or "DC1-backup" in f for f in files["dc1"])
+    assert {f for f in files["home1"] if f.endswith(".key")} == {"pki/MI1.key"}
+    assert "mosquitto/mosquitto.conf" in files["ops"] and "mosquitto/mosquitto.conf" not in files["dc1"]
+    for h in files:
+        for f in files[h]:
+            if f.endswith((".key", ".toml")) or f in ("bootstrap.json", "keys/operator.seed"):
+                assert (out / h / f).stat().st_mode & 0o077 == 0, f"{h}/{f} is readable by others"
+    # certificates carry the hosts' real addresses and names
+    cert = x509.load_pem_x509_certificate((out / "ops" / "pki" / "etcd-ops.crt").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "ops.feeder7.example" in san.get_values_for_type(x509.DNSName)
+    assert "10.20.0.10" in {str(a) for a in san.get_values_for_type(x509.IPAddress)}
+    ca = x509.load_pem_x509_certificate((out / "home1" / "pki" / "ca.crt").read_bytes())
+    x509.load_pem_x509_certificate((out / "home1" / "pki" / "MI1.crt").read_bytes()).verify_directly_issued_by(ca)
+    # etcd: the three members, TLS with client certificates on both URLs
+    yaml = (out / "dc1" / "etcd" / "etcd-dc1.yaml").read_text()
+    assert "etcd-ops=https://10.20.0.10:2380,etcd-dc1=https://10.20.0.11:2380,etcd-dc2=https://10.20.0.12:2380" in yaml
+    assert yaml.count("client-cert-auth: true") == 2 and '"https://10.20.0.11:2379"' in yaml
+    # systemd units: one per process, hardened, restarted, run as the dedicated user from the install folder
+    unit = (out / "dc1" / UNIT_DIR / "gridledger-DC1.service").read_text()
+    for line in ("Restart=on-failure", "User=gridledger", "NoNewPrivileges=yes", "ProtectSystem=strict"):
+        assert line in unit
+    assert exec_start(out / "dc1" / UNIT_DIR / "gridledger-DC1.service") == [
+        "/opt/gridledger/bin/python", "-m", "gridledger", "node", "--role", "concentrator",
+        "--config", "/var/lib/gridledger/DC1.toml",
+    ]  # fmt: skip
+    assert sorted(p.name for p in (out / "home1" / UNIT_DIR).iterdir()) == ["gridledger-MI1.service"]
+    assert "gridledger-etcd-etcd-dc1.service" in (out / "dc1" / "install.sh").read_text()
+    assert subprocess.run(["sh", "-n", str(out / "dc1" / "install.sh")]).returncode == 0  # valid shell
+    cfg = (out / "dc1" / "DC1.toml").read_text()
+    assert 'api = "10.20.0.11:8443"' in cfg and "postgresql:///gridledger_dc1?host=/run/postgresql" in cfg
+    again = runner.invoke(app, ["cluster", "plan", str(tmp_path / "deployment.toml"), "--out", str(out)])
+    assert again.exit_code != 0 and "exists" in again.output  # never over an earlier plan (its keys, its CA)
+
+
+# ------------------------------------------------------------------------------------------------- running the plan
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def namespaces():
+    """Three network namespaces on one bridge (10.231.N.1-3, the test itself at .254); skip if not permitted."""
+    tag = f"{os.getpid() % 10000}"
+    names, bridge, net = [f"gl{tag}{c}" for c in "abc"], f"glbr{tag}", f"10.231.{os.getpid() % 250}"
+    try:
+        _ip("link", "add", bridge, "type", "bridge")
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"cannot create network namespaces here (ip link add: {getattr(e, 'stderr', e)!r})")
+    try:
+        _ip("addr", "add", f"{net}.254/24", "dev", bridge)
+        _ip("link", "set", bridge, "up")
+        for i, ns in enumerate(names, 1):
+            _ip("netns", "add", ns)
+            _ip("link", "add", f"{ns}v", "type", "veth", "peer", "name", "eth0", "netns", ns)
+            _ip("link", "set", f"{ns}v", "master", bridge, "up")
+            _ip("-n", ns, "addr", "add", f"{net}.{i}/24", "dev", "eth0")
+            _ip("-n", ns, "link", "set", "eth0", "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+        yield {f"h{i}": (f"{net}.{i}", ["ip", "netns", "exec", ns]) for i, ns in enumerate(names, 1)}
+    except subprocess.CalledProcessError as e:
+        pytest.skip(f"cannot set up network namespaces here: {e.stderr!r}")
+    finally:
+        for ns in names:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+
+
+@pytest.fixture
+def loopback():
+    """Three "hosts" on 127.0.0.11-13 of this machine."""
+    return {f"h{i}": (f"127.0.0.1{i}", []) for i in (1, 2, 3)}
+
+
+def _deployment(hosts: dict, pg: list[PgServer]) -> str:
+    lines = ['name = "nstest"', 'dso = "h1"', 'mqtt = "h1"', "[install]", f'python = "{sys.executable}"']
+    lines += [f'etcd = "{etcd_binary()}"', 'user = "root"']
+    for h, (address, _) in hosts.items():
+        lines += ["[[host]]", f'name = "{h}"', f'address = "{address}"', "[[etcd]]", f'host = "{h}"']
+    dsn = [f"postgresql://postgres@/gridledger?host={p.base / 'socket'}&port={p.port}" for p in pg]
+    lines += ["[[nan]]", 'name = "nan1"']
+    lines += [f'primary = {{ id = "DC1", host = "h1", store = "{dsn[0]}" }}']
+    lines += [f'backup = {{ id = "DC1-backup", host = "h2", store = "{dsn[1]}" }}']
+    meters = '{ id = "MI1", host = "h2", port = 8444 }, { id = "MI2", host = "h3" }, '
+    meters += '{ id = "MI3", host = "h3", port = 8444 }'
+    lines += [f"meters = [{meters}]"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.slow
+@pytest.mark.etcd
+@pytest.mark.postgres
+@pytest.mark.parametrize("where", ["namespaces", "loopback"])
+def test_a_planned_deployment_runs_from_its_units(tmp_path, request, where):
+    try:
+        etcd_binary()
+    except EtcdUnavailable as e:
+        pytest.skip(str(e))
+    if find_bindir() is None:
+        pytest.skip("PostgreSQL server binaries not found: apt-get install postgresql")
+    hosts = request.getfixturevalue(where)
+    pg = [PgServer.start(), PgServer.start()]  # each concentrator its own server (its socket folder: any namespace)
+    for server in pg:
+        server.create_database("gridledger")
+    out = tmp_path / "plan"
+    (tmp_path / "deployment.toml").write_text(_deployment(hosts, pg))
+    # a real install folder is /var/lib/gridledger; here each host's folder is installed where it was written
+    dep = Deployment.load(tmp_path / "deployment.toml")
+    assert dep.install.python == sys.executable and dep.install.root == "/var/lib/gridledger"
+    dep.install = replace(dep.install, root=None)
+    manifest = write_plan(dep, out)
+    dso = out / "h1"
+    state = dict(manifest, nodes=[], etcd=[])
+    try:
+        for m in manifest["etcd"]:
+            unit = out / m["host"] / UNIT_DIR / f"gridledger-etcd-{m['name']}.service"
+            proc = start_unit(unit, out / m["host"] / f"{m['name']}.log", hosts[m["host"]][1])
+            state["etcd"].append(m | {"pid": proc.pid})
+        (dso / cluster.STATE_FILE).write_text(json.dumps(state))  # cluster.down stops whatever started
+        boot = subprocess.run(
+            [*hosts["h1"][1], sys.executable, "-m", "gridledger", "cluster", "bootstrap", "--dir", str(dso)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert boot.returncode == 0, boot.stdout + boot.stderr
+        again = runner.invoke(app, ["cluster", "bootstrap", "--dir", str(dso)])  # once only
+        assert again.exit_code != 0 and "did bootstrap run already?" in again.output, again.output
+        for n in manifest["nodes"]:
+            unit = out / n["host"] / UNIT_DIR / f"gridledger-{n['id']}.service"
+            proc = start_unit(unit, out / n["host"] / f"{n['id']}.log", hosts[n["host"]][1])
+            state["nodes"].append(n | {"pid": proc.pid})
+        (dso / cluster.STATE_FILE).write_text(json.dumps(state))
+        net = Testnet(dso)
+        ids = net.ids()
+        wait_until(lambda: net.agree(ids, 1), 120, "the enrolment block on every node")
+        txids = []
+        for meter in ("MI1", "MI2", "MI3"):  # through the CLI, from outside every namespace
+            args = ["cluster", "reading", "--meter", meter, "--minute", "3", "--consumption", "42", "--dir", str(dso)]
+            r = runner.invoke(app, args)
+            assert r.exit_code == 0, r.output
+            txids.append(bytes.fromhex(r.stdout.split("txid ")[1].split()[0]))
+        for txid in txids:
+            assert net.client("DC1").wait(txid, 90)["status"] == "committed"
+        height = max(net.client("DC1").tx_status(t)["height"] for t in txids)
+        net.wait_agree(ids, at_least=height, timeout=90)  # on every node, in every namespace
+        # MI2 (host h3) reaches the etcd member on h1 over TLS with its own certificate and etcd user: its chain's
+        # keys only
+        cfg = out / "h3" / "MI2.toml"
+        probe = (
+            "import sys, tomllib; from pathlib import Path; from gridledger.node.etcd import etcd_client;"
+            "from gridledger.node.pki import TlsFiles; c = tomllib.loads(Path(sys.argv[1]).read_text());"
+            "t = TlsFiles(*(Path(sys.argv[1]).parent / c['tls'][k] for k in ('ca', 'cert', 'key')));"
+            "e = etcd_client(sys.argv[2], t, 5, ('MI2', c['etcd_password']));"
+            "print(len(e.get_prefix(sys.argv[3])) > 0);"
+            "print(e.get('/gridledger/elsewhere'))"
+        )
+        prefix = f"/gridledger/{manifest['chains']['nan1']['chain_id']}/"
+        r = subprocess.run(
+            [*hosts["h3"][1], sys.executable, "-c", probe, str(cfg), manifest["etcd"][0]["url"], prefix],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.stdout.startswith("True"), r.stdout + r.stderr
+        assert r.stderr.rstrip().endswith("Forbidden"), r.stderr[-500:]  # another chain's key: refused
+        # each concentrator wrote its own PostgreSQL server
+        for server in pg:
+            import psycopg
+
+            with psycopg.connect(server.url("gridledger")) as db:
+                tables = db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0]
+            assert tables > 0
+    finally:
+        if (dso / cluster.STATE_FILE).exists():
+            cluster.down(dso)
+        for server in pg:
+            server.stop()
