@@ -31,13 +31,12 @@ at fixed fractions of the slot (:data:`PHASES`), by each process's clock:
 5. once its trades are committed (or at the end of the slot) each prosumer sends everything it holds back to fresh
    addresses of its meter; the deposits go through the order's circuit to the store, which submits them, so no
    coin is ever submitted under the meter's own network identity.
-
-A relay that stops answering is left out: every prosumer builds its directory each round from the relays that
-accept a TCP connection, and retries a circuit that could not be built over another random path.
-
 6. at the start of round ``s`` each meter bills the slots up to ``s − 2`` (their deposits are in) from the net
    energy its home measured (the plan's ``measured_wh``) by the extraction-aware rule at the prices in force, and
    reports each slot's energy to settle and amount only, in ``bills-<meter>.json`` (:func:`bills_path`).
+
+A relay that stops answering is left out: every prosumer builds its directory each round from the relays that
+accept a TCP connection, and retries a circuit that could not be built over another random path.
 
 The bid store writes ``market-status.json`` (its rounds: orders, trades, deposits and their txids; the network
 names its requests came from) for ``gridledger cluster status``, and logs every request's sender.
