@@ -1,7 +1,9 @@
 """The PETra market across processes (``gridledger cluster up --community``): real etcd, node, relay, bid-store and
 prosumer processes on loopback TCP; orders over onion circuits; trades and deposits committed under PoEf.
 
-One 4-home community runs for the whole module (15 s slots); each test waits for what it needs from the live rounds.
+One 4-home community runs for the whole module (15 s slots), secure by default (the cluster's CA, HTTPS node APIs
+that every market process verifies); each test waits for what it needs from the live rounds. The last test that uses
+it kills the primary concentrator.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.node import cluster
 from gridledger.node.etcd import EtcdUnavailable, etcd_binary
-from gridledger.node.market import PROBE, STATUS_FILE, MarketPlan, Replica, relay_name
+from gridledger.node.market import PROBE, STATUS_FILE, MarketPlan, Replica, bills_path, relay_name
 from gridledger.petra.onion import OnionNode, RelayDirectory
 
 pytestmark = pytest.mark.slow
@@ -67,7 +69,6 @@ def community(tmp_path_factory):
         cluster_app,
         [
             "up",
-            "--insecure",
             "--community",
             str(base / "community.toml"),
             "--slot-seconds",
@@ -79,7 +80,8 @@ def community(tmp_path_factory):
     )
     try:
         assert result.exit_code == 0, result.output
-        assert "community of 4 homes" in result.output
+        assert "community of 4 homes" in result.output and "TLS: every node API" in result.output
+        assert "WARNING" not in result.output
         yield folder
     finally:
         if (folder / cluster.STATE_FILE).exists():
@@ -109,11 +111,11 @@ def wait_rounds(folder: Path, n: int, after: int = 0, timeout: float = 150.0) ->
     return done
 
 
-def operator_client(folder: Path) -> NodeClient:
+def operator_client(folder: Path, node: str = "DC1") -> NodeClient:
     state = json.loads((folder / cluster.STATE_FILE).read_text())
-    url = next(n["url"] for n in state["nodes"] if n["id"] == "DC1")
+    url = next(n["url"] for n in state["nodes"] if n["id"] == node)
     key = KeyPair(bytes.fromhex((folder / "keys" / "operator.seed").read_text()))
-    return NodeClient(url, "operator", key, timeout=5)
+    return NodeClient(url, "operator", key, timeout=5, ca=state["ca"])
 
 
 def test_two_rounds_commit_trades_and_deposits_on_the_nan_chain(community):
@@ -136,6 +138,51 @@ def test_two_rounds_commit_trades_and_deposits_on_the_nan_chain(community):
     assert verified.exit_code == 0, verified.output
     shown = CliRunner().invoke(cluster_app, ["status", "--dir", str(community)], env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and "market rounds (bid store)" in shown.output
+
+
+def bills(folder: Path) -> dict[str, dict[int, dict]]:
+    """Every meter's bills by slot, as it reported them to the DSO."""
+    plan = MarketPlan.load(folder)
+    out = {}
+    for m in plan.prosumers:
+        path = bills_path(folder, m)
+        out[m] = {b["slot"]: b for b in json.loads(path.read_text())["bills"]} if path.exists() else {}
+    return out
+
+
+def test_every_meter_bills_its_home_from_what_was_deposited_back(community):
+    """In a round where every order matched and every deposit committed, the meters' bills of its delivery slot
+    settle the measured energy corrected by exactly the unit traded: a seller's export the DSO pays for drops by
+    the unit sold, a buyer's import by the unit bought."""
+    plan = MarketPlan.load(community)
+    unit_ws = plan.unit_w * SLOT_S
+    deadline = time.monotonic() + 200
+
+    def billed_full_round() -> dict | None:
+        reported = bills(community)
+        for r in settled(community):
+            full = r["orders"] == len(HOMES) and r["matched_w"] == 2 * plan.unit_w
+            if (
+                full
+                and r["committed_deposits"] == len(r["deposits"])
+                and all(r["slot"] in b for b in reported.values())
+            ):
+                return r
+        return None
+
+    while (r := billed_full_round()) is None:
+        assert time.monotonic() < deadline, (json.dumps(status(community), indent=1), bills(community))
+        time.sleep(1)
+    reported = bills(community)
+    for m, p in plan.prosumers.items():
+        bill = reported[m][r["slot"]]
+        measured_ws = p.measured(r["slot"]) * 3600
+        assert bill["energy_ws"] == measured_ws + (unit_ws if p.side == "offer" else -unit_ws), (m, bill)
+        assert bill["eca_audit_ok"]
+        assert set(bill) == {"slot", "energy_ws", "amount", "eca_audit_ok"}  # nothing that names a trade
+    shown = CliRunner().invoke(cluster_app, ["status", "--dir", str(community)], env={"COLUMNS": "200"})
+    assert "bills (as the meters report them to the DSO)" in shown.output
+    assert all(m in shown.output.split("bills (as the meters")[1] for m, _ in HOMES)
 
 
 def test_the_bid_store_sees_only_exit_relays(community):
@@ -191,6 +238,23 @@ def test_killing_a_relay_does_not_stop_the_market(community):
     assert relay_name("MI004") not in log
 
 
+def test_the_market_fails_over_to_the_backup_concentrator_when_the_primary_dies(community):
+    """Kill DC1: the bid store moves to DC1-backup (which leads the chain once DC1's term lapsed), and the rounds
+    after the fail-over commit their trades and deposits there."""
+    state = json.loads((community / cluster.STATE_FILE).read_text())
+    dc1 = next(n for n in state["nodes"] if n["id"] == "DC1")
+    backup = next(n for n in state["nodes"] if n["id"] == "DC1-backup")
+    killed_at = max(r["slot"] for r in status(community)["rounds"])
+    os.killpg(dc1["pid"], signal.SIGKILL)
+    after = wait_rounds(community, 1, after=killed_at + 1, timeout=240)
+    assert after[0]["matched_w"] > 0
+    with operator_client(community, "DC1-backup") as node:
+        assert node.status()["leading"]
+        for txid in after[0]["trades"] + after[0]["deposits"]:
+            assert node.tx_status(bytes.fromhex(txid))["status"] == "committed"
+    assert f"submitting to {backup['url']} from now on" in (community / "market-bidstore.log").read_text()
+
+
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
@@ -204,7 +268,7 @@ def test_killing_a_relay_does_not_stop_the_market(community):
 def test_a_bad_community_file_is_one_line_and_starts_nothing(tmp_path, toml, message):
     (tmp_path / "c.toml").write_text(toml)
     result = CliRunner().invoke(
-        cluster_app, ["up", "--insecure", "--community", str(tmp_path / "c.toml"), "--dir", str(tmp_path / "net")]
+        cluster_app, ["up", "--community", str(tmp_path / "c.toml"), "--dir", str(tmp_path / "net")]
     )
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "net" / cluster.STATE_FILE).exists()
@@ -221,7 +285,7 @@ def test_homes_with_pv_sell_and_a_unit_worth_nothing_is_refused(tmp_path):
     assert sides(homes) == {"MI001": "offer", "MI002": "bid", "MI003": "offer", "MI004": "bid"}
     no_pv = [h.__class__(h.id, h.feeder, h.annual_kwh) for h in homes]
     assert list(sides(no_pv).values()) == ["offer", "bid", "offer", "bid"]
-    plan = MarketPlan(tmp_path, b"", "", 100, 120, 1.0, {}, [], {}, {})
+    plan = MarketPlan(tmp_path, b"", [], None, 100, 120, 1.0, {}, [], {}, {})
     with pytest.raises(MarketPlanError, match="worth nothing"):
         plan.denominations(1, 15)
     assert plan.denominations(1, 300)[AssetKind.FA].amount == 1  # 100 W for 300 s at 120/kWh

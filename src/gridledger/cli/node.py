@@ -74,11 +74,6 @@ def cluster_up(
     from gridledger.node.cluster import up
     from gridledger.store.pgserver import PgServerError
 
-    if community is not None and not insecure:
-        raise fail(
-            "--community: the market's relays, bid store and prosumers do not speak TLS yet; "
-            "run it on a trusted test machine with --insecure"
-        )
     if insecure:
         err.print(
             "[bold red]WARNING: --insecure: etcd and the node APIs use plain HTTP without authentication; anyone who "
@@ -86,7 +81,7 @@ def cluster_up(
             "trusted test machine.[/]"
         )
     if community is not None:
-        return _up_community(folder, community, slot_seconds)
+        return _up_community(folder, community, slot_seconds, insecure)
     try:
         with console.status(f"starting etcd and {meters + 2 * concentrators} nodes …"):
             state = up(folder, meters, concentrators, poef=poef, postgres=postgres, insecure=insecure)
@@ -104,13 +99,13 @@ def cluster_up(
     console.print(f"stop it with: [bold]gridledger cluster down --dir {folder}[/]")
 
 
-def _up_community(folder: Path, community: Path, slot_seconds: int) -> None:
+def _up_community(folder: Path, community: Path, slot_seconds: int, insecure: bool) -> None:
     from gridledger.node.market import MarketPlanError
     from gridledger.node.market_up import up_community
 
     try:
         with console.status(f"starting the network and market of {community} …"):
-            state = up_community(folder, community, slot_seconds)
+            state = up_community(folder, community, slot_seconds, insecure=insecure)
     except (ValueError, FileExistsError, TimeoutError, RuntimeError, MarketPlanError) as e:
         raise fail(str(e)) from None
     homes = sum(m["role"] == "prosumer" for m in state["market"])
@@ -118,6 +113,8 @@ def _up_community(folder: Path, community: Path, slot_seconds: int) -> None:
         f"community of {homes} homes in {folder}: etcd, {len(state['nodes'])} nodes, {homes} relays, "
         f"{homes} prosumers and the bid store; one market round every {slot_seconds} s"
     )
+    if state["ca"]:
+        console.print(f"TLS: every node API (the market's processes too) is verified against {state['ca']}")
     console.print(
         f"watch it with: [bold]gridledger cluster status --dir {folder}[/]; "
         f"stop it with: [bold]gridledger cluster down --dir {folder}[/]"
@@ -243,6 +240,25 @@ def _market_status(folder: Path) -> None:
         table.add_row(*map(str, (*row, r["committed_deposits"])))
     console.print(table)
     console.print(f"bid store requests came from: {', '.join(status['senders']) or 'nobody yet'}")
+    _bills(folder)
+
+
+def _bills(folder: Path) -> None:
+    """What the meters reported to the DSO: per meter, the slots billed, energy settled and amount billed."""
+    from gridledger.ledger.units import WS_PER_WH
+
+    reports = [json.loads(p.read_text()) for p in sorted(folder.glob("bills-*.json"))]
+    if not reports:
+        return
+    table = Table(title="bills (as the meters report them to the DSO)")
+    for col in ("meter", "slots billed", "energy settled (Wh)", "billed (minor units)", "ECA audit"):
+        table.add_column(col)
+    for r in reports:
+        bills = r["bills"]
+        audit = "ok" if all(b["eca_audit_ok"] for b in bills) else "MISMATCH"
+        energy, amount = sum(b["energy_ws"] for b in bills) / WS_PER_WH, sum(b["amount"] for b in bills)
+        table.add_row(r["meter"], str(len(bills)), f"{energy:.1f}", str(amount), audit)
+    console.print(table)
 
 
 def _cluster_state(folder: Path) -> dict:

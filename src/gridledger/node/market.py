@@ -8,10 +8,14 @@
 * **bidstore** (:func:`run_bidstore`): the market operator's onion services ``bidstore``
   (:class:`~gridledger.petra.operator.MarketOperator`: the book, the clearing of market/ at the close, signature
   collection) and ``mixboard`` (:class:`~gridledger.petra.coinshuffle.MixBoard`). It keeps a verified replica of
-  the NAN chain (caught up from the primary concentrator's API) and submits the mixes, the trades and what the
-  prosumers hand it (their deposits) to that API, signed as the registered node ``bidstore``;
-* **prosumer** (one per meter, :func:`run_prosumer`): the home's wallet and its meter's issuing side. It keeps its
-  own replica of the chain from its meter node's API.
+  the NAN chain (caught up from the concentrators' APIs) and submits the mixes, the trades and what the
+  prosumers hand it (their deposits) to the primary concentrator, signed as the registered node ``bidstore``;
+* **prosumer** (one per meter, :func:`run_prosumer`): the home's wallet and its meter's issuing and billing side.
+  It keeps its own replica of the chain from its meter node's API.
+
+Every node API is verified against the cluster's CA when the cluster runs TLS (the plan's ``ca``). A node that stops
+answering is failed over (:class:`Replica`): the bid store moves to the node that leads the chain now (the backup
+concentrator ``DC1-backup`` once the primary is gone), a prosumer from its meter node to the concentrators.
 
 Every market slot ``s`` (the chain's slot, ``slot_seconds`` from the genesis) runs one round for slot ``s + 1``,
 at fixed fractions of the slot (:data:`PHASES`), by each process's clock:
@@ -27,6 +31,9 @@ at fixed fractions of the slot (:data:`PHASES`), by each process's clock:
 5. once its trades are committed (or at the end of the slot) each prosumer sends everything it holds back to fresh
    addresses of its meter; the deposits go through the order's circuit to the store, which submits them, so no
    coin is ever submitted under the meter's own network identity.
+6. at the start of round ``s`` each meter bills the slots up to ``s − 2`` (their deposits are in) from the net
+   energy its home measured (the plan's ``measured_wh``) by the extraction-aware rule at the prices in force, and
+   reports each slot's energy to settle and amount only, in ``bills-<meter>.json`` (:func:`bills_path`).
 
 A relay that stops answering is left out: every prosumer builds its directory each round from the relays that
 accept a TCP connection, and retries a circuit that could not be built over another random path.
@@ -98,7 +105,9 @@ class MarketPlanError(ValueError):
 # ------------------------------------------------------------------------------------------------------ plan
 @dataclass(frozen=True)
 class ProsumerPlan:
-    """One home: its meter (node config, API), feeder, what it trades each round (side, limit price, minor/kWh)."""
+    """One home: its meter (node config, API), feeder, what it trades each round (side, limit price, minor/kWh),
+    and ``measured_wh``: the net energy its meter measures in chain slot ``t`` (Wh, import positive) is
+    ``measured_wh[t % len(measured_wh)]``."""
 
     meter: str
     feeder: str
@@ -106,12 +115,18 @@ class ProsumerPlan:
     limit_price: int
     config: str
     api: str
+    measured_wh: tuple[int, ...]
+
+    def measured(self, slot: int) -> int:
+        return self.measured_wh[slot % len(self.measured_wh)]
 
 
 @dataclass(frozen=True)
 class MarketPlan:
     """What every market process reads from ``market.json`` in the cluster folder.
 
+    ``concentrators``: the NAN's concentrator APIs, primary first (the bid store's nodes; the prosumers fall back
+    on them); ``ca``: the cluster's CA certificate every ``https`` node API is verified against (None: plain HTTP);
     ``book``: node name → (host, port) of every market process; ``unit_w``: power of one unit (W); ``price_cap``:
     the highest bid price (minor units/kWh; an FA unit pays a whole unit at it); ``mix_timeout``: seconds a mix
     phase may stall.
@@ -119,7 +134,8 @@ class MarketPlan:
 
     folder: Path
     genesis: bytes
-    concentrator: str
+    concentrators: list[str]
+    ca: Path | None
     unit_w: int
     price_cap: int
     mix_timeout: float
@@ -136,7 +152,8 @@ class MarketPlan:
             return cls(
                 folder,
                 bytes.fromhex((folder / data["genesis"]).read_text().strip()),
-                data["concentrator"],
+                [str(url) for url in data["concentrators"]],
+                None if data["ca"] is None else Path(data["ca"]),
                 int(data["unit_w"]),
                 int(data["price_cap"]),
                 float(data["mix_timeout"]),
@@ -146,7 +163,10 @@ class MarketPlan:
                     for d in data["descriptors"]
                 ],
                 {f: Feeder(*caps) for f, caps in data["feeders"].items()},
-                {m: ProsumerPlan(m, **p) for m, p in data["prosumers"].items()},
+                {
+                    m: ProsumerPlan(m, **{**p, "measured_wh": tuple(int(w) for w in p["measured_wh"])})
+                    for m, p in data["prosumers"].items()
+                },
             )
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise MarketPlanError(f"{path}: {e}") from None
@@ -155,6 +175,12 @@ class MarketPlan:
         if name not in self.book:
             raise MarketPlanError(f"{self.folder / PLAN_FILE}: no address for market node {name!r}")
         return self.book[name]
+
+    def replica(self, node_id: str, key: KeyPair, *urls: str) -> Replica:
+        """A replica of the NAN chain from the nodes at ``urls`` (preferred first), signed as ``node_id``; every
+        ``https`` node verified against the cluster's CA."""
+        clients = [NodeClient(url, node_id, key, ca=self.ca) for url in dict.fromkeys(urls)]
+        return Replica(self.genesis, *clients)
 
     def transport(self, name: str) -> TcpTransport:
         return TcpTransport(name, self.listen(name), self.book)
@@ -183,6 +209,12 @@ def prosumer_name(meter: str) -> str:
     return f"prosumer-{meter}"
 
 
+def bills_path(folder: Path, meter: str) -> Path:
+    """What ``meter`` reports to the DSO: per slot billed, the energy to settle (W·s) and the amount (minor units);
+    nothing that names a trade (``{"meter": ..., "bills": [{slot, energy_ws, amount, eca_audit_ok}, ...]}``)."""
+    return folder / f"bills-{meter}.json"
+
+
 def relay_key_path(folder: Path, meter: str) -> Path:
     return folder / "keys" / f"{relay_name(meter)}.key"
 
@@ -196,12 +228,21 @@ def read_seed(path: Path) -> bytes:
 
 # --------------------------------------------------------------------------------------------------- replica
 class Replica:
-    """A verified copy of the NAN chain, caught up from one node's API (every block re-validated)."""
+    """A verified copy of the NAN chain, caught up from the nodes' APIs (every block re-validated).
 
-    def __init__(self, genesis: bytes, client: NodeClient) -> None:
+    ``clients``: the chain's nodes it may use, the preferred first. It submits to one of them; when that one stops
+    answering it fails over (:meth:`fail_over`) to the node that leads the chain now, else to the first other node
+    that answers (every node queues a transaction in the chain's shared ordering log, so any of them will do)."""
+
+    def __init__(self, genesis: bytes, *clients: NodeClient) -> None:
         self.chain = Chain.from_genesis_block(SqliteStore(":memory:"), Block.decode(genesis))
-        self.client = client
+        self.clients = list(clients)
         self.committed: set[bytes] = set()
+
+    @property
+    def client(self) -> NodeClient:
+        """The node it submits to now."""
+        return self.clients[0]
 
     @property
     def genesis(self):
@@ -220,7 +261,7 @@ class Replica:
     def sync(self) -> list[Block]:
         """Append the blocks the node has above our tip; returns them."""
         start = self.chain.height + 1
-        catch_up(self.chain, [self.client])
+        catch_up(self.chain, self.clients)  # a node that does not answer is skipped
         blocks = list(self.chain.blocks(start))
         self.committed.update(tx.txid for b in blocks for tx in b.transactions)
         return blocks
@@ -234,8 +275,32 @@ class Replica:
         return out
 
     def send(self, tx: Transaction) -> bytes:
-        """Submit ``tx`` to the node; its txid (``ApiError`` if the node refuses it)."""
-        return self.client.send(tx)
+        """Submit ``tx``; its txid (``ApiError`` if the node refuses it). If the node does not answer, again to the
+        node :meth:`fail_over` chose (the queue is idempotent by txid: a copy that did arrive is not doubled)."""
+        try:
+            return self.client.send(tx)
+        except NodeUnreachable as e:
+            if not self.fail_over():
+                raise
+            log.warning("%s; submitting to %s from now on", e, self.client.base_url)
+            return self.client.send(tx)
+
+    def fail_over(self) -> bool:
+        """Make the leading node of the others the one submitted to (else the first other that answers); False if
+        none of the others answers."""
+        answering = []
+        for c in self.clients[1:]:
+            try:
+                leading = c.status()["leading"]
+            except (ApiError, NodeUnreachable):
+                continue
+            answering.append((not leading, len(answering), c))
+        if not answering:
+            return False
+        chosen = min(answering)[2]
+        self.clients.remove(chosen)
+        self.clients.insert(0, chosen)
+        return True
 
 
 class _OperatorChain:
@@ -249,6 +314,13 @@ class _OperatorChain:
 
     def submit(self, tx: Transaction) -> bytes:
         return self._replica.send(tx)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Replace ``path`` with ``data`` at once (a reader never sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
 
 
 async def sleep_until(t: float) -> None:
@@ -273,7 +345,7 @@ class BidStoreProcess:
 
     def __init__(self, plan: MarketPlan, key: KeyPair) -> None:
         self.plan = plan
-        self.replica = Replica(plan.genesis, NodeClient(plan.concentrator, BIDSTORE_ID, key))
+        self.replica = plan.replica(BIDSTORE_ID, key, *plan.concentrators)
         self.rounds: list[dict] = []
         self.senders: set[str] = set()
 
@@ -379,9 +451,7 @@ class BidStoreProcess:
             "senders": sorted(self.senders),
             "refused": dict(self.operator.service.refused),
         }
-        tmp = self.plan.folder / (STATUS_FILE + ".tmp")
-        tmp.write_text(json.dumps(status, indent=1))
-        os.replace(tmp, self.plan.folder / STATUS_FILE)
+        write_json(self.plan.folder / STATUS_FILE, status)
 
     async def close(self) -> None:
         for node in self.nodes:
@@ -437,18 +507,24 @@ class ProsumerProcess:
     def __init__(self, plan: MarketPlan, meter: str, key: KeyPair) -> None:
         self.plan = plan
         self.me = plan.prosumers[meter]
-        self.replica = Replica(plan.genesis, NodeClient(self.me.api, meter, key))
+        self.replica = plan.replica(meter, key, self.me.api, *plan.concentrators)
         self.key = key
 
     async def start(self) -> ProsumerProcess:
         r = self.replica
-        while (limits := r.chain.state.policy.limits(self.me.meter, r.slot())) is None:  # not enrolled yet
-            await asyncio.sleep(POLL_S)
+        while (limits := r.chain.state.policy.limits(self.me.meter, r.slot())) is None or not self.priced():
+            await asyncio.sleep(POLL_S)  # not enrolled yet, or no prices to bill at yet
             r.sync()
         meter = SmartMeter(self.me.meter, self.key, r.chain.chain_id, r.genesis.slot_seconds, limits=limits)
         node = OnionNode(self.plan.transport(prosumer_name(self.me.meter)))
         self.prosumer = Prosumer(meter, Wallet(), await node.start(), feeder=self.me.feeder)
+        self.bills: list[dict] = []
+        self.next_bill = r.slot() + 1  # the first round's slot: nothing was issued before it
         return self
+
+    def priced(self) -> bool:
+        """Whether the DSO's prices are in force (the meter bills at them)."""
+        return self.replica.chain.state.policy.prices(self.replica.slot()) is not None
 
     def sync(self) -> None:
         for block in self.replica.sync():
@@ -479,6 +555,7 @@ class ProsumerProcess:
         units = self.plan.denominations(s + 1, r.genesis.slot_seconds)
         await sleep_until(r.at(s, 0.0))
         self.sync()
+        self.bill(s - 2)
         relays = await live_relays(self.plan.descriptors, self.plan.book)
         p.node.directory = RelayDirectory(relays, r.chain.state.policy, s)
         try:
@@ -498,6 +575,25 @@ class ProsumerProcess:
         await self.until(lambda: trades <= r.committed, r.at(s + 1, PHASES["mix"]))
         await self.deposit()
         await p.forget()
+
+    def bill(self, last: int) -> None:
+        """The meter bills every slot up to ``last`` not billed yet (a slot's deposits are in by two slots later) at
+        the prices in force, from what it measured, issued and got back (``SmartMeter.bill``, as in the
+        simulator), and reports to the DSO only each slot's energy to settle and amount (:func:`bills_path`)."""
+        if last < self.next_bill:
+            return
+        policy = self.replica.chain.state.policy
+        for t in range(self.next_bill, last + 1):
+            b = self.prosumer.meter.bill(t, self.me.measured(t), policy.prices(t))
+            self.bills.append({"slot": t, "energy_ws": b.energy_ws, "amount": b.amount, "eca_audit_ok": b.eca_audit_ok})
+        self.next_bill = last + 1
+        write_json(bills_path(self.plan.folder, self.me.meter), {"meter": self.me.meter, "bills": self.bills})
+        log.info(
+            "%s: billed slots up to %d (%d minor units in all)",
+            self.me.meter,
+            last,
+            sum(b["amount"] for b in self.bills),
+        )
 
     async def mix(self, coins: list[bytes], wait: float) -> list[bytes]:
         """CoinShuffle each coin through its own circuit; returns the fresh coins (outpoints) of the mixes.

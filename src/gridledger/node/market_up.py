@@ -5,7 +5,10 @@ NAN chain whose slot is ``slot_seconds`` long, the homes' meters enrolled with t
 store registered with every node), then writes the market plan (:mod:`gridledger.node.market`) and starts one
 relay and one prosumer process per home and the bid store. Each home trades one unit (``unit_w``) every round: a
 home with PV offers it at a quarter of the way from the production to the consumption price, a home without bids
-at three quarters (if all or no homes have PV, every second home sells), so the rounds clear.
+at three quarters (if all or no homes have PV, every second home sells), so the rounds clear. Each home's meter
+bills every slot from the net energy the community's simulated household measures in it (:func:`measured_wh`).
+With ``insecure`` False (the default) the cluster has its CA and TLS, and the market's processes verify every node
+API they call against that CA.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 from nacl.public import PrivateKey
 
 from gridledger.ledger.crypto import KeyPair
@@ -49,11 +53,30 @@ def sides(homes) -> dict[str, str]:
     return {m: "offer" if sells else "bid" for m, sells in pv.items()}
 
 
+def measured_wh(community, slot_seconds: int) -> dict[str, list[int]]:
+    """What each home's meter measures per chain slot, in compressed time: chain slot ``t`` plays the community's
+    slot ``t % slots`` (``gridledger simulate``'s households, their net per slot as the simulator's meters count it:
+    Wh imported minus Wh exported, each rounded), scaled from the community's slot length to ``slot_seconds``."""
+    from gridledger.devices.household import simulate_households
+
+    h = simulate_households(community)
+    imported, exported = h.slot_energy_wh(community.slot_seconds)
+    net = (np.rint(imported) - np.rint(exported)) * slot_seconds / community.slot_seconds
+    return {home: np.rint(row).astype(int).tolist() for home, row in zip(h.home_ids, net, strict=True)}
+
+
 def up_community(
-    folder: Path, community_file: Path, slot_seconds: int, unit_w: int | None = None, timeout: float = 60.0
+    folder: Path,
+    community_file: Path,
+    slot_seconds: int,
+    unit_w: int | None = None,
+    timeout: float = 60.0,
+    insecure: bool = False,
 ) -> dict:
     """Start the community's cluster and market in ``folder``; returns the cluster state (``market`` lists the
-    market's processes). ``unit_w``: power of one traded unit (W), default half the smaller DSO limit."""
+    market's processes). ``unit_w``: power of one traded unit (W), default half the smaller DSO limit.
+    ``insecure``: plain HTTP to the node APIs and etcd (else every market process verifies the nodes' certificates
+    against the cluster's CA)."""
     from gridledger.profiles.community import load_community
 
     community = load_community(community_file)
@@ -66,6 +89,7 @@ def up_community(
     bidstore = KeyPair.generate()
     limits = (dso.max_epa_w, dso.max_eca_w, dso.credit_fa)
     enrol_after = max(ENROL_AFTER_S, 2 * slot_seconds)
+    measured = measured_wh(community, slot_seconds)
     folder.mkdir(parents=True, exist_ok=True)
     state = up(
         folder,
@@ -73,7 +97,7 @@ def up_community(
         1,
         timeout,
         poef=True,
-        insecure=True,  # the market's processes speak plain HTTP to the nodes for now (docs/market.md)
+        insecure=insecure,
         slot_seconds=slot_seconds,
         meter_ids=[h.id for h in community.homes],
         limits=limits,
@@ -81,6 +105,7 @@ def up_community(
         enrol_after_s=enrol_after,
     )
     await_enrolment(folder, state, limits, (60 + enrol_after) // slot_seconds, timeout)
+    publish_prices(folder, state, (community.prices.consumption_per_kwh, community.prices.production_per_kwh), timeout)
     write_private(folder / "keys" / f"{BIDSTORE_ID}.seed", bidstore.seed.hex())
     nodes = {n["id"]: n for n in state["nodes"]}
     book, descriptors = {}, []
@@ -98,7 +123,8 @@ def up_community(
     trade = sides(community.homes)
     plan = {
         "genesis": "nan1.genesis",
-        "concentrator": nodes["DC1"]["url"],
+        "concentrators": [nodes["DC1"]["url"], nodes["DC1-backup"]["url"]],
+        "ca": state["ca"],
         "unit_w": unit,
         "price_cap": cons,
         "mix_timeout": max(2.0, slot_seconds / 6),
@@ -112,6 +138,7 @@ def up_community(
                 "limit_price": prod + step if trade[h.id] == "offer" else cons - step,
                 "config": nodes[h.id]["config"],
                 "api": nodes[h.id]["url"],
+                "measured_wh": measured[h.id],
             }
             for h in community.homes
         },
@@ -142,7 +169,7 @@ def await_enrolment(folder: Path, state: dict, limits: tuple[int, int, int], slo
         if n["role"] == "meter"
     ]
     deadline = time.monotonic() + timeout
-    with NodeClient(dc1["url"], "operator", operator) as client:
+    with NodeClient(dc1["url"], "operator", operator, ca=state["ca"]) as client:
         while True:
             try:
                 view = client.policy()
@@ -156,6 +183,29 @@ def await_enrolment(folder: Path, state: dict, limits: tuple[int, int, int], slo
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the meters' enrolment was not committed on DC1 within {timeout:.0f} s")
             time.sleep(0.5)
+
+
+def publish_prices(folder: Path, state: dict, prices: tuple[int, int], timeout: float) -> None:
+    """The DSO publishes the community's (consumption, production) prices (minor units/kWh) on the NAN chain, in
+    force two slots on (the meters bill at the prices in force); waits until ``DC1`` committed them, and submits
+    them again if the chain refused them because that slot passed first."""
+    from gridledger.petra.dso import DSO
+
+    dc1 = next(n for n in state["nodes"] if n["id"] == "DC1")
+    operator = KeyPair(bytes.fromhex((folder / "keys" / "operator.seed").read_text()))
+    deadline = time.monotonic() + timeout
+    with NodeClient(dc1["url"], "operator", operator, ca=state["ca"]) as client:
+        while time.monotonic() < deadline:
+            try:
+                view = client.policy()
+                dso = DSO(operator, bytes.fromhex(view["chain_id"]), nonce=view["nonce"])
+                txid = client.send(dso.policy(view["current_slot"] + 2, prices=prices))
+                if client.wait(txid, max(1.0, deadline - time.monotonic()))["status"] == "committed":
+                    return
+            except (httpx.HTTPError, TimeoutError):
+                pass  # busy, or not committed in time: read the timeline again
+            time.sleep(0.5)
+    raise TimeoutError(f"the community's prices were not committed on DC1 within {timeout:.0f} s")
 
 
 def _start(folder: Path, role: str, meter: str | None, name: str) -> subprocess.Popen:
