@@ -14,6 +14,7 @@ from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds import check_transaction, decode_transaction
 from gridledger.ledger.kinds.reading import (
     KNOWN_FLAGS,
+    POWER_FACTOR,
     VOLTAGE,
     WIDE,
     ChainKeys,
@@ -131,6 +132,10 @@ def test_content_must_be_canonical_for_its_flags():
         ReadingValues.decode(WIDE, (5).to_bytes(4, "big") + (0).to_bytes(4, "big"))
     with pytest.raises(ReadingError, match="does not match"):
         ReadingValues.decode(VOLTAGE, bytes(4))
+    with pytest.raises(ReadingError, match="power_factor_pm"):  # a u16 field holds up to 65535 − 1000
+        ReadingValues.decode(POWER_FACTOR, bytes(4) + (1000 + 1001).to_bytes(2, "big"))
+    full = ReadingValues(70_000, 3, 2_300, 512, -950)
+    assert ReadingValues.decode(full.flags, full.encode()) == full
 
 
 def test_summaries_add_energies():

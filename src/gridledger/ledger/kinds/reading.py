@@ -30,6 +30,7 @@ meter's signature and the block's Merkle root make it tamper-evident.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
@@ -68,10 +69,23 @@ class ReadingError(ValueError):
     """A reading's content cannot be built or opened (value out of range, wrong key, tampered ciphertext)."""
 
 
+def _layout_of(flags: int) -> struct.Struct:
+    optional = sum(bool(flags & f) for f in (VOLTAGE, CURRENT, POWER_FACTOR))
+    return struct.Struct(">" + ("II" if flags & WIDE else "HH") + "H" * optional)
+
+
+#: The plaintext layout of each combination of known flags: two energies (u16, or u32 if WIDE), then each optional
+#: u16 (unknown flag bits do not change it).
+_LAYOUTS = tuple(_layout_of(flags) for flags in range(KNOWN_FLAGS + 1))
+
+
+def _layout(flags: int) -> struct.Struct:
+    return _LAYOUTS[flags & KNOWN_FLAGS]
+
+
 def plaintext_size(flags: int) -> int:
     """Bytes of the plaintext that ``flags`` describe."""
-    size = 8 if flags & WIDE else 4
-    return size + 2 * sum(bool(flags & f) for f in (VOLTAGE, CURRENT, POWER_FACTOR))
+    return _layout(flags).size
 
 
 def sealed_size(flags: int) -> int:
@@ -135,20 +149,21 @@ class ReadingValues:
 
     @classmethod
     def decode(cls, flags: int, data: bytes) -> ReadingValues:
-        try:
-            r = Reader(data)
-            energy = r.u32 if flags & WIDE else r.u16
-            consumption, production = energy("consumption_wh"), energy("production_wh")
-            voltage = r.u16("voltage_dv") if flags & VOLTAGE else None
-            current = r.u16("current_ca") if flags & CURRENT else None
-            pf = r.u16("power factor") - 1000 if flags & POWER_FACTOR else None
-            r.end("reading content")
-        except Reject as e:
-            raise ReadingError(f"reading content does not match its flags: {e.message}") from None
+        layout = _layout(flags)
+        if len(data) != layout.size:
+            raise ReadingError(
+                f"reading content does not match its flags: {len(data)} bytes, flags {flags:#04x} need {layout.size}"
+            )
+        fields = iter(layout.unpack(data))
+        consumption, production = next(fields), next(fields)
+        voltage = next(fields) if flags & VOLTAGE else None
+        current = next(fields) if flags & CURRENT else None
+        pf = next(fields) - 1000 if flags & POWER_FACTOR else None
         values = cls(consumption, production, voltage, current, pf)
         if values.flags != flags:
             raise ReadingError(f"reading content is not canonical for flags {flags:#04x}")
-        values.check()
+        if pf is not None:  # the other fields are unsigned of their own width: in range by construction
+            values.check()
         return values
 
 
