@@ -74,3 +74,13 @@ def test_the_shipped_model_loads_with_its_data_card_and_detects(cube):
     with pytest.warns(UserWarning, match="fewer than 500"):
         r = report(detect(model, test.meters, reported, labels), labels)
     assert r["without_rl"]["accuracy"] > 0.85 and r["without_rl"]["auc"] > 0.93
+
+
+def test_the_previous_shipped_model_still_loads_and_scores(cube):
+    """v2 (26 features) keeps its own feature list: a stored model reads the columns it was trained on."""
+    v2 = default_model.load_default_model(2)
+    assert len(v2.features) == v2.trees.n_features == 26 and len(default_model.load_default_model().features) > 26
+    logits = v2.logits(v2.conform(cube).values["consumption_wh"])
+    assert np.isfinite(logits).all()
+    with pytest.raises(ValueError, match="no shipped theft model version 1"):
+        default_model.load_default_model(1)
