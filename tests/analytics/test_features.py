@@ -81,6 +81,10 @@ def test_attacks_move_the_features_they_should(cube):
     assert np.median(f[:, 5, col("log_energy_ratio")]) < honest[col("log_energy_ratio")] - 0.2
     assert (f[:, 6, col("z_cv")] < honest[col("z_cv")] - 2).all()
     assert np.median(f[:, 7, col("shape_corr")]) < honest[col("shape_corr")] - 0.3
+    # the hourly features: a reversed day's reversal score drops, a flattened day's hours leave their normal
+    assert (f[:, 7, col("reversal")] < honest[col("reversal")]).mean() > 0.9
+    assert np.median(f[:, 7, col("z_reversal")]) < -2
+    assert np.median(f[:, 6, col("hour_z_mean_abs")]) > honest[col("hour_z_mean_abs")] + 0.5
 
 
 def test_daily_resolution_works():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gridledger.analytics import default_model
+from gridledger.analytics.features import feature_names
 from gridledger.analytics.generalization import (
     BASELINE_FEATURES,
     Baseline,
@@ -65,7 +66,7 @@ def test_leave_one_source_out_leaves_each_out_once(cube):
 def test_the_shipped_model_loads_with_its_data_card_and_detects(cube):
     model = default_model.load_default_model()
     card = model.info["data_card"]
-    assert card["version"] == default_model.VERSION and card["resolution_s"] == model.step_s == 900
+    assert card["version"] == default_model.SHIPPED and card["resolution_s"] == model.step_s == 900
     assert [s["source"] for s in card["sources"]] == ["profiles", "richardson", "synpro"]
     assert card["meter_days"] == sum(s["meters"] * s["days"] for s in card["sources"])
     assert model.to_dict()["format_version"] == FORMAT_VERSION
@@ -74,3 +75,13 @@ def test_the_shipped_model_loads_with_its_data_card_and_detects(cube):
     with pytest.warns(UserWarning, match="fewer than 500"):
         r = report(detect(model, test.meters, reported, labels), labels)
     assert r["without_rl"]["accuracy"] > 0.85 and r["without_rl"]["auc"] > 0.93
+
+
+def test_the_previous_shipped_model_still_loads_and_scores(cube):
+    """v2 (26 features) keeps its own feature list: a stored model reads the columns it was trained on."""
+    v2 = default_model.load_default_model(2)
+    assert len(v2.features) == v2.trees.n_features == 26 < len(feature_names(96))
+    logits = v2.logits(v2.conform(cube).values["consumption_wh"])
+    assert np.isfinite(logits).all()
+    with pytest.raises(ValueError, match="no shipped theft model version 1"):
+        default_model.load_default_model(1)

@@ -162,6 +162,7 @@ def test_finer_data_is_aggregated_to_the_models_resolution(model, cube):
         (lambda d: d.update(format="something-else"), "not a gridledger-theft-model"),
         (lambda d: d.update(format_version=99), "unsupported"),
         (lambda d: d.update(features=d["features"][:-1]), "feature list does not match"),
+        (lambda d: d.update(features=[*d["features"][:-1], "no_such_feature"]), "unknown to this version"),
         (lambda d: d.update(agent_prior=[1.0, 2.0]), "agent prior"),
         (lambda d: d["trees"].update(sklearn_version="0.1"), "scikit-learn 0.1"),
         (

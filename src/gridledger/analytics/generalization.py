@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
-from .augment import Variation, training_neighbourhoods
+from .augment import VARIATIONS, Variation, training_neighbourhoods
 from .data import DayCube
 from .features import day_features
 from .metrics import classification_report
@@ -133,18 +133,18 @@ def leave_one_source_out(
     rates: tuple[float, ...] = RATES,
     seed: int = 0,
     net_metering: NetMetering | None = NetMetering(),
-    variation: Variation | None = Variation(),
+    variations: tuple[Variation, ...] = VARIATIONS,
 ) -> dict[str, dict]:
     """:func:`evaluate_left_out` with each source left out in turn: ``{source: {rate: ...}}``.
 
     Every training source enters as the shipped model's do (:func:`.augment.training_neighbourhoods`, seeded per
-    source): as it is, net-metered (``net_metering``) and varied (``variation``); the left-out source is tested as
+    source): as it is, net-metered (``net_metering``) and varied (``variations``); the left-out source is tested as
     it is. All cubes must have the same resolution (coarsen them first).
     """
     if len(cubes) < 2:
         raise ValueError("leave-one-source-out needs at least 2 sources")
     training = {
-        name: training_neighbourhoods(c, np.random.default_rng([seed, k]), net_metering, variation)[0]
+        name: training_neighbourhoods(c, np.random.default_rng([seed, k]), net_metering, variations)[0]
         for k, (name, c) in enumerate(cubes.items())
     }
     return {

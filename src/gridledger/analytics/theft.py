@@ -20,7 +20,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
 from .data import DayCube, describe_step
-from .features import feature_names, theft_features
+from .features import THEFT_FEATURES, day_features, theft_features
 from .metrics import Interval, classification_report, mean_interval
 from .rl import ConcentratorAgent, detector_prior, run_online
 from .theft_attacks import ATTACKS, inject_theft
@@ -59,7 +59,7 @@ class TheftSettings:
     """
 
     theft_rate: float = 0.5
-    draws: int = 3
+    draws: int = 5
     low_rate: float = 0.1
     balanced: bool = True
     folds: int = 3
@@ -102,24 +102,23 @@ class TheftModel:
 
     Attributes
     ----------
-    trees : the boosted-tree classifier over :func:`.features.feature_names`.
+    trees : the boosted-tree classifier over ``features``.
     step_s : resolution (s) of the data it was trained on; data must come at this resolution (or finer).
     agent_prior : the upper-level agent's parameters learned on the training meters.
     info : training settings and sizes, for people.
+    features : the columns of :func:`.features.day_features` the trees read, in order (a model keeps the list
+        it was trained with, so a model of an earlier version with fewer features still loads).
     """
 
     trees: BoostedTrees
     step_s: int
     agent_prior: np.ndarray
     info: dict = field(default_factory=dict)
-
-    @property
-    def features(self) -> list[str]:
-        return feature_names(86_400 // self.step_s)
+    features: tuple[str, ...] = THEFT_FEATURES
 
     def logits(self, days: np.ndarray) -> np.ndarray:
         """Detector log-odds ``(n_meters, n_days)`` for a cube of reported energy (NaN where no day)."""
-        feats = theft_features(days)
+        feats = theft_features(days, self.features)
         out = np.full(feats.shape[:2], np.nan)
         ok = np.isfinite(days).all(axis=-1)
         if ok.any():
@@ -131,7 +130,7 @@ class TheftModel:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "step_s": self.step_s,
-            "features": self.features,
+            "features": list(self.features),
             "agent_prior": self.agent_prior.tolist(),
             "info": self.info,
             "trees": self.trees.to_dict(),
@@ -149,13 +148,20 @@ class TheftModel:
                 int(data["step_s"]),
                 np.asarray(data["agent_prior"], dtype=float),
                 dict(data.get("info", {})),
+                tuple(data["features"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, ModelFormatError):
                 raise
             raise ModelFormatError(f"malformed {FORMAT} file: {exc!r}") from exc
-        if model.features != data.get("features") or model.trees.n_features != len(model.features):
-            raise ModelFormatError("the model's feature list does not match this version of gridledger")
+        if model.trees.n_features != len(model.features):
+            raise ModelFormatError(
+                f"the model's feature list does not match its trees ({len(model.features)} names, "
+                f"{model.trees.n_features} features)"
+            )
+        unknown = sorted(set(model.features) - set(day_features(np.ones((1, 1, 1)))))
+        if unknown:
+            raise ModelFormatError(f"the model uses features unknown to this version of gridledger: {unknown}")
         if model.agent_prior.shape != detector_prior().shape or not np.isfinite(model.agent_prior).all():
             raise ModelFormatError("malformed agent prior")
         return model

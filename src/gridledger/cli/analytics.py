@@ -178,7 +178,7 @@ def theft_train(
     model: Path = typer.Option(..., "--model", help="Where to write the model (JSON).", dir_okay=False),
     theft_rate: float = THEFT_RATE,
     draws: int = typer.Option(
-        3, "--draws", min=1, max=20, help="Independent attack draws over the training data."
+        5, "--draws", min=1, max=20, help="Independent attack draws over the training data."
     ),
     seed: int = SEED,
     max_gap: float = MAX_GAP,
