@@ -208,7 +208,8 @@ def rewire(
     # The proxies take their ports while the nodes still hold theirs: a proxy opened after a node stopped could take
     # that node's API port, and the restarted "node" would then answer with etcd's 404s.
     proxies = {
-        node_id: [faults.link(node_id, f"{node_id}->etcd{i}", p).port for i, p in enumerate(etcd_ports)] for node_id in ids
+        node_id: [faults.link(node_id, f"{node_id}->etcd{i}", port).port for i, port in enumerate(etcd_ports)]
+        for node_id in ids
     }
     for node_id in ids:
         net.kill(node_id, signal.SIGTERM)
