@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gridledger.analytics.augment import Variation, training_neighbourhoods, varied
+from gridledger.analytics.augment import VARIATIONS, Variation, training_neighbourhoods, varied
 from gridledger.analytics.netmeter import NetMetering, net_metered
 from gridledger.analytics.theft import TheftSettings, train
 
@@ -72,7 +72,8 @@ def test_the_varied_copy_moves_days_and_slots_but_keeps_the_energy(homes):
 
 def test_training_neighbourhoods_are_the_source_and_its_copies(homes):
     cubes, card = training_neighbourhoods(homes, np.random.default_rng(0))
-    assert len(cubes) == 3 and cubes[0] is homes
-    assert cubes[1].values["production_wh"].sum() > 0 and set(card) == {"net_metered_copy", "varied_copy"}
+    assert len(cubes) == 2 + len(VARIATIONS) and cubes[0] is homes
+    assert cubes[1].values["production_wh"].sum() > 0 and set(card) == {"net_metered_copy", "varied_copies"}
+    assert len(card["varied_copies"]) == len(VARIATIONS)
     alone, card = training_neighbourhoods(homes, np.random.default_rng(0), None, None)
     assert alone == [homes] and card == {}
