@@ -75,5 +75,5 @@ def test_training_neighbourhoods_are_the_source_and_its_copies(homes):
     assert len(cubes) == 2 + len(VARIATIONS) and cubes[0] is homes
     assert cubes[1].values["production_wh"].sum() > 0 and set(card) == {"net_metered_copy", "varied_copies"}
     assert len(card["varied_copies"]) == len(VARIATIONS)
-    alone, card = training_neighbourhoods(homes, np.random.default_rng(0), None, None)
+    alone, card = training_neighbourhoods(homes, np.random.default_rng(0), None, ())
     assert alone == [homes] and card == {}
