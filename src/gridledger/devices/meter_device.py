@@ -17,6 +17,16 @@ from typing import Any, ClassVar
 from gridledger.devices.base import EnergyCounter, TwinObject, check_step, is_int
 from gridledger.profiles.electrical import NOMINAL_VOLTAGE, line_current
 
+METER_TOPICS = "gridledger/meters"
+"""The MQTT topic root of meter boards: ``<root>/<meter>/smartpi`` carries a meter's measurements; with TLS a
+device may use only the topics under its own ``<root>/<meter>/``."""
+
+
+def measurement_topic(meter: str) -> str:
+    """The MQTT topic on which the SmartPi board of ``meter`` publishes its measurements."""
+    return f"{METER_TOPICS}/{meter}/smartpi"
+
+
 DISPLAY = (None, "Voltage", "Current", "Power", "Consumption", "Production")
 """Potentiometer position -> the twin field the display shows (0: display off)."""
 

@@ -46,6 +46,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gridledger.devices.meter_device import measurement_topic
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds import decode_transaction
@@ -233,7 +234,7 @@ def write_config(
         "\n[broker]\n"
         f'host = "{broker_host}"\n'
         f"port = {broker_port}\n"
-        f'topic = "{topic or f"gridledger/meters/{meter}/smartpi"}"\n' + tls_lines
+        f'topic = "{topic or measurement_topic(meter)}"\n' + tls_lines
     )
     return path
 

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gridledger.devices.meter_device import METER_TOPICS
 from gridledger.ledger.block import ZERO_HASH, make_block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.dso_policy import DsoPolicy, MeterLimits
@@ -523,8 +524,6 @@ def _write_etcd(dep: Deployment, m: Member, folder: Path, root: str, tls: bool) 
 def _write_mosquitto(dep: Deployment, folder: Path, root: str, ca: LocalCA | None) -> None:
     """The broker's mosquitto.conf (TLS, a device certificate required, its common name the MQTT user, the ACL
     giving each device its own topics, revoked certificates refused) and its unit."""
-    from gridledger.twin.mqtt import METERS
-
     address = dep.hosts[dep.mqtt].address
     lines = [f"listener {dep.mqtt_port} {address}", "persistence false", "log_dest stdout", "connection_messages true"]
     if ca is not None:
@@ -532,7 +531,7 @@ def _write_mosquitto(dep: Deployment, folder: Path, root: str, ca: LocalCA | Non
         lines += [f"cafile {files['ca']}", f"certfile {files['cert']}", f"keyfile {files['key']}"]
         lines += ["require_certificate true", "use_identity_as_username true", f"crlfile {root}/{PKI_DIR}/crl.pem"]
         lines += ["allow_anonymous false", f"acl_file {root}/mosquitto/acl"]
-        (_mkdir(folder / "mosquitto") / "acl").write_text(f"pattern readwrite {METERS}/%u/#\n")
+        (_mkdir(folder / "mosquitto") / "acl").write_text(f"pattern readwrite {METER_TOPICS}/%u/#\n")
         if ca.crl_path != folder / PKI_DIR / "crl.pem":
             shutil.copy(ca.crl_path, folder / PKI_DIR / "crl.pem")
     (_mkdir(folder / "mosquitto") / "mosquitto.conf").write_text("\n".join(lines) + "\n")

@@ -27,11 +27,10 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gridledger.devices.meter_device import METER_TOPICS
 from gridledger.node.pki import TlsFiles
 
 ROOT = "gridledger/twin"
-#: A meter board's topics (``<meter>/smartpi`` carries its measurements); with TLS a device may use only its own.
-METERS = "gridledger/meters"
 SERIAL_SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # what may stand in a topic level
 ANNOUNCE = f"{ROOT}/announce/+"
 ACCESS_REQUEST = f"{ROOT}/access/request"
@@ -152,7 +151,7 @@ class Broker:
             lines += [f"crlfile {self.crl}"] if self.crl is not None else []
             acl = root / "acl"
             acl_lines = [f"user {self.admin}", f"topic readwrite {ROOT}/#", ""] if self.admin else []
-            acl.write_text("\n".join([*acl_lines, f"pattern readwrite {METERS}/%u/#", *_DEVICE_PATTERNS]) + "\n")
+            acl.write_text("\n".join([*acl_lines, f"pattern readwrite {METER_TOPICS}/%u/#", *_DEVICE_PATTERNS]) + "\n")
             lines.append(f"acl_file {acl}")
         elif self.users:
             passwd = root / "passwd"
