@@ -190,7 +190,8 @@ def write_config(
     name ``meter``, issued by the cluster's CA) and the CA (``ca.crt``) to verify the broker and its node."""
     from gridledger.node.cluster import PKI_DIR, STATE_FILE
     from gridledger.node.config import ConfigError, NodeConfig
-    from gridledger.node.pki import LocalCA, write_private
+    from gridledger.node.meter_files import MeterFiles, write_meter_folder
+    from gridledger.node.pki import LocalCA
 
     try:
         state = json.loads((cluster / STATE_FILE).read_text())
@@ -206,37 +207,19 @@ def write_config(
     except ConfigError as e:
         raise MeterConfigError(str(e)) from None
     coordinator = next(n for n in state["nodes"] if n["chain"] == node["chain"] and n["role"] == "concentrator")
-    out.mkdir(parents=True, exist_ok=True)
-    write_private(out / f"{meter}.seed", cfg.key.seed.hex())
-    write_private(out / f"{meter}.content", cfg.content_key.hex())
-    tls_lines = ""
-    if state.get("ca"):
-        files = LocalCA.load(cluster / PKI_DIR).issue(meter, out=out)
-        (out / "ca.crt").write_bytes(files.ca.read_bytes())
-        tls_lines = (
-            f'ca_file = "ca.crt"                # the cluster CA: the broker must show a certificate it signed\n'
-            f'cert_file = "{meter}.crt"          # this device\'s certificate (common name {meter}: its MQTT user)\n'
-            f'key_file = "{meter}.key"           # its private key (mode 0600)\n'
-        )
-    (out / f"{meter}.genesis").write_text(cfg.genesis.hex())
-    path = out / f"{meter}.meter.toml"
-    path.write_text(
-        f'meter_id = "{meter}"\n'
-        f"member = {node['member']}                    # the meter's index on its chain\n"
-        f'serial = "{meter}"                 # the SmartPi serial its measurements carry\n'
-        f'key_file = "{meter}.seed"          # Ed25519 seed (hex, mode 0600): signs readings and API requests\n'
-        f'content_key_file = "{meter}.content"  # its content key (hex, mode 0600): encrypts readings\n'
-        f'genesis = "{meter}.genesis"        # its NAN chain: chain id and start time\n'
-        f'node = "{coordinator["url"]}"   # its NAN node ({coordinator["id"]})\n'
-        + ('node_ca = "ca.crt"                # the CA its https node is verified against\n' if tls_lines else "")
-        + f'outbox = "{meter}.outbox.sqlite"\n'
-        "interval_min = 1                  # minutes per reading\n"
-        "\n[broker]\n"
-        f'host = "{broker_host}"\n'
-        f"port = {broker_port}\n"
-        f'topic = "{topic or measurement_topic(meter)}"\n' + tls_lines
+    files = MeterFiles(
+        meter,
+        node["member"],
+        cfg.key.seed,
+        cfg.content_key,
+        cfg.genesis,
+        coordinator["url"],
+        coordinator["id"],
+        broker_host,
+        broker_port,
+        topic or measurement_topic(meter),
     )
-    return path
+    return write_meter_folder(files, out, LocalCA.load(cluster / PKI_DIR) if state.get("ca") else None)
 
 
 class Dropped(ValueError):
