@@ -13,17 +13,25 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.x509.oid import NameOID
+from tests.node.test_meter_daemon import payload
 from typer.testing import CliRunner
 
 from gridledger.cli import app
+from gridledger.devices.meter_device import measurement_topic
+from gridledger.ledger.kinds.reading import ContentKeys
+from gridledger.meter.daemon import MeterConfig
+from gridledger.meter.outbox import Outbox
 from gridledger.node import cluster
 from gridledger.node.deploy import (
     MANIFEST,
+    MQTT_PORT,
     UNIT_DIR,
     Deployment,
     DeploymentError,
@@ -32,8 +40,11 @@ from gridledger.node.deploy import (
     write_plan,
 )
 from gridledger.node.etcd import EtcdUnavailable, etcd_binary
+from gridledger.node.netutil import wait_port
+from gridledger.node.pki import LocalCA, TlsFiles
 from gridledger.node.testnet import Testnet, wait_until
 from gridledger.store.pgserver import PgServer, find_bindir
+from gridledger.twin import mqtt
 
 runner = CliRunner()
 
@@ -112,6 +123,9 @@ BAD = [
     ("install key", ('mqtt = "ops"', 'mqtt = "ops"\ninstall = { prefix = "/opt" }'), "unknown key 'prefix'"),
     ("toml", ('name = "feeder7"', "name = "), "deployment.toml"),
     ("missing name", ('name = "feeder7"', ""), "missing key 'name'"),
+    ("daemon host", ('host = "home1" }', 'host = "home1", daemon = "home9" }'), "'MI1': daemon: unknown host 'home9'"),
+    ("daemon of a DC", ('host = "dc1", store', 'host = "dc1", daemon = "dc1", store'), "only a meter has a meter"),
+    ("reserved host", ('name = "home1"', 'name = "meters"'), "host name 'meters' is reserved"),
 ]
 
 
@@ -129,6 +143,13 @@ def test_only_a_poef_nan_needs_meters(tmp_path):
         _load(tmp_path, text.replace('mqtt = "ops"', 'mqtt = "ops"\nconsensus = "coordinator"')).nodes[-1].id
         == "DC1-backup"
     )
+
+
+def test_a_meter_daemon_needs_a_broker_and_poef(tmp_path):
+    text = DEPLOYMENT.replace('host = "home1" }', 'host = "home1", daemon = "home1" }')
+    for edit in (('mqtt = "ops"', ""), ('mqtt = "ops"', 'mqtt = "ops"\nconsensus = "coordinator"')):
+        with pytest.raises(DeploymentError, match="'MI1': a meter daemon needs an MQTT broker"):
+            _load(tmp_path, text.replace(*edit))
 
 
 def test_the_plan_gives_each_host_exactly_its_part(tmp_path):
@@ -178,6 +199,41 @@ def test_the_plan_gives_each_host_exactly_its_part(tmp_path):
     assert 'api = "10.20.0.11:8443"' in cfg and "postgresql:///gridledger_dc1?host=/run/postgresql" in cfg
     again = runner.invoke(app, ["cluster", "plan", str(tmp_path / "deployment.toml"), "--out", str(out)])
     assert again.exit_code != 0 and "exists" in again.output  # never over an earlier plan (its keys, its CA)
+
+
+def test_the_plan_gives_every_meter_its_daemon_folder(tmp_path):
+    """MI1's daemon runs on home1 (its folder and unit there); MI2's runs on no host (its folder in plan/meters/)."""
+    text = DEPLOYMENT.replace('host = "home1" }', 'host = "home1", daemon = "home1" }')
+    (tmp_path / "deployment.toml").write_text(text)
+    out = tmp_path / "plan"
+    r = runner.invoke(app, ["cluster", "plan", str(tmp_path / "deployment.toml"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "meter daemon MI1" in r.output
+    manifest = json.loads((out / "ops" / MANIFEST).read_text())
+    chain_id = bytes.fromhex(manifest["chains"]["nan1"]["chain_id"])
+    content = ContentKeys(bytes.fromhex((out / "ops" / "keys" / "content.root").read_text()))
+    ca = x509.load_pem_x509_certificate((out / "ops" / "pki" / "ca.crt").read_bytes())
+    for meter, folder, member in (("MI1", out / "home1" / "meters" / "MI1", 0), ("MI2", out / "meters" / "MI2", 1)):
+        cfg = MeterConfig.load(folder / f"{meter}.meter.toml")
+        node = next(n for n in manifest["nodes"] if n["id"] == meter)
+        assert node["daemon"] == folder.relative_to(out).as_posix()
+        assert (cfg.meter_id, cfg.member, cfg.chain_id, cfg.node) == (meter, member, chain_id, node["url"])
+        assert cfg.key.public.hex() == node["pubkey"]  # it signs as the meter
+        assert cfg.content_key == content.chain(chain_id).member_key(member)
+        assert (cfg.broker_host, cfg.broker_port, cfg.topic) == ("10.20.0.10", 8883, measurement_topic(meter))
+        assert cfg.broker_tls is not None and cfg.node_ca == folder / "ca.crt"
+        device = x509.load_pem_x509_certificate(cfg.broker_tls.cert.read_bytes())
+        device.verify_directly_issued_by(ca)
+        assert device.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == meter  # its MQTT user
+        for secret in (f"{meter}.seed", f"{meter}.content", f"{meter}.key"):
+            assert (folder / secret).stat().st_mode & 0o077 == 0, secret
+    assert "pattern readwrite gridledger/meters/%u/#" in (out / "ops" / "mosquitto" / "acl").read_text()
+    assert exec_start(out / "home1" / UNIT_DIR / "gridledger-meter-MI1.service") == [
+        "/opt/gridledger/bin/python", "-m", "gridledger", "meter", "run",
+        "--config", "/var/lib/gridledger/meters/MI1/MI1.meter.toml",
+    ]  # fmt: skip
+    assert "gridledger-meter-MI1.service" in (out / "home1" / "install.sh").read_text()
+    assert not (out / "dc1" / "meters").exists() and (out / "meters" / "README").exists()
 
 
 # ------------------------------------------------------------------------------------------------- running the plan
@@ -230,7 +286,7 @@ def _deployment(hosts: dict, pg: list[PgServer]) -> str:
     lines += ["[[nan]]", 'name = "nan1"']
     lines += [f'primary = {{ id = "DC1", host = "h1", store = "{dsn[0]}" }}']
     lines += [f'backup = {{ id = "DC1-backup", host = "h2", store = "{dsn[1]}" }}']
-    meters = '{ id = "MI1", host = "h2", port = 8444 }, { id = "MI2", host = "h3" }, '
+    meters = '{ id = "MI1", host = "h2", port = 8444 }, { id = "MI2", host = "h3", daemon = "h3" }, '
     meters += '{ id = "MI3", host = "h3", port = 8444 }'
     lines += [f"meters = [{meters}]"]
     return "\n".join(lines) + "\n"
@@ -260,6 +316,7 @@ def test_a_planned_deployment_runs_from_its_units(tmp_path, request, where):
     manifest = write_plan(dep, out)
     dso = out / "h1"
     state = dict(manifest, nodes=[], etcd=[])
+    started: list[subprocess.Popen] = []  # mosquitto and the meter daemon (cluster.down stops the rest)
     try:
         for m in manifest["etcd"]:
             unit = out / m["host"] / UNIT_DIR / f"gridledger-etcd-{m['name']}.service"
@@ -313,6 +370,7 @@ def test_a_planned_deployment_runs_from_its_units(tmp_path, request, where):
         )
         assert r.stdout.startswith("True"), r.stdout + r.stderr
         assert r.stderr.rstrip().endswith("Forbidden"), r.stderr[-500:]  # another chain's key: refused
+        _meter_daemon_commits(out, hosts, manifest, net, started)
         # each concentrator wrote its own PostgreSQL server
         for server in pg:
             import psycopg
@@ -321,7 +379,67 @@ def test_a_planned_deployment_runs_from_its_units(tmp_path, request, where):
                 tables = db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0]
             assert tables > 0
     finally:
+        for proc in started:
+            proc.terminate()
+            proc.wait(15)
         if (dso / cluster.STATE_FILE).exists():
             cluster.down(dso)
         for server in pg:
             server.stop()
+
+
+def _meter_daemon_commits(out: Path, hosts: dict, manifest: dict, net: Testnet, started: list) -> None:
+    """The planned broker (h1) and MI2's planned meter daemon (h3) run from their units: MI2's board publishes
+    SmartPi measurements with MI2's device certificate and the daemon's reading is committed. The broker refuses a
+    certificate of another CA, and MI2's certificate cannot publish into MI1's topics."""
+    h1, h3 = hosts["h1"], hosts["h3"]
+    started.append(start_unit(out / "h1" / UNIT_DIR / "gridledger-mosquitto.service", out / "h1" / "mqtt.log", h1[1]))
+    wait_port(MQTT_PORT, 20, h1[0])
+    daemon = out / "h3" / UNIT_DIR / "gridledger-meter-MI2.service"
+    started.append(start_unit(daemon, out / "h3" / "meter-MI2.log", h3[1]))
+    mi2, mi1 = out / "h3" / "meters" / "MI2", out / "meters" / "MI1"  # MI1 has no daemon host: the plan's meters/
+    device = TlsFiles(mi2 / "ca.crt", mi2 / "MI2.crt", mi2 / "MI2.key")
+    cfg = MeterConfig.load(mi2 / "MI2.meter.toml")
+    assert cfg.node == "https://" + h3[0] + ":8443" and cfg.broker_host == h1[0]
+    board = mqtt.connect(MQTT_PORT, "smartpi-MI2", host=h1[0], tls=device)
+    mi1_device = TlsFiles(mi1 / "ca.crt", mi1 / "MI1.crt", mi1 / "MI1.key")
+    other = mqtt.connect(MQTT_PORT, "smartpi-MI1", host=h1[0], tls=mi1_device)
+    heard: list[bytes] = []
+    other.on_message = lambda _c, _u, msg: heard.append(msg.payload)
+    other.subscribe(measurement_topic("MI1"), qos=1)
+    try:
+        start = manifest["chains"]["nan1"]["start"]
+        outbox = mi2 / "MI2.outbox.sqlite"
+
+        def probe() -> bool:  # its first measurement, again until the daemon has it (repeats: dropped as replayed)
+            board.publish(cfg.topic, payload("MI2", start, 240), qos=1).wait_for_publish(10)
+            time.sleep(0.5)
+            return outbox.exists() and _outbox_counts(outbox).get("received", 0) > 0
+
+        wait_until(probe, 60, "MI2's daemon to receive its board's measurements")
+        for t in range(250, 301, 10):  # chain minute 4 (minutes 0..3 were reported through the CLI)
+            board.publish(cfg.topic, payload("MI2", start, t), qos=1).wait_for_publish(10)
+        other.publish(measurement_topic("MI1"), b"MI1's own", qos=1).wait_for_publish(10)
+        wait_until(lambda: heard == [b"MI1's own"], 10, "MI1's device to hear its own topic")
+        board.publish(measurement_topic("MI1"), b"not MI2's topic", qos=1).wait_for_publish(10)
+
+        def minute_4() -> list[dict]:
+            return [r for r in net.client("DC1").readings("MI2")["readings"] if r["minute"] == 4]
+
+        wait_until(lambda: minute_4(), 90, "MI2's daemon's reading of minute 4 committed")
+        assert minute_4()[0]["consumption_wh"] == 14  # 840 W for 60 s
+        assert heard == [b"MI1's own"]  # MI2's publication into MI1's topics was dropped by the ACL
+    finally:
+        mqtt.close(board)
+        mqtt.close(other)
+    rogue = LocalCA.create(out / "rogue-ca").issue("MI2", out=out / "rogue")  # right name, wrong CA
+    with pytest.raises(mqtt.MqttError):
+        mqtt.connect(MQTT_PORT, "rogue", host=h1[0], tls=TlsFiles(device.ca, rogue.cert, rogue.key), timeout_s=5)
+
+
+def _outbox_counts(path: Path) -> dict[str, int]:
+    box = Outbox(path)
+    try:
+        return box.counts()
+    finally:
+        box.close()

@@ -141,6 +141,7 @@ def cluster_plan(
         table.add_column(col)
     for h in dep.hosts.values():
         runs = [m.name for m in dep.etcd if m.host == h.name] + [n.id for n in dep.nodes if n.host == h.name]
+        runs += [f"meter daemon {n.id}" for n in dep.nodes if n.daemon == h.name]
         runs += ["mosquitto"] * (dep.mqtt == h.name) + ["DSO keys, CA"] * (dep.dso == h.name)
         table.add_row(h.name, h.address, ", ".join(runs))
     console.print(table)

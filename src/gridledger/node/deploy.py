@@ -26,11 +26,11 @@ import shutil
 import subprocess
 import time
 import tomllib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gridledger.devices.meter_device import METER_TOPICS
+from gridledger.devices.meter_device import METER_TOPICS, measurement_topic
 from gridledger.ledger.block import ZERO_HASH, make_block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.dso_policy import DsoPolicy, MeterLimits
@@ -39,6 +39,7 @@ from gridledger.ledger.kinds.reading import ContentKeys
 from gridledger.ledger.ruleset import Tier, tier_ruleset
 from gridledger.ledger.units import DEFAULT_SLOT_SECONDS
 from gridledger.node.etcd import ADMIN_CERT, enable_auth, etcd_client, grant_prefix, wait_healthy
+from gridledger.node.meter_files import MeterFiles, write_meter_folder
 from gridledger.node.pki import LocalCA, TlsFiles, write_private
 from gridledger.petra.dso import DSO
 from gridledger.tiers.hierarchy import METER_LIMITS, chain_name
@@ -51,6 +52,8 @@ MANIFEST = "deployment.json"
 SECRETS = "bootstrap.json"
 PKI_DIR = "pki"
 UNIT_DIR = "systemd"
+#: Meter daemons' folders (``meters/<id>/``): in the plan itself, or in the folder of the host that runs the daemon.
+METER_DIR = "meters"
 #: The MQTT broker's certificate name (mosquitto's ``certfile``/``keyfile``).
 MQTT_CERT = "mqtt-broker"
 #: Host names, node ids and member names: they become file names and etcd user names.
@@ -107,6 +110,7 @@ class Placement:
     host: str
     port: int = API_PORT
     store: str = ""
+    daemon: str | None = None  # a meter's: the host that runs its meter daemon (None: no unit, a folder in meters/)
 
     @property
     def store_url(self) -> str:
@@ -177,6 +181,15 @@ class Deployment:
         for what, host in (("dso", self.dso), ("mqtt", self.mqtt)):
             if host is not None and host not in self.hosts:
                 raise DeploymentError(f"{what}: unknown host {host!r}")
+        if METER_DIR in self.hosts:
+            raise DeploymentError(f"host name {METER_DIR!r} is reserved (the plan's folder of meter daemons)")
+        for n in self.nodes:
+            if n.daemon is None:
+                continue
+            if n.daemon not in self.hosts:
+                raise DeploymentError(f"node {n.id!r}: daemon: unknown host {n.daemon!r}")
+            if self.mqtt is None or not self.poef:
+                raise DeploymentError(f"node {n.id!r}: a meter daemon needs an MQTT broker (mqtt) and PoEf consensus")
         if len(self.etcd) not in (3, 5):
             raise DeploymentError(f"etcd: {len(self.etcd)} members; a deployment needs 3 or 5 (an odd quorum)")
         ports: dict[tuple[str, int], str] = {}
@@ -219,6 +232,23 @@ class Deployment:
             ]
         out += [(f"node {n.id!r}", n.host, n.port) for n in self.nodes]
         return out + ([("mqtt", self.mqtt, self.mqtt_port)] if self.mqtt else [])
+
+    def to_json(self) -> dict:
+        """The deployment as JSON data (``from_json`` reads it back)."""
+        data = asdict(self)
+        data["extra_registry"] = [[rid, role, pub.hex()] for rid, role, pub in self.extra_registry]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> Deployment:
+        d = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        hosts = {k: Host(h["name"], h["address"], tuple(h["dns"])) for k, h in d.pop("hosts").items()}
+        etcd = [Member(**m) for m in d.pop("etcd")]
+        nodes = [Placement(**n) for n in d.pop("nodes")]
+        extra = tuple((rid, role, bytes.fromhex(pub)) for rid, role, pub in d.pop("extra_registry"))
+        pairs = {k: tuple(d.pop(k)) for k in ("limits", "rate_limit", "peer_limit", "raft_ms")}
+        install = Install(**d.pop("install"))
+        return cls(hosts=hosts, etcd=etcd, nodes=nodes, install=install, extra_registry=extra, **pairs, **d)
 
     @classmethod
     def load(cls, path: Path) -> Deployment:
@@ -316,14 +346,17 @@ def _placement(table: dict, role: str, nan: str) -> Placement:
     node_id = _get(table, "id", str, where)
     where = f"node {node_id!r}"
     port, store = _get(table, "port", int, where, API_PORT), _get(table, "store", str, where, "")
-    return Placement(node_id, role, nan, _get(table, "host", str, where), port, store)
+    if role != "meter" and "daemon" in table:
+        raise DeploymentError(f"{where}: only a meter has a meter daemon ('daemon')")
+    daemon = _get(table, "daemon", str, where, None)
+    return Placement(node_id, role, nan, _get(table, "host", str, where), port, store, daemon)
 
 
 # --------------------------------------------------------------------------------------------------------- the plan
 
 
 @dataclass
-class _Chain:
+class ChainPlan:
     """One NAN chain being planned: its genesis, chain id and, on PoEf, its content keys."""
 
     nan: str
@@ -334,36 +367,147 @@ class _Chain:
     secrets: dict[str, bytes]  # node -> content key (PoEf)
 
 
+class Planner:
+    """Writes a plan's files into ``out`` (``flat``: every host's files in ``out`` itself): the hosts' folders, their
+    certificates from ``ca``, nodes and meter daemons. ``write_plan`` makes one; ``open_plan`` reopens a written one
+    (``add_meter``)."""
+
+    def __init__(
+        self,
+        dep: Deployment,
+        out: Path,
+        flat: bool,
+        operator: KeyPair,
+        ca: LocalCA | None,
+        content: ContentKeys | None,
+    ) -> None:
+        self.dep, self.out, self.flat = dep, out, flat
+        self.operator, self.ca, self.content = operator, ca, content
+
+    def folder(self, host: str) -> Path:
+        return self.out if self.flat else self.out / host
+
+    def root(self, host: str) -> str:
+        """Where the host's folder is installed (absolute)."""
+        return self.dep.install.root or str(self.folder(host).absolute())
+
+    @property
+    def dso(self) -> Path:
+        return self.folder(self.dep.dso)
+
+    def issue(self, host: str, name: str, common: bool = True) -> None:
+        """A certificate for ``name`` with ``host``'s addresses, and the CA certificate, in the host's ``pki/``."""
+        if self.ca is not None:
+            self.ca.issue(name, self.dep.hosts[host].names, out=self.folder(host) / PKI_DIR, common=common)
+            if not (self.folder(host) / PKI_DIR / "ca.crt").exists():
+                shutil.copy(self.ca.ca_path, self.folder(host) / PKI_DIR / "ca.crt")
+
+    def registry(self, nan: str, keys: dict[str, bytes]) -> list[tuple[str, str, bytes]]:
+        """Who a node of ``nan`` accepts requests from: the DSO, the extra callers and the NAN's nodes (``keys``:
+        node id -> public key)."""
+        nodes = self.dep.nans()[nan]
+        return [("operator", "dso", self.operator.public), *self.dep.extra_registry] + [
+            (n.id, n.role, keys[n.id]) for n in nodes
+        ]
+
+    def write_node(
+        self, node: Placement, key: KeyPair, chain: ChainPlan, registry: list[tuple[str, str, bytes]]
+    ) -> tuple[dict, dict | None]:
+        """The node's configuration (mode 0600), certificate, genesis and unit in its host's folder; returns its
+        manifest entry and its etcd user (None without TLS)."""
+        dep, folder = self.dep, self.folder(node.host)
+        nodes = dep.nans()[node.nan]
+        others = [dep.url(other[0]) for name, other in dep.nans().items() if name != node.nan]
+        user = None
+        if self.ca is not None:
+            prefix = f"/gridledger/{chain.chain_id.hex()}/"
+            user = {"user": node.id, "password": os.urandom(16).hex(), "prefix": prefix}
+        self.issue(node.host, node.id, common=False)  # also etcd's client: no common name (pki.LocalCA.issue)
+        text = _node_config(dep, node, key, chain, [dep.url(n) for n in nodes if n.id != node.id])
+        text += f"dashboard_peers = {_toml_list(others)}\n"  # the primary concentrator of every other NAN
+        text += "" if user is None else f'etcd_password = "{user["password"]}"\n'
+        if node.id in chain.secrets:
+            text += f'content_key = "{chain.secrets[node.id].hex()}"\n'
+        if self.ca is not None:
+            text += "\n[tls]\n" + "".join(f'{k} = "{PKI_DIR}/{f}"\n' for k, f in _tls_names(node.id).items())
+        text += "".join(registry_entry(rid, role, pub) for rid, role, pub in registry)
+        write_private(folder / f"{node.id}.toml", text)  # it holds the node's key
+        if not (folder / chain.file).exists():
+            shutil.copy(self.dso / chain.file, folder / chain.file)
+        root = self.root(node.host)
+        command = node_command(dep.install.python, node.role, f"{root}/{node.id}.toml")
+        _write_unit(dep, folder, root, f"gridledger-{node.id}", f"node {node.id}", command)
+        entry = {"id": node.id, "role": node.role, "chain": node.nan, "host": node.host, "url": dep.url(node)}
+        entry |= {"config": f"{root}/{node.id}.toml", "pubkey": key.public.hex()}
+        if node.id in chain.members:
+            entry["member"] = chain.members[node.id]
+        daemon = self.write_daemon(node, key, chain)
+        if daemon is not None:
+            entry["daemon"] = daemon.relative_to(self.out).as_posix()
+        return entry, user
+
+    def daemon_folder(self, node: Placement) -> Path:
+        """A meter daemon's folder: in its host's ``meters/`` if it runs on one, else in the plan's ``meters/``."""
+        base = self.out if node.daemon is None else self.folder(node.daemon)
+        return base / METER_DIR / node.id
+
+    def write_daemon(self, node: Placement, key: KeyPair, chain: ChainPlan) -> Path | None:
+        """Meter ``node``'s daemon folder (:mod:`gridledger.node.meter_files`; on PoEf with a broker only): it reads
+        the broker with its device certificate and submits to the meter's own node; with a ``daemon`` host, also
+        its unit there. Returns the folder."""
+        dep = self.dep
+        if dep.mqtt is None or node.id not in chain.members:
+            return None
+        genesis = bytes.fromhex((self.dso / chain.file).read_text().strip())
+        files = MeterFiles(
+            node.id,
+            chain.members[node.id],
+            key.seed,
+            chain.secrets[node.id],
+            genesis,
+            dep.url(node),
+            node.id,
+            dep.hosts[dep.mqtt].address,
+            dep.mqtt_port,
+            measurement_topic(node.id),
+        )
+        out = self.daemon_folder(node)
+        config = write_meter_folder(files, out, self.ca)
+        if node.daemon is not None:
+            installed = f"{self.root(node.daemon)}/{METER_DIR}/{node.id}/{config.name}"
+            command = [dep.install.python, "-m", "gridledger", "meter", "run", "--config", installed]
+            unit = f"gridledger-meter-{node.id}"
+            _write_unit(dep, self.folder(node.daemon), self.root(node.daemon), unit, f"meter daemon {node.id}", command)
+        return out
+
+
+def registry_entry(rid: str, role: str, pubkey: bytes) -> str:
+    """One ``[[registry]]`` table of a node's configuration."""
+    return f'\n[[registry]]\nid = "{rid}"\nrole = "{role}"\npubkey = "{pubkey.hex()}"\n'
+
+
 def write_plan(dep: Deployment, out: Path, flat: bool = False) -> dict:
     """Write the per-host folders ``out/<host>/`` (``flat``: every host's files in ``out`` itself, for one machine);
     returns the manifest (also in the DSO's folder as ``deployment.json``)."""
     dep.check()
-    folder: Callable[[str], Path] = (lambda _h: out) if flat else (lambda h: out / h)
-    root: Callable[[str], str] = lambda h: dep.install.root or str(folder(h).absolute())  # noqa: E731
-    for h in dep.hosts:
-        folder(h).mkdir(parents=True, exist_ok=True)
-    dso = folder(dep.dso)
     operator = KeyPair.generate()
-    write_private(_mkdir(dso / "keys") / "operator.seed", operator.seed.hex())
     content = ContentKeys(os.urandom(32)) if dep.poef else None
+    dso = out if flat else out / dep.dso
+    ca = LocalCA.create(dso / PKI_DIR) if dep.tls else None
+    plan = Planner(dep, out, flat, operator, ca, content)
+    for h in dep.hosts:
+        plan.folder(h).mkdir(parents=True, exist_ok=True)
+    write_private(_mkdir(dso / "keys") / "operator.seed", operator.seed.hex())
     if content is not None:
         write_private(dso / "keys" / "content.root", content.root.hex())
-    ca = LocalCA.create(dso / PKI_DIR) if dep.tls else None
-
-    def issue(host: str, name: str, common: bool = True) -> None:
-        if ca is not None:
-            ca.issue(name, dep.hosts[host].names, out=folder(host) / PKI_DIR, common=common)
-            if not (folder(host) / PKI_DIR / "ca.crt").exists():
-                shutil.copy(ca.ca_path, folder(host) / PKI_DIR / "ca.crt")
-
     if ca is not None:
         ca.issue(ADMIN_CERT, common=False)  # the DSO's client of etcd's JSON gateway: no common name (pki.issue)
         write_private(dso / PKI_DIR / "etcd-root.password", os.urandom(16).hex())
     if dep.mqtt is not None:
-        issue(dep.mqtt, MQTT_CERT)
-        _write_mosquitto(dep, folder(dep.mqtt), root(dep.mqtt), ca)
+        plan.issue(dep.mqtt, MQTT_CERT)
+        _write_mosquitto(dep, plan.folder(dep.mqtt), plan.root(dep.mqtt), ca)
     keys = {n.id: KeyPair.generate() for n in dep.nodes}
-    chains = {nan: _genesis(dep, nan, nodes, keys, operator, content, folder, dso) for nan, nodes in dep.nans().items()}
+    chains = {nan: _genesis(dep, nan, nodes, keys, operator, content, dso) for nan, nodes in dep.nans().items()}
     users = []
     manifest = {
         "name": dep.name,
@@ -371,50 +515,37 @@ def write_plan(dep: Deployment, out: Path, flat: bool = False) -> dict:
         "operator": operator.public.hex(),
         "consensus": "poef" if dep.poef else "coordinator",
         "postgres": None,
-        "ca": None if ca is None else f"{root(dep.dso)}/{PKI_DIR}/ca.crt",
+        "ca": None if ca is None else f"{plan.root(dep.dso)}/{PKI_DIR}/ca.crt",
         "slot_seconds": dep.slot_seconds,
         "limits": list(dep.limits),
         "chains": {c.nan: {"genesis": c.file, "chain_id": c.chain_id.hex(), "start": c.start} for c in chains.values()},
         "nodes": [],
     }
     for nan, nodes in dep.nans().items():
-        chain = chains[nan]
-        registry = [("operator", "dso", operator.public), *dep.extra_registry]
-        registry += [(n.id, n.role, keys[n.id].public) for n in nodes]
-        others = [dep.url(other[0]) for name, other in dep.nans().items() if name != nan]
+        registry = plan.registry(nan, {n.id: keys[n.id].public for n in nodes})
         for node in nodes:
-            password = os.urandom(16).hex() if ca is not None else None
-            if password is not None:
-                users.append({"user": node.id, "password": password, "prefix": f"/gridledger/{chain.chain_id.hex()}/"})
-            issue(node.host, node.id, common=False)  # also etcd's client: no common name (pki.LocalCA.issue)
-            text = _node_config(dep, node, keys[node.id], chain, [dep.url(n) for n in nodes if n is not node])
-            text += f"dashboard_peers = {_toml_list(others)}\n"  # the primary concentrator of every other NAN
-            text += "" if password is None else f'etcd_password = "{password}"\n'
-            if node.id in chain.secrets:
-                text += f'content_key = "{chain.secrets[node.id].hex()}"\n'
-            if ca is not None:
-                text += "\n[tls]\n" + "".join(f'{k} = "{PKI_DIR}/{f}"\n' for k, f in _tls_names(node.id).items())
-            for rid, role, pub in registry:
-                text += f'\n[[registry]]\nid = "{rid}"\nrole = "{role}"\npubkey = "{pub.hex()}"\n'
-            cfg = folder(node.host) / f"{node.id}.toml"
-            write_private(cfg, text)  # it holds the node's key
-            if not (folder(node.host) / chain.file).exists():
-                shutil.copy(dso / chain.file, folder(node.host) / chain.file)
-            command = node_command(dep.install.python, node.role, f"{root(node.host)}/{node.id}.toml")
-            _write_unit(dep, folder(node.host), root(node.host), f"gridledger-{node.id}", f"node {node.id}", command)
-            entry = {"id": node.id, "role": node.role, "chain": nan, "host": node.host, "url": dep.url(node)}
-            entry |= {"config": f"{root(node.host)}/{node.id}.toml", "pubkey": keys[node.id].public.hex()}
-            if node.id in chain.members:
-                entry["member"] = chain.members[node.id]
+            entry, user = plan.write_node(node, keys[node.id], chains[nan], registry)
             manifest["nodes"].append(entry)
+            users += [user] if user is not None else []
     for m in dep.etcd:
-        issue(m.host, m.name)
-        _write_etcd(dep, m, folder(m.host), root(m.host), ca is not None)
+        plan.issue(m.host, m.name)
+        _write_etcd(dep, m, plan.folder(m.host), plan.root(m.host), ca is not None)
+    manifest["deployment"] = dep.to_json() | {"flat": flat}  # what add_meter plans further from
     (dso / MANIFEST).write_text(json.dumps(manifest, indent=2))
     write_private(dso / SECRETS, json.dumps({"users": users}, indent=2))
     for h in dep.hosts:
-        _write_readme(dep, h, folder(h), root(h))
+        _write_readme(dep, h, plan.folder(h), plan.root(h))
+    if not flat and (out / METER_DIR).is_dir():
+        (out / METER_DIR / "README").write_text(_METERS_README)
     return manifest
+
+
+_METERS_README = """Meter daemons that run on no host of the deployment: copy <meter>/ to the device that reads
+its meter board (e.g. the gateway) and run `gridledger meter run --config <meter>.meter.toml` there (as a
+service). Its files: the daemon's configuration, its signing and content keys (mode 0600), its chain's genesis
+and, on a secure deployment, its MQTT device certificate (common name: the meter id) and the CA. See
+docs/deploy.md.
+"""
 
 
 def _mkdir(path: Path) -> Path:
@@ -437,9 +568,8 @@ def _genesis(
     keys: dict[str, KeyPair],
     operator: KeyPair,
     content: ContentKeys | None,
-    folder: Callable[[str], Path],
     dso: Path,
-) -> _Chain:
+) -> ChainPlan:
     """The NAN's genesis block (primary and backup concentrators its coordinators), written in the DSO's folder."""
     primary, backup = nodes[0], nodes[1]
     proposers = (keys[primary.id].public, keys[backup.id].public)
@@ -462,10 +592,10 @@ def _genesis(
         members = {m: i for i, m in enumerate(meters)}
         secrets = {n.id: chain_keys.master for n in (primary, backup)}
         secrets |= {m: chain_keys.member_key(i) for m, i in members.items()}
-    return _Chain(nan, file, genesis.chain_id, start, members, secrets)
+    return ChainPlan(nan, file, genesis.chain_id, start, members, secrets)
 
 
-def _node_config(dep: Deployment, node: Placement, key: KeyPair, chain: _Chain, peers: list[str]) -> str:
+def _node_config(dep: Deployment, node: Placement, key: KeyPair, chain: ChainPlan, peers: list[str]) -> str:
     lines = [
         f'node_id = "{node.id}"',
         f'role = "{node.role}"',
@@ -526,6 +656,7 @@ def _write_mosquitto(dep: Deployment, folder: Path, root: str, ca: LocalCA | Non
     giving each device its own topics, revoked certificates refused) and its unit."""
     address = dep.hosts[dep.mqtt].address
     lines = [f"listener {dep.mqtt_port} {address}", "persistence false", "log_dest stdout", "connection_messages true"]
+    lines.append(f"user {dep.install.user}")  # if started as root: run as the user that owns its files
     if ca is not None:
         files = {k: f"{root}/{PKI_DIR}/{v}" for k, v in _tls_names(MQTT_CERT).items()}
         lines += [f"cafile {files['ca']}", f"certfile {files['cert']}", f"keyfile {files['key']}"]
