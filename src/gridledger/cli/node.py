@@ -154,14 +154,20 @@ def cluster_bootstrap(
     folder: Path = typer.Option(..., "--dir", help="The DSO host's plan folder (holds deployment.json)."),
     timeout: float = typer.Option(60, "--timeout", min=1, help="Seconds to wait for every etcd member."),
 ) -> None:
-    """Once etcd runs: turn on its access control (a user per node, its chain's keys only) and enrol the meters."""
+    """Once etcd runs: turn on its access control (a user per node, its chain's keys only) and enrol the meters.
+    Safe to run again: it finishes what is missing and leaves what is done."""
     from gridledger.node.deploy import DeploymentError, bootstrap
 
     try:
-        bootstrap(folder, timeout=timeout)
+        did, found = bootstrap(folder, timeout=timeout)
     except (DeploymentError, TimeoutError) as e:
         raise fail(str(e)) from None
-    console.print("etcd's access control is on; the meters' enrolment is queued (PoEf chains)")
+    for line in did:
+        console.print(f"done: {line}")
+    for line in found:
+        console.print(f"already in place: {line}")
+    if not did:
+        console.print("bootstrap: everything was in place already; nothing to do")
 
 
 @cluster_app.command("market-process", hidden=True)

@@ -33,12 +33,13 @@ from pathlib import Path
 from gridledger.devices.meter_device import METER_TOPICS, measurement_topic
 from gridledger.ledger.block import ZERO_HASH, make_block
 from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds.dso_policy import DsoPolicy, MeterLimits
 from gridledger.ledger.kinds.genesis import Genesis
 from gridledger.ledger.kinds.reading import ContentKeys
 from gridledger.ledger.ruleset import Tier, tier_ruleset
 from gridledger.ledger.units import DEFAULT_SLOT_SECONDS
-from gridledger.node.etcd import ADMIN_CERT, enable_auth, etcd_client, grant_prefix, wait_healthy
+from gridledger.node.etcd import ADMIN_CERT, auth_names, enable_auth, etcd_client, grant_prefix, wait_healthy
 from gridledger.node.meter_files import MeterFiles, write_meter_folder
 from gridledger.node.pki import LocalCA, TlsFiles, write_private
 from gridledger.petra.dso import DSO
@@ -764,12 +765,12 @@ def admin_tls(dso: Path) -> TlsFiles:
     return TlsFiles(*(dso / PKI_DIR / f for f in _tls_names(ADMIN_CERT).values()))
 
 
-def bootstrap(dso: Path, enrol_after_s: int = 0, timeout: float = 30.0) -> None:
+def bootstrap(dso: Path, enrol_after_s: int = 0, timeout: float = 30.0) -> tuple[list[str], list[str]]:
     """Run once etcd is up, in the DSO's plan folder: turn on etcd's access control (user ``root``, one user per node
-    whose role may use its chain's keys only) and, on PoEf chains, queue the DSO's enrolment of every NAN's meters
-    from the slot ``enrol_after_s`` seconds from now."""
-    from gridledger.node.poef_board import EtcdPoefOrderer
-
+    whose role may use its chain's keys only) and, on PoEf chains, queue the DSO's enrolment of every NAN's planned
+    meters from the slot ``enrol_after_s`` seconds from now. Safe to run again: what is done already (access control
+    on, a user there, an enrolment queued or committed) is left alone, what is missing is done (e.g. the etcd user of
+    a meter ``add_meter`` added). Returns (what it did, what it found done), one line each."""
     try:
         manifest = json.loads((dso / MANIFEST).read_text())
         users = json.loads((dso / SECRETS).read_text())["users"]
@@ -778,42 +779,85 @@ def bootstrap(dso: Path, enrol_after_s: int = 0, timeout: float = 30.0) -> None:
     endpoints = [m["url"] for m in manifest["etcd"]]
     tls = admin_tls(dso) if manifest["ca"] else None
     root = None if tls is None else ("root", (dso / PKI_DIR / "etcd-root.password").read_text())
-    if root is not None and _logs_in(endpoints, tls, root):
-        raise DeploymentError("etcd's access control is already on: did bootstrap run already? (it runs once)")
-    wait_healthy(endpoints, tls, timeout)
-    if root is not None:
-        admin = etcd_client(endpoints[0], tls, timeout=5)
-        try:
-            enable_auth(admin, root[1])
-        except Exception as e:  # noqa: BLE001 - etcd's answer is the reason
-            raise DeploymentError(f"etcd refused to turn on access control (did bootstrap run already?): {e}") from None
-        for u in users:
-            grant_prefix(admin, u["user"], u["password"], u["prefix"])
+    did: list[str] = []
+    found: list[str] = []
+    admin = None if root is None else _root_client(endpoints, tls, root)
+    if admin is not None:
+        found.append("etcd's access control is on")
+    else:
+        wait_healthy(endpoints, tls, timeout)
+        if root is not None:
+            admin = etcd_client(endpoints[0], tls, timeout=5)
+            try:
+                enable_auth(admin, root[1])
+            except Exception as e:  # noqa: BLE001 - etcd's answer is the reason
+                raise DeploymentError(f"etcd refused to turn on access control: {e}") from None
+            did.append("turned on etcd's access control (user root)")
+    if admin is not None:
+        have = (auth_names(admin, "user"), auth_names(admin, "role"))
+        missing = [u for u in users if not (u["user"] in have[0] and u["user"] in have[1])]
+        for u in missing:
+            grant_prefix(admin, u["user"], u["password"], u["prefix"], have)
         admin.session.close()
-    if manifest["consensus"] != "poef":
-        return
-    operator = KeyPair(bytes.fromhex((dso / "keys" / "operator.seed").read_text()))
-    now = int(time.time())
-    for nan, chain in manifest["chains"].items():
-        meters = {n["id"]: bytes.fromhex(n["pubkey"]) for n in manifest["nodes"] if n["chain"] == nan and "member" in n}
-        slot = (now - chain["start"] + enrol_after_s) // manifest["slot_seconds"]
-        policy = enrolment(operator, bytes.fromhex(chain["chain_id"]), meters, tuple(manifest["limits"]), slot)
-        orderer = EtcdPoefOrderer(endpoints, bytes.fromhex(chain["chain_id"]), tls=tls, auth=root)
-        try:
-            orderer.submit(policy.txid, policy.encode())
-        finally:
-            orderer.close()
+        if missing:
+            did.append(f"etcd users made: {', '.join(u['user'] for u in missing)} (each its chain's keys only)")
+        if len(missing) < len(users):
+            found.append(f"{len(users) - len(missing)} of {len(users)} node users in etcd")
+    if manifest["consensus"] == "poef":
+        for nan, chain in manifest["chains"].items():
+            (did if _enrol(dso, manifest, nan, chain, tls, root, enrol_after_s) else found).append(
+                f"{nan}: the meters' enrolment is queued (or on the chain)"
+            )
+    return did, found
 
 
-def _logs_in(endpoints: list[str], tls: TlsFiles, root: tuple[str, str]) -> bool:
-    """Whether etcd already lets ``root`` log in (its access control is on)."""
+def _enrol(
+    dso: Path,
+    manifest: dict,
+    nan: str,
+    chain: dict,
+    tls: TlsFiles | None,
+    root: tuple[str, str] | None,
+    enrol_after_s: int,
+) -> bool:
+    """Queue the DSO's enrolment of the NAN's planned meters unless a DSO policy is queued or the chain has grown
+    past its genesis (then it was queued before); True if it queued it."""
+    from gridledger.ledger.kinds import decode_transaction
+    from gridledger.node.poef_board import EtcdPoefOrderer
+
+    chain_id = bytes.fromhex(chain["chain_id"])
+    orderer = EtcdPoefOrderer([m["url"] for m in manifest["etcd"]], chain_id, tls=tls, auth=root)
+    try:
+        if orderer.blocks(1, 1):
+            return False
+        for _, raw in orderer.pending(10_000):
+            try:
+                if isinstance(decode_transaction(raw), DsoPolicy):
+                    return False
+            except (Reject, ValueError):
+                continue
+        meters = {
+            n["id"]: bytes.fromhex(n["pubkey"])
+            for n in manifest["nodes"]
+            if n["chain"] == nan and "member" in n and not n.get("added")  # added ones: the DSO console's
+        }
+        slot = (int(time.time()) - chain["start"] + enrol_after_s) // manifest["slot_seconds"]
+        operator = KeyPair(bytes.fromhex((dso / "keys" / "operator.seed").read_text()))
+        policy = enrolment(operator, chain_id, meters, tuple(manifest["limits"]), slot)
+        orderer.submit(policy.txid, policy.encode())
+        return True
+    finally:
+        orderer.close()
+
+
+def _root_client(endpoints: list[str], tls: TlsFiles, root: tuple[str, str]):
+    """An etcd client logged in as ``root`` if etcd lets it log in (its access control is on), else None."""
     for url in endpoints:
         try:
-            etcd_client(url, tls, timeout=2, user=root).session.close()
-            return True
+            return etcd_client(url, tls, timeout=5, user=root)
         except Exception:  # noqa: BLE001, S112 - down, or access control still off: ask the next member
             continue
-    return False
+    return None
 
 
 def enrolment(

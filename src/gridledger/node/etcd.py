@@ -82,11 +82,19 @@ def _b64(text: str) -> str:
 
 
 def enable_auth(client: etcd3gw.Etcd3Client, root_password: str) -> None:
-    """Turn on etcd's authentication with user ``root`` (role ``root``: everything) and log ``client`` in as root."""
-    client.post(client.get_url("/auth/user/add"), json={"name": "root", "password": root_password})
+    """Turn on etcd's authentication with user ``root`` (role ``root``: everything) and log ``client`` in as root; a
+    root user left by an earlier, interrupted call is reused."""
+    if "root" not in auth_names(client, "user"):
+        client.post(client.get_url("/auth/user/add"), json={"name": "root", "password": root_password})
     client.post(client.get_url("/auth/user/grant"), json={"user": "root", "role": "root"})
     client.post(client.get_url("/auth/enable"), json={})
     authenticate(client, ("root", root_password))
+
+
+def auth_names(client: etcd3gw.Etcd3Client, what: str) -> set[str]:
+    """The etcd users (``what="user"``) or roles (``"role"``) that exist (``client``: root, or access control off)."""
+    answer = client.post(client.get_url(f"/auth/{what}/list"), json={})
+    return set(answer.get(f"{what}s", []))
 
 
 def delete_user(client: etcd3gw.Etcd3Client, user: str) -> None:
@@ -95,14 +103,20 @@ def delete_user(client: etcd3gw.Etcd3Client, user: str) -> None:
     client.post(client.get_url("/auth/role/delete"), json={"role": user})
 
 
-def grant_prefix(client: etcd3gw.Etcd3Client, user: str, password: str, prefix: str) -> None:
+def grant_prefix(
+    client: etcd3gw.Etcd3Client, user: str, password: str, prefix: str, have: tuple[set[str], set[str]] | None = None
+) -> None:
     """Make etcd user ``user`` (``password``) with its own role ``user``, which may read and write the keys under
-    ``prefix`` only (it must end with ``/``); ``client`` must be logged in as root."""
+    ``prefix`` only (it must end with ``/``); ``client`` must be logged in as root. ``have``: the users and roles
+    that exist already (``auth_names``): those are not made again."""
     end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
     perm = {"key": _b64(prefix), "range_end": _b64(end), "permType": "READWRITE"}
-    client.post(client.get_url("/auth/role/add"), json={"name": user})
+    users, roles = have or (set(), set())
+    if user not in roles:
+        client.post(client.get_url("/auth/role/add"), json={"name": user})
     client.post(client.get_url("/auth/role/grant"), json={"name": user, "perm": perm})
-    client.post(client.get_url("/auth/user/add"), json={"name": user, "password": password})
+    if user not in users:
+        client.post(client.get_url("/auth/user/add"), json={"name": user, "password": password})
     client.post(client.get_url("/auth/user/grant"), json={"user": user, "role": user})
 
 
