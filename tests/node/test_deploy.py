@@ -31,6 +31,7 @@ from gridledger.ledger.kinds.reading import ContentKeys
 from gridledger.meter.daemon import MeterConfig
 from gridledger.meter.outbox import Outbox
 from gridledger.node import cluster
+from gridledger.node.config import NodeConfig
 from gridledger.node.deploy import (
     MANIFEST,
     MQTT_PORT,
@@ -240,6 +241,67 @@ def test_the_plan_gives_every_meter_its_daemon_folder(tmp_path):
     assert not (out / "dc1" / "meters").exists() and (out / "meters" / "README").exists()
 
 
+def test_add_meter_issues_its_keys_node_and_daemon_and_prints_the_dso_command(tmp_path):
+    (tmp_path / "deployment.toml").write_text(DEPLOYMENT)
+    out = tmp_path / "plan"
+    assert runner.invoke(app, ["cluster", "plan", str(tmp_path / "deployment.toml"), "--out", str(out)]).exit_code == 0
+    add = ["cluster", "add-meter", str(out), "MI9", "--nan", "nan1", "--host", "home9", "--address", "10.20.1.9"]
+    r = runner.invoke(app, [*add, "--daemon", "home9"])
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((out / "ops" / MANIFEST).read_text())
+    entry = manifest["nodes"][-1]
+    assert (entry["id"], entry["member"], entry["added"], entry["host"]) == ("MI9", 2, True, "home9")
+    cfg = MeterConfig.load(out / "home9" / "meters" / "MI9" / "MI9.meter.toml")
+    assert cfg.key.public.hex() == entry["pubkey"] and cfg.member == 2 and cfg.node == "https://10.20.1.9:8443"
+    chain_id = bytes.fromhex(manifest["chains"]["nan1"]["chain_id"])
+    content = ContentKeys(bytes.fromhex((out / "ops" / "keys" / "content.root").read_text()))
+    assert cfg.content_key == content.chain(chain_id).member_key(2)
+    ca = x509.load_pem_x509_certificate((out / "ops" / "pki" / "ca.crt").read_bytes())
+    device = x509.load_pem_x509_certificate(cfg.broker_tls.cert.read_bytes())
+    device.verify_directly_issued_by(ca)
+    assert device.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "MI9"
+    # its node, and every node of its NAN registers it (the plan's configurations, to copy to their hosts)
+    own = NodeConfig.load(out / "home9" / "MI9.toml")
+    assert own.key.public == cfg.key.public and own.content_key == cfg.content_key
+    assert {rid for rid, _, _ in own.registry} == {"operator", "DC1", "DC1-backup", "MI1", "MI2", "MI9"}
+    for host, node in (("dc1", "DC1"), ("dc2", "DC1-backup"), ("home1", "MI1"), ("dc1", "MI2")):
+        registry = {rid: pub for rid, _, pub in NodeConfig.load(out / host / f"{node}.toml").registry}
+        assert registry["MI9"] == cfg.key.public, node
+        assert (out / host / f"{node}.toml").stat().st_mode & 0o077 == 0
+    assert {p.name for p in (out / "home9" / UNIT_DIR).iterdir()} == {
+        "gridledger-MI9.service",
+        "gridledger-meter-MI9.service",
+    }
+    users = json.loads((out / "ops" / "bootstrap.json").read_text())["users"]
+    assert users[-1]["user"] == "MI9" and users[-1]["prefix"] == f"/gridledger/{chain_id.hex()}/"
+    # the DSO console authorizes it: the command, not a policy written here
+    assert f"gridledger dso authorize --meter MI9 --pubkey {entry['pubkey']} --node https://10.20.0.11:8443" in r.output
+    assert "--key /var/lib/gridledger/keys/operator.seed --ca /var/lib/gridledger/pki/ca.crt" in r.output
+    assert "gridledger dso limits --meter MI9 --max-epa 5000" in r.output
+    # the next one is the next member; mistakes are named
+    r = runner.invoke(
+        app, ["cluster", "add-meter", str(out), "MI10", "--nan", "nan1", "--host", "home9", "--port", "8444"]
+    )
+    assert r.exit_code == 0 and "MI10: member 3 of nan1" in r.output, r.output
+    for args, message in (
+        ([*add[:4], "--nan", "nan1", "--host", "home1", "--port", "8450"], "'MI9' is used twice"),
+        ([*add[:3], "MI11", "--nan", "nan7", "--host", "home1"], "--nan 'nan7': no such NAN"),
+        ([*add[:3], "MI11", "--nan", "nan1", "--host", "home7"], "node 'MI11': unknown host 'home7'"),
+        (
+            [*add[:3], "MI11", "--nan", "nan1", "--host", "home9"],
+            "port 8443 on host 'home9' is already used by node 'MI9'",
+        ),
+        (
+            [*add[:3], "MI11", "--nan", "nan1", "--host", "home1", "--address", "10.20.1.2"],
+            "host 'home1' is in the plan",
+        ),
+        (["cluster", "add-meter", str(tmp_path), "MI11", "--nan", "nan1", "--host", "home1"], "not a plan folder"),
+    ):
+        r = runner.invoke(app, args)
+        assert r.exit_code != 0 and message in r.output, (args, r.output)
+    assert json.loads((out / "ops" / MANIFEST).read_text())["nodes"][-1]["id"] == "MI10"  # refusals changed nothing
+
+
 # ------------------------------------------------------------------------------------------------- running the plan
 
 
@@ -374,6 +436,7 @@ def test_a_planned_deployment_runs_from_its_units(tmp_path, request, where):
         assert r.stdout.startswith("True"), r.stdout + r.stderr
         assert r.stderr.rstrip().endswith("Forbidden"), r.stderr[-500:]  # another chain's key: refused
         _meter_daemon_commits(out, hosts, manifest, net, started)
+        _add_meter_and_authorize(out, dso)
         # each concentrator wrote its own PostgreSQL server
         for server in pg:
             import psycopg
@@ -464,6 +527,23 @@ def _meter_daemon_commits(out: Path, hosts: dict, manifest: dict, net: Testnet, 
     rogue = LocalCA.create(out / "rogue-ca").issue("MI2", out=out / "rogue")  # right name, wrong CA
     with pytest.raises(mqtt.MqttError):
         mqtt.connect(MQTT_PORT, "rogue", host=h1[0], tls=TlsFiles(device.ca, rogue.cert, rogue.key), timeout_s=5)
+
+
+def _add_meter_and_authorize(out: Path, dso: Path) -> None:
+    """``cluster add-meter`` on the running deployment: bootstrap again makes its etcd user, and the DSO console
+    command it prints, run as printed, commits the meter's authorization."""
+    r = runner.invoke(app, ["cluster", "add-meter", str(out), "MI4", "--nan", "nan1", "--host", "h3", "--port", "8445"])
+    assert r.exit_code == 0 and "MI4: member 3 of nan1" in r.output, r.output
+    boot = runner.invoke(app, ["cluster", "bootstrap", "--dir", str(dso)])
+    assert boot.exit_code == 0 and "done: etcd users made: MI4 " in boot.output, boot.output
+    command = next(
+        line.split() for line in r.output.splitlines() if line.strip().startswith("gridledger dso authorize")
+    )
+    done = runner.invoke(app, [*command[1:], "--wait", "90"])
+    assert done.exit_code == 0 and "committed at height" in done.output, done.output
+    show = runner.invoke(app, ["dso", "show", "--json", *command[command.index("--node") :]])
+    meters = {m["meter"]: m["status"] for m in json.loads(show.stdout)["in_force"]["meters"]}
+    assert meters == {"MI1": "authorized", "MI2": "authorized", "MI3": "authorized", "MI4": "authorized"}, meters
 
 
 def _outbox_counts(path: Path) -> dict[str, int]:

@@ -170,6 +170,42 @@ def cluster_bootstrap(
         console.print("bootstrap: everything was in place already; nothing to do")
 
 
+@cluster_app.command("add-meter")
+def cluster_add_meter(
+    plan: Path = typer.Argument(..., help="The plan's folder (from `gridledger cluster plan --out`)."),
+    meter: str = typer.Argument(..., help="The new meter's id (e.g. MI9)."),
+    nan: str = typer.Option(..., "--nan", help="Its NAN (a [[nan]] name of the deployment, e.g. nan1)."),
+    host: str = typer.Option(..., "--host", help="The host that runs its node (a host of the plan, or a new one)."),
+    port: int = typer.Option(8443, "--port", min=1, max=65535, help="Its node's API port on that host."),
+    address: str | None = typer.Option(None, "--address", help="A new host's IP address (adds --host)."),
+    daemon: str | None = typer.Option(
+        None, "--daemon", help="The host that runs its meter daemon (default: none; its folder in PLAN/meters/)."
+    ),
+) -> None:
+    """Add a meter to a planned deployment: its keys, node, certificates and meter daemon; print the DSO's commands."""
+    from gridledger.node.add_meter import add_meter
+    from gridledger.node.deploy import DeploymentError
+
+    try:
+        added = add_meter(plan, meter, nan, host, port, daemon, address)
+    except DeploymentError as e:
+        raise fail(str(e)) from None
+
+    def say(text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)  # paths and keys on one line each
+
+    say(f"{meter}: member {added.member} of {nan}'s chain, public key {added.pubkey.hex()}")
+    say("wrote: " + ", ".join(str(p) for p in added.written))
+    say(f"{meter} registered in: " + ", ".join(str(p) for p in added.registered))
+    say("next:")
+    say("1. copy those configurations to their hosts and restart each node there, one at a time;")
+    say(f"   install {host}'s folder (its install.sh) and the meter daemon's folder")
+    say("2. on the DSO's host: gridledger cluster bootstrap --dir <its folder>   (makes its etcd user)")
+    say(f"3. the DSO authorizes it (as member {added.member}: authorize added meters in the order added):")
+    for command in added.authorize:
+        say(f"   {command}")
+
+
 @cluster_app.command("market-process", hidden=True)
 def cluster_market_process(
     role: str = typer.Option(..., "--role", help="relay, prosumer or bidstore."),

@@ -535,7 +535,7 @@ def write_plan(dep: Deployment, out: Path, flat: bool = False) -> dict:
     (dso / MANIFEST).write_text(json.dumps(manifest, indent=2))
     write_private(dso / SECRETS, json.dumps({"users": users}, indent=2))
     for h in dep.hosts:
-        _write_readme(dep, h, plan.folder(h), plan.root(h))
+        write_readme(dep, h, plan.folder(h), plan.root(h))
     if not flat and (out / METER_DIR).is_dir():
         (out / METER_DIR / "README").write_text(_METERS_README)
     return manifest
@@ -696,7 +696,7 @@ def _write_unit(dep: Deployment, folder: Path, root: str, unit: str, what: str, 
     (_mkdir(folder / UNIT_DIR) / f"{unit}.service").write_text("\n".join(lines) + "\n")
 
 
-def _write_readme(dep: Deployment, host: str, folder: Path, root: str) -> None:
+def write_readme(dep: Deployment, host: str, folder: Path, root: str) -> None:
     """The host's README (what runs there, which ports to open) and install.sh."""
     units = sorted(p.name for p in (folder / UNIT_DIR).glob("*.service")) if (folder / UNIT_DIR).exists() else []
     ports = [f"{port}/tcp ({what})" for what, h, port in dep._listeners() if h == host]
