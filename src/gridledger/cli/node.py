@@ -1,4 +1,4 @@
-"""``gridledger node`` and ``gridledger cluster up|down|status|reading|readings|plan|bootstrap``."""
+"""``gridledger node`` and ``gridledger cluster up|down|status|reading|readings|plan|bootstrap|add-meter``."""
 
 from __future__ import annotations
 
@@ -200,7 +200,8 @@ def cluster_add_meter(
     say("next:")
     say("1. copy those configurations to their hosts and restart each node there, one at a time;")
     say(f"   install {host}'s folder (its install.sh) and the meter daemon's folder")
-    say("2. on the DSO's host: gridledger cluster bootstrap --dir <its folder>   (makes its etcd user)")
+    say(f"2. gridledger cluster bootstrap --dir {added.dso}   (makes its etcd user; run it where etcd is reachable,")
+    say(f"   or copy {added.dso}/deployment.json and bootstrap.json to the DSO's installed folder and run it there)")
     say(f"3. the DSO authorizes it (as member {added.member}: authorize added meters in the order added):")
     for command in added.authorize:
         say(f"   {command}")

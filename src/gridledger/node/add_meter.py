@@ -39,6 +39,7 @@ class AddedMeter:
     written: list[Path]  # its node's configuration and its meter daemon's folder (if the deployment has a broker)
     registered: list[Path]  # the plan's configurations of its NAN's nodes that now register it
     authorize: list[str]  # the DSO console's commands: authorize it, set its limits
+    dso: Path  # the plan's DSO folder (its deployment.json and bootstrap.json now name the meter)
 
 
 def open_plan(plan: Path) -> tuple[Planner, dict]:
@@ -106,7 +107,8 @@ def add_meter(
     for h in {host, daemon or host}:
         write_readme(dep, h, plan.folder(h), plan.root(h))
     written = [plan.folder(host) / f"{meter}.toml"] + ([plan.out / entry["daemon"]] if "daemon" in entry else [])
-    return AddedMeter(meter, member, key.public, written, registered, _dso_commands(plan, nan, meter, key.public))
+    commands = _dso_commands(plan, nan, meter, key.public)
+    return AddedMeter(meter, member, key.public, written, registered, commands, plan.dso)
 
 
 def _dso_commands(plan: Planner, nan: str, meter: str, pubkey: bytes) -> list[str]:

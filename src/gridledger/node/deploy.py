@@ -713,7 +713,7 @@ def write_readme(dep: Deployment, host: str, folder: Path, root: str) -> None:
         readme += [
             "",
             "DSO: keys/operator.seed and pki/ca.key are the deployment's master secrets; keep them here only.",
-            "Once every etcd member runs: `gridledger cluster bootstrap --dir .` (once).",
+            "Once every etcd member runs: `gridledger cluster bootstrap --dir .` (safe to run again).",
         ]
     (folder / "README").write_text("\n".join(readme) + "\n")
     user, q = dep.install.user, shlex.quote(root)
