@@ -14,8 +14,9 @@ from gridledger.chain import Chain
 from gridledger.client import ApiError, NodeClient
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.genesis import Genesis
-from gridledger.node.bills import MAX_BILL
+from gridledger.node.bills import MAX_BILL, BillOutbox, BillReport
 from gridledger.node.config import NodeConfig
+from gridledger.node.netutil import free_port
 from gridledger.node.run import build_service
 from gridledger.node.testnet import serve
 from gridledger.store.sqlite import SqliteStore
@@ -41,6 +42,7 @@ def node(tmp_path):
     """(config, base URL) of a running node; stopped after the test."""
     cfg = config(tmp_path)
     svc = build_service(cfg)
+    svc.start()
     try:
         with serve(svc.app) as url:
             yield cfg, url
@@ -137,6 +139,43 @@ def test_the_bills_survive_a_restart_of_the_node(tmp_path):
             ]
     finally:
         again.stop()
+
+
+def test_the_meters_outbox_keeps_a_bill_until_the_node_has_it(tmp_path):
+    """``BillOutbox`` (what a market's meter reports with): a refused connection keeps the bills for the next flush;
+    a node restarted after it kept a bill but before the meter saw the answer gets it again, idempotently; a bill
+    the node refuses for good is dropped, not retried forever."""
+    cfg, t, port = config(tmp_path), ended(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    outbox = BillOutbox([client(url)])
+    first = [BillReport(slot=t - 2, energy_ws=3600, amount=1, eca_audit_ok=True)]
+    outbox.add(first + [BillReport(slot=t - 1, energy_ws=-7200, amount=-1, eca_audit_ok=True)])
+    assert outbox.flush() == 2  # nothing listens yet: connection refused, both kept
+    for _ in range(2):  # the node restarted between the two
+        svc = build_service(cfg)
+        try:
+            with serve(svc.app, port=port), client(url, "operator") as dso:
+                assert outbox.flush() == 0
+                assert dso.bills()["total"] == {
+                    "slots": 2,
+                    "reports": 2,
+                    "energy_ws": -3600,
+                    "amount": 0,
+                    "audit_failed": 0,
+                }
+                outbox.add(first)  # the answer was lost: the meter sends it again after the restart
+        finally:
+            svc.stop()
+    conflict = BillReport(slot=t - 1, energy_ws=0, amount=0, eca_audit_ok=True)  # not what the node kept
+    outbox.add([conflict])
+    svc = build_service(cfg)
+    try:
+        with serve(svc.app, port=port), client(url, "operator") as dso:
+            assert outbox.flush() == 0  # the repeat of slot t - 2 kept once, the conflict dropped
+            assert outbox.dropped == [(url, conflict, "bill-conflict")]
+            assert dso.bills()["total"]["reports"] == 2
+    finally:
+        svc.stop()
 
 
 def test_the_schema_documents_the_bill_route(node):

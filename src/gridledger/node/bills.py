@@ -1,4 +1,5 @@
-"""The bills meters report to a node (``POST /v1/bills``), kept durably, and their aggregate per slot.
+"""The bills meters report to a node (``POST /v1/bills``), kept durably, and their aggregate per slot; the meter's
+outbox that reports them.
 
 A meter reports per slot only what the DSO may see (docs/privacy.md): the energy to settle (W·s, import positive),
 the amount (minor units, negative when the DSO pays) and whether its ECA audit held. The node keeps one report per
@@ -9,6 +10,7 @@ meters that reported, the energy settled and the amount billed in all, and the r
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -17,9 +19,13 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gridledger.ledger.assets import MAX_AMOUNT
+from gridledger.node.client import ApiError, NodeClient, NodeUnreachable
 
 #: Largest magnitude of a bill's energy (W·s) and amount (minor units): the ledger's bound on amounts.
 MAX_BILL = MAX_AMOUNT
+#: HTTP statuses of a refusal that sending the same bill again cannot change (400 ``bill-future-slot`` excepted).
+FINAL = (400, 403, 409)
+log = logging.getLogger("gridledger.bills")
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS bills (meter TEXT NOT NULL, slot INTEGER NOT NULL, energy_ws INTEGER NOT NULL, "
     "amount INTEGER NOT NULL, eca_audit_ok INTEGER NOT NULL, PRIMARY KEY (meter, slot)) WITHOUT ROWID, STRICT"
@@ -132,3 +138,45 @@ class BillBook:
 
     def close(self) -> None:
         self.db.close()
+
+
+class BillOutbox:
+    """A meter's side: the bills each of its nodes has not acknowledged yet, sent in slot order by :meth:`flush`
+    (called once a round) until each node kept them. A node that does not answer, throttles, fails or finds a slot
+    not ended yet is tried again next time; a refusal that no retry can change (``bill-conflict``, a malformed or
+    out-of-range bill, not a meter) is logged and dropped. Thread-safe: bills may be added while a flush runs."""
+
+    def __init__(self, clients: list[NodeClient]) -> None:
+        self.clients = clients
+        self.pending: dict[str, list[BillReport]] = {c.base_url: [] for c in clients}
+        self.dropped: list[tuple[str, BillReport, str]] = []
+        self._lock = threading.Lock()
+
+    def add(self, bills: list[BillReport]) -> None:
+        with self._lock:
+            for queue in self.pending.values():
+                queue.extend(bills)
+
+    def flush(self) -> int:
+        """Send every pending bill; how many are still pending (over all nodes)."""
+        for c in self.clients:
+            while (b := self._head(c.base_url)) is not None:
+                try:
+                    c.report_bill(b.slot, b.energy_ws, b.amount, b.eca_audit_ok)
+                except ApiError as e:
+                    if e.status not in FINAL or e.code == "bill-future-slot":
+                        log.warning("%s: bill of slot %d not kept yet: %s", c.base_url, b.slot, e)
+                        break
+                    log.error("%s refused the bill of slot %d for good: %s", c.base_url, b.slot, e)
+                    self.dropped.append((c.base_url, b, e.code))
+                except NodeUnreachable as e:
+                    log.warning("bill of slot %d not reported yet: %s", b.slot, e)
+                    break
+                with self._lock:
+                    self.pending[c.base_url].pop(0)
+        with self._lock:
+            return sum(map(len, self.pending.values()))
+
+    def _head(self, url: str) -> BillReport | None:
+        with self._lock:
+            return self.pending[url][0] if self.pending[url] else None
