@@ -9,8 +9,10 @@ import time
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from gridledger.chain import Chain
+from gridledger.cli import app
 from gridledger.client import ApiError, NodeClient
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.genesis import Genesis
@@ -176,6 +178,28 @@ def test_the_meters_outbox_keeps_a_bill_until_the_node_has_it(tmp_path):
             assert dso.bills()["total"]["reports"] == 2
     finally:
         svc.stop()
+
+
+def test_the_dso_console_shows_the_aggregate_from_another_machine(node, tmp_path):
+    """``gridledger dso bills`` asks the node (signed as the DSO), as a DSO that does not see the meters' files."""
+    _, url = node
+    t = ended()
+    with client(url) as mi1, client(url, "MI2") as mi2:
+        mi1.report_bill(t, 36_000, 7, True)
+        mi2.report_bill(t, -7_200, -2, False)
+    seed = tmp_path / "dso.seed"
+    seed.write_text(DSO_KEY.seed.hex())
+    seed.chmod(0o600)
+    args = ["dso", "bills", "--node", url, "--key", str(seed)]
+    shown = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert f"{t} │ 2 " in shown.output and "8.0" in shown.output, shown.output
+    assert "in all: 5 minor units billed, 8.0 Wh settled, 1 slots, 2 reports, 1 failed ECA audits" in shown.output
+    as_json = CliRunner().invoke(app, [*args, "--json"])
+    assert json.loads(as_json.stdout)["total"]["reports"] == 2
+    seed.write_text(KEYS["MI1"].seed.hex())  # a meter's key under the DSO's id: not signed by the DSO
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "refused: http-401" in " ".join(refused.stderr.split()), refused.output
 
 
 def test_the_schema_documents_the_bill_route(node):
