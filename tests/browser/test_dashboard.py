@@ -1,15 +1,22 @@
 """The dashboard (``/dashboard``) and Swagger UI (``/docs``) of a node of a real PoEf cluster, open in headless
 Chromium over the DevTools protocol while the chain grows: the page loads from the node alone, its height rises
-live, the committees show who certified, and an implausible reading's alarm appears. The screenshot is kept."""
+live, the committees show who certified, and an implausible reading's alarm appears. The screenshot is kept.
+
+The bills' section is opened on a node of its own whose chain started long ago (in the cluster no slot ends for the
+first 14 minutes, and a live market takes minutes to bill: ``tests/node/test_market_net.py`` runs one): its meters
+report bills through the API (``POST /v1/bills``, signed as each meter), as the market's meters do."""
 
 from __future__ import annotations
 
 import pytest
+from tests.node.test_bills import client, config, ended
 
-from gridledger.client import NodeClient, load_key
+from gridledger.client import ApiError, NodeClient, load_key
 from gridledger.ledger.kinds.reading import ReadingValues
 from gridledger.node import cluster
 from gridledger.node.etcd import EtcdUnavailable, etcd_binary
+from gridledger.node.run import build_service
+from gridledger.node.testnet import serve
 
 from .cdp import Page
 from .chromium import CHROMIUM
@@ -100,3 +107,45 @@ def test_swagger_ui_renders_offline_from_the_nodes_own_assets(net, tmp_path_fact
         assert not page.errors, page.errors
     finally:
         page.close()
+
+
+def test_the_dashboard_shows_the_bills_the_meters_reported(tmp_path_factory):
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium")
+    svc = build_service(config(tmp_path_factory.mktemp("bills-node")))
+    svc.start()
+    t = ended()
+    try:
+        with serve(svc.app) as url:
+            page = Page(url + "/dashboard", tmp_path_factory.mktemp("chromium-bills"))
+            try:
+                page.wait("document.getElementById('bills-total').textContent.includes('0 slots')", what="no bills")
+                assert page.eval("document.getElementById('no-bills').style.display") == ""
+                with client(url, "MI1") as mi1, client(url, "MI2") as mi2:
+                    mi1.report_bill(t, 36_000, 7, True)  # 10 Wh settled, 7 minor units
+                    mi2.report_bill(t, -7_200, -2, False)  # 2 Wh exported, paid 2; its ECA audit failed
+                    mi1.report_bill(t - 1, 3_600, 1, True)
+                    with pytest.raises(ApiError):
+                        mi1.report_bill(t - 1, 0, 0, True)  # another bill for a billed slot: refused, counted
+                total = page.wait(
+                    "document.getElementById('bills-total').textContent.includes('2 slots') &&"
+                    " document.getElementById('bills-total').textContent",
+                    what="the bills' total",
+                )
+                assert total.startswith("6 minor units billed · 9.0 Wh settled · 2 slots, 3 reports"), total
+                assert "ECA audit failed: 1" in total and "bill-conflict 1" in total, total
+                rows = page.eval(
+                    "[...document.querySelectorAll('#bills tbody tr')].map(r => [...r.cells].map(c => c.textContent))"
+                )
+                assert rows == [[str(t), "2", "8.0", "5", "1 failed"], [str(t - 1), "1", "1.0", "1", "ok"]], rows
+                assert page.eval("document.querySelector('#bills tbody tr').className") == "alarm"
+                assert page.eval("document.getElementById('no-bills').style.display") == "none"
+                path = tmp_path_factory.mktemp("artifacts") / "dashboard-bills.png"
+                path.write_bytes(page.screenshot())
+                print(f"dashboard screenshot: {path}")
+                assert all(u.startswith(url + "/") for u in page.requests), page.requests
+                assert not page.errors, page.errors
+            finally:
+                page.close()
+    finally:
+        svc.stop()

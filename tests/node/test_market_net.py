@@ -185,6 +185,32 @@ def test_every_meter_bills_its_home_from_what_was_deposited_back(community):
     assert all(m in shown.output.split("bills (as the meters")[1] for m, _ in HOMES)
 
 
+def test_each_concentrator_holds_the_sum_of_the_meters_bills(community):
+    """Every meter reports its bills to both concentrators (``POST /v1/bills``): for each slot all four meters
+    reported, DC1's and DC1-backup's aggregate equal the sums of the meters' own bills of that slot, and no report
+    was refused."""
+    deadline = time.monotonic() + 120
+    for node in ("DC1", "DC1-backup"):
+        while True:
+            view = node_bills(community, node)
+            if full := [r for r in view["slots"] if r["meters"] == len(HOMES)]:
+                break
+            assert time.monotonic() < deadline, (node, view)
+            time.sleep(1)
+        reported = bills(community)  # written before they are reported: every slot the node has is in them
+        for row in full:
+            mine = [reported[m][row["slot"]] for m, _ in HOMES]
+            assert row["energy_ws"] == sum(b["energy_ws"] for b in mine), (node, row, mine)
+            assert row["amount"] == sum(b["amount"] for b in mine), (node, row, mine)
+            assert row["audit_failed"] == sum(not b["eca_audit_ok"] for b in mine)
+        assert view["refused"] == {}, view
+
+
+def node_bills(folder: Path, node: str) -> dict:
+    with operator_client(folder, node) as c:
+        return c.bills(last=10_000)
+
+
 def test_the_bid_store_sees_only_exit_relays(community):
     wait_rounds(community, 1)
     relays = {relay_name(m) for m, _ in HOMES}

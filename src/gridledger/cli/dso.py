@@ -1,4 +1,4 @@
-"""``gridledger dso authorize|ban|prices|limits|show``: the DSO's console over a node's signed API.
+"""``gridledger dso authorize|ban|prices|limits|show|bills``: the DSO's console over a node's signed API.
 
 Each change is one signed DSO policy (``DsoPolicy``, nonce = the chain's last + 1) submitted to ``--node`` and
 waited for until the chain commits or rejects it. The DSO key comes from ``--key``, a file holding the 32-byte seed
@@ -19,7 +19,8 @@ from rich.table import Table
 from gridledger.cli.common import console, fail
 
 app = typer.Typer(
-    help="The DSO console: authorize and ban meters, set prices and limits, show the policy timeline in force.",
+    help="The DSO console: authorize and ban meters, set prices and limits, show the policy timeline in force and "
+    "the bills the meters reported.",
     no_args_is_help=True,
 )
 
@@ -252,3 +253,35 @@ def show(
             ", ".join(changes),
         )
     console.print(policies)
+
+
+@app.command()
+def bills(
+    node: str = NODE,
+    key: Path = KEY,
+    as_id: str = AS_ID,
+    ca: Path | None = CA,
+    last: int = typer.Option(20, "--last", min=0, help="How many of the latest slots to list."),
+    as_json: bool = typer.Option(False, "--json", help="Print the aggregate as JSON (as /v1/bills serves it)."),
+) -> None:
+    """The bills the meters reported to the node, summed per slot (energy settled, amount billed) and in all."""
+    from gridledger.ledger.units import WS_PER_WH
+
+    dso = DsoSession(node, key, as_id, ca)
+    view = dso.call(dso.client.bills, last)
+    if as_json:
+        print(json.dumps(view, indent=2))
+        return
+    table = Table(title=f"bills reported to {node} (summed per slot)")
+    for col in ("slot", "meters", "energy settled (Wh)", "billed (minor units)", "ECA audit"):
+        table.add_column(col)
+    for s in view["slots"]:
+        audit = f"{s['audit_failed']} failed" if s["audit_failed"] else "ok"
+        table.add_row(str(s["slot"]), str(s["meters"]), f"{s['energy_ws'] / WS_PER_WH:.1f}", str(s["amount"]), audit)
+    console.print(table)
+    t = view["total"]
+    refused = ", ".join(f"{code} {n}" for code, n in view["refused"].items()) or "none"
+    console.print(
+        f"in all: {t['amount']} minor units billed, {t['energy_ws'] / WS_PER_WH:.1f} Wh settled, {t['slots']} slots, "
+        f"{t['reports']} reports, {t['audit_failed']} failed ECA audits; reports refused: {refused}"
+    )

@@ -118,18 +118,33 @@ class NodeClient:
     def __exit__(self, *_) -> None:
         self.close()
 
-    def request(self, method: str, path: str, params: dict | None = None, body: bytes = b"") -> httpx.Response:
-        """One signed request; the raw response (httpx errors pass through)."""
+    def request(
+        self,
+        method: str,
+        path: str,
+        params: dict | None = None,
+        body: bytes = b"",
+        kind: str = "application/octet-stream",
+    ) -> httpx.Response:
+        """One signed request (``kind``: the body's content type); the raw response (httpx errors pass through)."""
         full = path + (f"?{urlencode(params)}" if params else "")
         headers = sign_headers(self.key, self.node_id, method, full, body)
         if body:
-            headers["Content-Type"] = "application/octet-stream"
+            headers["Content-Type"] = kind
         return self.http.request(method, full, content=body or None, headers=headers)
 
-    def call(self, method: str, path: str, params: dict | None = None, body: bytes = b"", signed: bool = True):
+    def call(
+        self,
+        method: str,
+        path: str,
+        params: dict | None = None,
+        body: bytes = b"",
+        signed: bool = True,
+        kind: str = "application/octet-stream",
+    ):
         """A request whose answer must be a success: its JSON (or text); ``ApiError``/``NodeUnreachable`` else."""
         try:
-            r = self.request(method, path, params, body) if signed else self.http.request(method, path)
+            r = self.request(method, path, params, body, kind) if signed else self.http.request(method, path)
         except httpx.TransportError as e:
             raise NodeUnreachable.of(self.base_url, e) from None
         if r.status_code >= 400:
@@ -195,6 +210,17 @@ class NodeClient:
         """``/v1/policy``: the chain's clock (start, slot length, current slot), the DSO policies committed in
         order, and what is in force now (prices, and each meter's status and limits)."""
         return self.call("GET", "/v1/policy")
+
+    def report_bill(self, slot: int, energy_ws: int, amount: int, eca_audit_ok: bool) -> dict:
+        """Report this meter's bill of an ended ``slot`` (energy to settle in W·s, amount in minor units): ``{meter,
+        slot, new}``, ``new`` false if the node kept this very bill already; ``ApiError`` ``bill-conflict`` (409) if it
+        kept another for the slot, ``bill-future-slot``, ``bill-out-of-range``, ``bill-not-a-meter`` …"""
+        bill = {"slot": slot, "energy_ws": energy_ws, "amount": amount, "eca_audit_ok": eca_audit_ok}
+        return self.call("POST", "/v1/bills", body=json.dumps(bill).encode(), kind="application/json")
+
+    def bills(self, last: int = 100) -> dict:
+        """``/v1/bills``: the bills' aggregate per slot (the latest ``last``), the totals, the refused reports."""
+        return self.call("GET", "/v1/bills", {"last": last})
 
     def events(self, start: int = 1) -> Iterator[dict]:
         """``/v1/stream``: one dict (height, hash, txs) per committed block from ``start`` on, as they come; runs

@@ -32,8 +32,11 @@ at fixed fractions of the slot (:data:`PHASES`), by each process's clock:
    addresses of its meter; the deposits go through the order's circuit to the store, which submits them, so no
    coin is ever submitted under the meter's own network identity.
 6. at the start of round ``s`` each meter bills the slots up to ``s − 2`` (their deposits are in) from the net
-   energy its home measured (the plan's ``measured_wh``) by the extraction-aware rule at the prices in force, and
-   reports each slot's energy to settle and amount only, in ``bills-<meter>.json`` (:func:`bills_path`).
+   energy its home measured (the plan's ``measured_wh``) by the extraction-aware rule at the prices in force, writes
+   each slot's energy to settle and amount only in ``bills-<meter>.json`` (:func:`bills_path`), and reports the same
+   to every concentrator of its NAN (``POST /v1/bills``, signed as the meter), so each holds the NAN's bills and
+   serves their aggregate. A bill a concentrator did not acknowledge (it was down, refused the connection) is sent
+   again next round (:class:`~gridledger.node.bills.BillOutbox`; the node keeps a repeat once).
 
 A relay that stops answering is left out: every prosumer builds its directory each round from the relays that
 accept a TCP connection, and retries a circuit that could not be built over another random path.
@@ -64,6 +67,7 @@ from gridledger.ledger.kinds import decode_transaction
 from gridledger.ledger.transactions import Transaction
 from gridledger.ledger.units import energy_cost
 from gridledger.market.orders import Feeder, Side
+from gridledger.node.bills import BillOutbox, BillReport
 from gridledger.node.client import ApiError, NodeClient, NodeUnreachable, catch_up
 from gridledger.petra.bidstore import AnonOrder, BidStoreClient, BidStoreError
 from gridledger.petra.coinshuffle import MixBoard, MixError, Participant, mix_coin
@@ -176,11 +180,13 @@ class MarketPlan:
             raise MarketPlanError(f"{self.folder / PLAN_FILE}: no address for market node {name!r}")
         return self.book[name]
 
+    def clients(self, node_id: str, key: KeyPair, *urls: str) -> list[NodeClient]:
+        """Clients of the nodes at ``urls`` (each once), signed as ``node_id``; ``https`` verified against the CA."""
+        return [NodeClient(url, node_id, key, ca=self.ca) for url in dict.fromkeys(urls)]
+
     def replica(self, node_id: str, key: KeyPair, *urls: str) -> Replica:
-        """A replica of the NAN chain from the nodes at ``urls`` (preferred first), signed as ``node_id``; every
-        ``https`` node verified against the cluster's CA."""
-        clients = [NodeClient(url, node_id, key, ca=self.ca) for url in dict.fromkeys(urls)]
-        return Replica(self.genesis, *clients)
+        """A replica of the NAN chain from the nodes at ``urls`` (preferred first), signed as ``node_id``."""
+        return Replica(self.genesis, *self.clients(node_id, key, *urls))
 
     def transport(self, name: str) -> TcpTransport:
         return TcpTransport(name, self.listen(name), self.book)
@@ -509,6 +515,8 @@ class ProsumerProcess:
         self.me = plan.prosumers[meter]
         self.replica = plan.replica(meter, key, self.me.api, *plan.concentrators)
         self.key = key
+        self.outbox = BillOutbox(plan.clients(meter, key, *plan.concentrators))
+        self.reporting: asyncio.Future | None = None
 
     async def start(self) -> ProsumerProcess:
         r = self.replica
@@ -556,6 +564,7 @@ class ProsumerProcess:
         await sleep_until(r.at(s, 0.0))
         self.sync()
         self.bill(s - 2)
+        self.report()
         relays = await live_relays(self.plan.descriptors, self.plan.book)
         p.node.directory = RelayDirectory(relays, r.chain.state.policy, s)
         try:
@@ -579,21 +588,31 @@ class ProsumerProcess:
     def bill(self, last: int) -> None:
         """The meter bills every slot up to ``last`` not billed yet (a slot's deposits are in by two slots later) at
         the prices in force, from what it measured, issued and got back (``SmartMeter.bill``, as in the
-        simulator), and reports to the DSO only each slot's energy to settle and amount (:func:`bills_path`)."""
+        simulator); what the DSO may see of each slot (energy to settle, amount, the ECA audit) goes to
+        :func:`bills_path` and to the outbox for the concentrators (:meth:`report`)."""
         if last < self.next_bill:
             return
         policy = self.replica.chain.state.policy
+        billed = []
         for t in range(self.next_bill, last + 1):
             b = self.prosumer.meter.bill(t, self.me.measured(t), policy.prices(t))
-            self.bills.append({"slot": t, "energy_ws": b.energy_ws, "amount": b.amount, "eca_audit_ok": b.eca_audit_ok})
+            billed.append(BillReport(slot=t, energy_ws=b.energy_ws, amount=b.amount, eca_audit_ok=b.eca_audit_ok))
         self.next_bill = last + 1
+        self.bills += [b.model_dump() for b in billed]
         write_json(bills_path(self.plan.folder, self.me.meter), {"meter": self.me.meter, "bills": self.bills})
+        self.outbox.add(billed)
         log.info(
             "%s: billed slots up to %d (%d minor units in all)",
             self.me.meter,
             last,
             sum(b["amount"] for b in self.bills),
         )
+
+    def report(self) -> None:
+        """Send the bills the concentrators have not acknowledged, in the background (a node that does not answer
+        does not delay the round); one report at a time."""
+        if self.reporting is None or self.reporting.done():
+            self.reporting = asyncio.ensure_future(asyncio.to_thread(self.outbox.flush))
 
     async def mix(self, coins: list[bytes], wait: float) -> list[bytes]:
         """CoinShuffle each coin through its own circuit; returns the fresh coins (outpoints) of the mixes.

@@ -26,6 +26,7 @@ from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds.reading import ChainKeys
 from gridledger.ledger.ruleset import Consensus
 from gridledger.node.auth import NodeRegistry, RateLimiter
+from gridledger.node.bills import BillBook
 from gridledger.node.client import NodeClient, catch_up, tls_verify
 from gridledger.node.config import ConfigError, NodeConfig
 from gridledger.node.ordering import EtcdOrderer, InProcessOrderer
@@ -90,6 +91,15 @@ def children(cfg: NodeConfig) -> list[PoefSequencer]:
     return out
 
 
+def bill_book(cfg: NodeConfig) -> BillBook:
+    """The bills meters report to the node, in ``<store>.bills`` beside its SQLite store (a node whose store is a
+    database URL keeps them in memory only: lost on restart, as it logs)."""
+    if "://" in cfg.store:
+        log.warning("%s: its store is a database: the bills meters report are kept in memory only", cfg.node_id)
+        return BillBook()
+    return BillBook(f"{cfg.store}.bills")
+
+
 def build_service(cfg: NodeConfig) -> NodeService:
     chain, tamper = open_chain(cfg)
     if tamper:
@@ -136,6 +146,7 @@ def build_service(cfg: NodeConfig) -> NodeService:
         peer_limiter,
         cfg.dashboard_peers,
         tls_verify(ca),
+        bill_book(cfg),
     )
     service.tamper_report = tamper
     return service

@@ -20,11 +20,16 @@ API (every request signed by a registered node, see ``auth``; rate-limited per n
   DSO (``403`` to anyone else; ``404`` if this node holds no key that opens it): see ``restricted``.
 * ``GET  /v1/readings?meter=ID&limit=N`` — the meter's latest readings with their values and totals, likewise.
 * ``GET  /v1/policy`` — the DSO policy timeline: the chain's clock, every committed policy, what is in force now.
+* ``POST /v1/bills`` — a meter's bill of one ended slot (JSON ``{slot, energy_ws, amount, eca_audit_ok}``: W·s,
+  minor units), signed as the meter; kept durably, one per meter and slot (an identical repeat is accepted, another
+  bill for the slot is ``409``). Refusals are ``{code, message}`` and counted: see ``bills``.
+* ``GET  /v1/bills?last=N`` — the bills' aggregate: per slot (the latest ``N``) the meters that reported, the
+  energy settled and the amount billed in all; the totals over every slot; the refused reports by code.
 * ``GET  /v1/dashboard`` (unsigned) — aggregate live figures for the dashboard page at ``/dashboard`` (no CDN).
 * ``/docs`` (Swagger UI), ``/redoc`` and ``/openapi.json`` — served from local assets (``fastapi-offline``).
 
-Errors: ``{code, message}`` for a refused transaction; ``{detail}`` for every other refusal (``401`` bad signature,
-``403`` not entitled, ``404``, ``413`` body too large, ``429`` rate or stream limit, ``503`` node unhealthy).
+Errors: ``{code, message}`` for a refused transaction or bill; ``{detail}`` for every other refusal (``401`` bad
+signature, ``403`` not entitled, ``404``, ``413`` body too large, ``429`` rate or stream limit, ``503`` node unhealthy).
 """
 
 from __future__ import annotations
@@ -54,7 +59,8 @@ from gridledger.ledger.kinds.alarm import Alarm, AlarmCode
 from gridledger.ledger.kinds.reading import Reading
 from gridledger.ledger.members import roster
 from gridledger.node.auth import AuthError, NodeRegistry, RateLimiter
-from gridledger.node.dashboard import ASSETS, Activity, PeerChains, dashboard_view, plotly_js
+from gridledger.node.bills import BillBook, BillError, BillReport, parse_report
+from gridledger.node.dashboard import ASSETS, RECENT_SLOTS, Activity, PeerChains, dashboard_view, plotly_js
 from gridledger.node.ordering import Orderer
 from gridledger.node.restricted import (
     Forbidden,
@@ -96,8 +102,9 @@ class Detail(BaseModel):
     detail: str
 
 
-class TxRefusal(BaseModel):
-    """A refused transaction: the reject code (``bad-policy-stale``, ``node-unhealthy`` …) and its message."""
+class Refusal(BaseModel):
+    """A refused transaction or bill: its code (``bad-policy-stale``, ``node-unhealthy``, ``bill-conflict`` …) and
+    the message."""
 
     code: str
     message: str
@@ -113,8 +120,9 @@ class TxStatus(BaseModel):
     message: str | None = None
 
 
-def _errors(*codes: int, tx: bool = False) -> dict:
-    """OpenAPI ``responses`` for refusals; every route may also answer 413 and 429 (the peer gate)."""
+def _errors(*codes: int, tx: bool = False, coded: dict[int, str] | None = None) -> dict:
+    """OpenAPI ``responses`` for refusals; every route may also answer 413 and 429 (the peer gate). ``coded``:
+    statuses answered with ``{code, message}`` (:class:`Refusal`), and what they mean."""
     why = {
         400: "malformed request or invalid transaction",
         401: "not signed by a registered node, stale, replayed or badly signed",
@@ -126,8 +134,8 @@ def _errors(*codes: int, tx: bool = False) -> dict:
     }
     out = {c: {"model": Detail, "description": why[c]} for c in (*codes, 413, 429)}
     if tx:
-        out[400] = {"model": TxRefusal, "description": "invalid transaction (context-free checks)"}
-        out[503] = {"model": TxRefusal, "description": "the node's sequencer is not running"}
+        coded = {400: "invalid transaction (context-free checks)", 503: "the node's sequencer is not running"}
+    out.update({c: {"model": Refusal, "description": text} for c, text in (coded or {}).items()})
     return out
 
 
@@ -172,6 +180,7 @@ class NodeService:
         peer_limiter: RateLimiter | None = None,
         dashboard_peers: list[str] | None = None,
         peer_verify: ssl.SSLContext | bool = True,
+        bills: BillBook | None = None,
     ) -> None:
         self.node_id, self.role = node_id, role
         self.chain, self.orderer, self.sequencer = chain, orderer, sequencer
@@ -196,6 +205,9 @@ class NodeService:
         self.activity = Activity()
         #: Transactions this node's API refused (400), by reject code.
         self.refused: Counter[str] = Counter()
+        #: The bills meters reported here (kept beside the store by ``run``), and the reports refused, by code.
+        self.bills = bills or BillBook()
+        self.bills_refused: Counter[str] = Counter()
         self.peer_chains = PeerChains(dashboard_peers or [], peer_verify)  # verify: what https peers must show
         for height, raw in chain.store.iter_blocks(0):
             self._index(Block.decode(raw) if height else chain.genesis_block, raw)
@@ -328,6 +340,7 @@ class NodeService:
         if self._thread:
             self._thread.join(10)
         self.peer_chains.close()
+        self.bills.close()
 
     async def _authorize(self, request: Request) -> tuple[str, str, bytes]:
         body = bytearray()
@@ -571,8 +584,63 @@ class NodeService:
             with self.sequencer.lock:
                 return policy_view(self.chain.state, int(time.time()), self.committed)
 
+        self._bill_routes(app)
         app.openapi = lambda: self._openapi(app)
         return app
+
+    def _bill_routes(self, app: FastAPI) -> None:
+        """``POST /v1/bills`` (a meter's report of one slot) and ``GET /v1/bills`` (their aggregate)."""
+
+        @app.post(
+            "/v1/bills",
+            responses=_errors(
+                401,
+                coded={
+                    400: "malformed report (bill-malformed), a number out of range (bill-out-of-range) or a slot that "
+                    "has not ended (bill-future-slot)",
+                    403: "the caller is not a registered meter (bill-not-a-meter)",
+                    409: "the meter already reported another bill for this slot (bill-conflict)",
+                },
+            ),
+            openapi_extra={
+                "requestBody": {
+                    "required": True,
+                    "description": "one slot's bill as the DSO may see it (JSON, no other field)",
+                    "content": {"application/json": {"schema": BillReport.model_json_schema()}},
+                }
+            },
+        )
+        async def report_bill(request: Request) -> dict:
+            """Keep the calling meter's bill of one ended slot; ``new`` is false for a repeat of the same bill."""
+            try:
+                meter, role, body = await self._authorize(request)
+            except HTTPException as e:
+                self.bills_refused[f"http-{e.status_code}"] += 1  # not signed by a registered node, or throttled
+                raise
+            try:
+                if role != "meter":
+                    raise BillError(
+                        "bill-not-a-meter", f"node {meter} is registered as {role!r}: only meters report bills", 403
+                    )
+                g = self.chain.state.genesis
+                report = parse_report(body, int(time.time() - g.start_time) // g.slot_seconds)
+                new = await asyncio.to_thread(self.bills.add, meter, report)
+            except BillError as e:
+                self.bills_refused[e.code] += 1
+                log.info("%s: refused a bill from %s: %s", self.node_id, meter, e.message)
+                return JSONResponse({"code": e.code, "message": e.message}, e.status)
+            return {"meter": meter, "slot": report.slot, "new": new}
+
+        @app.get("/v1/bills", responses=SIGNED)
+        async def bills(request: Request, last: int = Query(100, ge=0, le=100_000)) -> dict:
+            """The bills' aggregate: per slot (the latest ``last``, oldest first) ``meters`` reporting, ``energy_ws``
+            settled (W·s) and ``amount`` billed (minor units) in all, ``audit_failed`` reports; ``total`` over every
+            slot; ``refused``: the reports refused here, by code."""
+            await self._authorize(request)
+            return self._bills_view(last)
+
+    def _bills_view(self, last: int) -> dict:
+        return {**self.bills.view(last), "refused": dict(self.bills_refused)}
 
     def _dashboard_routes(self, app: FastAPI) -> None:
         """``/dashboard``, its assets, and the unsigned aggregate figures it polls (``/v1/dashboard``)."""
@@ -606,7 +674,8 @@ class NodeService:
                     "chain": dict(Counter(e.code for e in list(self.sequencer.rejected.values()))),
                 }
                 health = {**self.health(), "transactions_refused": refusals}
-                return dashboard_view(self.node_id, self.role, state, self.activity, health, others)
+                view = dashboard_view(self.node_id, self.role, state, self.activity, health, others)
+            return {**view, "bills": self._bills_view(RECENT_SLOTS)}
 
     @staticmethod
     def _openapi(app: FastAPI) -> dict:

@@ -41,9 +41,10 @@ PAGE = 500  # blocks per request
 
 
 @contextlib.contextmanager
-def serve(app, host: str = "127.0.0.1") -> Iterator[str]:
-    """Serve an ASGI ``app`` (a node's API) with uvicorn in a thread of this process; yields its base URL."""
-    port = free_port()
+def serve(app, host: str = "127.0.0.1", port: int | None = None) -> Iterator[str]:
+    """Serve an ASGI ``app`` (a node's API) with uvicorn in a thread of this process, on ``port`` (default a free
+    one); yields its base URL."""
+    port = free_port() if port is None else port
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name=f"api-{port}", daemon=True)
     thread.start()

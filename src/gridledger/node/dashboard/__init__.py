@@ -4,8 +4,10 @@
 Only aggregate, public chain facts leave the node this way (no reading values, no keys): heights and tips, the
 transactions per kind, the DSO's prices in force, readings committed per second, submit-to-commit latency
 percentiles, alarms on the chain, the node's own refusals (transactions refused by its API or rejected by the
-chain, by code; ordering-log entries; throttled requests), and the PoEf committees of the latest blocks (proposer,
-certificate signers, and whether the proposer took over from the previous block's: a fail-over). The page
+chain, by code; ordering-log entries; throttled requests), the PoEf committees of the latest blocks (proposer,
+certificate signers, and whether the proposer took over from the previous block's: a fail-over), and the bills the
+meters reported to this node, as the DSO may see them: per slot only the meters reporting and the sums
+(``gridledger.node.bills``; the service adds them as ``bills``). The page
 (``index.html``, ``dashboard.js``, ``dashboard.css`` beside this file, and plotly.js from the installed plotly
 package) loads nothing from another host and polls ``/v1/dashboard`` every ``POLL_MS``.
 
@@ -32,6 +34,8 @@ from gridledger.ledger.state import LedgerState
 ASSETS = Path(__file__).parent
 #: How often the page asks for new figures (ms); the window of the readings rate (s); latencies and blocks kept.
 POLL_MS, RATE_WINDOW_S, LATENCIES_KEPT, RECENT_BLOCKS = 1000, 60.0, 2000, 20
+#: Slots of the bills' aggregate the page shows (the latest; its totals cover every slot).
+RECENT_SLOTS = 20
 #: How long a peer node may take to answer (s); how long a submitted transaction is waited for (s).
 PEER_TIMEOUT_S, SUBMIT_TTL_S = 1.0, 600.0
 

@@ -64,12 +64,26 @@ function render(d) {
   el("no-alarms").style.display = d.alarms.length ? "none" : "";
   fill("committees", d.committees.map((b) => ({ values: [b.height, b.txs, b.proposer + (b.failover ? " (took over)" : ""),
     b.signers.join(", ") || "–"], failover: b.failover })), [], (r) => (r.failover ? "failover" : ""));
+  renderBills(d.bills);
   times.push(new Date()); heights.push(chain.height); rates.push(d.readings_per_s);
   if (times.length > HISTORY) { times.shift(); heights.shift(); rates.shift(); }
   plot("plot-height", heights, "height", "blocks");
   plot("plot-rate", rates, "readings committed per second", "1/s");
   el("updated").textContent = "updated " + new Date().toLocaleTimeString();
   if (!performance.getEntriesByName("dashboard-first-data").length) performance.mark("dashboard-first-data");
+}
+
+function wh(ws) { return (ws / 3600).toFixed(1); }
+
+function renderBills(b) {
+  const t = b.total;
+  const refused = Object.entries(b.refused).map(([k, n]) => `${k} ${n}`).join(", ");
+  el("bills-total").textContent = `${t.amount} minor units billed · ${wh(t.energy_ws)} Wh settled · ` +
+    `${t.slots} slots, ${t.reports} reports` + (t.audit_failed ? ` · ECA audit failed: ${t.audit_failed}` : "") +
+    ` · reports refused: ${refused || "none"}`;
+  fill("bills", b.slots.slice().reverse().map((s) => ({ values: [s.slot, s.meters, wh(s.energy_ws), s.amount,
+    s.audit_failed ? `${s.audit_failed} failed` : "ok"], failed: s.audit_failed > 0 })), [], (r) => (r.failed ? "alarm" : ""));
+  el("no-bills").style.display = b.slots.length ? "none" : "";
 }
 
 async function poll() {
