@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from tests import requires
 
-from gridledger.node.etcd import EtcdCluster, EtcdUnavailable, etcd_binary
+from gridledger.node.etcd import EtcdCluster
 
 
 @pytest.fixture(scope="session")
 def etcd_cluster():
-    try:
-        etcd_binary()
-    except EtcdUnavailable as e:
-        pytest.skip(str(e))
+    requires.etcd()
     cluster = EtcdCluster(3).start()
     try:
         yield cluster

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests import requires
 
 from gridledger.node import cluster
-from gridledger.node.etcd import EtcdUnavailable, etcd_binary
 
 sys.path.insert(0, str(Path(__file__).parent))
 import majority  # noqa: E402
@@ -21,10 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.etcd]
 
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory):
-    try:
-        etcd_binary()
-    except EtcdUnavailable as e:
-        pytest.skip(str(e))
+    requires.etcd()
     folder = tmp_path_factory.mktemp("majority")
     try:
         net = majority.start(folder)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests import requires
 
 from gridledger.chain import Chain
 from gridledger.ledger.block import Vote, make_block
@@ -16,7 +17,6 @@ from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds.dso_policy import DsoPolicy
 from gridledger.ledger.kinds.genesis import Genesis
-from gridledger.node.etcd import EtcdUnavailable, etcd_binary
 from gridledger.node.ordering import InProcessOrderer
 from gridledger.node.sequencer import Sequencer
 from gridledger.node.testnet import Testnet, wait_until
@@ -58,10 +58,7 @@ def test_a_block_from_a_clock_ahead_is_refused_then_appended_when_the_clock_catc
 def test_node_processes_refuse_the_blocks_of_a_leader_whose_clock_runs_an_hour_ahead(tmp_path):
     """Real node processes: the leading coordinator's clock is an hour ahead (``GRIDLEDGER_CLOCK_SKEW_S``); the
     nodes with a right clock refuse its blocks with ``bad-blk-time-future`` and report it on ``/v1/status``."""
-    try:
-        etcd_binary()
-    except EtcdUnavailable as e:
-        pytest.skip(str(e))
+    requires.etcd()
     # the fault proxies rewire etcd over plain http
     net = Testnet.start(tmp_path, meters=1, rate_limit=(100_000, 100_000), insecure=True)
     faults = FaultNet()

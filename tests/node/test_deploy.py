@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from tests import requires
 from tests.node.test_meter_daemon import payload
 from typer.testing import CliRunner
 
@@ -43,12 +44,12 @@ from gridledger.node.deploy import (
     start_unit,
     write_plan,
 )
-from gridledger.node.etcd import EtcdUnavailable, delete_user, etcd_binary, etcd_client
+from gridledger.node.etcd import delete_user, etcd_binary, etcd_client
 from gridledger.node.netutil import wait_port
 from gridledger.node.pki import LocalCA, TlsFiles
 from gridledger.node.poef_board import EtcdPoefOrderer
 from gridledger.node.testnet import Testnet, wait_until
-from gridledger.store.pgserver import PgServer, find_bindir
+from gridledger.store.pgserver import PgServer
 from gridledger.twin import mqtt
 
 runner = CliRunner()
@@ -363,12 +364,8 @@ def _deployment(hosts: dict, pg: list[PgServer]) -> str:
 @pytest.mark.postgres
 @pytest.mark.parametrize("where", ["namespaces", "loopback"])
 def test_a_planned_deployment_runs_from_its_units(tmp_path, request, where):
-    try:
-        etcd_binary()
-    except EtcdUnavailable as e:
-        pytest.skip(str(e))
-    if find_bindir() is None:
-        pytest.skip("PostgreSQL server binaries not found: apt-get install postgresql")
+    requires.etcd()
+    requires.postgres()
     hosts = request.getfixturevalue(where)
     pg = [PgServer.start(), PgServer.start()]  # each concentrator its own server (its socket folder: any namespace)
     for server in pg:

@@ -8,12 +8,12 @@ import shutil
 from datetime import UTC, datetime
 
 import pytest
+from tests import requires
 from typer.testing import CliRunner
 
 from gridledger.cli import app
 from gridledger.ledger.crypto import KeyPair
 from gridledger.node import cluster
-from gridledger.node.etcd import EtcdUnavailable, etcd_binary
 from gridledger.node.netutil import free_port
 from gridledger.node.testnet import wait_until
 
@@ -22,14 +22,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    try:
-        etcd_binary()
-    except EtcdUnavailable as e:
-        pytest.skip(str(e))
+    requires.etcd()
     folder = tmp_path_factory.mktemp("dso-cluster")
     state = cluster.up(folder, meters=2, concentrators=1, poef=True)
     try:
         urls = {n["id"]: n["url"] for n in state["nodes"]}
+        # cluster up returns once the nodes answer; the enrolment policy (nonce 1) may still be on its way
+        wait_until(lambda: _nonce((folder, urls)) >= 1, 60, "the enrolment policy committed")
         yield folder, urls
     finally:
         cluster.down(folder)
@@ -40,6 +39,11 @@ def dso(net, *args: str, via: str = "DC1"):
     argv = ["dso", *args, "--node", urls[via], "--key", str(folder / "keys" / "operator.seed")]
     argv += ["--ca", str(folder / "pki" / "ca.crt")]  # the cluster is TLS (the default): verify it against its CA
     return CliRunner().invoke(app, argv)
+
+
+def _nonce(net) -> int:
+    r = dso(net, "show", "--json")
+    return json.loads(r.stdout)["nonce"] if r.exit_code == 0 else -1
 
 
 def timeline(net, via: str = "DC1") -> dict:

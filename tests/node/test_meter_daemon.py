@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from tests import requires
 from typer.testing import CliRunner
 
 from gridledger.cli import app
@@ -26,7 +27,6 @@ from gridledger.ledger.kinds.reading import Reading
 from gridledger.meter.daemon import Accumulator, Dropped, MeterConfig
 from gridledger.meter.outbox import Outbox
 from gridledger.node import cluster
-from gridledger.node.etcd import EtcdUnavailable, etcd_binary
 from gridledger.node.testnet import Testnet, wait_until
 from gridledger.twin import mqtt
 from gridledger.twin.smartpi import PhaseReading, measurement
@@ -58,12 +58,8 @@ def stream(upto_minute: int = 15) -> list[int]:
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    try:
-        etcd_binary()
-    except EtcdUnavailable as e:
-        pytest.skip(str(e))
-    if mqtt.mosquitto_binary() is None:
-        pytest.skip("mosquitto is not installed")
+    requires.etcd()
+    requires.mosquitto()
     folder = tmp_path_factory.mktemp("meter-cluster")
     cluster.up(folder, meters=3, concentrators=1, rate_limit=(1_000, 2_000), poef=True, insecure=True)  # plain broker
     network = Testnet(folder)

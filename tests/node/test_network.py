@@ -15,12 +15,12 @@ import time
 
 import httpx
 import pytest
+from tests import requires
 
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.dso_policy import DsoPolicy
 from gridledger.node import cluster
 from gridledger.node.client import NodeClient
-from gridledger.node.etcd import EtcdUnavailable, etcd_binary
 from gridledger.node.ordering import EtcdOrderer
 from gridledger.node.testnet import wait_until
 
@@ -29,10 +29,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    try:
-        etcd_binary()
-    except EtcdUnavailable as e:
-        pytest.skip(str(e))
+    requires.etcd()
     folder = tmp_path_factory.mktemp("cluster")
     cluster.up(folder, meters=2, concentrators=1, insecure=True)  # raw http and etcd clients below
     try:

@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import pytest
+from tests import requires
 
 from gridledger.chain import verify_store
 from gridledger.ledger.kinds.dso_policy import DsoPolicy
 from gridledger.node import cluster
-from gridledger.node.etcd import EtcdUnavailable, etcd_binary
 from gridledger.node.testnet import Testnet, wait_until
 from gridledger.store import open_store
-from gridledger.store.pgserver import find_bindir
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
 def test_nodes_on_postgresql_commit_catch_up_and_verify(tmp_path):
-    try:
-        etcd_binary()
-    except EtcdUnavailable as e:
-        pytest.skip(str(e))
-    if find_bindir() is None:
-        pytest.skip("PostgreSQL server binaries not found: apt-get install postgresql (./dev test does it as root)")
+    requires.etcd()
+    requires.postgres()
     folder = tmp_path / "net"
     cluster.up(folder, meters=2, concentrators=1, postgres=True)
     try:

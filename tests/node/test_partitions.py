@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+from tests import requires
 
 from gridledger.chain import Chain
 from gridledger.ledger.block import make_block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.genesis import Genesis
-from gridledger.node.etcd import EtcdUnavailable, etcd_binary
 from gridledger.node.ordering import LEADER_BEAT_S, LEADER_STALL_S, LEADER_TIMEOUT_S, EtcdOrderer, InProcessOrderer
 from gridledger.node.sequencer import Sequencer
 from gridledger.store.sqlite import SqliteStore
@@ -33,10 +33,7 @@ MARGIN_S = 0.3
 
 @pytest.fixture
 def _etcd():
-    try:
-        etcd_binary()
-    except EtcdUnavailable as e:
-        pytest.skip(str(e))
+    requires.etcd()
 
 
 class CutOff(InProcessOrderer):

@@ -7,11 +7,11 @@ import json
 import time
 
 import pytest
+from tests import requires
 from typer.testing import CliRunner
 
 from gridledger.cli.node import cluster_app
 from gridledger.node import cluster
-from gridledger.node.etcd import EtcdUnavailable, etcd_binary
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -22,10 +22,7 @@ def cli(*args: str):
 
 
 def test_cluster_commands_end_to_end(tmp_path):
-    try:
-        etcd_binary()
-    except EtcdUnavailable as e:
-        pytest.skip(str(e))
+    requires.etcd()
     folder = str(tmp_path / "net")
     up = cli("up", "--meters", "2", "--dir", folder)
     assert up.exit_code == 0, up.output

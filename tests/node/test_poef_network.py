@@ -14,6 +14,7 @@ import os
 import signal
 
 import pytest
+from tests import requires
 
 from gridledger.chain import Chain
 from gridledger.ledger.block import Block, Vote
@@ -24,7 +25,6 @@ from gridledger.ledger.kinds.reading import ReadingValues
 from gridledger.node import cluster
 from gridledger.node.client import NodeClient
 from gridledger.node.config import NodeConfig
-from gridledger.node.etcd import EtcdUnavailable, etcd_binary
 from gridledger.node.poef_board import EtcdPoefOrderer
 from gridledger.node.testnet import wait_until
 from gridledger.petra.dso import DSO
@@ -38,10 +38,7 @@ ALL = ("DC1", "DC1-backup", *METERS)
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    try:
-        etcd_binary()
-    except EtcdUnavailable as e:
-        pytest.skip(str(e))
+    requires.etcd()
     folder = tmp_path_factory.mktemp("poef-cluster")
     # plain: the tests below read etcd with their own client
     cluster.up(folder, meters=3, concentrators=1, rate_limit=(1_000, 2_000), poef=True, insecure=True)

@@ -15,6 +15,7 @@ import httpx
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from tests import requires
 from tests.node.test_meter_daemon import payload, stream
 from typer.testing import CliRunner
 
@@ -23,7 +24,7 @@ from gridledger.client import NodeClient, NodeUnreachable
 from gridledger.ledger.kinds.reading import Reading
 from gridledger.meter.daemon import MeterConfig, MeterDaemon
 from gridledger.node import cluster
-from gridledger.node.etcd import EtcdUnavailable, delete_user, etcd_binary, etcd_client, grant_prefix
+from gridledger.node.etcd import delete_user, etcd_client, grant_prefix
 from gridledger.node.ordering import EtcdOrderer
 from gridledger.node.pki import LocalCA, TlsFiles
 from gridledger.node.testnet import Testnet, wait_until
@@ -35,10 +36,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    try:
-        etcd_binary()
-    except EtcdUnavailable as e:
-        pytest.skip(str(e))
+    requires.etcd()
     folder = tmp_path_factory.mktemp("secure-cluster")
     cluster.up(folder, meters=2, concentrators=2, rate_limit=(1_000, 2_000), poef=True)  # nan1: MI1, nan2: MI2
     network = Testnet(folder)
@@ -177,8 +175,7 @@ def test_a_reading_is_committed_over_tls_through_the_cli(net):
 
 @pytest.fixture
 def broker(net, ca):
-    if mqtt.mosquitto_binary() is None:
-        pytest.skip("mosquitto is not installed")
+    requires.mosquitto()
     with mqtt.Broker(tls=ca.files(cluster.MQTT_CERT), crl=ca.crl_path) as b:
         yield b
 
@@ -257,10 +254,7 @@ def test_mqtt_refuses_plain_anonymous_foreign_and_revoked_devices(net, ca, broke
 
 
 def test_insecure_is_plain_and_says_so(tmp_path):
-    try:
-        etcd_binary()
-    except EtcdUnavailable as e:
-        pytest.skip(str(e))
+    requires.etcd()
     folder = tmp_path / "plain"
     r = runner.invoke(app, ["cluster", "up", "--meters", "1", "--coordinator-only", "--insecure", "--dir", str(folder)])
     try:

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from tests import requires
 from typer.testing import CliRunner
 
 from gridledger.cli import app
 from gridledger.profiles.community import community_toml, generate_community
-from gridledger.store.pgserver import PgServer, find_bindir, free_port
+from gridledger.store.pgserver import PgServer, free_port
 
 pytestmark = pytest.mark.postgres
 runner = CliRunner()
@@ -29,8 +30,7 @@ DATABASE = "gridledger_runs"
 @pytest.fixture(scope="module")
 def pg_url():
     """A database on a throwaway PostgreSQL server, for this module (as tests/store/conftest.py starts one)."""
-    if find_bindir() is None:
-        pytest.skip("PostgreSQL server binaries not found: apt-get install postgresql (./dev test does it as root)")
+    requires.postgres()
     server = PgServer.start()
     try:
         yield server.create_database(DATABASE)
@@ -120,6 +120,7 @@ SCRIPT = """
 import os, signal, sys
 from gridledger.profiles.community import load_community
 from gridledger.sim.run import run_community
+from tests import requires
 def progress(done, total):
     if done == int(sys.argv[4]):
         os.kill(os.getpid(), signal.SIGKILL)

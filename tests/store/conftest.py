@@ -18,9 +18,10 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from tests import requires
 
 from gridledger.store import Store, open_store
-from gridledger.store.pgserver import PgServer, find_bindir
+from gridledger.store.pgserver import PgServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
@@ -30,10 +31,7 @@ TEST_DATABASE = "gridledger_tests"
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     """A PostgreSQL server on loopback for the whole run, stopped (and its folder removed) at the end."""
-    if find_bindir() is None:
-        pytest.skip(
-            "PostgreSQL server binaries not found: apt-get install postgresql (./dev test does it as root)"
-        )
+    requires.postgres()
     server = PgServer.start()
     try:
         server.create_database(TEST_DATABASE)

@@ -9,10 +9,11 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pandas as pd
 import pytest
+from tests import requires
 
 from gridledger.devices import Blender, Household, Iron, Profile
 from gridledger.twin.identity import Credentials
-from gridledger.twin.mqtt import Broker, mosquitto_binary
+from gridledger.twin.mqtt import Broker
 from gridledger.twin.physical import HouseholdSignal
 from gridledger.twin.twin_controller import TwinController
 from gridledger.twin.twin_store import TwinStore
@@ -37,8 +38,7 @@ class Clock:
 @pytest.fixture
 def broker() -> Iterator[Broker]:
     """A private anonymous mosquitto on a free loopback port, stopped after the test."""
-    if mosquitto_binary() is None:
-        pytest.skip("mosquitto is not installed (./dev services installs it)")
+    requires.mosquitto()
     with Broker() as b:
         yield b
 

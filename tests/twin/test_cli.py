@@ -6,11 +6,12 @@ import json
 
 import pytest
 import typer
+from tests import requires
 from typer.testing import CliRunner
 
 from gridledger.cli import twin
 from gridledger.node import etcd
-from gridledger.node.etcd import EtcdUnavailable, etcd_binary
+from gridledger.node.etcd import EtcdUnavailable
 from gridledger.twin import mqtt
 
 root = typer.Typer()
@@ -49,7 +50,7 @@ def test_missing_broker_is_a_clean_error(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 @pytest.mark.mqtt
-@pytest.mark.skipif(mqtt.mosquitto_binary() is None, reason="mosquitto is not installed")
+@requires.needs_mosquitto
 def test_run_json() -> None:
     result = runner.invoke(root, ["attack", "run", "spoofing", "--json", "--seed", "2"])
     assert result.exit_code == 0, result.output
@@ -77,10 +78,7 @@ def test_a_missing_community_file_is_a_clean_error(tmp_path) -> None:
 @pytest.mark.etcd
 @pytest.mark.slow
 def test_ledger_run_json_two_runs_on_one_network() -> None:
-    try:
-        etcd_binary()
-    except EtcdUnavailable as e:
-        pytest.skip(str(e))
+    requires.etcd()
     result = runner.invoke(root, ["attack", "run", "unregistered-node", "--json", "--runs", "2", "--households", "2"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
@@ -89,7 +87,7 @@ def test_ledger_run_json_two_runs_on_one_network() -> None:
     assert all(r["attempts"] == r["attempts_detected"] > 1 for r in out["results"])
 
 
-@pytest.mark.skipif(mqtt.mosquitto_binary() is None, reason="mosquitto is not installed")
+@requires.needs_mosquitto
 def test_more_households_than_homes_is_a_clean_error() -> None:
     result = runner.invoke(root, ["attack", "run", "sensor", "--households", "11"])
     assert result.exit_code == 2 and "has 10 homes, fewer than 11" in result.output

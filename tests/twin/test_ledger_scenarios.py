@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests import requires
 
 from gridledger.chain import Chain, verify_store
 from gridledger.ledger.assets import EPA, FA, AssetKind, Output
@@ -18,7 +19,6 @@ from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds.dso_policy import MeterLimits
 from gridledger.ledger.kinds.genesis import Genesis
-from gridledger.node.etcd import EtcdUnavailable, etcd_binary
 from gridledger.node.testnet import wait_until
 from gridledger.petra.dso import DSO
 from gridledger.petra.meter import SmartMeter
@@ -144,10 +144,7 @@ def test_fake_prices_are_caught_down_the_tiers(seed: int) -> None:
 # ------------------------------------------------------------------ on a network of real processes
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory):
-    try:
-        etcd_binary()
-    except EtcdUnavailable as e:
-        pytest.skip(str(e))
+    requires.etcd()
     with LedgerLab(tmp_path_factory.mktemp("ledger") / "network", households=3) as lab:
         yield lab
 

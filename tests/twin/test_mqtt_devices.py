@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests import requires
 
 from gridledger.twin import mqtt
 from gridledger.twin.identity import Credentials
@@ -23,7 +24,7 @@ from gridledger.twin.twin_store import TwinStore
 
 pytestmark = [
     pytest.mark.mqtt,
-    pytest.mark.skipif(mqtt.mosquitto_binary() is None, reason="mosquitto is not installed (./dev services)"),
+    requires.needs_mosquitto,
 ]
 
 

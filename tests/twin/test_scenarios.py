@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests import requires
 
-from gridledger.twin import mqtt
 from gridledger.twin.detectors import BAND_DAYS, Alarm
 from gridledger.twin.scenarios import RunContext, RunResult, get, register, scenarios, summarize
 from gridledger.twin.scenarios.base import first_detection
@@ -22,7 +22,7 @@ from gridledger.twin.scenarios.harness import (
 )
 
 PAPER_EIGHT = {"sensor", "spoofing", "hardware", "energy", "sniffing", "ddos", "leakage", "fault-tolerance"}
-needs_broker = pytest.mark.skipif(mqtt.mosquitto_binary() is None, reason="mosquitto is not installed")
+needs_broker = requires.needs_mosquitto
 
 
 def test_registry_holds_the_papers_eight() -> None:
