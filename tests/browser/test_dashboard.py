@@ -4,14 +4,18 @@ live, the committees show who certified, and an implausible reading's alarm appe
 
 The bills' section is opened on a node of its own whose chain started long ago (in the cluster no slot ends for the
 first 14 minutes, and a live market takes minutes to bill: ``tests/node/test_market_net.py`` runs one): its meters
-report bills through the API (``POST /v1/bills``, signed as each meter), as the market's meters do."""
+report bills through the API (``POST /v1/bills``, signed as each meter), as the market's meters do. The market's
+section is opened on a node over a chain where known extractions, trades and deposits were committed by the real
+PETra roles (``tests/node/test_dashboard_market.py``); a deposit committed while the page is open appears live."""
 
 from __future__ import annotations
 
 import pytest
 from tests.node.test_bills import client, config, ended
+from tests.node.test_dashboard_market import DSO_SECRET, deposit, market_node
 
 from gridledger.client import ApiError, NodeClient, load_key
+from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.reading import ReadingValues
 from gridledger.node import cluster
 from gridledger.node.etcd import EtcdUnavailable, etcd_binary
@@ -134,13 +138,56 @@ def test_the_dashboard_shows_the_bills_the_meters_reported(tmp_path_factory):
                 )
                 assert total.startswith("6 minor units billed · 9.0 Wh settled · 2 slots, 3 reports"), total
                 assert "ECA audit failed: 1" in total and "bill-conflict 1" in total, total
-                rows = page.eval(
-                    "[...document.querySelectorAll('#bills tbody tr')].map(r => [...r.cells].map(c => c.textContent))"
-                )
+                rows = rows_of(page, "bills")
                 assert rows == [[str(t), "2", "8.0", "5", "1 failed"], [str(t - 1), "1", "1.0", "1", "ok"]], rows
                 assert page.eval("document.querySelector('#bills tbody tr').className") == "alarm"
                 assert page.eval("document.getElementById('no-bills').style.display") == "none"
                 path = tmp_path_factory.mktemp("artifacts") / "dashboard-bills.png"
+                path.write_bytes(page.screenshot())
+                print(f"dashboard screenshot: {path}")
+                assert all(u.startswith(url + "/") for u in page.requests), page.requests
+                assert not page.errors, page.errors
+            finally:
+                page.close()
+    finally:
+        svc.stop()
+
+
+def rows_of(page: Page, table: str) -> list[list[str]]:
+    """The cells' text of each row of ``table``'s body."""
+    cells = "r => [...r.cells].map(c => c.textContent)"
+    return page.eval(f"[...document.querySelectorAll('#{table} tbody tr')].map({cells})")
+
+
+def test_the_dashboard_shows_the_market_rounds_on_the_chain(tmp_path_factory):
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium")
+    svc, net = market_node(tmp_path_factory.mktemp("market-node"))
+    svc.start()
+    try:
+        with serve(svc.app) as url:
+            page = Page(url + "/dashboard", tmp_path_factory.mktemp("chromium-market"))
+            try:
+                page.wait("document.querySelectorAll('#market tbody tr').length === 4", what="4 slots of market")
+                assert rows_of(page, "market") == [  # newest first
+                    ["3", "0", "0.0 / 0.0", "0", "0", "0.0", "1"],
+                    ["2", "0", "0.0 / 0.0", "0", "1", "350.0", "0"],
+                    ["1", "0", "0.0 / 0.0", "0", "1", "400.0", "0"],
+                    ["0", "2", "2000.0 / 2000.0", "0", "0", "0.0", "0"],
+                ]
+                assert text(page, "market-total") == (
+                    "2 extractions (EPA 2000.0 Wh, ECA 2000.0 Wh) · 0 mixes · 2 trades, 750.0 Wh traded"
+                    " · 1 deposits · 4 slots"
+                )
+                assert page.eval("document.getElementById('no-market').style.display") == "none"
+                traded = page.eval("document.getElementById('plot-market').data[1]")
+                assert traded["name"] == "traded" and traded["y"] == [0, 400, 350, 0], traded
+                with NodeClient(url, "operator", KeyPair.from_secret(DSO_SECRET)) as dso:
+                    dso.wait(dso.send(deposit(net, "buyer", "MI2")))
+                page.wait("document.querySelectorAll('#market tbody tr').length === 5", what="the new deposit's slot")
+                assert rows_of(page, "market")[0][1:] == ["0", "0.0 / 0.0", "0", "0", "0.0", "1"]
+                assert "2 deposits · 5 slots" in text(page, "market-total")
+                path = tmp_path_factory.mktemp("artifacts") / "dashboard-market.png"
                 path.write_bytes(page.screenshot())
                 print(f"dashboard screenshot: {path}")
                 assert all(u.startswith(url + "/") for u in page.requests), page.requests

@@ -1,13 +1,19 @@
 """``POST /v1/bills`` and ``GET /v1/bills`` on a node built as ``gridledger node run`` builds it (``build_service`` from
 a configuration, its API served by uvicorn on loopback), called through ``gridledger.client``: every bad report gets
-its own code and leaves nothing stored, a repeated report is idempotent, and the bills survive a restart."""
+its own code and leaves nothing stored, a repeated report is idempotent, and the bills survive a restart, on a node
+whose store is SQLite and on one whose store is a real PostgreSQL server (started here, on loopback), where a lost
+database connection is one refused report (503, the meter retries), not a broken node."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sqlite3
 import time
+import uuid
 
 import httpx
+import psycopg
 import pytest
 from typer.testing import CliRunner
 
@@ -21,6 +27,7 @@ from gridledger.node.config import NodeConfig
 from gridledger.node.netutil import free_port
 from gridledger.node.run import build_service
 from gridledger.node.testnet import serve
+from gridledger.store.pgserver import PgServer, find_bindir
 from gridledger.store.sqlite import SqliteStore
 
 START, SLOT = 1_767_225_600, 900
@@ -122,13 +129,49 @@ def test_a_repeated_report_is_idempotent_and_a_different_one_is_refused(node):
     assert "MI1" not in json.dumps(dashboard["bills"])
 
 
-def test_the_bills_survive_a_restart_of_the_node(tmp_path):
-    cfg, t = config(tmp_path), ended()
+@pytest.fixture(scope="module")
+def pg_server():
+    """A PostgreSQL server on loopback for this module (started on first use), stopped after it."""
+    if find_bindir() is None:
+        pytest.skip("PostgreSQL server binaries not found: apt-get install postgresql (./dev test does it as root)")
+    server = PgServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_config(request, tmp_path):
+    """``config`` with the node's store in SQLite (``tmp_path``) or in a fresh database of a real PostgreSQL."""
+    cfg = config(tmp_path)
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_server").create_database(f"bills_{uuid.uuid4().hex[:12]}")
+        cfg = dataclasses.replace(cfg, store=url)
+    return cfg
+
+
+def kept_rows(cfg: NodeConfig, tmp_path) -> list[tuple]:
+    """The bills the node's database holds, read with the database's own driver (not the code under test)."""
+    if "://" in cfg.store:
+        with psycopg.connect(cfg.store) as db:
+            return db.execute("SELECT meter, slot, energy_ws, amount, eca_audit_ok::int FROM bills").fetchall()
+    path = tmp_path / "DC1.sqlite.bills"  # the bills file beside the chain's
+    assert path.exists()
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT meter, slot, energy_ws, amount, eca_audit_ok FROM bills").fetchall()
+    finally:
+        db.close()
+
+
+def test_the_bills_survive_a_restart_of_the_node(store_config, tmp_path):
+    cfg, t = store_config, ended()
     first = build_service(cfg)
     with serve(first.app) as url, client(url) as mi1:
         mi1.report_bill(t, 36_000, 4, True)
     first.stop()
-    assert (tmp_path / "DC1.sqlite.bills").exists()
+    assert kept_rows(cfg, tmp_path) == [("MI1", t, 36_000, 4, 1)]
     again = build_service(cfg)
     try:
         with serve(again.app) as url, client(url) as mi1, client(url, "operator") as dso:
@@ -205,7 +248,35 @@ def test_the_dso_console_shows_the_aggregate_from_another_machine(node, tmp_path
 def test_the_schema_documents_the_bill_route(node):
     _, url = node
     op = httpx.get(url + "/openapi.json").json()["paths"]["/v1/bills"]["post"]
-    assert {"400", "401", "403", "409", "413", "429"} <= set(op["responses"]) and op["security"]
+    assert {"400", "401", "403", "409", "413", "429", "503"} <= set(op["responses"]) and op["security"]
     schema = op["requestBody"]["content"]["application/json"]["schema"]
     assert set(schema["properties"]) == {"slot", "energy_ws", "amount", "eca_audit_ok"}
     assert schema["additionalProperties"] is False
+
+
+@pytest.mark.postgres
+def test_a_lost_database_connection_refuses_one_report_and_the_next_is_kept(pg_server, tmp_path):
+    """The bills' PostgreSQL connection is cut (the server ends its backend, as a restart of the server would): that
+    report gets 503 ``bill-store-unavailable`` (the meter's outbox sends it again), the node reconnects and keeps
+    the next one; nothing is lost or doubled."""
+    url = pg_server.create_database(f"bills_{uuid.uuid4().hex[:12]}")
+    cfg, t = dataclasses.replace(config(tmp_path), store=url), ended()
+    svc = build_service(cfg)
+    svc.start()
+    try:
+        with serve(svc.app) as api, client(api) as mi1, client(api, "operator") as dso:
+            mi1.report_bill(t - 1, 3_600, 1, True)
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (svc.bills.db.info.backend_pid,))
+            with pytest.raises(ApiError) as e:
+                mi1.report_bill(t, 36_000, 4, True)
+            assert (e.value.status, e.value.code) == (503, "bill-store-unavailable"), e.value
+            assert "the bills' database postgresql://" in e.value.message, e.value.message
+            assert mi1.report_bill(t, 36_000, 4, True)["new"] is True  # the retry, on a new connection
+            view = dso.bills()
+            assert view["total"] == {"slots": 2, "reports": 2, "energy_ws": 39_600, "amount": 5, "audit_failed": 0}
+            assert view["refused"] == {"bill-store-unavailable": 1}
+            assert httpx.get(api + "/v1/health").json()["healthy"]  # the chain's own connection was not touched
+    finally:
+        svc.stop()
+    assert sorted(kept_rows(cfg, tmp_path)) == [("MI1", t - 1, 3_600, 1, 1), ("MI1", t, 36_000, 4, 1)]

@@ -27,6 +27,7 @@ from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.node import cluster
 from gridledger.node.etcd import EtcdUnavailable, etcd_binary
 from gridledger.node.market import PROBE, STATUS_FILE, MarketPlan, Replica, bills_path, relay_name
+from gridledger.petra.onchain import Move, classify
 from gridledger.petra.onion import OnionNode, RelayDirectory
 
 pytestmark = pytest.mark.slow
@@ -132,8 +133,19 @@ def test_two_rounds_commit_trades_and_deposits_on_the_nan_chain(community):
         replica = Replica(MarketPlan.load(community).genesis, dc1)
         replica.sync()  # every block re-validated from the genesis: the chain holds the market under PoEf
         transfers = [tx for b in replica.chain.blocks(1) for tx in b.transactions if isinstance(tx, Transfer)]
+        market = dc1.call("GET", "/v1/dashboard", signed=False)["market"]
     trade_ids = {t for r in rounds[:2] for t in r["trades"]}
     assert trade_ids <= {tx.txid.hex() for tx in transfers}
+    # the chain alone tells the live market's transfers apart, as the dashboard reads them (no deposit addresses)
+    moves = {tx.txid.hex(): classify(tx) for tx in transfers}
+    listed = status(community)["rounds"]  # read after the chain: it names every trade the chain holds
+    assert {t for t, m in moves.items() if m is Move.TRADE} <= {t for r in listed for t in r["trades"]}
+    for r in rounds[:2]:
+        assert {moves[t] for t in r["trades"]} == {Move.TRADE}
+        assert {moves[t] for t in r["deposits"]} == {Move.DEPOSIT}
+        assert {moves[t] for t in r["mixes"] if t in moves} <= {Move.MIX}
+    assert market["total"]["trades"] >= len(trade_ids) and market["total"]["deposits"] > 0, market
+    assert market["total"]["extractions"] > 0 and market["total"]["traded_wh"] > 0, market
     verified = CliRunner().invoke(app, ["verify", str(community / "MI002.sqlite")])  # a meter's own store
     assert verified.exit_code == 0, verified.output
     shown = CliRunner().invoke(cluster_app, ["status", "--dir", str(community)], env={"COLUMNS": "200"})

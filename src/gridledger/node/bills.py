@@ -3,9 +3,11 @@ outbox that reports them.
 
 A meter reports per slot only what the DSO may see (docs/privacy.md): the energy to settle (W·s, import positive),
 the amount (minor units, negative when the DSO pays) and whether its ECA audit held. The node keeps one report per
-meter and slot in a SQLite file beside its store (``<store>.bills``): an identical second report is accepted and
-changes nothing, a different one is refused (``bill-conflict``). It serves the aggregate only: per slot the
-meters that reported, the energy settled and the amount billed in all, and the reports whose ECA audit failed.
+meter and slot, durably: in a SQLite file beside its SQLite store (``<store>.bills``), or in a table ``bills`` beside
+the chain's tables in its PostgreSQL store. An identical second report is accepted and changes nothing, a different
+one is refused (``bill-conflict``); a database that fails is ``bill-store-unavailable`` (503: the meter retries).
+It serves the aggregate only: per slot the meters that reported, the energy settled and the amount billed in all, and
+the reports whose ECA audit failed.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gridledger.ledger.assets import MAX_AMOUNT
 from gridledger.node.client import ApiError, NodeClient, NodeUnreachable
+from gridledger.store import StoreError
+from gridledger.store.postgres import CONNECT_TIMEOUT_S, SCHEMA_LOCK, redact
 
 #: Largest magnitude of a bill's energy (W·s) and amount (minor units): the ledger's bound on amounts.
 MAX_BILL = MAX_AMOUNT
@@ -29,6 +34,10 @@ log = logging.getLogger("gridledger.bills")
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS bills (meter TEXT NOT NULL, slot INTEGER NOT NULL, energy_ws INTEGER NOT NULL, "
     "amount INTEGER NOT NULL, eca_audit_ok INTEGER NOT NULL, PRIMARY KEY (meter, slot)) WITHOUT ROWID, STRICT"
+)
+PG_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS bills (meter TEXT NOT NULL, slot BIGINT NOT NULL, energy_ws BIGINT NOT NULL, "
+    "amount BIGINT NOT NULL, eca_audit_ok BOOLEAN NOT NULL, PRIMARY KEY (meter, slot))"
 )
 
 
@@ -45,7 +54,8 @@ class BillReport(BaseModel):
 
 class BillError(ValueError):
     """A report refused: ``code`` (``bill-malformed``, ``bill-out-of-range``, ``bill-future-slot``: HTTP 400;
-    ``bill-not-a-meter``: 403; ``bill-conflict``: 409), the message and the HTTP ``status``."""
+    ``bill-not-a-meter``: 403; ``bill-conflict``: 409; ``bill-store-unavailable``: 503), the message and the HTTP
+    ``status``."""
 
     def __init__(self, code: str, message: str, status: int = 400) -> None:
         super().__init__(message)
@@ -83,30 +93,59 @@ class SlotTotal:
 
 
 class BillBook:
-    """The reports a node received, in SQLite at ``path`` (``:memory:``: not kept), with their per-slot totals in
-    memory (rebuilt on open). Thread-safe."""
+    """The reports a node received, at ``location``: a SQLite file (``:memory:``: not kept) or a PostgreSQL URL (the
+    node's store: table ``bills`` beside the chain's), with their per-slot totals in memory (rebuilt on open; a
+    database that cannot be opened is a ``StoreError``). Thread-safe."""
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
-        self.path = str(path)
+    def __init__(self, location: str | Path = ":memory:") -> None:
+        self.location = str(location)
+        self.postgres = "://" in self.location
         self._lock = threading.Lock()
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute(SCHEMA)
+        try:
+            self.db = self._connect()
+        except (sqlite3.Error, psycopg.Error) as e:
+            raise StoreError(f"cannot open the bills' database {redact(self.location)}: {_oneline(e)}") from None
         self.slots: dict[int, SlotTotal] = {}
-        for slot, energy_ws, amount, ok in self.db.execute("SELECT slot, energy_ws, amount, eca_audit_ok FROM bills"):
+        for slot, energy_ws, amount, ok in self._sql("SELECT slot, energy_ws, amount, eca_audit_ok FROM bills"):
             self.slots.setdefault(slot, SlotTotal()).add(
                 BillReport(slot=slot, energy_ws=energy_ws, amount=amount, eca_audit_ok=bool(ok))
             )
+
+    def _connect(self) -> sqlite3.Connection | psycopg.Connection:
+        if not self.postgres:
+            db = sqlite3.connect(self.location, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(SCHEMA)
+            return db
+        db = psycopg.connect(self.location, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)  # durable at COMMIT
+        with db.transaction():
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))  # the store's lock: one creator at a time
+            db.execute(PG_SCHEMA)
+        return db
+
+    def _sql(self, statement: str, args: tuple = ()) -> list[tuple]:
+        """The rows of ``statement`` (``?`` placeholders); a lost PostgreSQL connection is opened again first;
+        ``BillError`` (503, ``bill-store-unavailable``) if the database fails."""
+        try:
+            if self.postgres and self.db.closed:
+                self.db = self._connect()
+            cur = self.db.execute(statement.replace("?", "%s") if self.postgres else statement, args)
+            return cur.fetchall() if cur.description else []
+        except (sqlite3.Error, psycopg.Error) as e:
+            raise BillError(
+                "bill-store-unavailable", f"the bills' database {redact(self.location)} failed: {_oneline(e)}", 503
+            ) from None
 
     def add(self, meter: str, r: BillReport) -> bool:
         """Keep ``meter``'s report; True if new, False if the same one was kept already; ``BillError`` (409,
         ``bill-conflict``) if the meter reported another bill for that slot."""
         with self._lock:
-            row = self.db.execute(
+            rows = self._sql(
                 "SELECT energy_ws, amount, eca_audit_ok FROM bills WHERE meter = ? AND slot = ?", (meter, r.slot)
-            ).fetchone()
-            if row is not None:
-                if row == (r.energy_ws, r.amount, int(r.eca_audit_ok)):
+            )
+            if rows:
+                row = rows[0]
+                if (row[0], row[1], bool(row[2])) == (r.energy_ws, r.amount, r.eca_audit_ok):
                     return False
                 raise BillError(
                     "bill-conflict",
@@ -114,9 +153,8 @@ class BillBook:
                     f"(energy {row[0]} W·s, amount {row[1]}): a slot is billed once",
                     409,
                 )
-            self.db.execute(
-                "INSERT INTO bills VALUES (?, ?, ?, ?, ?)", (meter, r.slot, r.energy_ws, r.amount, int(r.eca_audit_ok))
-            )
+            row = (meter, r.slot, r.energy_ws, r.amount, r.eca_audit_ok)
+            self._sql("INSERT INTO bills VALUES (?, ?, ?, ?, ?)", row)
             self.slots.setdefault(r.slot, SlotTotal()).add(r)
             return True
 
@@ -138,6 +176,10 @@ class BillBook:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _oneline(e: Exception) -> str:
+    return " ".join(str(e).split())
 
 
 class BillOutbox:

@@ -92,12 +92,9 @@ def children(cfg: NodeConfig) -> list[PoefSequencer]:
 
 
 def bill_book(cfg: NodeConfig) -> BillBook:
-    """The bills meters report to the node, in ``<store>.bills`` beside its SQLite store (a node whose store is a
-    database URL keeps them in memory only: lost on restart, as it logs)."""
-    if "://" in cfg.store:
-        log.warning("%s: its store is a database: the bills meters report are kept in memory only", cfg.node_id)
-        return BillBook()
-    return BillBook(f"{cfg.store}.bills")
+    """The bills meters report to the node, in ``<store>.bills`` beside its SQLite store, or in its PostgreSQL store's
+    database (table ``bills`` beside the chain's)."""
+    return BillBook(cfg.store if "://" in cfg.store else f"{cfg.store}.bills")
 
 
 def build_service(cfg: NodeConfig) -> NodeService:

@@ -600,6 +600,7 @@ class NodeService:
                     "has not ended (bill-future-slot)",
                     403: "the caller is not a registered meter (bill-not-a-meter)",
                     409: "the meter already reported another bill for this slot (bill-conflict)",
+                    503: "the node's bills database failed (bill-store-unavailable); send the bill again later",
                 },
             ),
             openapi_extra={

@@ -44,6 +44,7 @@ from gridledger.ledger.kinds.reward import PERIOD_MINUTES, Reward, Scorecard, re
 from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.ledger.members import roster
 from gridledger.ledger.units import WS_PER_WH
+from gridledger.petra.onchain import Move, classify
 from gridledger.sim.network import concentrator_id, content_keys
 from gridledger.sim.run import TABLE_COLUMNS, RunParams
 from gridledger.store import StoreError
@@ -128,16 +129,13 @@ class _Nan:
     def record(self, tx, slot: int, height: int, index: int, owner: dict[bytes, str]) -> None:
         """Note a committed transaction: a meter's issue, a reward, a trade, outputs to a meter's address.
 
-        A trade is the one transfer that hands out both EPA (to the bid) and ECA (to the offer) other than to a
-        meter's deposit addresses: a mix moves one denomination, a deposit pays only deposit addresses.
+        A trade is as :func:`gridledger.petra.onchain.classify` tells, given the meters' deposit addresses.
         """
         if isinstance(tx, MeterIssue):
             self.issued[tx.meter] += [(slot, o.asset) for o in tx.outputs]
         elif isinstance(tx, Reward):
             self.rewards.append((height, index, tx))
-        elif isinstance(tx, Transfer) and {AssetKind.EPA, AssetKind.ECA} <= {
-            o.asset.kind for o in tx.outputs if o.owner not in owner
-        }:
+        elif isinstance(tx, Transfer) and classify(tx, owner) is Move.TRADE:
             self.trades.add(tx.txid.hex())
         for o in getattr(tx, "outputs", ()):
             if o.owner in owner:

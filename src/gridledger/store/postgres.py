@@ -22,7 +22,7 @@ import psycopg
 from gridledger.store.base import SCHEMA, TABLES, Store, StoreError
 
 #: Key of the advisory lock that serializes schema creation by concurrent openers ("gridledg" in ASCII).
-_SCHEMA_LOCK = int.from_bytes(b"gridledg", "big") >> 1
+SCHEMA_LOCK = int.from_bytes(b"gridledg", "big") >> 1
 CONNECT_TIMEOUT_S = 10
 
 log = logging.getLogger("gridledger.store")
@@ -54,7 +54,7 @@ class PostgresStore(Store):
                 # Only create missing tables: a role with read rights alone can still open and verify a store.
                 cur.execute("SELECT " + ", ".join(f"to_regclass('{t}') IS NULL" for t in TABLES))
                 if any(cur.fetchone()):
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
                     for stmt in SCHEMA:
                         cur.execute(stmt.format(B="BYTEA", I="BIGINT", T="", K=""))
         except psycopg.Error as e:

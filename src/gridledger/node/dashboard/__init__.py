@@ -2,7 +2,8 @@
 ``/v1/dashboard``) and the node's live activity it is computed from (``Activity``).
 
 Only aggregate, public chain facts leave the node this way (no reading values, no keys): heights and tips, the
-transactions per kind, the DSO's prices in force, readings committed per second, submit-to-commit latency
+transactions per kind, the DSO's prices in force, the market per slot as the chain holds it (extractions, mixes, trades
+and the energy they delivered, deposits: ``market.py``), readings committed per second, submit-to-commit latency
 percentiles, alarms on the chain, the node's own refusals (transactions refused by its API or rejected by the
 chain, by code; ordering-log entries; throttled requests), the PoEf committees of the latest blocks (proposer,
 certificate signers, and whether the proposer took over from the previous block's: a fail-over), and the bills the
@@ -30,11 +31,12 @@ from gridledger.ledger.block import Block
 from gridledger.ledger.kinds.alarm import Alarm, AlarmCode
 from gridledger.ledger.kinds.reading import Reading
 from gridledger.ledger.state import LedgerState
+from gridledger.node.dashboard.market import MarketRounds
 
 ASSETS = Path(__file__).parent
 #: How often the page asks for new figures (ms); the window of the readings rate (s); latencies and blocks kept.
 POLL_MS, RATE_WINDOW_S, LATENCIES_KEPT, RECENT_BLOCKS = 1000, 60.0, 2000, 20
-#: Slots of the bills' aggregate the page shows (the latest; its totals cover every slot).
+#: Slots of the bills' aggregate and of the market the page shows (the latest; the totals cover every slot).
 RECENT_SLOTS = 20
 #: How long a peer node may take to answer (s); how long a submitted transaction is waited for (s).
 PEER_TIMEOUT_S, SUBMIT_TTL_S = 1.0, 600.0
@@ -59,6 +61,7 @@ class Activity:
         self.blocks: deque[Block] = deque(maxlen=RECENT_BLOCKS)
         self.kinds: Counter[str] = Counter()
         self.alarms: deque[tuple[int, Alarm]] = deque(maxlen=RECENT_BLOCKS)
+        self.market = MarketRounds(RECENT_SLOTS)
 
     def submitted(self, txid: bytes, now: float | None = None) -> None:
         """A transaction queued here; one still uncommitted after ``SUBMIT_TTL_S`` (rejected) is forgotten."""
@@ -74,9 +77,11 @@ class Activity:
             return txid in self._submitted
 
     def indexed(self, block: Block) -> None:
-        """A block of the chain (stored ones at start, then each committed): counts, alarms, recent blocks."""
+        """A block of the chain (the genesis and the stored ones at start, then each committed): counts, alarms,
+        recent blocks, the market per slot."""
         with self._lock:
             self.blocks.append(block)
+            self.market.add(block)
             for tx in block.transactions:
                 self.kinds[type(tx).__name__] += 1
                 if isinstance(tx, Alarm):
@@ -184,6 +189,7 @@ def dashboard_view(
     names = _names(state)
     with activity._lock:
         blocks, alarms, kinds = list(activity.blocks), list(activity.alarms), dict(activity.kinds)
+        market = activity.market.view()
     return {
         "node": {"id": node_id, "role": role, **health},
         "chains": [
@@ -213,5 +219,6 @@ def dashboard_view(
             for h, a in reversed(alarms)
         ],
         "committees": _committees(blocks, names),
+        "market": market,
         "poll_ms": POLL_MS,
     }

@@ -3,6 +3,7 @@
 const HISTORY = 300; // points kept in the plots
 const times = [], heights = [], rates = [];
 let pollMs = 1000;
+let marketDrawn = ""; // the market slots last plotted
 
 function el(id) { return document.getElementById(id); }
 
@@ -29,12 +30,15 @@ function fill(tableId, rows, mono, classOf) {
 
 function fmt(x) { return x === null || x === undefined ? "–" : x.toFixed(3); }
 
+function layout(title, unit, xaxis) {
+  return { title: { text: title, font: { size: 13 } }, margin: { l: 50, r: 10, t: 35, b: 35 }, xaxis,
+    yaxis: { title: { text: unit } } };
+}
+
 function plot(id, y, title, unit) {
-  const layout = { title: { text: title, font: { size: 13 } }, margin: { l: 50, r: 10, t: 35, b: 35 },
-    xaxis: { type: "date" }, yaxis: { title: { text: unit } } };
   // copies: Plotly.react redraws only data it sees as new
-  Plotly.react(id, [{ x: times.slice(), y: y.slice(), mode: "lines", line: { shape: "hv" } }], layout,
-    { displayModeBar: false, staticPlot: true });
+  Plotly.react(id, [{ x: times.slice(), y: y.slice(), mode: "lines", line: { shape: "hv" } }],
+    layout(title, unit, { type: "date" }), { displayModeBar: false, staticPlot: true });
 }
 
 function render(d) {
@@ -64,6 +68,7 @@ function render(d) {
   el("no-alarms").style.display = d.alarms.length ? "none" : "";
   fill("committees", d.committees.map((b) => ({ values: [b.height, b.txs, b.proposer + (b.failover ? " (took over)" : ""),
     b.signers.join(", ") || "–"], failover: b.failover })), [], (r) => (r.failover ? "failover" : ""));
+  renderMarket(d.market);
   renderBills(d.bills);
   times.push(new Date()); heights.push(chain.height); rates.push(d.readings_per_s);
   if (times.length > HISTORY) { times.shift(); heights.shift(); rates.shift(); }
@@ -74,6 +79,27 @@ function render(d) {
 }
 
 function wh(ws) { return (ws / 3600).toFixed(1); }
+
+function renderMarket(m) {
+  const t = m.total;
+  el("market-total").textContent = `${t.extractions} extractions (EPA ${t.epa_issued_wh.toFixed(1)} Wh, ` +
+    `ECA ${t.eca_issued_wh.toFixed(1)} Wh) · ${t.mixes} mixes · ${t.trades} trades, ` +
+    `${t.traded_wh.toFixed(1)} Wh traded · ${t.deposits} deposits · ${t.slots} slots`;
+  fill("market", m.slots.slice().reverse().map((s) => ({ values: [s.slot, s.extractions,
+    `${s.epa_issued_wh.toFixed(1)} / ${s.eca_issued_wh.toFixed(1)}`, s.mixes, s.trades, s.traded_wh.toFixed(1),
+    s.deposits] })), []);
+  el("no-market").style.display = m.slots.length ? "none" : "";
+  el("plot-market").style.display = m.slots.length ? "" : "none";
+  const drawn = JSON.stringify(m.slots);
+  if (!m.slots.length || drawn === marketDrawn) return; // nothing (new) to plot
+  marketDrawn = drawn;
+  const x = m.slots.map((s) => s.slot);
+  const bars = (y, name) => ({ x, y, name, type: "bar" });
+  Plotly.react("plot-market", [bars(m.slots.map((s) => s.epa_issued_wh), "EPA issued"),
+    bars(m.slots.map((s) => s.traded_wh), "traded")],
+  { ...layout("market per slot", "Wh", { title: { text: "slot" }, type: "category" }), barmode: "group",
+    legend: { orientation: "h", x: 1, xanchor: "right", y: 1.15 } }, { displayModeBar: false, staticPlot: true });
+}
 
 function renderBills(b) {
   const t = b.total;
