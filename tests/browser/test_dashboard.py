@@ -11,6 +11,7 @@ PETra roles (``tests/node/test_dashboard_market.py``); a deposit committed while
 from __future__ import annotations
 
 import pytest
+from tests import requires
 from tests.node.test_bills import client, config, ended
 from tests.node.test_dashboard_market import DSO_SECRET, deposit, market_node
 
@@ -18,7 +19,6 @@ from gridledger.client import ApiError, NodeClient, load_key
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.reading import ReadingValues
 from gridledger.node import cluster
-from gridledger.node.etcd import EtcdUnavailable, etcd_binary
 from gridledger.node.run import build_service
 from gridledger.node.testnet import serve
 
@@ -34,10 +34,7 @@ METERS = ("MI1", "MI2", "MI3")
 def net(tmp_path_factory):
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium")
-    try:
-        etcd_binary()
-    except EtcdUnavailable as e:
-        pytest.skip(str(e))
+    requires.etcd()
     folder = tmp_path_factory.mktemp("dashboard-cluster")
     state = cluster.up(folder, meters=len(METERS), concentrators=1, poef=True, insecure=True)  # Chromium: http
     try:

@@ -15,6 +15,7 @@ import uuid
 import httpx
 import psycopg
 import pytest
+from tests import requires
 from typer.testing import CliRunner
 
 from gridledger.chain import Chain
@@ -27,7 +28,7 @@ from gridledger.node.config import NodeConfig
 from gridledger.node.netutil import free_port
 from gridledger.node.run import build_service
 from gridledger.node.testnet import serve
-from gridledger.store.pgserver import PgServer, find_bindir
+from gridledger.store.pgserver import PgServer
 from gridledger.store.sqlite import SqliteStore
 
 START, SLOT = 1_767_225_600, 900
@@ -132,8 +133,7 @@ def test_a_repeated_report_is_idempotent_and_a_different_one_is_refused(node):
 @pytest.fixture(scope="module")
 def pg_server():
     """A PostgreSQL server on loopback for this module (started on first use), stopped after it."""
-    if find_bindir() is None:
-        pytest.skip("PostgreSQL server binaries not found: apt-get install postgresql (./dev test does it as root)")
+    requires.postgres()
     server = PgServer.start()
     try:
         yield server

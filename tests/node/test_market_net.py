@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests import requires
 from typer.testing import CliRunner
 
 from gridledger.cli import app
@@ -25,7 +26,6 @@ from gridledger.ledger.assets import AssetKind
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.node import cluster
-from gridledger.node.etcd import EtcdUnavailable, etcd_binary
 from gridledger.node.market import PROBE, STATUS_FILE, MarketPlan, Replica, bills_path, relay_name
 from gridledger.petra.onchain import Move, classify
 from gridledger.petra.onion import OnionNode, RelayDirectory
@@ -59,10 +59,7 @@ external_capacity_w = 10000
 
 @pytest.fixture(scope="module")
 def community(tmp_path_factory):
-    try:
-        etcd_binary()
-    except EtcdUnavailable as e:
-        pytest.skip(str(e))
+    requires.etcd()
     base = tmp_path_factory.mktemp("market")
     (base / "community.toml").write_text(COMMUNITY)
     folder = base / "net"
@@ -332,10 +329,7 @@ def test_homes_with_pv_sell_and_a_unit_worth_nothing_is_refused(tmp_path):
 def test_an_enrolment_that_went_stale_before_the_nodes_committed_it_is_replaced(tmp_path):
     from gridledger.node.market_up import await_enrolment
 
-    try:
-        etcd_binary()
-    except EtcdUnavailable as e:
-        pytest.skip(str(e))
+    requires.etcd()
     folder = tmp_path / "net"
     # enrolled from slot 0 of 5 s slots that started a minute ago: stale before any node runs
     state = cluster.up(
