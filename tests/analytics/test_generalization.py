@@ -77,6 +77,19 @@ def test_the_shipped_model_loads_with_its_data_card_and_detects(cube):
     assert r["without_rl"]["accuracy"] > 0.85 and r["without_rl"]["auc"] > 0.93
 
 
+def test_the_shipped_model_is_the_v3_recipe_with_a_pooled_prior():
+    model = default_model.load_default_model()
+    card = model.info["data_card"]
+    assert default_model.SHIPPED == 3 and default_model.FILE == "theft-default-v3.json"
+    assert len(model.features) == model.trees.n_features == len(feature_names(96)) == 32
+    assert card["draws"] == 5 and card["theft_shares"] == [0.5, 0.4, 0.3, 0.2, 0.1]
+    assert all(len(s["varied_copies"]) == 2 for s in card["sources"]) and card["neighbourhoods"] == 12
+    # the agents flag a day above log-odds -5 * bias / weight: pooled over the 50 ... 10 % draws that is near 1;
+    # a prior chained over the draws ended at the 10 % draw's (v2: 1.8)
+    bias, weight = model.agent_prior[:2]
+    assert 0.5 < -5 * bias / weight < 1.5
+
+
 def test_the_previous_shipped_model_still_loads_and_scores(cube):
     """v2 (26 features) keeps its own feature list: a stored model reads the columns it was trained on."""
     v2 = default_model.load_default_model(2)

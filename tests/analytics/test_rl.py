@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gridledger.analytics.rl import ConcentratorAgent, MeterAgent, detector_prior, run_online
+from gridledger.analytics.rl import (
+    LOGIT_SCALE,
+    STATE,
+    ConcentratorAgent,
+    MeterAgent,
+    detector_prior,
+    learn_prior,
+    run_online,
+)
 
 DAY = np.full(24, 10.0)
 
@@ -93,6 +101,36 @@ def test_prior_anchors_the_neighbours_mean():
     concentrator = ConcentratorAgent(prior=np.zeros(5), prior_strength=10.0)
     concentrator.report(MeterAgent("a", np.ones(5), experience=10))
     np.testing.assert_allclose(concentrator.neighbours_parameters("b"), 0.5 * np.ones(5))
+
+
+def _episode(share: float, seed: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Ten meters over 40 days, a share of them tampered; the detector's log-odds are noisy but right on average."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((10, 40)) < share).astype(np.int8)
+    logits = np.where(labels == 1, 1.5, -1.5) + rng.normal(0, 1.5, labels.shape)
+    return [f"M{k}" for k in range(10)], np.full((10, 40, 24), 10.0), logits, labels
+
+
+def _threshold(prior: np.ndarray) -> float:
+    """The detector log-odds above which an agent at ``prior`` flags a day (energy and shape terms at 0)."""
+    bias, logit = prior[STATE.index("bias")], prior[STATE.index("detector_logit")]
+    return -LOGIT_SCALE * bias / logit
+
+
+def test_learned_prior_pools_the_episodes_in_any_order():
+    """The prior of draws at 50 % and 10 % theft does not depend on their order and lies between what each draw
+    alone teaches (chaining them instead left the prior at the last draw's, the 10 % one's, threshold)."""
+    common, rare = _episode(0.5, 1), _episode(0.1, 2)
+    pooled = learn_prior([common, rare])
+    np.testing.assert_allclose(learn_prior([rare, common]), pooled)
+    low, high = _threshold(learn_prior([common])), _threshold(learn_prior([rare]))
+    assert low + 0.3 < _threshold(pooled) < high - 0.3
+
+
+def test_learned_prior_without_feedback_is_the_detectors():
+    meters, days, logits, labels = _episode(0.5, 1)
+    np.testing.assert_array_equal(learn_prior([]), detector_prior())
+    np.testing.assert_array_equal(learn_prior([(meters, days, logits, np.full_like(labels, -1))]), detector_prior())
 
 
 def test_mean_interval_is_students_t():

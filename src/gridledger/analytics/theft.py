@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from .data import DayCube, describe_step
 from .features import THEFT_FEATURES, day_features, theft_features
 from .metrics import Interval, classification_report, mean_interval
-from .rl import ConcentratorAgent, detector_prior, run_online
+from .rl import ConcentratorAgent, detector_prior, learn_prior, run_online
 from .theft_attacks import ATTACKS, inject_theft
 from .trees import BoostedTrees, ModelFormatError
 
@@ -206,8 +206,8 @@ def train(
     ``theft_rate`` down to ``low_rate`` (one draw at ``theft_rate`` when every day is labelled); with
     ``balanced`` the two classes weigh the same. The agents' prior is learned by running the meters' agents over
     the training meters with out-of-fold detector log-odds (meter-wise folds), so the agents see log-odds as
-    unreliable as they will be on new meters. The boosting runs single-threaded, so a seed gives the same model
-    anywhere.
+    unreliable as they will be on new meters, pooled over every draw (:func:`.rl.learn_prior`). The boosting
+    runs single-threaded, so a seed gives the same model anywhere.
     """
     cubes = [cubes] if isinstance(cubes, DayCube) else list(cubes)
     if len({c.step_s for c in cubes}) != 1:
@@ -254,10 +254,9 @@ def _train(cubes: list[DayCube], settings: TheftSettings, say: Progress) -> Thef
                 out[mask] = booster.decision_function(f[mask])
 
     say("agents' prior")
-    concentrator = ConcentratorAgent()
-    for (c, _, reported, labels), logits in zip(scenarios, oof, strict=True):
-        run_online(concentrator, c.meters, reported, logits, labels)
-        concentrator.prior = concentrator.global_parameters()
+    prior = learn_prior(
+        (c.meters, reported, logits, labels) for (c, _, reported, labels), logits in zip(scenarios, oof, strict=True)
+    )
 
     say("final detector")
     trees = BoostedTrees.from_sklearn(settings.fit(X, y))
@@ -275,7 +274,7 @@ def _train(cubes: list[DayCube], settings: TheftSettings, say: Progress) -> Thef
         "examples": int(y.size),
         "positives": int(y.sum()),
     }
-    return TheftModel(trees, cubes[0].step_s, concentrator.prior, info)
+    return TheftModel(trees, cubes[0].step_s, prior, info)
 
 
 @dataclass(frozen=True)
