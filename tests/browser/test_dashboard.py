@@ -50,6 +50,18 @@ def text(page: Page, element: str) -> str:
     return page.eval(f"document.getElementById('{element}').textContent")
 
 
+def keep_screenshot_and_check(page: Page, tmp_path_factory, name: str, origin: str) -> bytes:
+    """Keep the page's screenshot as a test artifact (its path printed), check that the page loaded everything from
+    ``origin`` (no CDN) and raised no JavaScript error; the PNG's bytes."""
+    shot = page.screenshot()
+    path = tmp_path_factory.mktemp("artifacts") / name
+    path.write_bytes(shot)
+    print(f"dashboard screenshot: {path}")
+    assert page.requests and all(u.startswith(origin + "/") for u in page.requests), page.requests
+    assert not page.errors, page.errors
+    return shot
+
+
 def test_the_dashboard_shows_the_chain_growing_live_with_its_committees_and_alarms(net, tmp_path_factory):
     folder, urls, dc1 = net
     devices = {m: cluster.meter_device(folder, m) for m in METERS}
@@ -81,14 +93,8 @@ def test_the_dashboard_shows_the_chain_growing_live_with_its_committees_and_alar
         assert float(text(page, "rate")) > 0
         assert text(page, "latency").count("/") == 2 and "–" not in text(page, "latency")
         assert page.eval("document.querySelectorAll('#plot-height .main-svg').length") >= 1
-        shot = page.screenshot()
-        path = tmp_path_factory.mktemp("artifacts") / "dashboard.png"
-        path.write_bytes(shot)
-        print(f"dashboard screenshot: {path}")
-        stats = png_stats(shot)
+        stats = png_stats(keep_screenshot_and_check(page, tmp_path_factory, "dashboard.png", urls["DC1"]))
         assert stats.width >= 1000 and stats.varying > 0.01, stats
-        assert page.requests and all(u.startswith(urls["DC1"] + "/") for u in page.requests), page.requests
-        assert not page.errors, page.errors
     finally:
         page.close()
 
@@ -139,11 +145,7 @@ def test_the_dashboard_shows_the_bills_the_meters_reported(tmp_path_factory):
                 assert rows == [[str(t), "2", "8.0", "5", "1 failed"], [str(t - 1), "1", "1.0", "1", "ok"]], rows
                 assert page.eval("document.querySelector('#bills tbody tr').className") == "alarm"
                 assert page.eval("document.getElementById('no-bills').style.display") == "none"
-                path = tmp_path_factory.mktemp("artifacts") / "dashboard-bills.png"
-                path.write_bytes(page.screenshot())
-                print(f"dashboard screenshot: {path}")
-                assert all(u.startswith(url + "/") for u in page.requests), page.requests
-                assert not page.errors, page.errors
+                keep_screenshot_and_check(page, tmp_path_factory, "dashboard-bills.png", url)
             finally:
                 page.close()
     finally:
@@ -184,11 +186,7 @@ def test_the_dashboard_shows_the_market_rounds_on_the_chain(tmp_path_factory):
                 page.wait("document.querySelectorAll('#market tbody tr').length === 5", what="the new deposit's slot")
                 assert rows_of(page, "market")[0][1:] == ["0", "0.0 / 0.0", "0", "0", "0.0", "1"]
                 assert "2 deposits · 5 slots" in text(page, "market-total")
-                path = tmp_path_factory.mktemp("artifacts") / "dashboard-market.png"
-                path.write_bytes(page.screenshot())
-                print(f"dashboard screenshot: {path}")
-                assert all(u.startswith(url + "/") for u in page.requests), page.requests
-                assert not page.errors, page.errors
+                keep_screenshot_and_check(page, tmp_path_factory, "dashboard-market.png", url)
             finally:
                 page.close()
     finally:
