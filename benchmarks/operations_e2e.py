@@ -111,34 +111,36 @@ def mqtt_to_commit(folder: Path) -> dict:
         net = Testnet(where)
         wait_until(lambda: net.agree(net.ids(), 1), 120, "the enrolment block on every node")
         with mqtt.Broker() as broker:
-            for meter in net.ids("meter"):
-                path = write_config(where, meter, folder / "meters", broker.host, broker.port)
-                path.write_text("poll_s = 0.1\nmax_ahead_s = 3600\n" + path.read_text())
-                daemons.append(MeterDaemon(MeterConfig.load(path)).start())
-            for d in daemons:
-                d.connected.wait(30)
-            time.sleep(0.5)  # their SUBSCRIBEs follow the CONNACKs
-            commits = Commits(net, net.status("DC1")["height"] + 1)
-            cfg0 = daemons[0].cfg
-            base = 0  # the first slot (from a minute before `up`) takes minutes 0..14 at once; later ones in real time
-            sent: dict[tuple[int, int], float] = {}
-            board = mqtt.connect(broker.port, "bench-smartpi")
-            t0 = time.perf_counter()
-            for k in range(TICKS + 1):
-                for i, d in enumerate(daemons):
-                    time.sleep(max(0.0, t0 + (k + i / len(daemons)) * MINUTE_S - time.perf_counter()))
-                    when = cfg0.start_time + 60 * (base + k + 1)  # closes minute base + k (from k = 1 on)
-                    d_power = 300.0 + 40 * i + 5 * k
-                    board.publish(d.cfg.topic, smartpi(d.cfg.serial, when, d_power), qos=1)
-                    if k:
-                        sent[(d.cfg.member, base + k)] = time.perf_counter()
-            published = time.perf_counter() - t0
-            wait_until(lambda: set(sent) <= set(commits.at), 120, "every reading committed", interval=0.2)
-            mqtt.close(board)
-            outboxes = [d.outbox.counts() for d in daemons]
+            try:
+                for meter in net.ids("meter"):
+                    path = write_config(where, meter, folder / "meters", broker.host, broker.port)
+                    path.write_text("poll_s = 0.1\nmax_ahead_s = 3600\n" + path.read_text())
+                    daemons.append(MeterDaemon(MeterConfig.load(path)).start())
+                for d in daemons:
+                    d.connected.wait(30)
+                time.sleep(0.5)  # their SUBSCRIBEs follow the CONNACKs
+                commits = Commits(net, net.status("DC1")["height"] + 1)
+                cfg0 = daemons[0].cfg
+                base = 0  # the first slot (from a minute before `up`) takes minutes 0..14 at once; later ones live
+                sent: dict[tuple[int, int], float] = {}
+                board = mqtt.connect(broker.port, "bench-smartpi")
+                t0 = time.perf_counter()
+                for k in range(TICKS + 1):
+                    for i, d in enumerate(daemons):
+                        time.sleep(max(0.0, t0 + (k + i / len(daemons)) * MINUTE_S - time.perf_counter()))
+                        when = cfg0.start_time + 60 * (base + k + 1)  # closes minute base + k (from k = 1 on)
+                        d_power = 300.0 + 40 * i + 5 * k
+                        board.publish(d.cfg.topic, smartpi(d.cfg.serial, when, d_power), qos=1)
+                        if k:
+                            sent[(d.cfg.member, base + k)] = time.perf_counter()
+                published = time.perf_counter() - t0
+                wait_until(lambda: set(sent) <= set(commits.at), 120, "every reading committed", interval=0.2)
+                mqtt.close(board)
+                outboxes = [d.outbox.counts() for d in daemons]
+            finally:  # the daemons stop before their broker does (else each logs the broker's loss)
+                for d in daemons:
+                    d.stop()
     finally:
-        for d in daemons:
-            d.stop()
         cluster.down(where)
     lat = sorted(commits.at[key] - t for key, t in sent.items())
     dropped = sum(v for c in outboxes for k, v in c.items() if k.startswith(("dropped", "rejected:")))
