@@ -21,9 +21,10 @@ from typer.testing import CliRunner
 from gridledger.chain import Chain
 from gridledger.cli import app
 from gridledger.client import ApiError, NodeClient
+from gridledger.ledger.assets import MAX_AMOUNT
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.genesis import Genesis
-from gridledger.node.bills import MAX_BILL, BillOutbox, BillReport
+from gridledger.node.bills import BillOutbox, BillReport
 from gridledger.node.config import NodeConfig
 from gridledger.node.netutil import free_port
 from gridledger.node.run import build_service
@@ -81,8 +82,8 @@ BAD = [  # (why, caller, body, HTTP status, code)
     ("current slot", "MI1", bill(ended() + 1), 400, "bill-future-slot"),
     ("future slot", "MI1", bill(ended() + 100), 400, "bill-future-slot"),
     ("negative slot", "MI1", bill(-1), 400, "bill-out-of-range"),
-    ("energy too large", "MI1", bill(energy_ws=MAX_BILL + 1), 400, "bill-out-of-range"),
-    ("amount too negative", "MI1", bill(amount=-MAX_BILL - 1), 400, "bill-out-of-range"),
+    ("energy too large", "MI1", bill(energy_ws=MAX_AMOUNT + 1), 400, "bill-out-of-range"),
+    ("amount too negative", "MI1", bill(amount=-MAX_AMOUNT - 1), 400, "bill-out-of-range"),
     ("not JSON", "MI1", b"{slot: 1", 400, "bill-malformed"),
     ("not an object", "MI1", b"[1, 2, 3, true]", 400, "bill-malformed"),
     ("missing field", "MI1", json.dumps({"slot": 1, "energy_ws": 0, "amount": 0}).encode(), 400, "bill-malformed"),

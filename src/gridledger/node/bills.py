@@ -26,8 +26,6 @@ from gridledger.node.client import ApiError, NodeClient, NodeUnreachable
 from gridledger.store import StoreError
 from gridledger.store.postgres import CONNECT_TIMEOUT_S, SCHEMA_LOCK, redact
 
-#: Largest magnitude of a bill's energy (W·s) and amount (minor units): the ledger's bound on amounts.
-MAX_BILL = MAX_AMOUNT
 #: HTTP statuses of a refusal that sending the same bill again cannot change (400 ``bill-future-slot`` excepted).
 FINAL = (400, 403, 409)
 log = logging.getLogger("gridledger.bills")
@@ -47,8 +45,8 @@ class BillReport(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     slot: int = Field(ge=0, description="the chain slot billed; it must have ended")
-    energy_ws: int = Field(ge=-MAX_BILL, le=MAX_BILL, description="energy to settle with the DSO (W·s, import > 0)")
-    amount: int = Field(ge=-MAX_BILL, le=MAX_BILL, description="the bill (minor units; negative: the DSO pays)")
+    energy_ws: int = Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT, description="energy to settle with the DSO (W·s, import > 0)")
+    amount: int = Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT, description="the bill (minor units; negative: the DSO pays)")
     eca_audit_ok: bool = Field(description="whether the meter's ECA audit of the slot held")
 
 
