@@ -174,7 +174,7 @@ def cluster_bootstrap(
 def cluster_add_meter(
     plan: Path = typer.Argument(..., help="The plan's folder (from `gridledger cluster plan --out`)."),
     meter: str = typer.Argument(..., help="The new meter's id (e.g. MI9)."),
-    nan: str = typer.Option(..., "--nan", help="Its NAN (a [[nan]] name of the deployment, e.g. nan1)."),
+    nan: str = typer.Option(..., "--nan", help="Its NAN (the name of one of the deployment's nan tables, e.g. nan1)."),
     host: str = typer.Option(..., "--host", help="The host that runs its node (a host of the plan, or a new one)."),
     port: int = typer.Option(8443, "--port", min=1, max=65535, help="Its node's API port on that host."),
     address: str | None = typer.Option(None, "--address", help="A new host's IP address (adds --host)."),
