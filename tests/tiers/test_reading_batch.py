@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gridledger.chain import verify_store
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds import check_transaction, decode_transaction
@@ -30,7 +31,9 @@ from gridledger.ledger.kinds.reading_batch import (
 )
 from gridledger.ledger.ruleset import MAX_READING_BATCH, Tier, tier_ruleset
 from gridledger.petra.dso import DSO
-from gridledger.tiers.hierarchy import START_TIME, TierChain, build_neighbourhood
+from gridledger.tiers.audit import check_anchors
+from gridledger.tiers.hierarchy import START_TIME, Hierarchy, TierChain, build_neighbourhood
+from gridledger.tiers.prove import Index, check_proof, head_hash, prove
 
 from .support import outcome as committed_or_code
 from .test_readings import CHAIN, values
@@ -186,3 +189,43 @@ def test_the_rule_set_caps_the_minutes_of_a_batch(nan):
         assert tier_ruleset(tier).max_reading_batch == 0
         with pytest.raises(Reject, match="bad-tx-kind-not-in-ruleset"):
             tier_ruleset(tier).check_transaction(batch(meter.device, 200 + 2 * i, 2))
+
+
+# ------------------------------------------------------------------ a whole hierarchy whose meters batch
+def test_a_hierarchy_whose_meters_send_batches_of_five_minutes():
+    h = Hierarchy(fans=1, nans=1, homes=2, appliances=1, summary_minutes=5, anchor_minutes=5, batch_minutes=5)
+    try:
+        h.publish_prices((120, 80), 1)
+        h.run(12)
+        h.settle()  # sends minutes 10 and 11, still held by the meters, as batches of 2
+        nan = h.chains["nan:DC-0-0"]
+        txs = [tx for b in nan.coordinator.chain.blocks(1) for tx in b.transactions]
+        assert not any(isinstance(tx, Reading) for tx in txs)
+        runs = sorted((tx.member, tx.first_minute, tx.count) for tx in txs if isinstance(tx, ReadingBatch))
+        assert runs == [(m, first, n) for m in (0, 1) for first, n in ((0, 5), (5, 5), (10, 2))]
+        keys = nan.coordinator.content
+        nan_total = sum(
+            open_reading(nan.chain_id, r, keys.key_of(r)).consumption_wh for tx in txs for r in readings_of(tx)
+        )
+        han_total = sum(
+            open_reading(han.chain_id, tx, han.coordinator.content.key_of(tx)).consumption_wh
+            for han in h.chains.values()
+            if han.tier == Tier.HAN
+            for b in han.coordinator.chain.blocks(1)
+            for tx in b.transactions
+            if isinstance(tx, Reading)
+        )
+        assert nan_total == han_total > 0  # each meter's minute is the total of its home's appliances
+        assert nan.replica.state.nonces["reading:0"] == nan.replica.state.nonces["reading:1"] == 12
+        for node in h.chains.values():
+            assert verify_store(node.coordinator.chain.store).snapshot() == node.replica.state.snapshot()
+        check_anchors(n.coordinator.chain for n in h.chains.values())
+        batch_tx = next(tx for tx in txs if isinstance(tx, ReadingBatch))
+        minute = batch_tx.readings[3]
+        proof = prove(Index(n.coordinator.chain for n in h.chains.values()), minute.txid)
+        assert [link.chain for link in proof.links] == ["nan:DC-0-0", "fan:FAN-0", "head:utility"]
+        assert decode_transaction(proof.reading).readings[3] == minute
+        head = h.head.coordinator.chain
+        assert check_proof(proof, head.chain_id, head_hash(head, proof.head.height))[-1].startswith("head-end block")
+    finally:
+        h.close()
