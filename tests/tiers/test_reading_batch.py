@@ -120,6 +120,8 @@ def test_malformed_batches_are_refused_with_specific_codes():
     with pytest.raises(Reject, match="bad-reading-length"):
         check_transaction(dataclasses.replace(tx, sealed=tx.sealed[:1]))
     with pytest.raises(Reject, match="bad-reading-length"):
+        check_transaction(dataclasses.replace(tx, sealed=list(tx.sealed)))
+    with pytest.raises(Reject, match="bad-reading-length"):
         check_transaction(dataclasses.replace(tx, sealed=(tx.sealed[0], tx.sealed[1][:-1])))
     late = bytearray(tx.raw)
     late[4:8] = MAX_MINUTE.to_bytes(4, "big")  # minutes 2^32 − 1 and 2^32

@@ -75,7 +75,7 @@ class Ruleset:
     ``kinds``: the rules of every valid kind; ``block_checks``: whole-block checks ``check(state, block)`` run
     against the parent state on every block but proposals; ``tier``: the chain's tier (None off the multi-tier
     ledger); ``committee_size``: PoEf committee size (0 under coordinator-only consensus);
-    ``max_reading_batch``: most minutes one READING_BATCH may hold (0: none without the kind).
+    ``max_reading_batch``: most minutes one READING_BATCH may hold (0 where that kind is not valid).
     """
 
     name: str

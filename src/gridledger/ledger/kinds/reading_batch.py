@@ -172,7 +172,8 @@ def check_reading_batch(tx: ReadingBatch) -> None:
     if not isinstance(tx.flags, tuple) or not tx.flags:
         raise Reject("bad-reading-batch-empty", "a reading batch holds at least one minute")
     if not isinstance(tx.sealed, tuple) or len(tx.sealed) != len(tx.flags):
-        raise Reject("bad-reading-length", f"{len(tx.sealed)} ciphertexts for {len(tx.flags)} minutes")
+        n = len(tx.sealed) if isinstance(tx.sealed, tuple) else type(tx.sealed).__name__
+        raise Reject("bad-reading-length", f"ciphertexts ({n}) are not one tuple entry per minute ({len(tx.flags)})")
     if type(tx.first_minute) is int and tx.last_minute > MAX_MINUTE:
         raise Reject("bad-reading-batch-minute", f"minutes {tx.first_minute}..{tx.last_minute} pass u32")
     for view in tx.readings:
