@@ -267,7 +267,7 @@ def _commit(chain: Chain, key: KeyPair, time_s: int, *txs) -> None:
 
 
 def build_worlds(folder: Path) -> Worlds:
-    """A PETra chain (policy, meter issue, transfer) and a small multi-tier ledger (readings, anchors)."""
+    """A PETra chain (policy, meter issue, transfer) and a small multi-tier ledger (readings, batches, anchors)."""
     from gridledger.tiers.hierarchy import Hierarchy
 
     dso_key, coordinator = KeyPair.from_secret("fuzz-dso"), KeyPair.from_secret("fuzz-coordinator")
@@ -282,7 +282,8 @@ def build_worlds(folder: Path) -> Worlds:
     op = outpoint(issue.txid, 1)
     spend = Transfer((op,), (Output(FA(500), KeyPair.generate().address),)).signed(petra.chain_id, {op: owner})
     _commit(petra, coordinator, START + 3, spend)
-    h = Hierarchy(fans=1, nans=1, homes=2, appliances=1, anchor_minutes=5, summary_minutes=5)
+    # the NAN's meters send batches of 5 minutes (READING_BATCH seeds); the other tiers send READINGs
+    h = Hierarchy(fans=1, nans=1, homes=2, appliances=1, anchor_minutes=5, summary_minutes=5, batch_minutes=5)
     h.run(11)
     tiers = {name.split(":")[0]: node.coordinator.chain for name, node in h.chains.items()}
     signers = {node.chain_id: node.coordinator.key for node in h.chains.values()}

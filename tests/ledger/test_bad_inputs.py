@@ -1123,7 +1123,15 @@ def test_every_reject_code_is_in_the_corpus() -> None:
 
 
 #: Core modules of the multi-tier kinds and PoEf validity: their cases live with the tiers' and consensus tests.
-TIER_MODULES = ("kinds/reading", "kinds/anchor", "kinds/alarm", "kinds/reward", "committee", "members")
+TIER_MODULES = (
+    "kinds/reading",
+    "kinds/reading_batch",
+    "kinds/anchor",
+    "kinds/alarm",
+    "kinds/reward",
+    "committee",
+    "members",
+)
 
 
 def test_every_reject_code_of_the_tier_kinds_has_a_test() -> None:

@@ -67,7 +67,7 @@ def simulate(
 ) -> None:
     """Run every tier in one process under PoEf (real keys, signatures and votes), anchored up to the head-end."""
     from gridledger.ledger.kinds.alarm import Alarm
-    from gridledger.ledger.kinds.reading import Reading
+    from gridledger.ledger.kinds.reading_batch import readings_of
     from gridledger.tiers.hierarchy import Hierarchy
 
     if min(price) < 0:
@@ -102,7 +102,7 @@ def simulate(
             table.add_row(
                 node.name,
                 str(node.coordinator.chain.height + 1),
-                str(sum(isinstance(t, Reading) for t in txs)),
+                str(sum(len(readings_of(t)) for t in txs)),
                 str(sum(isinstance(t, Alarm) for t in txs)),
                 anchored,
             )
@@ -136,7 +136,7 @@ def _open(path: Path, stack: ExitStack) -> tuple[list[dict], dict[str, Chain]]:
 
 
 def _pick_reading(chains: dict[str, Chain], chain: str | None, member: int | None, minute: int | None) -> bytes:
-    from gridledger.ledger.kinds.reading import Reading
+    from gridledger.ledger.kinds.reading_batch import readings_of
 
     names = [chain] if chain else [n for n in chains if n.startswith("han:")]
     if chain and chain not in chains:
@@ -144,10 +144,9 @@ def _pick_reading(chains: dict[str, Chain], chain: str | None, member: int | Non
     for name in names:
         for block in chains[name].blocks(1):
             for tx in block.transactions:
-                if not isinstance(tx, Reading):
-                    continue
-                if (member is None or tx.member == member) and (minute is None or tx.minute == minute):
-                    return tx.txid
+                for r in readings_of(tx):  # a minute of a batch is proven by its batch
+                    if (member is None or r.member == member) and (minute is None or r.minute == minute):
+                        return tx.txid
     raise fail("no reading matches --chain/--member/--minute")
 
 

@@ -6,7 +6,9 @@ One home for the check, used by the validators and by the analytics evaluation a
 In PoEf the validators check transactions with the ledger rules *and* with data analytics (Olivares-Rojas et al.
 2023, §3.2): a reading far off what the member's history makes plausible raises an alarm, it does not silently
 pass. The coordinator runs the check on every reading it orders and adds an ALARM transaction for each implausible
-one; every committee member runs the same check on the same readings and votes no if an alarm is missing.
+one; every committee member runs the same check on the same readings and votes no if an alarm is missing. A
+READING_BATCH is checked minute by minute, each minute after the member's earlier minutes, as if it were a READING
+(:mod:`gridledger.consensus.poef`).
 
 A check is any object with ``name`` (the detector name alarms record, 1..32 of ``[A-Za-z0-9_.:-]``), ``window``
 (how many of the member's previous readings it looks at) and ``check(values, history)``. It must be

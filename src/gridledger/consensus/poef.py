@@ -5,6 +5,9 @@ One PoEf round for block *h* (Olivares-Rojas et al. 2023, §3.2–3.3 and §4.3,
 1. The **coordinator** (the meter on a HAN, the concentrator on a NAN, …) orders pending transactions into a
    block (:meth:`Coordinator.propose`): it applies every ledger rule, drops what fails, opens each reading (it
    is entitled to) and runs the plausibility check; for each implausible reading it adds an ALARM right after it.
+   A READING_BATCH is checked minute by minute, each minute as the reading it carries
+   (:attr:`~gridledger.ledger.kinds.reading_batch.ReadingBatch.readings`: its txid names the minute in
+   disclosures and alarms); the alarms of its implausible minutes follow the batch.
 2. It sends the block to the block's committee (:mod:`.committee`) with, for each member, a :class:`Disclosure`:
    the per-reading keys of the block's readings and of the history the check needs — and nothing else.
 3. Each **validator** (:meth:`Validator.validate`) re-runs every ledger rule against its own replica, opens the
@@ -43,6 +46,7 @@ from gridledger.ledger.encoding import Reader, Writer, check_name
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds.alarm import Alarm, AlarmCode, raise_alarm
 from gridledger.ledger.kinds.reading import KEY_BYTES, ChainKeys, Reading, ReadingError, ReadingValues, open_reading
+from gridledger.ledger.kinds.reading_batch import readings_of
 from gridledger.ledger.state import LedgerState
 from gridledger.ledger.transactions import Transaction
 
@@ -157,19 +161,20 @@ class Replica:
 
     def _index(self, block: Block) -> None:
         for tx in block.transactions:
-            if isinstance(tx, Reading):
-                self._recent[tx.member].append(tx)
+            for r in readings_of(tx):
+                self._recent[r.member].append(r)
 
 
 def _history_of(replica: Replica, block: Block, window: int) -> list[tuple[Reading, list[Reading]]]:
-    """Each reading of ``block`` with the readings before it of the same member (at most ``window``)."""
+    """Each reading of ``block`` (each minute of a batch) with the readings before it of the same member (at most
+    ``window``)."""
     in_block: dict[int, list[Reading]] = defaultdict(list)
     out = []
     for tx in block.transactions:
-        if isinstance(tx, Reading):
-            before = replica.history(tx.member) + in_block[tx.member]
-            out.append((tx, before[-window:] if window else []))
-            in_block[tx.member].append(tx)
+        for r in readings_of(tx):
+            before = replica.history(r.member) + in_block[r.member]
+            out.append((r, before[-window:] if window else []))
+            in_block[r.member].append(r)
     return out
 
 
@@ -276,23 +281,29 @@ class Coordinator:
                     self.pending.pop(tx.wtxid, None)
                     continue
                 tx_mark = state.tx_mark()
+                readings = readings_of(tx)
+                kept = {r.member: len(history[r.member]) for r in readings if r.member in history}
                 try:
                     check_replicated(tx, self.parent)
                     state.apply_tx(tx, slot)
-                    alarm = self._plausibility_alarm(tx, history) if isinstance(tx, Reading) else None
-                    if alarm is not None:
+                    alarms = [a for r in readings if (a := self._plausibility_alarm(r, history)) is not None]
+                    for alarm in alarms:
                         state.ruleset.check_transaction(alarm)
                         state.apply_tx(alarm, slot)
                 except Reject as e:
                     state.rollback(tx_mark)
+                    for r in readings:  # the history keeps only the readings of accepted transactions
+                        if r.member in kept:
+                            del history[r.member][kept[r.member] :]
+                        else:
+                            history.pop(r.member, None)
                     self.pending.pop(tx.wtxid, None)
                     self.rejected[tx.txid] = e
                     continue
                 accepted.append(tx)
                 taken.add(tx.txid)
                 self.rejected.pop(tx.txid, None)
-                if alarm is not None:
-                    accepted.append(alarm)
+                accepted.extend(alarms)
         finally:
             state.rollback(mark)
         if not accepted:
@@ -303,6 +314,7 @@ class Coordinator:
         return self.in_flight
 
     def _plausibility_alarm(self, tx: Reading, history: dict[int, list[ReadingValues]]) -> Alarm | None:
+        """The alarm about reading ``tx`` (a READING, or a minute of a batch) if the check finds it implausible."""
         window = self.plausibility.window
         if tx.member not in history:
             history[tx.member] = [self.values_of(r) for r in self.replica.history(tx.member)[-window:]]
@@ -469,7 +481,7 @@ class Validator:
             for tx in block.transactions
             if isinstance(tx, Alarm) and tx.code == AlarmCode.IMPLAUSIBLE_READING and tx.raiser in proposers
         }
-        index = {tx.txid: i for i, tx in enumerate(block.transactions)}
+        index = {r.txid: i for i, tx in enumerate(block.transactions) for r in readings_of(tx)}
         chain_id = self.replica.state.chain_id
         opened = self._plain
 

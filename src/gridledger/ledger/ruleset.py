@@ -11,7 +11,8 @@ Known rule sets (version 1 each):
 * ``han``, ``nan``, ``fan``, ``head`` — the four tiers (AMI areas) of the multi-tier ledger under
   Proof-of-Efficiency (Olivares-Rojas et al. 2023, Fig. 2): every block carries a quorum certificate of its
   committee (:mod:`gridledger.ledger.committee`). Kinds per tier, as the tiers use them: a HAN holds its
-  appliances' readings; a NAN runs PETra, holds its meters' readings, its HANs' anchors and the PoEf rewards; a
+  appliances' readings; a NAN runs PETra, holds its meters' readings (one per transaction, or batches of up to
+  ``MAX_READING_BATCH`` consecutive minutes under one signature), its HANs' anchors and the PoEf rewards; a
   FAN/WAN and the head-end hold the summaries of the tier below and its anchors. Every tier holds DSO policy
   (enrolment, relayed prices) and alarms.
 """
@@ -25,7 +26,17 @@ from typing import TYPE_CHECKING
 
 from gridledger.ledger.committee import check_block_certificate
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.kinds import alarm, anchor, dso_policy, genesis, meter_issue, reading, reward, transfer
+from gridledger.ledger.kinds import (
+    alarm,
+    anchor,
+    dso_policy,
+    genesis,
+    meter_issue,
+    reading,
+    reading_batch,
+    reward,
+    transfer,
+)
 from gridledger.ledger.transactions import KindRules, Transaction, TxKind
 
 if TYPE_CHECKING:
@@ -63,7 +74,8 @@ class Ruleset:
 
     ``kinds``: the rules of every valid kind; ``block_checks``: whole-block checks ``check(state, block)`` run
     against the parent state on every block but proposals; ``tier``: the chain's tier (None off the multi-tier
-    ledger); ``committee_size``: PoEf committee size (0 under coordinator-only consensus).
+    ledger); ``committee_size``: PoEf committee size (0 under coordinator-only consensus);
+    ``max_reading_batch``: most minutes one READING_BATCH may hold (0 where that kind is not valid).
     """
 
     name: str
@@ -73,6 +85,7 @@ class Ruleset:
     tier: Tier | None = None
     committee_size: int = 0
     block_checks: tuple[Callable[[LedgerState, Block], None], ...] = ()
+    max_reading_batch: int = 0
 
     def __str__(self) -> str:
         return f"{self.name} v{self.version}"
@@ -100,17 +113,28 @@ _PETRA = (transfer, meter_issue, dso_policy)
 #: submit-to-commit latency and 128 B per reading on disk (benchmarks/nan_latency.py, reading_bytes.py).
 _TIER_KINDS = {
     Tier.HAN: ((dso_policy, reading, alarm), 5),
-    Tier.NAN: ((*_PETRA, reading, anchor, alarm, reward), 5),
+    Tier.NAN: ((*_PETRA, reading, reading_batch, anchor, alarm, reward), 5),
     Tier.FAN: ((dso_policy, reading, anchor, alarm), 9),
     Tier.HEAD: ((dso_policy, reading, anchor, alarm), 9),
 }
+
+#: Most minutes of one meter in one READING_BATCH on a NAN (an hour: a meter's readings reach the chain at most an
+#: hour late; benchmarks/reading_bytes.py recommends 15).
+MAX_READING_BATCH = 60
 
 #: Every known rule set, by identifier: the newest version this software implements.
 RULESETS: dict[str, Ruleset] = {
     "petra": Ruleset("petra", 1, _kinds(*_PETRA)),
     **{
         tier.value: Ruleset(
-            tier.value, 1, _kinds(*mods), Consensus.POEF, tier, size, block_checks=(check_block_certificate,)
+            tier.value,
+            1,
+            _kinds(*mods),
+            Consensus.POEF,
+            tier,
+            size,
+            block_checks=(check_block_certificate,),
+            max_reading_batch=MAX_READING_BATCH if reading_batch in mods else 0,
         )
         for tier, (mods, size) in _TIER_KINDS.items()
     },

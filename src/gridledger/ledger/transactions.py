@@ -40,6 +40,7 @@ class TxKind(IntEnum):
     ANCHOR = 5
     ALARM = 6
     REWARD = 7
+    READING_BATCH = 8
 
 
 def sighash(chain_id: bytes, txid: bytes) -> bytes:

@@ -7,6 +7,10 @@ ends at a head-end block header. :func:`check_proof` recomputes every hash from 
 but the proof and the hash of the head-end block at that height, which the verifier takes from its own copy of
 the head-end chain (whose blocks carry quorum certificates). Intermediate headers need no signatures: their hashes
 are committed by the anchors above them.
+
+A minute of a READING_BATCH is proven by its batch: the index finds the batch by the minute's id (its reading view's
+txid), the proof's item is the whole batch, and the verifier takes the minute from it
+(``decode_transaction(proof.reading).readings``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from gridledger.ledger.encoding import Reader
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds import decode_transaction
 from gridledger.ledger.kinds.anchor import Anchor
+from gridledger.ledger.kinds.reading_batch import readings_of
 from gridledger.ledger.merkle import leaf_hash, merkle_proof, verify_proof
 from gridledger.ledger.ruleset import Tier, ruleset_of
 
@@ -136,7 +141,8 @@ def check_proof(proof: CoverageProof, head_chain_id: bytes, head_hash: bytes) ->
 
 
 class Index:
-    """Where things are in a set of chains: transactions by txid, anchors by child chain."""
+    """Where things are in a set of chains: transactions by txid (and a batch by its minutes' ids), anchors by child
+    chain."""
 
     def __init__(self, chains: Iterable[Chain]) -> None:
         self.chains: dict[bytes, Chain] = {c.chain_id: c for c in chains}
@@ -146,6 +152,8 @@ class Index:
             for block in chain.blocks(1):
                 for i, tx in enumerate(block.transactions):
                     self.txs.setdefault(tx.txid, (cid, block.height, i))
+                    for r in readings_of(tx):  # a batch's minutes are found by their own ids too
+                        self.txs.setdefault(r.txid, (cid, block.height, i))
                     if isinstance(tx, Anchor):
                         self.anchors.setdefault(tx.child, []).append((cid, block.height, i, tx))
 

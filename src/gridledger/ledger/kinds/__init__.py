@@ -1,7 +1,7 @@
 """Every transaction kind of the core, one module each (Bitcoin tx_check.cpp style: the class and its encoding,
 its context-free checks, its contextual checks and state change, with the reason for each rule that is not
 obvious): ``genesis``, ``transfer``, ``meter_issue``, ``dso_policy``, ``reading``, ``anchor``, ``alarm``,
-``reward``.
+``reward``, ``reading_batch``.
 
 Decoding is static over all of them; which kinds are *valid* on a chain is decided by the rule set its genesis
 names (:mod:`gridledger.ledger.ruleset`).
@@ -11,7 +11,17 @@ from __future__ import annotations
 
 from gridledger.ledger.encoding import Reader
 from gridledger.ledger.errors import Reject
-from gridledger.ledger.kinds import alarm, anchor, dso_policy, genesis, meter_issue, reading, reward, transfer
+from gridledger.ledger.kinds import (
+    alarm,
+    anchor,
+    dso_policy,
+    genesis,
+    meter_issue,
+    reading,
+    reading_batch,
+    reward,
+    transfer,
+)
 from gridledger.ledger.transactions import KindRules, Transaction, TxKind
 
 #: The rules of every core kind, by kind.
@@ -26,6 +36,7 @@ ALL_KINDS: dict[TxKind, KindRules] = {
         anchor.RULES,
         alarm.RULES,
         reward.RULES,
+        reading_batch.RULES,
     )
 }
 

@@ -305,12 +305,17 @@ class ReadingDevice:
 
     def reading(self, minute: int, values: ReadingValues) -> Reading:
         """The signed, encrypted reading of ``values`` for the interval ending with ``minute``."""
+        return self.seal_minute(minute, values).signed(self.chain_id, self.key)
+
+    def seal_minute(self, minute: int, values: ReadingValues) -> Reading:
+        """The *unsigned* reading of ``values`` for ``minute``, encrypted under its per-reading key (a batch of
+        minutes signs several of them at once: :mod:`.reading_batch`)."""
         if minute <= self.last_minute:
             raise ReadingError(f"minute {minute} is not after this device's last reading ({self.last_minute})")
         key = reading_key(self.content_key, self.chain_id, self.member, minute)
         tx = seal(self.chain_id, self.member, minute, values, key)
         self.last_minute = minute
-        return tx.signed(self.chain_id, self.key)
+        return tx
 
 
 # ------------------------------------------------------------------ rules
@@ -331,24 +336,32 @@ def reading_counter(member: int) -> str:
 
 
 def apply_reading(state: LedgerState, tx: Reading, slot: int, _: bool) -> None:
-    """Contextual: an authorized member signed it; its minute is not in a later slot and follows its last one."""
-    status, pubkey = member_key(state, tx.member, slot)
+    """Contextual: see :func:`admit_minutes` (the one minute ``tx.minute``)."""
+    admit_minutes(state, tx, tx.member, tx.minute, tx.minute, slot)
+
+
+def admit_minutes(state: LedgerState, tx: Transaction, member: int, first: int, last: int, slot: int) -> None:
+    """The contextual rules of a member's readings of minutes ``first..last`` signed in ``tx`` (one READING, or a
+    READING_BATCH: :mod:`.reading_batch`), then the state change: the member is authorized (not banned) at the
+    block's slot, signed ``tx``, minute ``last`` ends by the end of that slot and ``first`` follows the member's
+    previous reading; the member's counter moves past ``last``."""
+    status, pubkey = member_key(state, member, slot)
     if status == BANNED:
-        raise Reject("bad-reading-member-banned", f"member {tx.member} is banned at slot {slot}")
+        raise Reject("bad-reading-member-banned", f"member {member} is banned at slot {slot}")
     if status != AUTHORIZED:
-        raise Reject("bad-reading-member-unknown", f"member {tx.member} is not authorized at slot {slot}")
+        raise Reject("bad-reading-member-unknown", f"member {member} is not authorized at slot {slot}")
     if not crypto.verify(pubkey, tx.sighash(state.chain_id), tx.signature):
-        raise Reject("bad-reading-signature", f"reading is not signed by member {tx.member}'s key")
-    if 60 * tx.minute >= (slot + 1) * state.genesis.slot_seconds:
-        raise Reject("bad-reading-future", f"minute {tx.minute} ends after the block's slot {slot}")
-    counter = reading_counter(tx.member)
-    first = state.nonces.get(counter, 0)
-    if tx.minute < first:
+        raise Reject("bad-reading-signature", f"reading is not signed by member {member}'s key")
+    if 60 * last >= (slot + 1) * state.genesis.slot_seconds:
+        raise Reject("bad-reading-future", f"minute {last} ends after the block's slot {slot}")
+    counter = reading_counter(member)
+    previous = state.nonces.get(counter, 0)
+    if first < previous:
         raise Reject(
             "bad-reading-replay",
-            f"member {tx.member} already reported up to minute {first - 1}; minute {tx.minute} is a replay",
+            f"member {member} already reported up to minute {previous - 1}; minute {first} is a replay",
         )
-    state.set_entry(state.nonces, "nonce", counter, tx.minute + 1)
+    state.set_entry(state.nonces, "nonce", counter, last + 1)
 
 
 RULES = KindRules(Reading, check_reading, apply_reading)
