@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gridledger.analytics.scorecards import member_readings
 from gridledger.chain import verify_store
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
@@ -229,5 +230,8 @@ def test_a_hierarchy_whose_meters_send_batches_of_five_minutes():
         assert decode_transaction(proof.reading).readings[3] == minute
         head = h.head.coordinator.chain
         assert check_proof(proof, head.chain_id, head_hash(head, proof.head.height))[-1].startswith("head-end block")
+        # the DSO's side of a reward scores every minute, batched or not
+        scored = member_readings(nan.coordinator.chain, keys, 0, 12)
+        assert {m: [minute for minute, _ in rs] for m, rs in scored.items()} == {0: list(range(12)), 1: list(range(12))}
     finally:
         h.close()

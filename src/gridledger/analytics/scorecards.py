@@ -20,7 +20,8 @@ import pandas as pd
 
 from gridledger.chain import Chain
 from gridledger.consensus.plausibility import Plausibility
-from gridledger.ledger.kinds.reading import ChainKeys, Reading, ReadingValues, open_reading
+from gridledger.ledger.kinds.reading import ChainKeys, ReadingValues, open_reading
+from gridledger.ledger.kinds.reading_batch import readings_of
 from gridledger.ledger.kinds.reward import PERIOD_MINUTES, RATE_CAP, Reward, Scorecard, reward_amounts
 
 from .data import DataError, DayCube, describe_step
@@ -71,8 +72,9 @@ def member_readings(chain: Chain, keys: ChainKeys, first_minute: int, end_minute
     out: dict[int, list[Timed]] = defaultdict(list)
     for block in chain.blocks(1):
         for tx in block.transactions:
-            if isinstance(tx, Reading) and first_minute <= tx.minute < end_minute:
-                out[tx.member].append((tx.minute, open_reading(chain.chain_id, tx, keys.key_of(tx))))
+            for r in readings_of(tx):  # a READING, or each minute of a READING_BATCH
+                if first_minute <= r.minute < end_minute:
+                    out[r.member].append((r.minute, open_reading(chain.chain_id, r, keys.key_of(r))))
     return dict(out)
 
 

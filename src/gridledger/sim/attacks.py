@@ -67,6 +67,7 @@ from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds.alarm import Alarm, AlarmCode
 from gridledger.ledger.kinds.dso_policy import DsoPolicy
 from gridledger.ledger.kinds.reading import Reading, ReadingValues, seal
+from gridledger.ledger.kinds.reading_batch import readings_of
 from gridledger.ledger.ruleset import Tier
 from gridledger.profiles.community import Community
 from gridledger.store.sqlite import SqliteStore
@@ -282,8 +283,9 @@ class Injector:
                 o.details["accepted"] = len(o.accepted)
             elif isinstance(tx, Alarm):
                 self._alarm(node, block, tx)
-            elif isinstance(tx, Reading):
-                self._count_honest(node, tx)
+            else:
+                for reading in readings_of(tx):  # a READING, or each minute of a READING_BATCH
+                    self._count_honest(node, reading)
 
     # ---------------------------------------------------------------- per kind
     def _nan(self, feeder: str) -> TierChain:
@@ -376,8 +378,8 @@ class Injector:
             return
         if alarm.code != AlarmCode.IMPLAUSIBLE_READING or not self.metered:
             return
-        reading = next((tx for tx in block.transactions if tx.txid == alarm.subject), None)
-        if not isinstance(reading, Reading):
+        reading = next((r for tx in block.transactions for r in readings_of(tx) if r.txid == alarm.subject), None)
+        if reading is None:
             return
         home = next((h for h, m in node.members.items() if m.index == reading.member), None)
         o = self.metered.get(home)

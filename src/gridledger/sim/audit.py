@@ -39,7 +39,8 @@ from gridledger.ledger.block import Block
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds.alarm import Alarm
 from gridledger.ledger.kinds.meter_issue import MeterIssue
-from gridledger.ledger.kinds.reading import Reading, ReadingError, ReadingValues, open_reading
+from gridledger.ledger.kinds.reading import ReadingError, ReadingValues, open_reading
+from gridledger.ledger.kinds.reading_batch import readings_of
 from gridledger.ledger.kinds.reward import PERIOD_MINUTES, Reward, Scorecard, reward_amounts, score_of
 from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.ledger.members import roster
@@ -267,12 +268,12 @@ def _read_chains(
                     "transactions": len(block.transactions),
                 }
             for i, tx in enumerate(block.transactions):
-                if isinstance(tx, Reading):
+                for r in readings_of(tx):  # a READING, or each minute of a READING_BATCH
                     try:
-                        opened[(ids[tx.member], tx.minute)] = open_reading(chain.chain_id, tx, chain_keys.key_of(tx))
+                        opened[(ids[r.member], r.minute)] = open_reading(chain.chain_id, r, chain_keys.key_of(r))
                     except ReadingError as e:
                         audit.add("reading", f"{name} block {block.height} tx {i}", "a reading that opens", e)
-                elif isinstance(tx, Alarm):
+                if isinstance(tx, Alarm):
                     seen.alarms[(name, block.height, i)] = {
                         "slot": slot,
                         "code": tx.code,

@@ -29,7 +29,7 @@ import httpx
 
 from gridledger.ledger.block import Block
 from gridledger.ledger.kinds.alarm import Alarm, AlarmCode
-from gridledger.ledger.kinds.reading import Reading
+from gridledger.ledger.kinds.reading_batch import readings_of
 from gridledger.ledger.state import LedgerState
 from gridledger.node.dashboard.market import MarketRounds
 
@@ -91,7 +91,7 @@ class Activity:
         """A block committed while the node runs: its readings' rate and its submitted transactions' latency."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            n = sum(isinstance(tx, Reading) for tx in block.transactions)
+            n = sum(len(readings_of(tx)) for tx in block.transactions)
             if n:
                 self._readings.append((now, n))
             for tx in block.transactions:
