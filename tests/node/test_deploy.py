@@ -190,10 +190,13 @@ def test_the_plan_gives_each_host_exactly_its_part(tmp_path):
     yaml = (out / "dc1" / "etcd" / "etcd-dc1.yaml").read_text()
     assert "etcd-ops=https://10.20.0.10:2380,etcd-dc1=https://10.20.0.11:2380,etcd-dc2=https://10.20.0.12:2380" in yaml
     assert yaml.count("client-cert-auth: true") == 2 and '"https://10.20.0.11:2379"' in yaml
-    # systemd units: one per process, hardened, restarted, run as the dedicated user from the install folder
+    # systemd units: one per process, hardened, restarted, run as the dedicated user from the install folder; a
+    # node's `systemctl reload` sends it SIGHUP (it re-reads its registry), etcd's has no reload
     unit = (out / "dc1" / UNIT_DIR / "gridledger-DC1.service").read_text()
     for line in ("Restart=on-failure", "User=gridledger", "NoNewPrivileges=yes", "ProtectSystem=strict"):
         assert line in unit
+    assert "\nExecReload=/bin/kill -HUP $MAINPID\n" in unit
+    assert "ExecReload" not in (out / "dc1" / UNIT_DIR / "gridledger-etcd-etcd-dc1.service").read_text()
     assert exec_start(out / "dc1" / UNIT_DIR / "gridledger-DC1.service") == [
         "/opt/gridledger/bin/python", "-m", "gridledger", "node", "--role", "concentrator",
         "--config", "/var/lib/gridledger/DC1.toml",
