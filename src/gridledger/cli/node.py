@@ -198,11 +198,12 @@ def cluster_add_meter(
     say("wrote: " + ", ".join(str(p) for p in added.written))
     say(f"{meter} registered in: " + ", ".join(str(p) for p in added.registered))
     say("next:")
-    say("1. copy those configurations to their hosts and restart each node there, one at a time;")
+    say("1. copy those configurations to their hosts and `systemctl reload gridledger-<node>` each there (or")
+    say("   `kill -HUP` its pid): the running node re-reads its registry, no restart needed;")
     say(f"   install {host}'s folder (its install.sh) and the meter daemon's folder")
     say(f"2. gridledger cluster bootstrap --dir {added.dso}   (makes its etcd user; run it where etcd is reachable,")
     say(f"   or copy {added.dso}/deployment.json and bootstrap.json to the DSO's installed folder and run it there)")
-    say(f"3. the DSO authorizes it (as member {added.member}: authorize added meters in the order added):")
+    say(f"3. the DSO authorizes it as member {added.member} (refused until the meters added before it are):")
     for command in added.authorize:
         say(f"   {command}")
 
