@@ -12,9 +12,12 @@ from tests import requires
 from typer.testing import CliRunner
 
 from gridledger.cli import app
+from gridledger.client import ApiError, NodeClient
 from gridledger.ledger.crypto import KeyPair
 from gridledger.node import cluster
 from gridledger.node.add_meter import add_meter
+from gridledger.node.config import NodeConfig
+from gridledger.node.deploy import MANIFEST
 from gridledger.node.netutil import free_port
 from gridledger.node.testnet import wait_until
 
@@ -130,9 +133,15 @@ def test_bad_input_is_one_line_and_changes_nothing(net):
     assert after["nonce"] == before["nonce"] and after["policies"] == before["policies"]
 
 
+def _added(folder) -> list[dict]:
+    """The nodes ``add_meter`` added to the cluster's plan (its deployment.json)."""
+    return [n for n in json.loads((folder / MANIFEST).read_text())["nodes"] if n.get("added")]
+
+
 def test_added_meters_are_authorized_only_in_the_order_they_were_added(tmp_path):
     """``cluster add-meter`` prints ``dso authorize … --member N``: authorizing the second added meter first is
-    refused before anything is submitted, naming the meter to authorize first; in the order added, both commit."""
+    refused before anything is submitted, naming the meter to authorize first; in the order added, both commit. The
+    running nodes serve the added meters after `cluster reload` (SIGHUP), without a restart."""
     requires.etcd()
     state = cluster.up(tmp_path, meters=2, concentrators=1, poef=True)
     try:
@@ -140,6 +149,16 @@ def test_added_meters_are_authorized_only_in_the_order_they_were_added(tmp_path)
         wait_until(lambda: _nonce(net) >= 1, 60, "the enrolment policy committed")
         first, second = (add_meter(tmp_path, m, "nan1", "local", free_port()) for m in ("MI10", "MI11"))
         assert (first.member, second.member) == (2, 3)
+        # the running nodes take the added meters' registry entries on `cluster reload` (SIGHUP), not a restart
+        key = NodeConfig.load(next(n["config"] for n in _added(tmp_path) if n["id"] == "MI10")).key
+        with NodeClient(net[1]["DC1"], "MI10", key, ca=str(tmp_path / "pki" / "ca.crt")) as mi10:
+            with pytest.raises(ApiError) as refused:
+                mi10.status()
+            assert refused.value.status == 401
+            r = CliRunner().invoke(app, ["cluster", "reload", "--dir", str(tmp_path)])
+            assert r.exit_code == 0 and "reloading: DC1, DC1-backup, MI1, MI2" in r.stdout, r.output
+            wait_until(mi10.status, 30, "DC1 to serve MI10")
+        one_line_error(CliRunner().invoke(app, ["cluster", "reload", "--dir", str(tmp_path), "--node", "MI77"]), "MI77")
 
         def run(added, *extra: str):
             command = added.authorize[0].split()
