@@ -173,6 +173,7 @@ def test_a_request_sees_the_registry_before_or_after_a_swap_never_between():
         ("rate_limit = 5\n", "rate_limit must be { rate = N, burst = N }"),
         ("peer_limit = { rate = -1 }\n", "peer_limit must be { rate = N, burst = N }"),
         ('peers = "http://x"\n', "peers must be a list of node API URLs"),
+        ("children = 5\n", "children must be a list of genesis file names"),
     ],
 )
 def test_a_bad_registry_or_limit_is_named(tmp_path, table, message):

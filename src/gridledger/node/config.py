@@ -161,9 +161,12 @@ class NodeConfig:
         if tls is None and any(str(u).startswith("https://") for u in urls):
             raise ConfigError(f"{path}: https URLs need a [tls] table (ca, cert, key)")
         children = []
-        for name in data.get("children", []):
+        names = data.get("children", [])
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise ConfigError(f"{path}: children must be a list of genesis file names")
+        for name in names:
             try:
-                children.append(bytes.fromhex((path.parent / str(name)).read_text().strip()))
+                children.append(bytes.fromhex((path.parent / name).read_text().strip()))
             except (OSError, ValueError) as e:
                 raise ConfigError(f"{path}: children: cannot read the genesis block {name!r}: {e}") from None
         return cls(
