@@ -3,8 +3,9 @@
 API (every request signed by a registered node, see ``auth``; rate-limited per node):
 
 * ``GET  /v1/status`` — node id, role, height, tip hash, leader, and the node's health: ``sequencer_alive``,
-  ``last_applied_height``, ``entries_rejected`` (ordering-log entries it refused), ``last_rejected`` and
-  ``sequencer_errors``; on a FAN/WAN node that replicates child chains, ``children`` (each child's height and the
+  ``last_applied_height``, ``entries_rejected`` (ordering-log entries it refused), ``last_rejected``,
+  ``sequencer_errors`` and ``registry`` (nodes registered; registry reloads ``applied``, ``refused``, and why the last
+  was refused: ``run``); on a FAN/WAN node that replicates child chains, ``children`` (each child's height and the
   certified blocks it refused: a colluding committee majority) and ``alarms_raised`` (TAMPERING alarms it queued).
 * ``GET  /v1/health`` (unsigned) — ``200`` if every worker thread runs, else ``503``.
 * ``GET  /v1/metrics`` (unsigned) — the same figures in the Prometheus text format.
