@@ -20,7 +20,7 @@ children = ["nan1.genesis"]  # PoEf FAN/WAN: child chains this node replicates (
 ca = "pki/ca.crt"            # the CA that signed etcd's, the peers' and this node's certificates
 cert = "pki/MI1.crt"         # this node's certificate (server for its API, client for etcd)
 key = "pki/MI1.key"          # its private key (mode 0600)
-[[registry]]                 # every node allowed to talk to this one (this node included)
+[[registry]]                 # every node allowed to talk to this one (this node included); re-read on SIGHUP
 id = "MI1"
 role = "meter"
 pubkey = "…64 hex…"
