@@ -584,7 +584,9 @@ def _add_meter_and_authorize(out: Path, dso: Path, hosts: dict, state: dict, net
     reading = runner.invoke(app, args)  # through MI4's own node
     assert reading.exit_code == 0, reading.output
     txid = bytes.fromhex(reading.stdout.split("txid ")[1].split()[0])
-    assert net.client("DC1").wait(txid, 90)["status"] == "committed"
+    st = net.client("MI4").wait(txid, 90)  # the node it was queued at knows it pending until its fate is known
+    assert st["status"] == "committed", st
+    wait_until(lambda: net.client("DC1").tx_status(txid)["status"] == "committed", 60, "the reading on DC1")
     with NodeClient(nan[0]["url"], "MI4", key, ca=net.ca) as mi4:  # DC1 serves MI4 its own reading
         assert [v["consumption_wh"] for v in mi4.readings("MI4")["readings"]] == [7]
 
