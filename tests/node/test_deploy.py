@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from tests.node.test_meter_daemon import payload
 from typer.testing import CliRunner
 
 from gridledger.cli import app
+from gridledger.client import ApiError, NodeClient
 from gridledger.devices.meter_device import measurement_topic
 from gridledger.ledger.kinds import decode_transaction
 from gridledger.ledger.kinds.dso_policy import DsoPolicy
@@ -190,10 +192,13 @@ def test_the_plan_gives_each_host_exactly_its_part(tmp_path):
     yaml = (out / "dc1" / "etcd" / "etcd-dc1.yaml").read_text()
     assert "etcd-ops=https://10.20.0.10:2380,etcd-dc1=https://10.20.0.11:2380,etcd-dc2=https://10.20.0.12:2380" in yaml
     assert yaml.count("client-cert-auth: true") == 2 and '"https://10.20.0.11:2379"' in yaml
-    # systemd units: one per process, hardened, restarted, run as the dedicated user from the install folder
+    # systemd units: one per process, hardened, restarted, run as the dedicated user from the install folder; a
+    # node's `systemctl reload` sends it SIGHUP (it re-reads its registry), etcd's has no reload
     unit = (out / "dc1" / UNIT_DIR / "gridledger-DC1.service").read_text()
     for line in ("Restart=on-failure", "User=gridledger", "NoNewPrivileges=yes", "ProtectSystem=strict"):
         assert line in unit
+    assert "\nExecReload=/bin/kill -HUP $MAINPID\n" in unit
+    assert "ExecReload" not in (out / "dc1" / UNIT_DIR / "gridledger-etcd-etcd-dc1.service").read_text()
     assert exec_start(out / "dc1" / UNIT_DIR / "gridledger-DC1.service") == [
         "/opt/gridledger/bin/python", "-m", "gridledger", "node", "--role", "concentrator",
         "--config", "/var/lib/gridledger/DC1.toml",
@@ -275,8 +280,14 @@ def test_add_meter_issues_its_keys_node_and_daemon_and_prints_the_dso_command(tm
     }
     users = json.loads((out / "ops" / "bootstrap.json").read_text())["users"]
     assert users[-1]["user"] == "MI9" and users[-1]["prefix"] == f"/gridledger/{chain_id.hex()}/"
-    # the DSO console authorizes it: the command, not a policy written here
-    assert f"gridledger dso authorize --meter MI9 --pubkey {entry['pubkey']} --node https://10.20.0.11:8443" in r.output
+    # the DSO console authorizes it: the command (which checks that it becomes member 2), not a policy written here
+    authorize = (
+        f"gridledger dso authorize --meter MI9 --pubkey {entry['pubkey']} --member 2 --node https://10.20.0.11:8443"
+    )
+    assert authorize in r.output
+    assert (
+        "systemctl reload gridledger-<node>" in r.output and "re-reads its registry, no restart" in r.output
+    )  # the nodes re-read
     assert "--key /var/lib/gridledger/keys/operator.seed --ca /var/lib/gridledger/pki/ca.crt" in r.output
     assert "gridledger dso limits --meter MI9 --max-epa 5000" in r.output
     # the next one is the next member; mistakes are named
@@ -433,7 +444,7 @@ def test_a_planned_deployment_runs_from_its_units(tmp_path, request, where):
         assert r.stdout.startswith("True"), r.stdout + r.stderr
         assert r.stderr.rstrip().endswith("Forbidden"), r.stderr[-500:]  # another chain's key: refused
         _meter_daemon_commits(out, hosts, manifest, net, started)
-        _add_meter_and_authorize(out, dso)
+        _add_meter_and_authorize(out, dso, hosts, state, net)
         # each concentrator wrote its own PostgreSQL server
         for server in pg:
             import psycopg
@@ -526,21 +537,58 @@ def _meter_daemon_commits(out: Path, hosts: dict, manifest: dict, net: Testnet, 
         mqtt.connect(MQTT_PORT, "rogue", host=h1[0], tls=TlsFiles(device.ca, rogue.cert, rogue.key), timeout_s=5)
 
 
-def _add_meter_and_authorize(out: Path, dso: Path) -> None:
-    """``cluster add-meter`` on the running deployment: bootstrap again makes its etcd user, and the DSO console
-    command it prints, run as printed, commits the meter's authorization."""
+def _add_meter_and_authorize(out: Path, dso: Path, hosts: dict, state: dict, net: Testnet) -> None:
+    """``cluster add-meter`` on the running deployment: the running nodes of its NAN take its registry entry on a
+    reload (SIGHUP, what ``systemctl reload`` sends), no restart; bootstrap again makes its etcd user; its node, started
+    from its unit, follows the chain; the DSO console command it prints, run as printed, commits the meter's
+    authorization, and the meter's reading commits."""
     r = runner.invoke(app, ["cluster", "add-meter", str(out), "MI4", "--nan", "nan1", "--host", "h3", "--port", "8445"])
     assert r.exit_code == 0 and "MI4: member 3 of nan1" in r.output, r.output
+    assert "systemctl reload gridledger-<node>" in r.output and "re-reads its registry, no restart" in r.output
+    added = json.loads((dso / MANIFEST).read_text())["nodes"][-1]
+    key = NodeConfig.load(added["config"]).key
+    nan = [n for n in state["nodes"] if n["chain"] == "nan1"]
+
+    def answered() -> set[str]:  # the nodes that serve MI4's signed requests
+        ok = set()
+        for n in nan:
+            with NodeClient(n["url"], "MI4", key, ca=net.ca) as mi4:
+                try:
+                    mi4.status()
+                    ok.add(n["id"])
+                except ApiError as e:
+                    assert e.status == 401, e
+        return ok
+
+    assert answered() == set()  # their configurations register MI4, but the running nodes have not read them
+    for n in nan:
+        os.kill(n["pid"], signal.SIGHUP)
+    wait_until(lambda: answered() == {n["id"] for n in nan}, 60, "every node of nan1 to reload its registry")
     boot = runner.invoke(app, ["cluster", "bootstrap", "--dir", str(dso)])
     assert boot.exit_code == 0 and "done: etcd users made: MI4 " in boot.output, boot.output
+    unit = out / "h3" / UNIT_DIR / "gridledger-MI4.service"
+    state["nodes"].append(added | {"pid": start_unit(unit, out / "h3" / "MI4.log", hosts["h3"][1]).pid})
+    (dso / cluster.STATE_FILE).write_text(json.dumps(state))  # cluster.down stops it too
     command = next(
         line.split() for line in r.output.splitlines() if line.strip().startswith("gridledger dso authorize")
     )
+    assert command[command.index("--member") + 1] == "3"
     done = runner.invoke(app, [*command[1:], "--wait", "90"])
     assert done.exit_code == 0 and "committed at height" in done.output, done.output
     show = runner.invoke(app, ["dso", "show", "--json", *command[command.index("--node") :]])
     meters = {m["meter"]: m["status"] for m in json.loads(show.stdout)["in_force"]["meters"]}
     assert meters == {"MI1": "authorized", "MI2": "authorized", "MI3": "authorized", "MI4": "authorized"}, meters
+    height = net.client("DC1").status()["height"]
+    net.wait_agree(["DC1", "MI4"], at_least=height, timeout=120)  # its node follows the chain
+    args = ["cluster", "reading", "--meter", "MI4", "--minute", "3", "--consumption", "7", "--dir", str(dso)]
+    reading = runner.invoke(app, args)  # through MI4's own node
+    assert reading.exit_code == 0, reading.output
+    txid = bytes.fromhex(reading.stdout.split("txid ")[1].split()[0])
+    st = net.client("MI4").wait(txid, 90)  # the node it was queued at knows it pending until its fate is known
+    assert st["status"] == "committed", st
+    wait_until(lambda: net.client("DC1").tx_status(txid)["status"] == "committed", 60, "the reading on DC1")
+    with NodeClient(nan[0]["url"], "MI4", key, ca=net.ca) as mi4:  # DC1 serves MI4 its own reading
+        assert [v["consumption_wh"] for v in mi4.readings("MI4")["readings"]] == [7]
 
 
 def _outbox_counts(path: Path) -> dict[str, int]:

@@ -12,8 +12,12 @@ from tests import requires
 from typer.testing import CliRunner
 
 from gridledger.cli import app
+from gridledger.client import ApiError, NodeClient
 from gridledger.ledger.crypto import KeyPair
 from gridledger.node import cluster
+from gridledger.node.add_meter import add_meter
+from gridledger.node.config import NodeConfig
+from gridledger.node.deploy import MANIFEST
 from gridledger.node.netutil import free_port
 from gridledger.node.testnet import wait_until
 
@@ -127,3 +131,54 @@ def test_bad_input_is_one_line_and_changes_nothing(net):
     one_line_error(r, "--ca", "not a readable PEM certificate")
     after = timeline(net)
     assert after["nonce"] == before["nonce"] and after["policies"] == before["policies"]
+
+
+def _added(folder) -> list[dict]:
+    """The nodes ``add_meter`` added to the cluster's plan (its deployment.json)."""
+    return [n for n in json.loads((folder / MANIFEST).read_text())["nodes"] if n.get("added")]
+
+
+def test_added_meters_are_authorized_only_in_the_order_they_were_added(tmp_path):
+    """``cluster add-meter`` prints ``dso authorize … --member N``: authorizing the second added meter first is
+    refused before anything is submitted, naming the meter to authorize first; in the order added, both commit. The
+    running nodes serve the added meters after `cluster reload` (SIGHUP), without a restart."""
+    requires.etcd()
+    state = cluster.up(tmp_path, meters=2, concentrators=1, poef=True)
+    try:
+        net = (tmp_path, {n["id"]: n["url"] for n in state["nodes"]})
+        wait_until(lambda: _nonce(net) >= 1, 60, "the enrolment policy committed")
+        first, second = (add_meter(tmp_path, m, "nan1", "local", free_port()) for m in ("MI10", "MI11"))
+        assert (first.member, second.member) == (2, 3)
+        # the running nodes take the added meters' registry entries on `cluster reload` (SIGHUP), not a restart
+        key = NodeConfig.load(next(n["config"] for n in _added(tmp_path) if n["id"] == "MI10")).key
+        with NodeClient(net[1]["DC1"], "MI10", key, ca=str(tmp_path / "pki" / "ca.crt")) as mi10:
+            with pytest.raises(ApiError) as refused:
+                mi10.status()
+            assert refused.value.status == 401
+            r = CliRunner().invoke(app, ["cluster", "reload", "--dir", str(tmp_path)])
+            assert r.exit_code == 0 and "reloading: DC1, DC1-backup, MI1, MI2" in r.stdout, r.output
+            wait_until(mi10.status, 30, "DC1 to serve MI10")
+        one_line_error(CliRunner().invoke(app, ["cluster", "reload", "--dir", str(tmp_path), "--node", "MI77"]), "MI77")
+
+        def run(added, *extra: str):
+            command = added.authorize[0].split()
+            assert (
+                command[:3] == ["gridledger", "dso", "authorize"] and f"--member {added.member}" in added.authorize[0]
+            )
+            return CliRunner().invoke(app, [*command[1:], *extra])
+
+        before = timeline(net)
+        one_line_error(run(second), "--member 3", "MI11 would become member 2", "authorize MI10 (member 2) first")
+        one_line_error(
+            run(first, "--member", "1"), "--member 1", "member 1 is MI2 already", "MI10 would become member 2"
+        )
+        assert timeline(net)["policies"] == before["policies"]  # nothing submitted
+        for added in (first, second):
+            r = run(added)
+            assert r.exit_code == 0 and "committed at height" in r.stdout, r.output
+        view = timeline(net)
+        assert [a["meter"] for p in view["policies"] for a in p["authorize"]] == ["MI1", "MI2", "MI10", "MI11"]
+        # an enrolled meter keeps its index: authorized again (a new key) only as that member
+        one_line_error(run(first, "--member", "3"), "--member 3", "MI10 is member 2 of this chain already")
+    finally:
+        cluster.down(tmp_path)

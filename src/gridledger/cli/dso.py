@@ -4,6 +4,11 @@ Each change is one signed DSO policy (``DsoPolicy``, nonce = the chain's last + 
 waited for until the chain commits or rejects it. The DSO key comes from ``--key``, a file holding the 32-byte seed
 in hex that only its owner may read (mode 0600). ``--at`` says when the change takes effect: ``now`` (the default:
 the current slot) or a UTC time in ISO 8601 (the first slot that starts at or after it); never in the past.
+
+A meter's member index is its enrolment order on the chain (``ledger.members``): ``authorize --member N`` (as
+``cluster add-meter`` prints it) first checks that the chain's committed policies would make the meter member ``N``
+and refuses, submitting nothing, if not. The check holds until the commit: the policy's nonce is the chain's last + 1,
+so a policy committed in between makes the chain reject this one as stale.
 """
 
 from __future__ import annotations
@@ -44,6 +49,19 @@ def _utc(t: int) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def enrolled(view: dict) -> list[str]:
+    """The chain's member ids by index, from its committed policies as ``/v1/policy`` lists them: the order in which
+    a policy first authorized each id (``ledger.members.roster``)."""
+    from gridledger.ledger.members import MAX_MEMBERS
+
+    ids: list[str] = []
+    for policy in view["policies"]:
+        for a in policy["authorize"]:
+            if a["meter"] not in ids and len(ids) < MAX_MEMBERS:
+                ids.append(a["meter"])
+    return ids
+
+
 class DsoSession:
     """A signed session with one node as the DSO: reads the policy timeline, submits policies."""
 
@@ -54,7 +72,7 @@ class DsoSession:
             self.key = load_key(key)
         except KeyFileError as e:
             raise fail(f"--key: {e}") from None
-        self.url = node
+        self.url, self.key_path = node, key
         try:
             self.client = NodeClient(node, as_id, self.key, timeout=5, ca=ca)
         except ValueError as e:
@@ -100,10 +118,54 @@ class DsoSession:
                 names = ", ".join(sorted(known)) or "none yet"
                 raise fail(f"--meter {m}: no such meter on this chain (known meters: {names})")
 
-    def change(self, at: str, wait: float, meters: list[str] | None = None, **change) -> None:
-        """Read the timeline, check that ``meters`` are known, and submit ``change`` effective ``at``."""
+    def expect_member(self, view: dict, meter: str, member: int) -> None:
+        """``meter`` must get member index ``member`` if authorized now: it is enrolled as that member already, or
+        it is new and ``member`` is the next index. Otherwise exit 2 naming the meter(s) to authorize first."""
+        ids = enrolled(view)
+        index = ids.index(meter) if meter in ids else None
+        if index == member or (index is None and member == len(ids)):
+            return
+        if index is not None:
+            raise fail(f"--member {member}: {meter} is member {index} of this chain already (enrolled earlier)")
+        if member < len(ids):
+            raise fail(
+                f"--member {member}: this chain's member {member} is {ids[member]} already; {meter} would become "
+                f"member {len(ids)}, not the member its keys were made for"
+            )
+        names = self.added(view, range(len(ids), member))
+        raise fail(
+            f"--member {member}: {meter} would become member {len(ids)} of this chain, not {member}: authorize "
+            f"{names} first (added before it), then {meter}"
+        )
+
+    def added(self, view: dict, members: range) -> str:
+        """Who ``members`` are: the meters the plan beside the DSO key (``cluster add-meter``) added as those
+        members of this chain, where it says, else their indices."""
+        from gridledger.node.deploy import MANIFEST
+
+        names = {}
+        try:
+            manifest = json.loads((self.key_path.parent.parent / MANIFEST).read_text())
+            chains = {c["chain_id"]: name for name, c in manifest["chains"].items()}
+            names = {
+                n["member"]: n["id"]
+                for n in manifest["nodes"]
+                if "member" in n and n.get("chain") == chains.get(view["chain_id"])
+            }
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # no plan beside the key: name the members by index
+        named = (f"{names[m]} (member {m})" if m in names else f"the meter added as member {m}" for m in members)
+        return ", ".join(named)
+
+    def change(
+        self, at: str, wait: float, meters: list[str] | None = None, member: tuple[str, int] | None = None, **change
+    ) -> None:
+        """Read the timeline, check that ``meters`` are known (and that ``member``'s meter gets that index), and
+        submit ``change`` effective ``at``."""
         view = self.timeline()
         self.known(view, meters or [])
+        if member is not None:
+            self.expect_member(view, *member)
         self.submit(view, self.slot(at, view), wait, **change)
 
     def submit(self, view: dict, slot: int, wait: float, **change) -> None:
@@ -137,6 +199,13 @@ class DsoSession:
 def authorize(
     meter: str = typer.Option(..., "--meter", help="The meter's id (e.g. MI9)."),
     pubkey: str = typer.Option(..., "--pubkey", help="The meter's Ed25519 public key, 64 hex characters."),
+    member: int | None = typer.Option(
+        None,
+        "--member",
+        min=0,
+        help="The member index it must get (as `cluster add-meter` printed it): refused, nothing submitted, if "
+        "the chain would give it another (meters added before it not yet authorized).",
+    ),
     node: str = NODE,
     key: Path = KEY,
     as_id: str = AS_ID,
@@ -151,7 +220,8 @@ def authorize(
         raw = b""
     if len(raw) != 32:
         raise fail(f"--pubkey {pubkey!r}: must be 64 hex characters (an Ed25519 public key)")
-    DsoSession(node, key, as_id, ca).change(at, wait, authorize={meter: raw})
+    expect = None if member is None else (meter, member)
+    DsoSession(node, key, as_id, ca).change(at, wait, member=expect, authorize={meter: raw})
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""``gridledger node`` and ``gridledger cluster up|down|status|reading|readings|plan|bootstrap|add-meter``."""
+"""``gridledger node`` and ``gridledger cluster up|down|reload|status|reading|readings|plan|bootstrap|add-meter``."""
 
 from __future__ import annotations
 
@@ -198,11 +198,12 @@ def cluster_add_meter(
     say("wrote: " + ", ".join(str(p) for p in added.written))
     say(f"{meter} registered in: " + ", ".join(str(p) for p in added.registered))
     say("next:")
-    say("1. copy those configurations to their hosts and restart each node there, one at a time;")
+    say("1. copy those configurations to their hosts and `systemctl reload gridledger-<node>` each there (or")
+    say("   `kill -HUP` its pid): the running node re-reads its registry, no restart needed;")
     say(f"   install {host}'s folder (its install.sh) and the meter daemon's folder")
     say(f"2. gridledger cluster bootstrap --dir {added.dso}   (makes its etcd user; run it where etcd is reachable,")
     say(f"   or copy {added.dso}/deployment.json and bootstrap.json to the DSO's installed folder and run it there)")
-    say(f"3. the DSO authorizes it (as member {added.member}: authorize added meters in the order added):")
+    say(f"3. the DSO authorizes it as member {added.member} (refused until the meters added before it are):")
     for command in added.authorize:
         say(f"   {command}")
 
@@ -244,6 +245,44 @@ def cluster_down(folder: Path = typer.Option(Path("cluster"), "--dir", help=DIR)
     except FileNotFoundError as e:
         raise fail(str(e)) from None
     console.print(f"stopped {n} processes")
+
+
+@cluster_app.command("reload")
+def cluster_reload(
+    folder: Path = typer.Option(Path("cluster"), "--dir", help=DIR),
+    only: list[str] = typer.Option(None, "--node", help="Only this node (repeat for several); default: every node."),
+) -> None:
+    """Make the cluster's running nodes re-read the [[registry]] of their configuration (SIGHUP, as `systemctl
+    reload` does in a deployment): after `cluster add-meter` on the cluster's folder, no restart."""
+    import os
+    import signal
+
+    from gridledger.node.cluster import STATE_FILE
+
+    try:
+        nodes = json.loads((folder / STATE_FILE).read_text())["nodes"]
+    except (OSError, ValueError, KeyError):
+        raise fail(f"no running cluster in {folder} (no {STATE_FILE}; in a deployment: systemctl reload)") from None
+    unknown = sorted(set(only or []) - {n["id"] for n in nodes})
+    if unknown:
+        raise fail(
+            f"--node {', '.join(unknown)}: no such node in {folder} (nodes: {', '.join(n['id'] for n in nodes)})"
+        )
+    reloaded, down = [], []
+    for n in nodes:
+        if only and n["id"] not in only:
+            continue
+        try:  # only the node's own process: a pid reused since by another process is left alone
+            command = Path(f"/proc/{n['pid']}/cmdline").read_bytes().split(b"\0")
+            if n["config"].encode() not in command:
+                raise ProcessLookupError
+            os.kill(n["pid"], signal.SIGHUP)
+            reloaded.append(n["id"])
+        except (OSError, KeyError):
+            down.append(n["id"])
+    console.print(f"reloading: {', '.join(reloaded) or 'none'} (each logs what its reload did)")
+    if down:
+        err.print(f"not running: {', '.join(down)}")
 
 
 @cluster_app.command("status")

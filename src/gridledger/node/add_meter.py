@@ -107,18 +107,19 @@ def add_meter(
     for h in {host, daemon or host}:
         write_readme(dep, h, plan.folder(h), plan.root(h))
     written = [plan.folder(host) / f"{meter}.toml"] + ([plan.out / entry["daemon"]] if "daemon" in entry else [])
-    commands = _dso_commands(plan, nan, meter, key.public)
+    commands = _dso_commands(plan, nan, meter, key.public, member)
     return AddedMeter(meter, member, key.public, written, registered, commands, plan.dso)
 
 
-def _dso_commands(plan: Planner, nan: str, meter: str, pubkey: bytes) -> list[str]:
-    """The DSO console's commands (run on the DSO's host) that authorize the meter and set its limits."""
+def _dso_commands(plan: Planner, nan: str, meter: str, pubkey: bytes, member: int) -> list[str]:
+    """The DSO console's commands (run on the DSO's host) that authorize the meter (refused unless it becomes member
+    ``member``: its keys were made for that index) and set its limits."""
     dep, root = plan.dep, plan.root(plan.dep.dso)
     primary = dep.nans()[nan][0]
     where = f"--node {dep.url(primary)} --key {root}/keys/operator.seed"
     where += f" --ca {root}/{PKI_DIR}/ca.crt" if plan.ca is not None else ""
     epa, eca, credit = dep.limits
     return [
-        f"gridledger dso authorize --meter {meter} --pubkey {pubkey.hex()} {where}",
+        f"gridledger dso authorize --meter {meter} --pubkey {pubkey.hex()} --member {member} {where}",
         f"gridledger dso limits --meter {meter} --max-epa {epa} --max-eca {eca} --credit {credit} {where}",
     ]

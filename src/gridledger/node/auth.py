@@ -44,7 +44,10 @@ def sign_headers(
 
 @dataclass
 class NodeRegistry:
-    """Registered nodes: id → (role, public key)."""
+    """Registered nodes: id → (role, public key).
+
+    ``replace`` swaps the whole mapping in one assignment (a configuration reload); a request reads the mapping
+    once, so it sees the registry either before or after a swap, never half of it. The replay memory is kept."""
 
     nodes: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     _seen: OrderedDict = field(default_factory=OrderedDict)
@@ -53,10 +56,17 @@ class NodeRegistry:
     def register(self, node_id: str, role: str, pubkey: bytes) -> None:
         self.nodes[node_id] = (role, pubkey)
 
-    def authenticate(self, headers, method: str, path: str, body: bytes, now: float | None = None) -> tuple[str, str]:
-        """(node id, role) of a valid signed request; raises ``AuthError`` naming what is wrong."""
+    def replace(self, entries: list[tuple[str, str, bytes]]) -> None:
+        """Make ``entries`` (id, role, public key) the registered nodes, at once; nodes not in them are refused."""
+        self.nodes = {node_id: (role, pubkey) for node_id, role, pubkey in entries}
+
+    def authenticate(
+        self, headers, method: str, path: str, body: bytes, now: float | None = None
+    ) -> tuple[str, str, bytes]:
+        """(node id, role, public key) of a valid signed request; raises ``AuthError`` naming what is wrong."""
+        nodes = self.nodes  # one registry for the whole check, even if a reload swaps it meanwhile
         node_id = headers.get("x-node-id")
-        if not node_id or node_id not in self.nodes:
+        if not node_id or node_id not in nodes:
             raise AuthError(f"unregistered node {node_id!r}")
         try:
             ts = int(headers.get("x-timestamp", ""))
@@ -66,7 +76,7 @@ class NodeRegistry:
         now = time.time() if now is None else now
         if abs(now - ts) > MAX_SKEW_S:
             raise AuthError(f"timestamp {ts} is more than {MAX_SKEW_S} s from the server's clock")
-        role, pubkey = self.nodes[node_id]
+        role, pubkey = nodes[node_id]
         nonce = headers.get("x-nonce", "")
         if len(nonce) != 32:
             raise AuthError("missing or malformed X-Nonce")
@@ -78,7 +88,7 @@ class NodeRegistry:
             self._seen[sig] = ts
             while self._seen and next(iter(self._seen.values())) < now - 2 * MAX_SKEW_S:
                 self._seen.popitem(last=False)
-        return node_id, role
+        return node_id, role, pubkey
 
 
 @dataclass

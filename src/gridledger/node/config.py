@@ -20,7 +20,7 @@ children = ["nan1.genesis"]  # PoEf FAN/WAN: child chains this node replicates (
 ca = "pki/ca.crt"            # the CA that signed etcd's, the peers' and this node's certificates
 cert = "pki/MI1.crt"         # this node's certificate (server for its API, client for etcd)
 key = "pki/MI1.key"          # its private key (mode 0600)
-[[registry]]                 # every node allowed to talk to this one (this node included)
+[[registry]]                 # every node allowed to talk to this one (this node included); re-read on SIGHUP
 id = "MI1"
 role = "meter"
 pubkey = "…64 hex…"
@@ -41,6 +41,30 @@ ROLES = ("meter", "concentrator", "dso", "headend")
 
 class ConfigError(ValueError):
     """The configuration file is missing a key or has a bad value (the message names it)."""
+
+
+#: The TOML key each field of ``NodeConfig`` comes from (``registry``, the one a running node reloads, aside).
+TOML_KEYS = {
+    "node_id": "node_id",
+    "role": "role",
+    "key": "key_seed",
+    "store": "store",
+    "genesis": "genesis",
+    "host": "api",
+    "port": "api",
+    "orderer": "orderer",
+    "peers": "peers",
+    "rate": "rate_limit",
+    "burst": "rate_limit",
+    "peer_rate": "peer_limit",
+    "peer_burst": "peer_limit",
+    "content_key": "content_key",
+    "round_timeout": "round_timeout",
+    "dashboard_peers": "dashboard_peers",
+    "tls": "tls",
+    "etcd_password": "etcd_password",
+    "children": "children",
+}
 
 
 @dataclass
@@ -66,6 +90,13 @@ class NodeConfig:
     etcd_password: str | None = None
     #: Genesis blocks of the child chains this node replicates (PoEf FAN/WAN nodes).
     children: list[bytes] = field(default_factory=list)
+    #: The file it was loaded from (None: built in code); a running node reloads its ``[[registry]]`` from it.
+    path: Path | None = None
+
+    def restart_keys(self, other: NodeConfig) -> list[str]:
+        """The TOML keys, ``[[registry]]`` aside, whose values differ in ``other``: a running node takes them only
+        when it restarts."""
+        return sorted({key for name, key in TOML_KEYS.items() if getattr(self, name) != getattr(other, name)})
 
     @classmethod
     def load(cls, path: str | Path) -> NodeConfig:
@@ -102,13 +133,12 @@ class NodeConfig:
         orderer = data.get("orderer", "inprocess")
         if orderer != "inprocess" and not (isinstance(orderer, list) and all(isinstance(u, str) for u in orderer)):
             raise ConfigError(f"{path}: orderer must be 'inprocess' or a list of etcd URLs")
-        registry = []
-        for i, entry in enumerate(data.get("registry", [])):
-            try:
-                registry.append((entry["id"], entry["role"], bytes.fromhex(entry["pubkey"])))
-            except (KeyError, TypeError, ValueError):
-                raise ConfigError(f"{path}: registry entry {i} needs id, role and a hex pubkey") from None
-        limits, peer = data.get("rate_limit", {}), data.get("peer_limit", {})
+        registry = _registry(path, data.get("registry", []))
+        rate, burst = _limit(path, data, "rate_limit", 50, 100)
+        peer_rate, peer_burst = _limit(path, data, "peer_limit", 1000, 2000)
+        peers = data.get("peers", [])
+        if not (isinstance(peers, list) and all(isinstance(u, str) for u in peers)):
+            raise ConfigError(f"{path}: peers must be a list of node API URLs")
         content_key = data.get("content_key")
         if content_key is not None:
             try:
@@ -127,13 +157,16 @@ class NodeConfig:
         etcd_password = data.get("etcd_password")
         if etcd_password is not None and not isinstance(etcd_password, str):
             raise ConfigError(f"{path}: etcd_password must be a string")
-        urls = [*(orderer if isinstance(orderer, list) else []), *data.get("peers", []), *dashboard_peers]
+        urls = [*(orderer if isinstance(orderer, list) else []), *peers, *dashboard_peers]
         if tls is None and any(str(u).startswith("https://") for u in urls):
             raise ConfigError(f"{path}: https URLs need a [tls] table (ca, cert, key)")
         children = []
-        for name in data.get("children", []):
+        names = data.get("children", [])
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise ConfigError(f"{path}: children must be a list of genesis file names")
+        for name in names:
             try:
-                children.append(bytes.fromhex((path.parent / str(name)).read_text().strip()))
+                children.append(bytes.fromhex((path.parent / name).read_text().strip()))
             except (OSError, ValueError) as e:
                 raise ConfigError(f"{path}: children: cannot read the genesis block {name!r}: {e}") from None
         return cls(
@@ -145,19 +178,51 @@ class NodeConfig:
             host,
             int(port),
             orderer,
-            list(data.get("peers", [])),
+            peers,
             registry,
-            float(limits.get("rate", 50)),
-            float(limits.get("burst", 100)),
-            float(peer.get("rate", 1000)),
-            float(peer.get("burst", 2000)),
+            rate,
+            burst,
+            peer_rate,
+            peer_burst,
             content_key,
             float(round_timeout),
             dashboard_peers,
             tls,
             etcd_password,
             children,
+            path,
         )
+
+
+def _limit(path: Path, data: dict, key: str, rate: float, burst: float) -> tuple[float, float]:
+    """(rate, burst) of the ``key`` table (``{ rate = …, burst = … }``: positive numbers; absent: the defaults)."""
+    table = data.get(key, {})
+    values = (table.get("rate", rate), table.get("burst", burst)) if isinstance(table, dict) else ()
+    if len(values) != 2 or not all(type(v) in (int, float) and v > 0 for v in values):
+        raise ConfigError(f"{path}: {key} must be {{ rate = N, burst = N }} with positive numbers")
+    return float(values[0]), float(values[1])
+
+
+def _registry(path: Path, entries: object) -> list[tuple[str, str, bytes]]:
+    """The ``[[registry]]`` tables as (id, role, public key): each with a string id and role and a 64-hex-character
+    Ed25519 public key, no id twice."""
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: registry must be an array of tables ([[registry]])")
+    registry, seen = [], set()
+    for i, entry in enumerate(entries):
+        try:
+            node_id, role, pubkey = entry["id"], entry["role"], bytes.fromhex(entry["pubkey"])
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"{path}: registry entry {i} needs id, role and a hex pubkey") from None
+        if not (isinstance(node_id, str) and node_id and isinstance(role, str) and role):
+            raise ConfigError(f"{path}: registry entry {i}: id and role must be non-empty strings")
+        if len(pubkey) != 32:
+            raise ConfigError(f"{path}: registry entry {i} ({node_id}): pubkey must be 64 hex characters")
+        if node_id in seen:
+            raise ConfigError(f"{path}: registry entry {i}: node {node_id!r} is registered twice")
+        seen.add(node_id)
+        registry.append((node_id, role, pubkey))
+    return registry
 
 
 def _tls(path: Path, table: object) -> TlsFiles | None:

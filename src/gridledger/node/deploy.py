@@ -437,7 +437,7 @@ class Planner:
             shutil.copy(self.dso / chain.file, folder / chain.file)
         root = self.root(node.host)
         command = node_command(dep.install.python, node.role, f"{root}/{node.id}.toml")
-        _write_unit(dep, folder, root, f"gridledger-{node.id}", f"node {node.id}", command)
+        _write_unit(dep, folder, root, f"gridledger-{node.id}", f"node {node.id}", command, reload=True)
         entry = {"id": node.id, "role": node.role, "chain": node.nan, "host": node.host, "url": dep.url(node)}
         entry |= {"config": f"{root}/{node.id}.toml", "pubkey": key.public.hex()}
         if node.id in chain.members:
@@ -671,7 +671,11 @@ def _write_mosquitto(dep: Deployment, folder: Path, root: str, ca: LocalCA | Non
     _write_unit(dep, folder, root, "gridledger-mosquitto", "MQTT broker", command)
 
 
-def _write_unit(dep: Deployment, folder: Path, root: str, unit: str, what: str, command: list[str]) -> None:
+def _write_unit(
+    dep: Deployment, folder: Path, root: str, unit: str, what: str, command: list[str], reload: bool = False
+) -> None:
+    """A systemd unit running ``command``; ``reload``: ``systemctl reload`` sends it SIGHUP (a node re-reads its
+    registry, ``run``)."""
     lines = [
         "[Unit]",
         f"Description=gridledger {dep.name}: {what}",
@@ -684,6 +688,7 @@ def _write_unit(dep: Deployment, folder: Path, root: str, unit: str, what: str, 
         f"Group={dep.install.user}",
         f"WorkingDirectory={root}",
         f"ExecStart={shlex.join(command)}",
+        *(["ExecReload=/bin/kill -HUP $MAINPID"] if reload else []),
         "Restart=on-failure",
         "RestartSec=2",
         "LimitNOFILE=65536",

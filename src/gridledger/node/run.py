@@ -7,6 +7,10 @@ up from the orderer and its peers, re-validating everything it receives (the pap
 The genesis decides the consensus: an untagged chain keeps the coordinator-only rule (``Sequencer``); a
 tier-tagged chain (``nan:DC1``) runs PoEf rounds over the orderer (``poef_net.PoefSequencer``): its coordinators
 propose and certify, its enrolled members vote.
+
+On SIGHUP (``systemctl reload``) a running node re-reads the ``[[registry]]`` of its configuration file and swaps it
+in at once (``reload_registry``); nothing else is reloaded. A file that does not load, or that would drop the node's
+own entry, is refused as a whole: the registry in force stays and the node keeps serving.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -149,10 +155,49 @@ def build_service(cfg: NodeConfig) -> NodeService:
     return service
 
 
+def reload_registry(service: NodeService, cfg: NodeConfig) -> bool:
+    """Load ``cfg``'s file again and make its ``[[registry]]`` the running ``service``'s (``cfg``: the configuration
+    the node started with). The whole file must load; keys other than the registry that changed are named in a
+    warning (a restart takes them). Returns False, counted and logged, if the reload was refused."""
+    try:
+        new = NodeConfig.load(cfg.path)
+        service.reload_registry(new.registry, str(cfg.path))
+    except ValueError as e:  # ConfigError included
+        service.reload_refused(str(e))
+        return False
+    except Exception as e:  # a value of a type the loader did not foresee: refused too, the node keeps serving
+        service.reload_refused(f"{cfg.path}: {type(e).__name__}: {e}")
+        return False
+    if changed := cfg.restart_keys(new):
+        log.warning(
+            "%s: %s also changes %s: not reloaded (only [[registry]] is); restart the node to apply",
+            *(cfg.node_id, cfg.path, ", ".join(changed)),
+        )
+    return True
+
+
+def _reload_on_hangup() -> threading.Event:
+    """An event set on every SIGHUP (from now on: a SIGHUP no longer stops the process)."""
+    hangup = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: hangup.set())
+    return hangup
+
+
+def _reloader(hangup: threading.Event, service: NodeService, cfg: NodeConfig) -> None:
+    """Reload the registry after each SIGHUP, one reload at a time, off the API's event loop."""
+    while True:
+        hangup.wait()
+        hangup.clear()
+        reload_registry(service, cfg)
+
+
 def run_node(cfg: NodeConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    hangup = _reload_on_hangup() if cfg.path is not None else None  # before the (long) start: none is lost
     service = build_service(cfg)
     service.start()
+    if hangup is not None:
+        threading.Thread(target=_reloader, args=(hangup, service, cfg), name="registry-reload", daemon=True).start()
     scheme = "http" if cfg.tls is None else "https"
     log.info(
         "%s (%s) serving on %s://%s:%d, height %d",

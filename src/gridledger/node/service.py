@@ -3,8 +3,9 @@
 API (every request signed by a registered node, see ``auth``; rate-limited per node):
 
 * ``GET  /v1/status`` — node id, role, height, tip hash, leader, and the node's health: ``sequencer_alive``,
-  ``last_applied_height``, ``entries_rejected`` (ordering-log entries it refused), ``last_rejected`` and
-  ``sequencer_errors``; on a FAN/WAN node that replicates child chains, ``children`` (each child's height and the
+  ``last_applied_height``, ``entries_rejected`` (ordering-log entries it refused), ``last_rejected``,
+  ``sequencer_errors`` and ``registry`` (nodes registered; registry reloads ``applied``, ``refused``, and why the last
+  was refused: ``run``); on a FAN/WAN node that replicates child chains, ``children`` (each child's height and the
   certified blocks it refused: a colluding committee majority) and ``alarms_raised`` (TAMPERING alarms it queued).
 * ``GET  /v1/health`` (unsigned) — ``200`` if every worker thread runs, else ``503``.
 * ``GET  /v1/metrics`` (unsigned) — the same figures in the Prometheus text format.
@@ -208,6 +209,9 @@ class NodeService:
         #: The bills meters reported here (kept beside the store by ``run``), and the reports refused, by code.
         self.bills = bills or BillBook()
         self.bills_refused: Counter[str] = Counter()
+        #: Reloads of the registry from the configuration file (SIGHUP, see ``run``): applied, refused, and why the
+        #: last one was refused.
+        self.reloads: dict = {"applied": 0, "refused": 0, "last_refused": None}
         self.peer_chains = PeerChains(dashboard_peers or [], peer_verify)  # verify: what https peers must show
         for height, raw in chain.store.iter_blocks(0):
             self._index(Block.decode(raw) if height else chain.genesis_block, raw)
@@ -306,6 +310,7 @@ class NodeService:
             "sequencer_errors": seq.errors,
             "store_tampered": self.store_tampered,
             "requests_refused": {"peer_rate": self.peer_limiter.refused, "node_rate": self.limiter.refused},
+            "registry": {"nodes": len(self.registry.nodes), **self.reloads},
             "streams_open": self._streams_total,
             **self._children(),
         }
@@ -342,6 +347,34 @@ class NodeService:
         self.peer_chains.close()
         self.bills.close()
 
+    def reload_registry(self, entries: list[tuple[str, str, bytes]], source: str) -> None:
+        """Make ``entries`` (id, role, public key, read from ``source``) the registry, at once: a node left out is
+        refused from its next request on. Refused (``ValueError``, nothing changed) if it drops or changes this node's
+        own entry."""
+        old, new = self.registry.nodes, {node_id: (role, key) for node_id, role, key in entries}
+        if self.node_id in old and new.get(self.node_id) != old[self.node_id]:
+            raise ValueError(f"{source}: a reload may not remove or change this node's own entry ({self.node_id})")
+        self.registry.replace(entries)
+        self.reloads["applied"] += 1
+        added = sorted(new.keys() - old.keys())
+        removed = sorted(old.keys() - new.keys())
+        changed = sorted(k for k in new.keys() & old.keys() if new[k] != old[k])
+        log.info(
+            "%s: reloaded the registry from %s (only [[registry]] is reloaded): %d nodes; added %s, removed %s, "
+            "changed %s",
+            *(self.node_id, source, len(new)),
+            *(", ".join(ids) or "none" for ids in (added, removed, changed)),
+        )
+
+    def reload_refused(self, why: str) -> None:
+        """Count and log a refused reload: the registry in force stays."""
+        self.reloads["refused"] += 1
+        self.reloads["last_refused"] = why
+        log.error(
+            "%s: registry reload refused, the %d registered nodes stay as they were: %s",
+            *(self.node_id, len(self.registry.nodes), why),
+        )
+
     async def _authorize(self, request: Request) -> tuple[str, str, bytes]:
         body = bytearray()
         async for chunk in request.stream():  # a body without Content-Length is capped as it arrives
@@ -351,7 +384,9 @@ class NodeService:
         body = bytes(body)
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         try:
-            node_id, role = self.registry.authenticate(request.headers, request.method, path, body)
+            node_id, role, request.state.caller_key = self.registry.authenticate(
+                request.headers, request.method, path, body
+            )
         except AuthError as e:
             raise HTTPException(401, detail=str(e)) from None
         if not self.limiter.allow(node_id):
@@ -385,14 +420,15 @@ class NodeService:
             rows.append((height, blocks[height][txid]))
         return rows
 
-    def _entitlement(self, caller: str, meter: str) -> str:
-        """Why ``caller`` may read ``meter``'s readings; HTTP 403 if it may not (hold the sequencer lock).
+    def _entitlement(self, caller: str, caller_key: bytes, meter: str) -> str:
+        """Why ``caller`` (its request signed with ``caller_key``) may read ``meter``'s readings; HTTP 403 if it may
+        not (hold the sequencer lock).
 
         Judged before looking the meter up, so that an unknown meter is refused exactly like a meter the caller may
         not read: the answers do not tell which meters exist."""
         state = self.chain.state
         try:
-            return entitlement(state.genesis, caller, self.registry.nodes[caller][1], meter, meter_keys(state, meter))
+            return entitlement(state.genesis, caller, caller_key, meter, meter_keys(state, meter))
         except Forbidden as e:
             raise HTTPException(403, detail=str(e)) from None
 
@@ -446,6 +482,9 @@ class NodeService:
                 ("peer_throttled_total", "counter", "requests refused per address", h["requests_refused"]["peer_rate"]),
                 ("node_throttled_total", "counter", "requests refused per node", h["requests_refused"]["node_rate"]),
                 ("streams_open", "gauge", "open /v1/stream connections", h["streams_open"]),
+                ("registry_nodes", "gauge", "nodes registered to call this one", h["registry"]["nodes"]),
+                ("registry_reloads_total", "counter", "registry reloads applied", h["registry"]["applied"]),
+                ("registry_reloads_refused_total", "counter", "registry reloads refused", h["registry"]["refused"]),
             ]
             text = "".join(
                 f"# HELP gridledger_{n} {d}\n# TYPE gridledger_{n} {t}\ngridledger_{n} {v}\n" for n, t, d, v in rows
@@ -529,7 +568,8 @@ class NodeService:
                 if not rows or not isinstance(rows[0][1], Reading):
                     rows = []
                 try:  # the same 403 for a reading that does not exist as for one of a meter the caller may not read
-                    basis = self._entitlement(caller, meter_id(self.chain.state, rows[0][1].member) if rows else "")
+                    subject = meter_id(self.chain.state, rows[0][1].member) if rows else ""
+                    basis = self._entitlement(caller, request.state.caller_key, subject)
                 except HTTPException:
                     raise HTTPException(
                         403,
@@ -546,7 +586,7 @@ class NodeService:
 
             def serve() -> dict:
                 with self.sequencer.lock:
-                    basis = self._entitlement(caller, meter)
+                    basis = self._entitlement(caller, request.state.caller_key, meter)
                     member = roster(self.chain.state).index.get(meter)
                     if member is None:
                         raise HTTPException(404, detail=f"no meter {meter!r} is enrolled on this chain")
