@@ -316,7 +316,7 @@ def main() -> None:
     )
     print(
         "floors (see floors()): work = public-key operations + link crossings over 2 cores; chain = the "
-        "sequential shuffle"
+        "sequential shuffle (the construction is unchanged: every layer a sealed box with its own ephemeral key)"
     )
     print(
         f"what runs in parallel here: the n participants share {WORKERS} worker processes (n / {WORKERS} each) and "
