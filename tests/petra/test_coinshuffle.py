@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import threading
 from collections import Counter
 
 import pytest
@@ -30,6 +31,7 @@ from gridledger.petra.coinshuffle import (
     Phase,
     Reveal,
     Run,
+    _EarliestFirst,
     _open_all,
     _shuffled,
     find_offender,
@@ -92,6 +94,24 @@ def test_a_long_peel_on_two_threads_keeps_the_order_and_fails_on_any_bad_entry()
             _open_all(SealedBox(key), [*sealed[:bad], secrets.token_bytes(68), *sealed[bad + 1 :]])
 
 
+def test_precompute_runs_the_earliest_position_first_and_hands_back_results_and_errors():
+    """Queued while the thread is busy: lowest rank first, ties in arrival order; a cancelled job never runs."""
+    worker = _EarliestFirst("test")
+    release, ran = threading.Event(), []
+    busy = worker.submit(0, release.wait)
+    queued = [(5, "a"), (1, "b"), (3, "c"), (1, "d"), (4, "e")]
+    jobs = {job: worker.submit(job[0], lambda job=job: ran.append(job) or job) for job in queued}
+    assert jobs[(4, "e")].cancel()
+    failing = worker.submit(2, lambda: 1 // 0)
+    release.set()
+    assert busy.result(5) is True
+    expected = [(1, "b"), (1, "d"), (3, "c"), (5, "a")]
+    assert [jobs[job].result(5) for job in expected] == expected
+    with pytest.raises(ZeroDivisionError):
+        failing.result(5)
+    assert ran == expected
+
+
 def test_shuffle_is_a_uniform_permutation():
     items = [b"a", b"b", b"c"]
     counts = Counter(tuple(_shuffled(items)) for _ in range(12_000))
@@ -104,6 +124,39 @@ def test_honest_mix_long_enough_to_split_the_peel():
     board, parts, errors = mix(grid, SPLIT_OPENS + 2)
     assert not errors and board.runs == 1
     assert [o.owner for o in board.result.outputs] == sorted(p.address for p in parts)
+    grid.commit(board.result)
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_a_bad_entry_in_a_long_list_is_blamed_alike_with_the_two_thread_peel_or_without(monkeypatch, split):
+    """An undecryptable entry reaching a participant who opens its list on two threads (or, with the split turned
+    off, on one) is blamed on the participant who introduced it, with the same reason, and the rerun completes."""
+    import gridledger.petra.coinshuffle as coinshuffle
+
+    if not split:
+        monkeypatch.setattr(coinshuffle, "SPLIT_OPENS", 10**9)
+    n = SPLIT_OPENS + 3
+    opened: list[int] = []
+    original = coinshuffle._open_all
+
+    def counted(unseal, entries):
+        opened.append(len(entries))
+        return original(unseal, entries)
+
+    monkeypatch.setattr(coinshuffle, "_open_all", counted)
+    grid = build_grid(n)
+    coins = grid.coins(UNIT, n)
+    order = sorted(participants(grid, coins), key=lambda p: p.key.public)
+    position = SPLIT_OPENS + 1  # its garbage reaches the last participant among SPLIT_OPENS + 2 entries
+    order[position].__class__ = Garbage
+    board = new_board(grid, coins)
+    run_local(board, order)
+    assert [(ex.pubkey, ex.reason) for ex in board.excluded] == [
+        (order[position].key.public, f"introduced an entry that participant {n - 1} cannot decrypt")
+    ]
+    assert all(p.verdicts[-1] == (position, board.excluded[0].reason) for p in order if p is not order[position])
+    assert board.result is not None and len(board.result.inputs) == n - 1
+    assert max(opened) >= SPLIT_OPENS  # the long lists went through the (possibly) split peel
     grid.commit(board.result)
 
 

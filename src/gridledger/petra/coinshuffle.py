@@ -27,6 +27,23 @@ answer in time, sends a malformed or unsigned message, or does not sign the join
 excluded too. Messages go through a bulletin board (:class:`Board`, as in the paper's implementation) that
 relays them and keeps time; it can delay or stop a mix, but it cannot forge a message or link addresses.
 
+**Why every layer is a sealed box.** A libsodium sealed box draws a fresh X25519 key pair for each box, puts its
+public half in clear at the head of the box, and encrypts with XSalsa20-Poly1305 under the X25519 shared key (nonce
+from BLAKE2b of both public keys). Precomputing a shared key (``nacl.public.Box``) pays only when one key pair
+encrypts many messages, and no key pair does here without breaking the shuffle: one ephemeral key for all layers of
+an entry (each with its own nonce) would leave the same public key at the head of the entry after every peel, so
+the board and every participant, who see consecutive lists, would follow the entry across each honest shuffler;
+one ephemeral key shared by the senders of the layers for one recipient would let each sender open the others'
+layers; the sender's announced key would name the sender (the recipient must know which key to use). So a mix
+costs ``n (n - 1) / 2`` seals, as many opens and as many announcement checks (``P_i`` checks the keys of the
+``n - 1 - i`` later participants, because a board that swapped one could peel that layer), whatever the code
+around them; libsodium has no batch Ed25519 verification. ``benchmarks/mix_time.py`` prints that floor.
+
+**Where it runs.** A process may play many participants (a simulation, the benchmark): :func:`mix_coin` does the
+announcement checks and the onion on one worker thread per process, lowest position in the shuffle first
+(:class:`_EarliestFirst`), and a participant opens a list of ``SPLIT_OPENS`` entries or more on two threads
+(libsodium releases the GIL). Neither changes a message or a check.
+
 The protocol logic (:class:`Participant`, :class:`Board`, :func:`find_offender`) is deterministic apart from
 fresh keys and shuffles, and free of I/O. :class:`MixBoard` and :func:`mix_coin` run it over onion circuits
 (:mod:`gridledger.petra.onion`), in one process or between processes.
@@ -36,11 +53,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
+import queue
 import secrets
 import struct
+import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -71,6 +92,45 @@ def _thread(name: str) -> ThreadPoolExecutor:
     if pool is None:
         pool = _threads[name] = ThreadPoolExecutor(1, thread_name_prefix=f"coinshuffle-{name}")
     return pool
+
+
+class _EarliestFirst:
+    """One daemon worker thread that runs the queued job of the lowest rank first (ties in arrival order).
+
+    A process that plays several participants queues their precomputations here ranked by their position in the
+    shuffle: ``P_i`` needs its onion when the shuffle reaches it, so the earliest deadline goes first (taken in
+    arrival order, one mix of 100 had the shuffle wait at ``P_10`` until 1.0 s, queued behind later participants).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._jobs: queue.PriorityQueue = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._lock = threading.Lock()
+        self._pid = 0  # the process whose worker thread is running (a forked child starts its own)
+
+    def submit(self, rank: int, job: Callable[[], object]) -> Future:
+        """Queue ``job`` at ``rank``; its result (or exception) arrives in the returned future."""
+        future: Future = Future()
+        self._jobs.put((rank, next(self._order), future, job))
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(target=self._work, name=f"coinshuffle-{self.name}", daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            _, _, future, job = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue  # its waiter gave up (e.g. a cancelled mix)
+            try:
+                future.set_result(job())
+            except BaseException as e:  # handed to the waiter, as a ThreadPoolExecutor does
+                future.set_exception(e)
+
+
+_precompute = _EarliestFirst("precompute")
 
 
 def _shuffled(items: Sequence[bytes]) -> list[bytes]:
@@ -835,8 +895,9 @@ async def mix_coin(
 
     ``timeout``: seconds to wait for each message of the board; ``start_timeout``: for the session to start (it
     starts only when the pool is full or closed), if longer. The announcements (the participant's precomputation)
-    are handled on the process's ``precompute`` thread, one participant after another in arrival order, so that
-    the event loop keeps relaying other participants' shuffle steps meanwhile (libsodium releases the GIL).
+    are handled on the process's ``precompute`` thread, one participant after another, lowest position in the
+    shuffle first (:class:`_EarliestFirst`), so that the event loop keeps relaying other participants' shuffle
+    steps meanwhile (libsodium releases the GIL).
 
     Raises :class:`MixError` if the board refuses the coin, the mix is aborted, the board excludes this
     participant, or the board excludes someone other than whom this participant's own replay blamed.
@@ -844,7 +905,6 @@ async def mix_coin(
     own_circuit = circuit is None
     if circuit is None:
         circuit = await node.open_circuit(board)
-    loop = asyncio.get_running_loop()
     try:
         await circuit.send(join_message(denomination, participant.coin, participant.key, board))
         wait = max(timeout, start_timeout or 0)  # the first answer comes when the board starts the session
@@ -856,7 +916,8 @@ async def mix_coin(
             except OnionError as e:
                 raise MixError("mix-timeout", str(e)) from None
             if msg[:2] == _ANNOUNCEMENTS:  # check n - 1 - i keys, seal as many layers: off the event loop
-                outs = await loop.run_in_executor(_thread("precompute"), participant.receive, msg)
+                job = _precompute.submit(participant.index, lambda m=msg: participant.receive(m))
+                outs = await asyncio.wrap_future(job)
             else:
                 outs = participant.receive(msg)
             for out in outs:
