@@ -37,6 +37,8 @@ from gridledger.node.market import (
     Replica,
     StoreLease,
     bills_path,
+    live_relays,
+    open_circuit,
     relay_name,
 )
 from gridledger.petra.onchain import Move, classify
@@ -257,18 +259,31 @@ def test_the_bid_store_sees_only_exit_relays(community):
     assert not any(f"prosumer-{m}" in log for m, _ in HOMES)
 
 
-async def probe(folder: Path, requests: list[bytes]) -> list[dict]:
+async def probe(folder: Path, requests: list[bytes], service: str | None = None) -> list[dict]:
     """Send raw requests to the active bid store over one onion circuit from the plan's probe address."""
     plan = MarketPlan.load(folder)
-    service = plan.store(status(folder)["active"]).store
+    service = service or plan.store(status(folder)["active"]).store
+    return [json.loads(a) for a in await probe_raw(folder, [(service, r) for r in requests])]
+
+
+async def probe_raw(folder: Path, requests: list[tuple[str, bytes]]) -> list[bytes]:
+    """Send raw requests, each to its onion service, over one circuit per service from the plan's probe address
+    (through the relays that are up, as a prosumer builds its circuits). One session per test: a relay's connection
+    to the probe address of an earlier session is stale, and the first cells it sends there are lost (so retries)."""
+    plan = MarketPlan.load(folder)
     with operator_client(folder) as dc1:
         replica = Replica(plan.genesis, dc1)
         replica.sync()
-        directory = RelayDirectory(plan.descriptors, replica.chain.state.policy, replica.slot())
+    relays = await live_relays(plan.descriptors, plan.book)
+    directory = RelayDirectory(relays, replica.chain.state.policy, replica.slot())
     node = await OnionNode(plan.transport(PROBE), None, directory).start()
     try:
-        circuit = await node.open_circuit(service, timeout=10)
-        return [json.loads(await circuit.request(r, 10)) for r in requests]
+        circuits, answers = {}, []
+        for service, r in requests:
+            if service not in circuits:
+                circuits[service] = await open_circuit(node, service, attempts=8, timeout=10)
+            answers.append(await circuits[service].request(r, 10))
+        return answers
     finally:
         await node.close()
 
@@ -298,6 +313,23 @@ def test_killing_a_relay_does_not_stop_the_market(community):
     assert after[0]["orders"] >= 2 and after[0]["matched_w"] > 0
     log = (community / "market-bidstore.log").read_text().split("round for slot")[-2]
     assert relay_name("MI004") not in log
+
+
+def test_the_standby_refuses_orders_and_joins_while_the_primary_is_active(community):
+    """The standby's book answers that it is not active and refuses a challenge (so an order) with bid-not-active;
+    its mix board refuses a join with mix-not-active; the primary says it is active."""
+    from gridledger.ledger.encoding import Reader
+    from gridledger.petra.coinshuffle import B_ERROR, P_JOIN
+
+    assert status(community)["active"] == BIDSTORE_ID
+    plan = MarketPlan.load(community)
+    primary, standby = plan.store(BIDSTORE_ID), plan.store(STANDBY_ID)
+    active, challenge = b'{"op": "active"}', b'{"op": "challenge"}'
+    asked = [(primary.store, active), (standby.store, active), (standby.store, challenge)]
+    *answers, joined = asyncio.run(probe_raw(community, [*asked, (standby.board, bytes([P_JOIN]) + bytes(40))]))
+    assert [json.loads(a) for a in answers[:2]] == [{"active": True}, {"active": False}]
+    assert json.loads(answers[2])["error"] == "bid-not-active"
+    assert joined[0] == B_ERROR and Reader(joined[1:]).name("code") == "mix-not-active"
 
 
 def test_the_standby_bid_store_takes_over_when_the_active_one_is_killed(community):
