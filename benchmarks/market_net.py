@@ -8,19 +8,26 @@ the start of that slot to the moment this watcher saw its trades committed (poll
 rewrites its status once per slot, so this is an upper bound, to about one slot). Deposits are counted per settled
 round: the deposits committed in the records up to one slot after the last settled round, divided by the settled
 rounds (the store files a deposit under the round in force when it forwards it, often the next one).
+
+The bid store's fail-over (:func:`failover`, 4 homes, secure): once a round settled, ``kill -9`` the active bid
+store; the take-over is from the kill to the moment the standby recorded that it holds the market lease (its
+``takeovers`` in ``market-status.json``), and the market is back when a round the standby cleared settled (from the
+kill; the dead store's round is lost, and a round needs a whole slot).
 Run from the repository root: ``.venv/bin/python benchmarks/market_net.py``.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from gridledger.node import cluster
-from gridledger.node.market import STATUS_FILE, MarketPlan, Replica
+from gridledger.node.market import BIDSTORE_ID, STANDBY_ID, STATUS_FILE, MarketPlan, Replica
 from gridledger.node.market_up import up_community
 
 SLOT_S = 30
@@ -98,6 +105,49 @@ def run(homes: int, insecure: bool) -> dict:
     }
 
 
+def status(folder: Path) -> dict:
+    path = folder / STATUS_FILE
+    return json.loads(path.read_text()) if path.exists() else {"rounds": []}
+
+
+def settled(folder: Path, store: str) -> list[dict]:
+    """The rounds ``store`` cleared whose trades all committed."""
+    return [
+        r
+        for r in status(folder)["rounds"]
+        if r.get("store") == store and r["trades"] and r["committed_trades"] == len(r["trades"])
+    ]
+
+
+def failover(homes: int = 4) -> dict:
+    """Kill the active bid store once one of its rounds settled; seconds to the standby's lease and to a settled
+    round of the standby's (NaN if not within ``TIMEOUT_S``)."""
+    base = Path(tempfile.mkdtemp(prefix="market-bench-"))
+    (base / "c.toml").write_text(community(homes))
+    folder = base / "net"
+    state = up_community(folder, base / "c.toml", SLOT_S, timeout=120)
+    took = back = float("nan")
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not settled(folder, BIDSTORE_ID) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        victim = next(m for m in state["market"] if m["id"] == BIDSTORE_ID)
+        killed = time.time()
+        os.killpg(victim["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            s = status(folder)
+            if s.get("active") == STANDBY_ID:
+                took = s["takeovers"][-1]["at"] - killed
+            if settled(folder, STANDBY_ID):
+                back = time.time() - killed
+                break
+            time.sleep(0.5)
+    finally:
+        cluster.down(folder)
+    return {"homes": homes, "takeover_s": took, "back_s": back}
+
+
 def main() -> None:
     results = [run(homes, insecure) for homes in (4, 8) for insecure in (True, False)]
     print(f"{'homes':>5} {'mode':>8} {'up s':>6} {'settled':>7} {'round s':>8} {'orders':>6} {'trades':>6} {'deps':>5}")
@@ -112,6 +162,9 @@ def main() -> None:
         print(f"market_round_{tag} = {r['round_s']:.1f} s")
         print(f"market_trades_per_round_{tag} = {r['trades']} trades")
         print(f"market_deposits_per_round_{tag} = {r['deposits']:.1f} deposits")
+    f = failover()
+    print(f"market_bidstore_takeover_{f['homes']}_homes_secure = {f['takeover_s']:.2f} s")
+    print(f"market_bidstore_round_back_{f['homes']}_homes_secure = {f['back_s']:.1f} s")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ prosumer processes on loopback TCP; orders over onion circuits; trades and depos
 
 One 4-home community runs for the whole module (15 s slots), secure by default (the cluster's CA, HTTPS node APIs
 that every market process verifies); each test waits for what it needs from the live rounds. The last test that uses
-it kills the primary concentrator.
+it kills the primary concentrator; the one before it kills the active bid store.
 """
 
 from __future__ import annotations
@@ -26,7 +26,21 @@ from gridledger.ledger.assets import AssetKind
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.node import cluster
-from gridledger.node.market import PROBE, STATUS_FILE, MarketPlan, Replica, bills_path, relay_name
+from gridledger.node.market import (
+    BIDSTORE_ID,
+    LEASE_POLL_S,
+    PROBE,
+    STANDBY_ID,
+    STATUS_FILE,
+    TAKEOVER_S,
+    MarketPlan,
+    Replica,
+    StoreLease,
+    bills_path,
+    live_relays,
+    open_circuit,
+    relay_name,
+)
 from gridledger.petra.onchain import Move, classify
 from gridledger.petra.onion import OnionNode, RelayDirectory
 
@@ -159,18 +173,17 @@ def bills(folder: Path) -> dict[str, dict[int, dict]]:
     return out
 
 
-def test_every_meter_bills_its_home_from_what_was_deposited_back(community):
-    """In a round where every order matched and every deposit committed, the meters' bills of its delivery slot
-    settle the measured energy corrected by exactly the unit traded: a seller's export the DSO pays for drops by
-    the unit sold, a buyer's import by the unit bought."""
-    plan = MarketPlan.load(community)
+def assert_a_full_round_billed(folder: Path, after: int = 0, timeout: float = 200.0) -> dict:
+    """Wait for a round for a slot after ``after`` where every order matched and every deposit committed, and that
+    every meter billed; its bills settle the measured energy corrected by exactly the unit traded. Returns it."""
+    plan = MarketPlan.load(folder)
     unit_ws = plan.unit_w * SLOT_S
-    deadline = time.monotonic() + 200
+    deadline = time.monotonic() + timeout
 
     def billed_full_round() -> dict | None:
-        reported = bills(community)
-        for r in settled(community):
-            full = r["orders"] == len(HOMES) and r["matched_w"] == 2 * plan.unit_w
+        reported = bills(folder)
+        for r in settled(folder):
+            full = r["slot"] > after and r["orders"] == len(HOMES) and r["matched_w"] == 2 * plan.unit_w
             if (
                 full
                 and r["committed_deposits"] == len(r["deposits"])
@@ -180,15 +193,23 @@ def test_every_meter_bills_its_home_from_what_was_deposited_back(community):
         return None
 
     while (r := billed_full_round()) is None:
-        assert time.monotonic() < deadline, (json.dumps(status(community), indent=1), bills(community))
+        assert time.monotonic() < deadline, (json.dumps(status(folder), indent=1), bills(folder))
         time.sleep(1)
-    reported = bills(community)
+    reported = bills(folder)
     for m, p in plan.prosumers.items():
         bill = reported[m][r["slot"]]
         measured_ws = p.measured(r["slot"]) * 3600
         assert bill["energy_ws"] == measured_ws + (unit_ws if p.side == "offer" else -unit_ws), (m, bill)
         assert bill["eca_audit_ok"]
         assert set(bill) == {"slot", "energy_ws", "amount", "eca_audit_ok"}  # nothing that names a trade
+    return r
+
+
+def test_every_meter_bills_its_home_from_what_was_deposited_back(community):
+    """In a round where every order matched and every deposit committed, the meters' bills of its delivery slot
+    settle the measured energy corrected by exactly the unit traded: a seller's export the DSO pays for drops by
+    the unit sold, a buyer's import by the unit bought."""
+    assert_a_full_round_billed(community)
     shown = CliRunner().invoke(cluster_app, ["status", "--dir", str(community)], env={"COLUMNS": "200"})
     assert "bills (as the meters report them to the DSO)" in shown.output
     assert all(m in shown.output.split("bills (as the meters")[1] for m, _ in HOMES)
@@ -198,15 +219,22 @@ def test_each_concentrator_holds_the_sum_of_the_meters_bills(community):
     """Every meter reports its bills to both concentrators (``POST /v1/bills``): for each slot all four meters
     reported, DC1's and DC1-backup's aggregate equal the sums of the meters' own bills of that slot, and no report
     was refused."""
-    deadline = time.monotonic() + 120
+    assert_the_concentrators_sum_the_bills(community)
+
+
+def assert_the_concentrators_sum_the_bills(folder: Path, after: int = 0, timeout: float = 120.0) -> None:
+    """Both concentrators' aggregate of each slot all meters reported equals the sums of the meters' own bills (and
+    at least one slot after ``after`` is there); no report was refused."""
+    deadline = time.monotonic() + timeout
     for node in ("DC1", "DC1-backup"):
         while True:
-            view = node_bills(community, node)
-            if full := [r for r in view["slots"] if r["meters"] == len(HOMES)]:
+            view = node_bills(folder, node)
+            full = [r for r in view["slots"] if r["meters"] == len(HOMES)]
+            if any(r["slot"] > after for r in full):
                 break
             assert time.monotonic() < deadline, (node, view)
             time.sleep(1)
-        reported = bills(community)  # written before they are reported: every slot the node has is in them
+        reported = bills(folder)  # written before they are reported: every slot the node has is in them
         for row in full:
             mine = [reported[m][row["slot"]] for m, _ in HOMES]
             assert row["energy_ws"] == sum(b["energy_ws"] for b in mine), (node, row, mine)
@@ -231,17 +259,31 @@ def test_the_bid_store_sees_only_exit_relays(community):
     assert not any(f"prosumer-{m}" in log for m, _ in HOMES)
 
 
-async def probe(folder: Path, requests: list[bytes]) -> list[dict]:
-    """Send raw requests to the bid store over one onion circuit from the plan's probe address."""
+async def probe(folder: Path, requests: list[bytes], service: str | None = None) -> list[dict]:
+    """Send raw requests to the active bid store over one onion circuit from the plan's probe address."""
+    plan = MarketPlan.load(folder)
+    service = service or plan.store(status(folder)["active"]).store
+    return [json.loads(a) for a in await probe_raw(folder, [(service, r) for r in requests])]
+
+
+async def probe_raw(folder: Path, requests: list[tuple[str, bytes]]) -> list[bytes]:
+    """Send raw requests, each to its onion service, over one circuit per service from the plan's probe address
+    (through the relays that are up, as a prosumer builds its circuits). One session per test: a relay's connection
+    to the probe address of an earlier session is stale, and the first cells it sends there are lost (so retries)."""
     plan = MarketPlan.load(folder)
     with operator_client(folder) as dc1:
         replica = Replica(plan.genesis, dc1)
         replica.sync()
-        directory = RelayDirectory(plan.descriptors, replica.chain.state.policy, replica.slot())
+    relays = await live_relays(plan.descriptors, plan.book)
+    directory = RelayDirectory(relays, replica.chain.state.policy, replica.slot())
     node = await OnionNode(plan.transport(PROBE), None, directory).start()
     try:
-        circuit = await node.open_circuit("bidstore", timeout=10)
-        return [json.loads(await circuit.request(r, 10)) for r in requests]
+        circuits, answers = {}, []
+        for service, r in requests:
+            if service not in circuits:
+                circuits[service] = await open_circuit(node, service, attempts=8, timeout=10)
+            answers.append(await circuits[service].request(r, 10))
+        return answers
     finally:
         await node.close()
 
@@ -273,6 +315,62 @@ def test_killing_a_relay_does_not_stop_the_market(community):
     assert relay_name("MI004") not in log
 
 
+def test_the_standby_refuses_orders_and_joins_while_the_primary_is_active(community):
+    """The standby's book answers that it is not active and refuses a challenge (so an order) with bid-not-active;
+    its mix board refuses a join with mix-not-active; the primary says it is active."""
+    from gridledger.ledger.encoding import Reader
+    from gridledger.petra.coinshuffle import B_ERROR, P_JOIN
+
+    assert status(community)["active"] == BIDSTORE_ID
+    plan = MarketPlan.load(community)
+    primary, standby = plan.store(BIDSTORE_ID), plan.store(STANDBY_ID)
+    active, challenge = b'{"op": "active"}', b'{"op": "challenge"}'
+    asked = [(primary.store, active), (standby.store, active), (standby.store, challenge)]
+    *answers, joined = asyncio.run(probe_raw(community, [*asked, (standby.board, bytes([P_JOIN]) + bytes(40))]))
+    assert [json.loads(a) for a in answers[:2]] == [{"active": True}, {"active": False}]
+    assert json.loads(answers[2])["error"] == "bid-not-active"
+    assert joined[0] == B_ERROR and Reader(joined[1:]).name("code") == "mix-not-active"
+
+
+def test_the_standby_bid_store_takes_over_when_the_active_one_is_killed(community):
+    """kill -9 the active bid store once a round committed its trades: the standby takes the market lease within a
+    few seconds (measured and printed), says so in market-status.json, and a later round it clears commits its
+    trades and deposits; the round the dead store held is lost, its coins deposited back: every meter's bills of
+    the slots since balance (ECA audit) and both concentrators still hold their sums."""
+    before = status(community)
+    assert before["active"] == BIDSTORE_ID and before["stores"] == [BIDSTORE_ID, STANDBY_ID]
+    last = max(r["slot"] for r in settled(community))
+    done = wait_rounds(community, 1, after=last)  # a round committed its trades just now
+    state = json.loads((community / cluster.STATE_FILE).read_text())
+    victim = next(m for m in state["market"] if m["id"] == BIDSTORE_ID)
+    killed_at = max(r["slot"] for r in status(community)["rounds"])
+    killed = time.time()
+    os.killpg(victim["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while (now := status(community)).get("active") != STANDBY_ID:
+        assert time.monotonic() < deadline, now
+        time.sleep(0.2)
+    takeover = now["takeovers"][-1]
+    assert takeover["store"] == STANDBY_ID and takeover["slot"] >= killed_at - 1
+    print(f"the standby took over {takeover['at'] - killed:.2f} s after the kill")
+    # the rounds the dead store recorded are carried on: what it settled is still listed
+    assert {t for r in done for t in r["trades"]} <= {t for r in now["rounds"] for t in r["trades"]}
+    after = wait_rounds(community, 1, after=killed_at + 1, timeout=240)
+    assert after[0]["store"] == STANDBY_ID and after[0]["matched_w"] > 0
+    with operator_client(community) as dc1:
+        for txid in after[0]["trades"] + after[0]["deposits"]:
+            assert dc1.tx_status(bytes.fromhex(txid))["status"] == "committed"
+    log = (community / f"market-{STANDBY_ID}.log").read_text()
+    assert f"bid store {STANDBY_ID} is now the active one" in log
+    billed = assert_a_full_round_billed(community, after=killed_at + 1)
+    reported = bills(community)
+    for m, mine in reported.items():  # the lost round's coins came back: nothing issued is missing from a bill
+        assert all(mine[t]["eca_audit_ok"] for t in range(killed_at, billed["slot"] + 1)), (m, mine)
+    assert_the_concentrators_sum_the_bills(community, after=killed_at + 1)
+    shown = CliRunner().invoke(cluster_app, ["status", "--dir", str(community)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "market rounds (bid store)" in shown.output
+
+
 def test_the_market_fails_over_to_the_backup_concentrator_when_the_primary_dies(community):
     """Kill DC1: the bid store moves to DC1-backup (which leads the chain once DC1's term lapsed), and the rounds
     after the fail-over commit their trades and deposits there."""
@@ -287,7 +385,8 @@ def test_the_market_fails_over_to_the_backup_concentrator_when_the_primary_dies(
         assert node.status()["leading"]
         for txid in after[0]["trades"] + after[0]["deposits"]:
             assert node.tx_status(bytes.fromhex(txid))["status"] == "committed"
-    assert f"submitting to {backup['url']} from now on" in (community / "market-bidstore.log").read_text()
+    store_log = (community / f"market-{status(community)['active']}.log").read_text()
+    assert f"submitting to {backup['url']} from now on" in store_log
 
 
 @pytest.mark.parametrize(
@@ -345,3 +444,41 @@ def test_an_enrolment_that_went_stale_before_the_nodes_committed_it_is_replaced(
         assert policy["limits"][0]["max_epa_w"] == 1000
     finally:
         cluster.down(folder)
+
+
+def test_the_market_lease_goes_to_the_primary_and_to_the_standby_only_once_the_primary_stops_renewing(etcd_cluster):
+    """On real etcd: the primary store wins the first lease (the standby waits even for an absent key); while the
+    primary renews, the standby never takes it; once the primary stops (as killed), the standby takes it, not
+    before ``TAKEOVER_S``; a primary started again does not take it back while the standby renews."""
+    chain_id = os.urandom(32)
+
+    def lease(store: str) -> StoreLease:
+        return StoreLease(etcd_cluster.endpoints, chain_id, store, preferred=store == BIDSTORE_ID)
+
+    primary, standby = lease(BIDSTORE_ID), lease(STANDBY_ID)
+    try:
+        assert not standby.contend()
+        assert primary.contend()
+        end = time.monotonic() + TAKEOVER_S + 2
+        while time.monotonic() < end:
+            primary.contend()
+            assert not standby.contend()
+            time.sleep(LEASE_POLL_S)
+        assert standby.leader() == BIDSTORE_ID
+        primary.close()  # no more renewals
+        stopped = time.monotonic()
+        while not standby.contend():
+            assert time.monotonic() < stopped + 60
+            time.sleep(LEASE_POLL_S)
+        print(f"the standby's lease {time.monotonic() - stopped:.2f} s after the primary's last look")
+        assert time.monotonic() - stopped >= TAKEOVER_S and standby.leader() == STANDBY_ID
+        again = lease(BIDSTORE_ID)
+        end = time.monotonic() + TAKEOVER_S + 2
+        while time.monotonic() < end:
+            standby.contend()
+            assert not again.contend()
+            time.sleep(LEASE_POLL_S)
+        again.close()
+    finally:
+        standby.close()
+        primary.close()

@@ -307,3 +307,42 @@ def test_service_over_onion_circuits_sees_only_exit_relays():
 def test_the_store_reads_the_chain_the_meters_wrote(book):
     assert book.store.ledger.output(book.epa).owner == book.epa_key.address
     assert book.store.ledger.output(book.fa).asset == FA(500)
+
+
+def test_a_store_that_is_not_active_refuses_orders_with_its_code_and_neither_clears_nor_submits():
+    """A standby store answers ``active`` and forwards deposits (``submit``), but refuses every other operation with
+    ``bid-not-active`` and will not clear or submit trades; once active it takes the same order."""
+    from gridledger.petra.bidstore import NOT_ACTIVE
+    from gridledger.petra.operator import MarketOperator
+
+    async def scenario():
+        book = Book()
+        onion = await onion_network(4)
+        node = await OnionNode(onion.network.endpoint("bidstore")).start()
+        active = False
+        operator = MarketOperator(node, book.grid.chain, lambda: 0, active=lambda: active)
+        home = await OnionNode(onion.network.endpoint("seller-home"), directory=onion.directory).start()
+        client = BidStoreClient(await home.open_circuit("bidstore"))
+        assert await client.call("active") == {"active": False}
+        order = book.offer()
+        for call in (client.post(order, [book.epa_key]), client.list(), client.call("trades", order_id="00")):
+            with pytest.raises(BidStoreError) as e:
+                await call
+            assert e.value.code == NOT_ACTIVE
+        with pytest.raises(BidStoreError) as e:  # passive: forwarded, and the chain's own refusal comes back
+            await client.call("submit", tx="00")
+        assert e.value.code == "bid-bad-transaction"
+        for step in (operator.close, operator.submit_signed):
+            with pytest.raises(BidStoreError) as e:
+                step()
+            assert e.value.code == NOT_ACTIVE
+        assert operator.service.refused[NOT_ACTIVE] == 3 and book.store.orders == {}
+        active = True
+        assert await client.call("active") == {"active": True}
+        oid = await client.post(order, [book.epa_key])
+        assert [o["order_id"] for o in await client.list()] == [oid]
+        assert operator.close().trades == [] and operator.submit_signed() == []
+        for n in [node, home, *onion.relays]:
+            await n.close()
+
+    run(scenario())

@@ -2,8 +2,10 @@
 
 :func:`up_community` starts the cluster of :func:`gridledger.node.cluster.up` for the community's homes (one PoEf
 NAN chain whose slot is ``slot_seconds`` long, the homes' meters enrolled with the community's DSO limits, the bid
-store registered with every node), then writes the market plan (:mod:`gridledger.node.market`) and starts one
-relay and one prosumer process per home and the bid store. Each home trades one unit (``unit_w``) every round: a
+store and its standby registered with every node), then writes the market plan (:mod:`gridledger.node.market`)
+and starts one relay and one prosumer process per home, the bid store ``bidstore`` and the standby bid store
+``bidstore-standby`` (each with its own key, onion services and etcd user; the market lease in etcd decides which
+one is active, :class:`~gridledger.node.market.StoreLease`). Each home trades one unit (``unit_w``) every round: a
 home with PV offers it at a quarter of the way from the production to the consumption price, a home without bids
 at three quarters (if all or no homes have PV, every second home sells), so the rounds clear. Each home's meter
 bills every slot from the net energy the community's simulated household measures in it (:func:`measured_wh`).
@@ -14,6 +16,7 @@ API they call against that CA.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -27,22 +30,30 @@ from gridledger.ledger.crypto import KeyPair
 from gridledger.node.client import NodeClient
 from gridledger.node.cluster import STATE_FILE, NodeSpec, _enrol, up
 from gridledger.node.config import NodeConfig
+from gridledger.node.deploy import PKI_DIR, admin_tls
+from gridledger.node.etcd import etcd_client, grant_prefix
 from gridledger.node.market import (
     BIDSTORE_ID,
     PLAN_FILE,
+    PRIMARY,
     PROBE,
+    STANDBY_ID,
     MarketPlan,
+    StorePlan,
     descriptor_json,
+    lease_prefix,
     prosumer_name,
     relay_key_path,
     relay_name,
 )
 from gridledger.node.netutil import free_port, wait_port
-from gridledger.node.pki import write_private
+from gridledger.node.pki import LocalCA, write_private
 from gridledger.petra.onion import RelayDescriptor
 
 #: Seconds after ``up`` starts from which the meters are enrolled (the nodes must be up and commit it before).
 ENROL_AFTER_S = 30
+#: The market's bid stores, the primary first: each its own key, onion services (book, mix board) and etcd user.
+STORES = (PRIMARY, StorePlan(STANDBY_ID, STANDBY_ID, "mixboard-standby"))
 
 
 def sides(homes) -> dict[str, str]:
@@ -86,7 +97,7 @@ def up_community(
         )
     dso = community.dso
     unit = unit_w or min(dso.max_epa_w, dso.max_eca_w) // 2
-    bidstore = KeyPair.generate()
+    store_keys = {st.id: KeyPair.generate() for st in STORES}
     limits = (dso.max_epa_w, dso.max_eca_w, dso.credit_fa)
     enrol_after = max(ENROL_AFTER_S, 2 * slot_seconds)
     measured = measured_wh(community, slot_seconds)
@@ -101,15 +112,18 @@ def up_community(
         slot_seconds=slot_seconds,
         meter_ids=[h.id for h in community.homes],
         limits=limits,
-        extra_registry=((BIDSTORE_ID, BIDSTORE_ID, bidstore),),
+        extra_registry=tuple((st.id, BIDSTORE_ID, store_keys[st.id]) for st in STORES),
         enrol_after_s=enrol_after,
     )
     await_enrolment(folder, state, limits, (60 + enrol_after) // slot_seconds, timeout)
     publish_prices(folder, state, (community.prices.consumption_per_kwh, community.prices.production_per_kwh), timeout)
-    write_private(folder / "keys" / f"{BIDSTORE_ID}.seed", bidstore.seed.hex())
     nodes = {n["id"]: n for n in state["nodes"]}
+    for st in STORES:
+        write_private(folder / "keys" / f"{st.id}.seed", store_keys[st.id].seed.hex())
+    if state["ca"] is not None:
+        grant_lease(folder, state, bytes.fromhex(state["chains"]["nan1"]["chain_id"]))
     book, descriptors = {}, []
-    for name in ("bidstore", "mixboard", PROBE):
+    for name in [s for st in STORES for s in (st.store, st.board)] + [PROBE]:
         book[name] = ("127.0.0.1", free_port())
     for h in community.homes:
         relay_key = PrivateKey.generate()
@@ -131,6 +145,8 @@ def up_community(
         "book": book,
         "descriptors": [descriptor_json(d) for d in descriptors],
         "feeders": {f.id: [f.internal_capacity_w, f.external_capacity_w] for f in community.feeders},
+        "stores": [{"id": st.id, "store": st.store, "board": st.board} for st in STORES],
+        "etcd": [m["url"] for m in state["etcd"]],
         "prosumers": {
             h.id: {
                 "feeder": h.feeder,
@@ -145,17 +161,36 @@ def up_community(
     }
     (folder / PLAN_FILE).write_text(json.dumps(plan, indent=1))
     MarketPlan.load(folder).denominations(0, slot_seconds)  # refuses a unit worth nothing before anything starts
-    market = [("bidstore", None)] + [(r, h.id) for h in community.homes for r in ("relay", "prosumer")]
     state["market"] = []
-    for role, meter in market:
-        name = {"relay": relay_name, "prosumer": prosumer_name}.get(role, lambda _: "bidstore")(meter)
-        proc = _start(folder, role, meter, name)
-        state["market"].append({"id": name, "role": role, "meter": meter, "pid": proc.pid})
+    for st in STORES:  # the standby is named to the process (--meter); the primary is the default store
+        proc = _start(folder, "bidstore", None if st == PRIMARY else st.id, st.id)
+        state["market"].append({"id": st.id, "role": "bidstore", "meter": None, "pid": proc.pid})
+    for h in community.homes:
+        for role, name in (("relay", relay_name(h.id)), ("prosumer", prosumer_name(h.id))):
+            proc = _start(folder, role, h.id, name)
+            state["market"].append({"id": name, "role": role, "meter": h.id, "pid": proc.pid})
     state["slot_seconds"] = slot_seconds
     (folder / STATE_FILE).write_text(json.dumps(state, indent=2))
-    for name in [m["id"] for m in state["market"] if m["role"] == "relay"] + ["bidstore", "mixboard"]:
+    services = [s for st in STORES for s in (st.store, st.board)]
+    for name in [m["id"] for m in state["market"] if m["role"] == "relay"] + services:
         wait_port(book[name][1], timeout)
     return state
+
+
+def grant_lease(folder: Path, state: dict, chain_id: bytes) -> None:
+    """On a secure cluster, give each bid store its etcd client certificate (``pki/<id>.crt``) and its etcd user
+    (``keys/<id>.etcd-password``), whose role may use the market lease's keys only (:func:`lease_prefix`)."""
+    ca = LocalCA.load(folder / PKI_DIR)
+    root = ("root", (folder / PKI_DIR / "etcd-root.password").read_text())
+    admin = etcd_client(state["etcd"][0]["url"], admin_tls(folder), timeout=5, user=root)
+    try:
+        for st in STORES:
+            ca.issue(st.id, common=False)  # etcd's client: no common name (pki.LocalCA.issue)
+            password = os.urandom(16).hex()
+            grant_prefix(admin, st.id, password, lease_prefix(chain_id))
+            write_private(folder / "keys" / f"{st.id}.etcd-password", password)
+    finally:
+        admin.session.close()
 
 
 def await_enrolment(folder: Path, state: dict, limits: tuple[int, int, int], slot: int, timeout: float) -> None:

@@ -13,7 +13,8 @@ challenge), ``bid-expired`` (the order's expiry or start, or the asset's interva
 ``bid-asset-unknown`` (no such output on the chain), ``bid-asset-spent`` (the output was spent),
 ``bid-not-owner`` (the proving key does not own the asset), ``bid-bad-signature``, ``bid-double-posted``
 (the asset already backs an open order), ``bid-asset-mismatch`` (wrong kind, interval, power or amount),
-``bid-unknown-order`` (cancel of an order that is not open).
+``bid-unknown-order`` (cancel of an order that is not open), ``bid-not-active`` (this store is the market's standby
+now, not its active store: send the request to the other one).
 
 Money: ``limit_price`` is in minor units per kWh, as in :mod:`gridledger.market.orders`; a payment for ``p`` W
 over one slot of ``slot_seconds`` at price ``c`` is :func:`gridledger.ledger.units.energy_cost` of
@@ -43,6 +44,8 @@ _TAG = b"gridledger/bid/v1"
 CHALLENGE_BYTES = 32
 #: Most unanswered challenges kept (the oldest are forgotten first).
 MAX_CHALLENGES = 100_000
+#: The refusal of a store that is not the market's active one (see :class:`BidStoreService`).
+NOT_ACTIVE = "bid-not-active"
 
 
 class BidStoreError(Exception):
@@ -375,16 +378,21 @@ class BidStoreService:
     """The bid store behind an onion service: JSON requests ``{"op": …}``, one JSON answer each.
 
     Operations: ``challenge``; ``post`` (``order``, ``challenge``, ``proofs``); ``cancel`` (``order_id``,
-    ``challenge``, ``proofs``); ``list`` (optional ``side``). Errors come back as ``{"error": code,
-    "message": …}``. More operations (e.g. settlement) can be added with :meth:`register`. ``senders`` records
-    the network identity each request arrived from — always an exit relay, never a prosumer — and ``log``
-    the store's record of each post and cancel: ``(slot, operation, order id, exit relay)``; ``refused`` counts
-    the refusals by error code.
+    ``challenge``, ``proofs``); ``list`` (optional ``side``); ``active`` (``{"active": bool}``: whether this store
+    takes orders now). Errors come back as ``{"error": code, "message": …}``. More operations (e.g. settlement)
+    can be added with :meth:`register`. ``senders`` records the network identity each request arrived from —
+    always an exit relay, never a prosumer — and ``log`` the store's record of each post and cancel: ``(slot,
+    operation, order id, exit relay)``; ``refused`` counts the refusals by error code.
+
+    ``active``: whether this store is the market's active one now (default: always). While it is not, every
+    operation but the passive ones (``active``, and those registered ``passive``) is refused with
+    :data:`NOT_ACTIVE`, so a prosumer turns to the other store.
     """
 
-    def __init__(self, store: BidStore, now: Callable[[], int]) -> None:
+    def __init__(self, store: BidStore, now: Callable[[], int], active: Callable[[], bool] | None = None) -> None:
         self.store = store
         self.now = now
+        self.active = active or (lambda: True)
         self.senders: list[str] = []
         self.log: list[tuple[int, str, str, str]] = []
         #: Refused requests by error code.
@@ -394,10 +402,16 @@ class BidStoreService:
             "post": self._post,
             "cancel": self._cancel,
             "list": self._list,
+            "active": self._active,
         }
+        #: The operations served while the store is not active.
+        self.passive: set[str] = {"active"}
 
-    def register(self, op: str, handler: RequestHandler) -> None:
+    def register(self, op: str, handler: RequestHandler, passive: bool = False) -> None:
+        """Serve ``op`` with ``handler``; ``passive``: also while the store is not active."""
         self.handlers[op] = handler
+        if passive:
+            self.passive.add(op)
 
     async def handle(self, stream: Stream, data: bytes) -> None:
         """Answer one request arriving on ``stream`` (the onion service handler)."""
@@ -409,6 +423,8 @@ class BidStoreService:
             handler = self.handlers.get(request.get("op"))
             if handler is None:
                 raise BidStoreError("bid-bad-request", f"unknown operation {request.get('op')!r}")
+            if request["op"] not in self.passive and not self.active():
+                raise BidStoreError(NOT_ACTIVE, f"this bid store is on standby: send {request['op']!r} to the other")
             answer = await handler(request)
         except BidStoreError as e:
             answer = {"error": e.code, "message": e.message}
@@ -417,6 +433,9 @@ class BidStoreService:
         if "error" in answer:
             self.refused[answer["error"]] += 1
         await stream.reply(json.dumps(answer).encode())
+
+    async def _active(self, request: dict) -> dict:
+        return {"active": self.active()}
 
     async def _challenge(self, request: dict) -> dict:
         return {"challenge": self.store.challenge().hex()}

@@ -11,6 +11,7 @@ from gridledger.ledger.kinds.transfer import Transfer
 from gridledger.market.clearing import clear
 from gridledger.market.orders import Feeder
 from gridledger.petra.bidstore import (
+    NOT_ACTIVE,
     BidStore,
     BidStoreError,
     BidStoreService,
@@ -28,6 +29,11 @@ class MarketOperator:
     Adds the operations ``trades`` (``order_id`` → the trades to sign with their matches), ``sign``
     (``order_id``, ``witnesses``: ``[trade, input, pubkey, signature]``) and ``submit`` (a transaction, hex:
     forwarded to the chain, so prosumers never reach the coordinator under their own network identity).
+
+    ``active``: whether this store is the market's active one now (a market with a standby store decides it with a
+    lease; default: always). A store that is not refuses orders (:data:`~gridledger.petra.bidstore.NOT_ACTIVE`),
+    and neither clears (:meth:`close`) nor submits trades (:meth:`submit_signed`, :meth:`check_active`); it still
+    forwards ``submit`` (a prosumer's deposit needs no lease: the ledger alone decides whether a coin may move).
     """
 
     def __init__(
@@ -37,10 +43,11 @@ class MarketOperator:
         now: Callable[[], int],
         mechanism: str = "lp",
         feeders: Mapping[str, Feeder] | None = None,
+        active: Callable[[], bool] | None = None,
     ) -> None:
         self.chain = chain
         self.store = BidStore(chain)
-        self.service = BidStoreService(self.store, now)
+        self.service = BidStoreService(self.store, now, active)
         self.now = now
         self.mechanism = mechanism
         self.feeders = feeders
@@ -48,11 +55,18 @@ class MarketOperator:
         self.unmatched: list[Posted] = []
         self.service.register("trades", self._trades)
         self.service.register("sign", self._sign)
-        self.service.register("submit", self._submit)
+        self.service.register("submit", self._submit, passive=True)
         node.serve(self.service.handle)
 
+    def check_active(self, what: str) -> None:
+        """Raise :data:`~gridledger.petra.bidstore.NOT_ACTIVE` unless this store is the active one now."""
+        if not self.service.active():
+            raise BidStoreError(NOT_ACTIVE, f"this bid store is not the active one: it does not {what}")
+
     def close(self) -> Settlement:
-        """Clear the open book; matched orders leave it for settlement, unmatched ones stay listed."""
+        """Clear the open book; matched orders leave it for settlement, unmatched ones stay listed. Only the active
+        store clears (else :data:`~gridledger.petra.bidstore.NOT_ACTIVE`, the book untouched)."""
+        self.check_active("clear the book")
         posted = {p.order_id: p for p in self.store.open_orders(self.now())}
         result = clear(
             [p.order.market_order() for p in posted.values()],
@@ -69,7 +83,8 @@ class MarketOperator:
         return self.settlement
 
     def submit_signed(self) -> list[Transfer]:
-        """Submit every completely signed trade of the current settlement to the chain."""
+        """Submit every completely signed trade of the current settlement to the chain (the active store only)."""
+        self.check_active("submit trades")
         txs = self.settlement.signed() if self.settlement else []
         for tx in txs:
             self.chain.submit(tx)
