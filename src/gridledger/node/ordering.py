@@ -452,4 +452,4 @@ class EtcdOrderer(Orderer):
         with self._term_lock:
             self._term = None  # stops the renewal thread; the term lapses after LEADER_TIMEOUT_S
         for c in self._clients + self._watchers:
-            c.session.close()
+            c.close()
