@@ -78,7 +78,7 @@ class LeanClient(etcd3gw.Etcd3Client):
 
     def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
-        if conn is not None and conn.sock is not None and select.select([conn.sock], [], [], 0)[0]:
+        if conn is not None and conn.sock is not None and _readable(conn.sock):
             self._drop(conn)  # readable while idle: the member closed it (urllib3 makes the same check)
             conn = None
         if conn is None:
@@ -125,6 +125,13 @@ class LeanClient(etcd3gw.Etcd3Client):
         for conn in connections:
             conn.close()
         self.session.close()
+
+
+def _readable(sock) -> bool:
+    """True if ``sock`` has something to read now (poll, not select: any descriptor number)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def etcd_client(

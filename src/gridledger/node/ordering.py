@@ -25,10 +25,11 @@ The ledger state never sees the orderer: it only validates the blocks a node rea
 **Watches.** A node's loop does not poll etcd at a fast pace: ``wake_on`` opens an etcd watch stream (the JSON
 gateway's ``/v3/watch``) per kind of record the node acts on (``blocks``, ``mempool``, ``proposals``, ``votes``) and
 calls back on every write, so the loop reads the orderer as soon as there is something to read, and otherwise every
-``POLL_S``. A watch is only a doorbell: the loop still reads the records themselves with range reads, in order, so a
-lost stream (a member that died, restarted or was cut off, a compaction) can delay a node by at most ``POLL_S``,
-never lose or reorder an entry. A stream that fails or stays silent for ``WATCH_IDLE_S`` is opened again on the next
-member, and every (re)opening rings, for what was written while no stream was open.
+``POLL_S`` (a backup coordinator looks at the leader key every ``BACKUP_POLL_S``). A watch is only a doorbell: the
+loop still reads the records themselves with range reads, in order, so a lost stream (a member that died, restarted
+or was cut off) can delay a node by at most ``POLL_S``, never lose or reorder an entry. A stream that fails or stays
+silent for ``WATCH_IDLE_S`` is opened again on the next member, and every (re)opening rings, for what was written
+while no stream was open.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ LEADER_STALL_S = 3.0
 TERM_SEPARATOR = "#"
 #: Seconds between a node's reads of a watched orderer when no write woke it: what a lost watch costs at most.
 POLL_S = 0.5
+#: Seconds between a backup coordinator's looks at the leader key (it takes over once the key stood still for
+#: ``LEADER_TIMEOUT_S``; each look costs two small etcd reads).
+BACKUP_POLL_S = 0.05
 #: Seconds a watch stream may stay silent before it is opened again, on the next member (a dead or cut-off member
 #: leaves its streams silent; a quiet key range costs one reopening per period).
 WATCH_IDLE_S = 5.0

@@ -228,9 +228,10 @@ class Sequencer:
         return self.orderer.wake_on(("blocks", "mempool") if self.key is not None else ("blocks",), ring)
 
     def _pause(self) -> float:
-        """Seconds the loop may sleep unless woken: a backup coordinator watches the leader's renewals at their own
-        pace (a silent leader key is what lets it take over); any other node wakes on writes, else every ``POLL_S``."""
-        return ordering.LEADER_BEAT_S if self.key is not None and not self.leading else ordering.POLL_S
+        """Seconds the loop may sleep unless woken: a backup coordinator looks at the leader key every
+        ``BACKUP_POLL_S`` (a key that stands still is what lets it take over); any other node wakes on writes, else
+        every ``POLL_S``."""
+        return ordering.BACKUP_POLL_S if self.key is not None and not self.leading else ordering.POLL_S
 
     def run(self, stop: threading.Event, idle: float = 0.02) -> None:
         """Loop until ``stop`` is set: after a step that made no block, sleep until the orderer signals a write this
