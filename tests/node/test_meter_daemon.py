@@ -1,5 +1,5 @@
 """The meter daemon (``gridledger meter init|run|status``) against a real PoEf cluster (3-member etcd, a primary and a
-backup concentrator, three meters; one process each) and a real mosquitto: SmartPi measurements published on MQTT
+backup concentrator, four meters; one process each) and a real mosquitto: SmartPi measurements published on MQTT
 become readings committed on the NAN chain exactly once, with the energies measured, through a daemon killed with
 SIGKILL mid-stream, a broker restart and a node restart; bad payloads are counted and dropped.
 
@@ -61,7 +61,7 @@ def net(tmp_path_factory):
     requires.etcd()
     requires.mosquitto()
     folder = tmp_path_factory.mktemp("meter-cluster")
-    cluster.up(folder, meters=3, concentrators=1, rate_limit=(1_000, 2_000), poef=True, insecure=True)  # plain broker
+    cluster.up(folder, meters=4, concentrators=1, rate_limit=(1_000, 2_000), poef=True, insecure=True)  # plain broker
     network = Testnet(folder)
     try:
         ids = network.ids()
@@ -255,6 +255,18 @@ def test_bad_payloads_are_counted_and_dropped_and_the_daemon_runs_on(meter_of):
     assert mi.proc is not None and mi.proc.poll() is None
     shown = runner.invoke(app, ["meter", "status", "--config", str(mi.config)])
     assert shown.exit_code == 0 and "dropped:replayed" in shown.output
+
+
+def test_the_daemon_learns_of_each_commit_from_the_block_stream_without_polling(meter_of):
+    """With a status poll every 30 s, five readings one after the other would take minutes: the node's block stream
+    wakes the submitter at each block instead."""
+    mi = meter_of("MI4")
+    mi.config.write_text(mi.config.read_text().replace("poll_s = 0.1", "poll_s = 30.0"))
+    mi.start()
+    mi.subscribed()
+    mi.measure(stream(6))  # minutes 1..5
+    mi.wait_committed(range(1, 6), timeout=60)
+    mi.check_chain(range(1, 6))
 
 
 # ---------------------------------------------------------------------- no network: the accumulator and the config

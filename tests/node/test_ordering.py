@@ -12,11 +12,14 @@ import threading
 import time
 
 import pytest
+from tests import requires
 
 from gridledger.chain import Chain
 from gridledger.ledger.block import make_block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.genesis import Genesis
+from gridledger.node import ordering
+from gridledger.node.etcd import EtcdCluster
 from gridledger.node.ordering import EtcdOrderer, InProcessOrderer
 from gridledger.node.sequencer import Sequencer
 from gridledger.petra.dso import DSO
@@ -290,3 +293,63 @@ def test_an_unexpected_failure_is_counted_and_the_loop_goes_on(tmp_path):
     finally:
         stop.set()
         t.join()
+
+
+def _until(condition, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_a_watch_rings_on_each_write_of_its_kind(etcd_cluster):
+    """The stream rings once open (writes before it are for the first read), then on every put under its kind."""
+    orderer = EtcdOrderer(etcd_cluster.endpoints, os.urandom(32))
+    rings: list[str] = []
+    try:
+        assert orderer.wake_on(("blocks",), rings.append)
+        _until(lambda: rings, "the watch never opened")
+        for height in (1, 2):
+            seen = len(rings)
+            assert orderer.publish(height, b"entry")
+            _until(lambda seen=seen: len(rings) > seen, f"no ring for the block at height {height}")
+        assert set(rings) == {"blocks"}
+    finally:
+        orderer.close()
+
+
+def test_a_follower_whose_watch_member_dies_still_gets_every_block_in_order(tmp_path, monkeypatch):
+    """The etcd member a follower watches through is killed: its watch opens again on another member and it goes on
+    appending every block, in order, long before its fallback poll (set to a minute here) would have read them."""
+    requires.etcd()
+    monkeypatch.setattr(ordering, "POLL_S", 60.0)
+    cluster = EtcdCluster(3).start()
+    chain_id = os.urandom(32)
+    follower_orderer = EtcdOrderer(cluster.endpoints, chain_id)  # watches (and reads) through member 0 first
+    leader_orderer = EtcdOrderer(cluster.endpoints[1:], chain_id)
+    leader = Sequencer(_chain(tmp_path, "leader"), leader_orderer, "primary", C1)
+    follower = Sequencer(_chain(tmp_path, "follower"), follower_orderer, "meter")
+    stop = threading.Event()
+    thread = threading.Thread(target=follower.run, args=(stop,))
+    dso = DSO(DSO_KEY, leader.chain.chain_id)
+
+    def commit(k: int) -> None:
+        tx = dso.policy(_slot() + 10 + k, prices=(100 + k, 80))
+        leader_orderer.submit(tx.txid, tx.encode())
+        _until(lambda: leader.step() is not None, f"the leader never made block {k + 1}")  # it may campaign again
+        _until(lambda: follower.chain.height == leader.chain.height, f"the follower never got block {k + 1}")
+
+    try:
+        thread.start()
+        time.sleep(0.5)  # its first step and its watch streams (reads would take POLL_S = 60 s after that)
+        commit(0)
+        os.killpg(cluster.members[0].process.pid, signal.SIGKILL)
+        for k in range(1, 4):
+            commit(k)
+    finally:
+        stop.set()
+        thread.join()
+        for o in (follower_orderer, leader_orderer):
+            o.close()
+        cluster.stop()
+    assert [b.hash for b in follower.chain.blocks()] == [b.hash for b in leader.chain.blocks()]

@@ -18,8 +18,10 @@ already seen), ``out-of-order`` (older than the last one), ``before-start`` (bef
 
 **Output.** Every sealed reading goes to the outbox (:mod:`gridledger.meter.outbox`) in the same fsync'd
 transaction as the state it came from; the submitter sends the oldest unacknowledged one to ``node`` (signed as
-``api_id``), and polls ``GET /v1/transactions/{txid}`` until it is committed or rejected (the code is logged and
-counted). One reading is in flight at a time, so a meter's readings reach the chain in minute order. A node that does
+``api_id``), and asks ``GET /v1/transactions/{txid}`` until it is committed or rejected (the code is logged and
+counted): after every block the node announces on its block stream (``/v1/stream``, followed in a thread of its
+own), else every ``poll_s`` (every ``STREAM_POLL_S`` at least while the stream is open). One reading is in flight
+at a time, so a meter's readings reach the chain in minute order. A node that does
 not answer, refuses with a status other than 400, or forgot the transaction is retried; the same bytes are sent
 again (the same txid: the node's queue is idempotent, and the chain refuses a minute already reported).
 
@@ -43,6 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 
+import httpx
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -58,6 +61,8 @@ from gridledger.twin.smartpi import SmartPiFormatError, measured_at, parse_measu
 
 log = logging.getLogger("gridledger.meter")
 
+#: Seconds between the submitter's status requests while the node's block stream is open (it wakes it at each block).
+STREAM_POLL_S = 1.0
 #: The reasons a measurement is dropped (counted as ``dropped:<reason>``).
 DROP_REASONS = ("malformed", "wrong-serial", "replayed", "out-of-order", "before-start", "future")
 
@@ -320,6 +325,9 @@ class MeterDaemon:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._submitter: threading.Thread | None = None
+        #: The node's block stream: its own client (closed by ``stop``), and whether it is open now.
+        self._blocks = NodeClient(cfg.node, cfg.api_id, cfg.api_key, timeout=5.0, ca=cfg.node_ca)
+        self._streaming = False
         self.mqtt = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"gridledger-meter-{cfg.meter_id}",
@@ -434,13 +442,31 @@ class MeterDaemon:
                 more = False
                 self._stop.wait(1.0)
             if not more:
-                self._wake.wait(self.cfg.poll_s)
+                self._wake.wait(max(self.cfg.poll_s, STREAM_POLL_S) if self._streaming else self.cfg.poll_s)
                 self._wake.clear()
+
+    def _follow_blocks(self) -> None:
+        """Wake the submitter on every block the node announces (a committed reading is seen at once, without
+        polling); a stream that ends or fails is opened again after ``poll_s`` (the submitter polls meanwhile)."""
+        while not self._stop.is_set():
+            try:
+                for _ in self._blocks.events(self._blocks.status()["height"] + 1):
+                    self._streaming = True
+                    self._wake.set()
+                    if self._stop.is_set():
+                        return
+            except (ApiError, NodeUnreachable, httpx.HTTPError, ValueError) as e:
+                if not self._stop.is_set():
+                    log.info("%s: the node's block stream ended (%s); polling", self.cfg.meter_id, e)
+            finally:
+                self._streaming = False
+            self._stop.wait(max(self.cfg.poll_s, 1.0))
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> MeterDaemon:
         self._submitter = threading.Thread(target=self._submit_loop, name=f"submit-{self.cfg.meter_id}", daemon=True)
         self._submitter.start()
+        threading.Thread(target=self._follow_blocks, name=f"blocks-{self.cfg.meter_id}", daemon=True).start()
         self.mqtt.connect_async(self.cfg.broker_host, self.cfg.broker_port, keepalive=10)
         self.mqtt.loop_start()  # connects, and reconnects after the broker went away
         return self
@@ -453,6 +479,7 @@ class MeterDaemon:
         if self._submitter is not None:
             self._submitter.join(10)
         self.node.close()
+        self._blocks.close()  # ends its stream
         self.outbox.close()
 
     def run(self) -> None:

@@ -21,17 +21,30 @@ Key layout under ``/gridledger/<chain id hex>/``: ``leader``, ``blocks/<height, 
 ``quarantine/<height, 20 digits>/<SHA-256 of the entry, hex>`` (void entries the leader moved out of ``blocks/``,
 see :mod:`gridledger.node.sequencer`).
 The ledger state never sees the orderer: it only validates the blocks a node reads from it.
+
+**Watches.** A node's loop does not poll etcd at a fast pace: ``wake_on`` opens an etcd watch stream (the JSON
+gateway's ``/v3/watch``) per kind of record the node acts on (``blocks``, ``mempool``, ``proposals``, ``votes``) and
+calls back on every write, so the loop reads the orderer as soon as there is something to read, and otherwise every
+``POLL_S`` (a backup coordinator looks at the leader key every ``BACKUP_POLL_S``). A watch is only a doorbell: the
+loop still reads the records themselves with range reads, in order, so a lost stream (a member that died, restarted
+or was cut off) can delay a node by at most ``POLL_S``, never lose or reorder an entry. A stream that fails or stays
+silent for ``WATCH_IDLE_S`` is opened again on the next member, and every (re)opening rings, for what was written
+while no stream was open.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
+import socket
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 
+import requests
 from etcd3gw.exceptions import Etcd3Exception
 
 from gridledger.ledger import crypto
@@ -48,6 +61,16 @@ LEADER_TIMEOUT_S = 0.4
 LEADER_STALL_S = 3.0
 #: Between the node id and the random token of a term in the leader key.
 TERM_SEPARATOR = "#"
+#: Seconds between a node's reads of a watched orderer when no write woke it: what a lost watch costs at most.
+POLL_S = 0.5
+#: Seconds between a backup coordinator's looks at the leader key (it takes over once the key stood still for
+#: ``LEADER_TIMEOUT_S``; each look costs two small etcd reads).
+BACKUP_POLL_S = 0.05
+#: Seconds a watch stream may stay silent before it is opened again, on the next member (a dead or cut-off member
+#: leaves its streams silent; a quiet key range costs one reopening per period).
+WATCH_IDLE_S = 5.0
+#: Seconds before a watch stream that failed is opened again.
+WATCH_RETRY_S = 0.1
 
 
 class Orderer(ABC):
@@ -98,6 +121,12 @@ class Orderer(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional for backends without connections
         """Release connections."""
+
+    def wake_on(self, kinds: Iterable[str], ring: Callable[[str], None]) -> bool:
+        """Call ``ring(kind)`` after every write of a record of one of ``kinds`` (the first part of its key:
+        ``blocks``, ``mempool``, ``proposals``, ``votes``), until ``close``; False if this backend cannot tell (its
+        users poll). A hint only: readers still read the records, so a lost call delays them, never loses one."""
+        return False
 
 
 class InProcessOrderer(Orderer):
@@ -201,6 +230,10 @@ class EtcdOrderer(Orderer):
         self.timeout = timeout
         self.auth = auth
         self._clients = [etcd_client(u, tls, timeout) for u in endpoints]  # logged in on first use (_call)
+        #: The watch streams' own clients (one per member): the node's requests never wait behind a stream.
+        self._watchers = [etcd_client(u, tls, timeout) for u in endpoints]
+        self._closed = threading.Event()
+        self._streams: set[requests.Response] = set()  # open watch streams (``close`` cuts them)
         self._current = 0
         #: This node's term while it leads, and until when (monotonic s) it may claim to lead; a renewal thread
         #: (``_renew``) keeps both, so a long step (a large block) does not starve the renewals.
@@ -368,8 +401,59 @@ class EtcdOrderer(Orderer):
         txn = {"compare": compare, "success": success, "failure": []}
         return bool(self._call(lambda c: c.transaction(txn)).get("succeeded", False))
 
+    def wake_on(self, kinds: Iterable[str], ring: Callable[[str], None]) -> bool:
+        for kind in kinds:
+            threading.Thread(target=self._watch, args=(kind, ring), name=f"watch {kind}", daemon=True).start()
+        return True
+
+    def _watch(self, kind: str, ring: Callable[[str], None]) -> None:
+        """Call ``ring(kind)`` on every put under ``<prefix><kind>/`` and on every (re)opening of the stream (for what
+        was written while none was open); a stream that fails or is silent for ``WATCH_IDLE_S`` is opened again on the
+        next member."""
+        create = {"key": _b64(self._key(f"{kind}/")), "range_end": _b64(self._key(f"{kind}0")), "filters": ["NODELETE"]}
+        k = self._current
+        while not self._closed.is_set():
+            client = self._watchers[k % len(self._watchers)]
+            try:
+                if self.auth is not None and "Authorization" not in client.session.headers:
+                    authenticate(client, self.auth)
+                self._stream(client, {"create_request": create}, kind, ring)
+            except (requests.RequestException, Etcd3Exception, OSError, ValueError, KeyError) as e:
+                if self.auth is not None and "auth" in str(e).lower():  # e.g. the token expired: log in again next time
+                    client.session.headers.pop("Authorization", None)
+            k += 1  # failed, silent or cancelled: the next member (its stream rings once open)
+            self._closed.wait(WATCH_RETRY_S)
+
+    def _stream(self, client, request: dict, kind: str, ring: Callable[[str], None]) -> None:
+        """Read one watch stream until it ends, fails, is cancelled by etcd, or stays silent ``WATCH_IDLE_S``."""
+        url = client.get_url("/watch")
+        with client.session.post(url, json=request, stream=True, timeout=(self.timeout, WATCH_IDLE_S)) as answer:
+            answer.raise_for_status()
+            self._streams.add(answer)
+            try:
+                if self._closed.is_set():
+                    return
+                for line in answer.iter_lines():
+                    if not line:
+                        continue
+                    body = json.loads(line)
+                    if "result" not in body:  # etcd's error object (e.g. an invalid auth token) ends the stream
+                        raise ValueError(f"etcd watch: {body.get('error', body)}")
+                    result = body["result"]
+                    if result.get("canceled"):
+                        return
+                    ring(kind)  # created (anything before it is read by the next step), or events
+            finally:
+                self._streams.discard(answer)
+
     def close(self) -> None:
+        self._closed.set()
+        for answer in list(self._streams):  # wake the watch threads blocked on their streams
+            with contextlib.suppress(OSError, AttributeError, ValueError):
+                sock = socket.socket(fileno=os.dup(answer.raw.fileno()))
+                sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
         with self._term_lock:
             self._term = None  # stops the renewal thread; the term lapses after LEADER_TIMEOUT_S
-        for c in self._clients:
-            c.session.close()
+        for c in self._clients + self._watchers:
+            c.close()

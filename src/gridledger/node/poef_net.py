@@ -148,6 +148,22 @@ class PoefSequencer(Sequencer):
     def _append(self, block: Block) -> None:
         self.replica.commit(block, now=int(self.clock()))
 
+    def _rings(self, kind: str) -> bool:
+        """Also a proposal (members judge it) and a vote (the leader collects it)."""
+        return (
+            super()._rings(kind)
+            or (kind == "proposals" and self.validator is not None)
+            or (kind == "votes" and self.leading)
+        )
+
+    def _watch(self, ring: Callable[[str], None]) -> bool:
+        """The round board's proposals (members) or votes (coordinators), and the blocks of every child chain."""
+        kinds = ("blocks", "proposals") if self.validator is not None else ("blocks", "mempool", "votes")
+        watched = self.orderer.wake_on(kinds, ring)
+        for child in self.children:
+            watched = child.orderer.wake_on(("blocks",), ring) and watched
+        return watched
+
     def _step(self) -> Block | None:
         self._watch_children()
         return super()._step()

@@ -41,6 +41,7 @@ from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds import decode_transaction
+from gridledger.node import ordering
 from gridledger.node.ordering import Orderer
 from gridledger.store.base import StoreError
 
@@ -217,11 +218,33 @@ class Sequencer:
         self.orderer.drop([tx.txid for tx in block.transactions] + invalid)
         return True
 
+    def _rings(self, kind: str) -> bool:
+        """True if a write of an orderer record of ``kind`` gives this node work: a block (everyone), a pending
+        transaction (the leader)."""
+        return kind == "blocks" or (kind == "mempool" and self.leading)
+
+    def _watch(self, ring: Callable[[str], None]) -> bool:
+        """Have the orderer call ``ring`` on writes this node may act on; False if it cannot (then the loop polls)."""
+        return self.orderer.wake_on(("blocks", "mempool") if self.key is not None else ("blocks",), ring)
+
+    def _pause(self) -> float:
+        """Seconds the loop may sleep unless woken: a backup coordinator looks at the leader key every
+        ``BACKUP_POLL_S`` (a key that stands still is what lets it take over); any other node wakes on writes, else
+        every ``POLL_S``."""
+        return ordering.BACKUP_POLL_S if self.key is not None and not self.leading else ordering.POLL_S
+
     def run(self, stop: threading.Event, idle: float = 0.02) -> None:
-        """Loop until ``stop`` is set. Transient orderer and store failures are retried; any other failure is
-        logged with its traceback, counted (``errors``) and retried after a second: no input stops the loop."""
+        """Loop until ``stop`` is set: after a step that made no block, sleep until the orderer signals a write this
+        node acts on (at most ``_pause()``; ``idle`` s on a backend that cannot signal). Transient orderer and store
+        failures are retried; any other failure is logged with its traceback, counted (``errors``) and retried after
+        a second: no input stops the loop."""
+        bell = threading.Event()  # set by the orderer's watch threads (and by ``stop``)
+        watched = self._watch(lambda kind: self._rings(kind) and bell.set())
+        if watched:
+            threading.Thread(target=lambda: stop.wait() or bell.set(), name=f"stop-{self.node_id}", daemon=True).start()
         try:
             while not stop.is_set():
+                bell.clear()  # before the step: a write during it rings again, and the wait below returns at once
                 try:
                     block = self.step()
                 except (ConnectionError, StoreError) as e:
@@ -236,7 +259,7 @@ class Sequencer:
                     block = None
                     stop.wait(1.0)
                 if block is None:
-                    stop.wait(idle)
+                    bell.wait(self._pause()) if watched else stop.wait(idle)
         finally:
             if self.leading:
                 self.leading = False
