@@ -161,6 +161,7 @@ def test_two_rounds_commit_trades_and_deposits_on_the_nan_chain(community):
     assert verified.exit_code == 0, verified.output
     shown = CliRunner().invoke(cluster_app, ["status", "--dir", str(community)], env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and "market rounds (bid store)" in shown.output
+    assert f"active bid store: {BIDSTORE_ID} (since slot " in shown.output and f"standby: {STANDBY_ID})" in shown.output
 
 
 def bills(folder: Path) -> dict[str, dict[int, dict]]:
@@ -369,6 +370,7 @@ def test_the_standby_bid_store_takes_over_when_the_active_one_is_killed(communit
     assert_the_concentrators_sum_the_bills(community, after=killed_at + 1)
     shown = CliRunner().invoke(cluster_app, ["status", "--dir", str(community)], env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and "market rounds (bid store)" in shown.output
+    assert f"active bid store: {STANDBY_ID} (since slot {takeover['slot']}; standby: {BIDSTORE_ID})" in shown.output
 
 
 def test_the_market_fails_over_to_the_backup_concentrator_when_the_primary_dies(community):

@@ -316,12 +316,17 @@ def _market_status(folder: Path) -> None:
         return
     status = json.loads(path.read_text())
     table = Table(title="market rounds (bid store)")
-    for col in ("slot", "orders", "trades", "committed", "W matched", "deposits", "committed"):
+    for col in ("slot", "cleared by", "orders", "trades", "committed", "W matched", "deposits", "committed"):
         table.add_column(col)
     for r in status["rounds"][-10:]:
-        row = r["slot"], r["orders"], len(r["trades"]), r["committed_trades"], r["matched_w"], len(r["deposits"])
-        table.add_row(*map(str, (*row, r["committed_deposits"])))
+        row = r["slot"], r.get("store") or "", r["orders"], len(r["trades"]), r["committed_trades"], r["matched_w"]
+        table.add_row(*map(str, (*row, len(r["deposits"]), r["committed_deposits"])))
     console.print(table)
+    if "active" in status:
+        last = status.get("takeovers") or []
+        since = f"since slot {last[-1]['slot']}; " if last else ""
+        standby = [s for s in status.get("stores", []) if s != status["active"]]
+        console.print(f"active bid store: {status['active']} ({since}standby: {', '.join(standby) or 'none'})")
     console.print(f"bid store requests came from: {', '.join(status['senders']) or 'nobody yet'}")
     _bills(folder)
 

@@ -82,7 +82,7 @@ from gridledger.node.client import ApiError, NodeClient, NodeUnreachable, catch_
 from gridledger.node.ordering import EtcdOrderer
 from gridledger.node.pki import TlsFiles
 from gridledger.petra.bidstore import NOT_ACTIVE, AnonOrder, BidStoreClient, BidStoreError
-from gridledger.petra.coinshuffle import P_JOIN, MixBoard, MixError, Participant, mix_coin
+from gridledger.petra.coinshuffle import MIX_NOT_ACTIVE, MixBoard, MixError, Participant, mix_coin
 from gridledger.petra.meter import MeterError, SmartMeter
 from gridledger.petra.onion import (
     Circuit,
@@ -126,8 +126,6 @@ LOOP_STALL_S = 10.0
 #: Seconds a store goes on acting as the active one (taking orders, clearing, submitting) after it last saw that it
 #: holds the lease; below ``TAKEOVER_S``, so it has stopped before a standby can take over.
 LEASE_SLACK_S = 1.0
-#: The mix board's refusal of a coin while its store is not the active one (cf. ``bid-not-active``).
-MIX_NOT_ACTIVE = "mix-not-active"
 log = logging.getLogger("gridledger.market")
 
 
@@ -497,9 +495,14 @@ class BidStoreProcess:
         store_node.serve(self._on_store_request)
         board_node = await OnionNode(self.plan.transport(self.me.board)).start()
         self.board = MixBoard(
-            board_node, self.replica.chain.chain_id, self.replica.output, self._submit_mix, self.plan.mix_timeout
+            board_node,
+            self.replica.chain.chain_id,
+            self.replica.output,
+            self._submit_mix,
+            self.plan.mix_timeout,
+            active=self.active,
+            refused=self.operator.service.refused,
         )
-        board_node.serve(self._on_board_request)
         self.nodes = [store_node, board_node]
         return self
 
@@ -559,14 +562,6 @@ class BidStoreProcess:
         await service.handle(stream, data)
         if sum(service.refused.values()) > before:
             log.info("bid store refused a request from %s (refusals so far: %s)", stream.exit_relay, service.refused)
-
-    async def _on_board_request(self, stream: Stream, data: bytes) -> None:
-        """The mix board, which refuses a coin's join with ``mix-not-active`` while this store is not active."""
-        if data[:1] == bytes([P_JOIN]) and not self.active():
-            self.operator.service.refused[MIX_NOT_ACTIVE] += 1
-            await self.board._error(stream, MIX_NOT_ACTIVE, "this mix board is on standby: join the other store's")
-            return
-        await self.board._on_stream(stream, data)
 
     def _current(self) -> dict:
         return self.rounds[-1] if self.rounds else {"deposits": [], "mixes": []}

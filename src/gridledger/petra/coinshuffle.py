@@ -674,6 +674,8 @@ class Participant:
 B_ERROR, B_START, B_RELAY, B_DONE, B_ABORT, B_JOINED = 10, 11, 12, 13, 14, 15
 #: Participant → board message kinds.
 P_JOIN, P_MESSAGE = 1, 2
+#: A standby mix board's refusal of a join (its bid store is not the market's active one; cf. ``bid-not-active``).
+MIX_NOT_ACTIVE = "mix-not-active"
 _ANNOUNCEMENTS = bytes([B_RELAY, Phase.ANNOUNCE])
 
 
@@ -945,6 +947,9 @@ class MixBoard:
     submit : called with each completed, fully signed joint transfer (e.g. ``chain.submit``).
     timeout : seconds a phase may stall before the board excludes who it waits for.
     min_participants : smallest mix the board runs.
+    active : whether the board takes new joins now (a standby board refuses them with ``mix-not-active``; sessions
+        already running go on).
+    refused : counts every refusal by its code (default: a new counter; a bid store passes its own).
     """
 
     def __init__(
@@ -955,8 +960,12 @@ class MixBoard:
         submit: Callable[[Transfer], object | Awaitable[object]],
         timeout: float = 5.0,
         min_participants: int = 2,
+        active: Callable[[], bool] = lambda: True,
+        refused: Counter[str] | None = None,
     ) -> None:
         self.node = node
+        self.active = active
+        self.refused: Counter[str] = Counter() if refused is None else refused
         self.chain_id = chain_id
         self.utxo = utxo
         self.submit = submit
@@ -982,6 +991,7 @@ class MixBoard:
         return await self._launch(denomination, pool)
 
     async def _error(self, stream: Stream, code: str, message: str) -> None:
+        self.refused[code] += 1
         await stream.reply(Writer().u8(B_ERROR).name(code).blob(message.encode()).bytes())
 
     async def _on_stream(self, stream: Stream, data: bytes) -> None:
@@ -992,6 +1002,8 @@ class MixBoard:
             return
         if data[:1] != bytes([P_JOIN]):
             return await self._error(stream, "mix-not-joined", "send JOIN first")
+        if not self.active():
+            return await self._error(stream, MIX_NOT_ACTIVE, "this mix board is on standby: join the other store's")
         try:
             r = Reader(data[1:])
             denomination, coin, pubkey = read_asset(r), r.take(OUTPOINT_BYTES, "coin"), r.take(32, "key")
