@@ -22,6 +22,7 @@ from gridledger.ledger.committee import check_certificate, committee_for
 from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.kinds.alarm import Alarm, AlarmCode
 from gridledger.ledger.kinds.reading import ReadingValues
+from gridledger.ledger.kinds.reading_batch import batch_of
 from gridledger.node import cluster
 from gridledger.node.client import NodeClient
 from gridledger.node.config import NodeConfig
@@ -207,6 +208,25 @@ def test_readings_are_served_only_to_the_meter_its_coordinators_and_the_dso(net)
         )
     assert net.client("DC1").request("GET", "/v1/readings", {"meter": "NO-SUCH-METER"}).status_code == 404
 
+
+
+def test_a_batch_of_minutes_commits_under_one_signature_and_each_minute_is_served(net):
+    """A meter reporting three minutes in one READING_BATCH: the committee gets each minute's key disclosed, votes
+    for the block, and every node serves each minute by its own id, to the meter, as a reading of its own."""
+    device = net.devices["MI2"]
+    first = device.last_minute + 1
+    views = [device.seal_minute(first + i, ReadingValues(wh)) for i, wh in enumerate((7, 8, 9))]
+    tx = batch_of(views).signed(net.chain_id, device.key)
+    assert net.client("MI2", "MI2").submit(tx).status_code == 202
+    block = net.block(net.height_of([tx.txid], via="DC1"), via="DC1")
+    assert tx.txid in {t.txid for t in block.transactions} and len(block.certificate) >= 2  # certified by PoEf
+    for view, wh in zip(views, (7, 8, 9), strict=True):
+        seen = net.client("DC1", "MI2").request("GET", f"/v1/readings/{view.txid.hex()}")
+        assert seen.status_code == 200, seen.text
+        assert (seen.json()["consumption_wh"], seen.json()["meter"]) == (wh, "MI2")
+        assert net.client("DC1").tx_status(view.txid)["status"] == "committed"
+    summary = net.client("DC1", "MI2").request("GET", "/v1/readings", {"meter": "MI2"}).json()
+    assert {view.txid.hex() for view in views} <= {r["txid"] for r in summary["readings"]}
 
 def test_a_validator_down_does_not_stop_commits_while_a_majority_lives(net):
     mi3 = net.node("MI3")

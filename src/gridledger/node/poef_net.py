@@ -53,7 +53,8 @@ from gridledger.ledger.crypto import KeyPair
 from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds import decode_transaction
 from gridledger.ledger.kinds.alarm import AlarmCode, raise_alarm
-from gridledger.ledger.kinds.reading import ChainKeys, Reading
+from gridledger.ledger.kinds.reading import ChainKeys
+from gridledger.ledger.kinds.reading_batch import readings_of
 from gridledger.ledger.members import member_of_key
 from gridledger.node.poef_board import PoefOrderer, Verdict
 from gridledger.node.sequencer import MAX_BLOCK_TXS, Sequencer
@@ -246,7 +247,7 @@ class PoefSequencer(Sequencer):
 
     def _post(self, height: int, block: Block) -> InFlight | None:
         """Post the committee's sealed disclosures, then ``block`` in the next round of ``height``."""
-        if any(isinstance(tx, Reading) for tx in block.transactions):
+        if any(readings_of(tx) for tx in block.transactions):  # READINGs, or READING_BATCHes: each minute disclosed
             for _, member in self.coordinator.committee(block).members:
                 sealed = self.coordinator.disclose(block, member).seal(member)
                 self.orderer.disclose(height, block.hash, member, sealed)

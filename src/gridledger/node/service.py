@@ -58,6 +58,7 @@ from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds import decode_transaction
 from gridledger.ledger.kinds.alarm import Alarm, AlarmCode
 from gridledger.ledger.kinds.reading import Reading
+from gridledger.ledger.kinds.reading_batch import readings_of
 from gridledger.ledger.members import roster
 from gridledger.node.auth import AuthError, NodeRegistry, RateLimiter
 from gridledger.node.bills import BillBook, BillError, BillReport, parse_report
@@ -234,9 +235,10 @@ class NodeService:
             self._loop.call_soon_threadsafe(self._notify)
         for tx in block.transactions:
             self.committed[tx.txid] = block.height
-            if isinstance(tx, Reading):
-                self.readings.setdefault(tx.member, []).append(tx.txid)
-            elif isinstance(tx, Alarm) and tx.code == AlarmCode.IMPLAUSIBLE_READING:
+            for r in readings_of(tx):  # a READING, or each minute of a READING_BATCH under the minute's own id
+                self.committed[r.txid] = block.height
+                self.readings.setdefault(r.member, []).append(r.txid)
+            if isinstance(tx, Alarm) and tx.code == AlarmCode.IMPLAUSIBLE_READING:
                 self.alarmed.add(tx.subject)
 
     def _block_bytes(self, height: int) -> bytes:
@@ -416,7 +418,7 @@ class NodeService:
             height = self.committed[txid]
             if height not in blocks:
                 block = Block.decode(self._block_bytes(height))
-                blocks[height] = {tx.txid: tx for tx in block.transactions}
+                blocks[height] = {t.txid: t for tx in block.transactions for t in (tx, *readings_of(tx))}
             rows.append((height, blocks[height][txid]))
         return rows
 
