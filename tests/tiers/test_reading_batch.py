@@ -33,11 +33,10 @@ from gridledger.ledger.kinds.reading_batch import (
 from gridledger.ledger.ruleset import MAX_READING_BATCH, Tier, tier_ruleset
 from gridledger.petra.dso import DSO
 from gridledger.tiers.audit import check_anchors
-from gridledger.tiers.hierarchy import START_TIME, Hierarchy, TierChain, build_neighbourhood
+from gridledger.tiers.hierarchy import Hierarchy, TierChain, build_neighbourhood
 from gridledger.tiers.prove import Index, check_proof, head_hash, prove
 
-from .support import outcome as committed_or_code
-from .test_readings import CHAIN, values
+from .test_readings import CHAIN, at, outcome, values
 
 MEMBER_KEY = bytes(range(32))
 
@@ -138,14 +137,6 @@ def nan() -> Iterator[TierChain]:
     node = build_neighbourhood(3, batch_minutes=5)
     yield node
     node.close()
-
-
-def at(minute: int) -> int:
-    return START_TIME + 60 * (minute + 1) + 1
-
-
-def outcome(nan: TierChain, tx: ReadingBatch, minute: int) -> str:
-    return committed_or_code(nan, tx, at(minute))
 
 
 def batch(device: BatchingDevice, first: int, m: int = 5, wh: int = 10) -> ReadingBatch:
