@@ -252,7 +252,7 @@ def cluster_reload(
     folder: Path = typer.Option(Path("cluster"), "--dir", help=DIR),
     only: list[str] = typer.Option(None, "--node", help="Only this node (repeat for several); default: every node."),
 ) -> None:
-    """Make the cluster's running nodes re-read the [[registry]] of their configuration (SIGHUP, as `systemctl
+    """Make the cluster's running nodes re-read the `registry` entries of their configuration (SIGHUP, as `systemctl
     reload` does in a deployment): after `cluster add-meter` on the cluster's folder, no restart."""
     import os
     import signal
