@@ -281,3 +281,23 @@ def test_a_lost_database_connection_refuses_one_report_and_the_next_is_kept(pg_s
     finally:
         svc.stop()
     assert sorted(kept_rows(cfg, tmp_path)) == [("MI1", t - 1, 3_600, 1, 1), ("MI1", t, 36_000, 4, 1)]
+
+
+def test_bills_the_meter_could_not_report_survive_a_restart_of_its_process(tmp_path):
+    """A meter's outbox with a file: the bills a node has not acknowledged are still sent after the meter's process
+    was killed and started again (a new outbox on the same file), and the file empties once the node kept them."""
+    cfg, t, port = config(tmp_path), ended(), free_port()
+    url, path = f"http://127.0.0.1:{port}", tmp_path / "unacknowledged-bills-MI1.json"
+    bills = [BillReport(slot=t - 1, energy_ws=3600, amount=2, eca_audit_ok=True)]
+    BillOutbox([client(url)], path).add(bills)
+    assert BillOutbox([client(url)], path).flush() == 1  # nothing listens: kept in the file
+    assert json.loads(path.read_text()) == {url: [bills[0].model_dump()]}
+    svc = build_service(cfg)
+    try:
+        with serve(svc.app, port=port), client(url, "operator") as dso:
+            again = BillOutbox([client(url)], path)  # the process started again
+            assert again.pending == {url: bills} and again.flush() == 0
+            assert dso.bills()["total"]["reports"] == 1 and dso.bills()["total"]["amount"] == 2
+    finally:
+        svc.stop()
+    assert json.loads(path.read_text()) == {url: []} and BillOutbox([client(url)], path).pending == {url: []}

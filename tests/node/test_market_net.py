@@ -39,8 +39,10 @@ from gridledger.node.market import (
     bills_path,
     live_relays,
     open_circuit,
+    prosumer_name,
     relay_name,
 )
+from gridledger.node.market_up import _start
 from gridledger.petra.onchain import Move, classify
 from gridledger.petra.onion import OnionNode, RelayDirectory
 
@@ -314,6 +316,30 @@ def test_killing_a_relay_does_not_stop_the_market(community):
     assert after[0]["orders"] >= 2 and after[0]["matched_w"] > 0
     log = (community / "market-bidstore.log").read_text().split("round for slot")[-2]
     assert relay_name("MI004") not in log
+
+
+def test_a_prosumer_killed_mid_round_restarts_with_its_coins_nonce_and_bills(community):
+    """kill -9 a buyer's prosumer process while a round runs and start it again: it takes its keys from its journals
+    and its meter's issues and nonce from the chain (no issue refused as a replay), every slot is billed once with
+    its ECA audit holding (what it held when it died was deposited back), and a full round settles again."""
+    meter, name = "MI002", prosumer_name("MI002")
+    last = max(r["slot"] for r in settled(community))
+    wait_rounds(community, 1, after=last)
+    time.sleep(SLOT_S * 0.45)  # into the next round: its issue is out, its mix or order under way
+    state = json.loads((community / cluster.STATE_FILE).read_text())
+    entry = next(m for m in state["market"] if m["id"] == name)
+    os.killpg(entry["pid"], signal.SIGKILL)
+    killed_at = max(r["slot"] for r in status(community)["rounds"])
+    entry["pid"] = _start(community, "prosumer", meter, name).pid  # `cluster down` stops the new one
+    (community / cluster.STATE_FILE).write_text(json.dumps(state, indent=2))
+    billed = assert_a_full_round_billed(community, after=killed_at + 1, timeout=240)
+    mine = json.loads(bills_path(community, meter).read_text())
+    slots = [b["slot"] for b in mine["bills"]]
+    assert slots == list(range(mine["from_slot"], slots[-1] + 1)) and slots[-1] >= billed["slot"], slots
+    assert all(b["eca_audit_ok"] for b in mine["bills"]), mine
+    log = (community / f"market-{name}.log").read_text()
+    assert "bad-issue-nonce" not in log and log.count(f"prosumer {meter} trading") == 2
+    assert_the_concentrators_sum_the_bills(community, after=killed_at + 1)
 
 
 def test_the_standby_refuses_orders_and_joins_while_the_primary_is_active(community):

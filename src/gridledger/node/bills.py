@@ -12,6 +12,7 @@ the reports whose ECA audit failed.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gridledger.ledger.assets import MAX_AMOUNT
 from gridledger.node.client import ApiError, NodeClient, NodeUnreachable
+from gridledger.node.durable import write_json
 from gridledger.store import StoreError
 from gridledger.store.postgres import CONNECT_TIMEOUT_S, SCHEMA_LOCK, redact
 
@@ -184,11 +186,18 @@ class BillOutbox:
     """A meter's side: the bills each of its nodes has not acknowledged yet, sent in slot order by :meth:`flush`
     (called once a round) until each node kept them. A node that does not answer, throttles, fails or finds a slot
     not ended yet is tried again next time; a refusal that no retry can change (``bill-conflict``, a malformed or
-    out-of-range bill, not a meter) is logged and dropped. Thread-safe: bills may be added while a flush runs."""
+    out-of-range bill, not a meter) is logged and dropped. Thread-safe: bills may be added while a flush runs.
 
-    def __init__(self, clients: list[NodeClient]) -> None:
+    ``path``: a JSON file that keeps what is pending per node (written durably on every change, read back when the
+    outbox is made again), so a meter's process that is killed and started again still reports every bill."""
+
+    def __init__(self, clients: list[NodeClient], path: Path | None = None) -> None:
         self.clients = clients
-        self.pending: dict[str, list[BillReport]] = {c.base_url: [] for c in clients}
+        self.path = path
+        kept = json.loads(path.read_text()) if path is not None and path.exists() else {}
+        self.pending: dict[str, list[BillReport]] = {
+            c.base_url: [BillReport.model_validate(b) for b in kept.get(c.base_url, [])] for c in clients
+        }
         self.dropped: list[tuple[str, BillReport, str]] = []
         self._lock = threading.Lock()
 
@@ -196,6 +205,12 @@ class BillOutbox:
         with self._lock:
             for queue in self.pending.values():
                 queue.extend(bills)
+            self._save()
+
+    def _save(self) -> None:
+        """Keep what is pending in :attr:`path` (with the lock held)."""
+        if self.path is not None:
+            write_json(self.path, {url: [b.model_dump() for b in q] for url, q in self.pending.items()})
 
     def flush(self) -> int:
         """Send every pending bill; how many are still pending (over all nodes)."""
@@ -214,6 +229,7 @@ class BillOutbox:
                     break
                 with self._lock:
                     self.pending[c.base_url].pop(0)
+                    self._save()
         with self._lock:
             return sum(map(len, self.pending.values()))
 

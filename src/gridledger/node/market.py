@@ -59,7 +59,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import threading
 import time
 from collections import Counter
@@ -79,6 +78,7 @@ from gridledger.ledger.units import energy_cost
 from gridledger.market.orders import Feeder, Side
 from gridledger.node.bills import BillOutbox, BillReport
 from gridledger.node.client import ApiError, NodeClient, NodeUnreachable, catch_up
+from gridledger.node.durable import KeyJournal, write_json
 from gridledger.node.ordering import EtcdOrderer
 from gridledger.node.pki import TlsFiles
 from gridledger.petra.bidstore import NOT_ACTIVE, AnonOrder, BidStoreClient, BidStoreError
@@ -288,8 +288,19 @@ def prosumer_name(meter: str) -> str:
 
 def bills_path(folder: Path, meter: str) -> Path:
     """What ``meter`` reports to the DSO: per slot billed, the energy to settle (W·s) and the amount (minor units);
-    nothing that names a trade (``{"meter": ..., "bills": [{slot, energy_ws, amount, eca_audit_ok}, ...]}``)."""
+    nothing that names a trade (``{"meter": ..., "from_slot": the first slot it bills, "bills": [{slot, energy_ws,
+    amount, eca_audit_ok}, ...]}``)."""
     return folder / f"bills-{meter}.json"
+
+
+def pending_bills_path(folder: Path, meter: str) -> Path:
+    """The bills ``meter`` has not had acknowledged yet, per concentrator (its :class:`BillOutbox`'s file)."""
+    return folder / f"unacknowledged-bills-{meter}.json"
+
+
+def wallet_paths(folder: Path, meter: str) -> tuple[Path, Path]:
+    """The key journals of ``meter``'s prosumer process: its wallet's one-time keys and its meter's deposit keys."""
+    return folder / "keys" / f"wallet-{meter}.seeds", folder / "keys" / f"deposits-{meter}.seeds"
 
 
 def relay_key_path(folder: Path, meter: str) -> Path:
@@ -437,13 +448,6 @@ class _OperatorChain:
 
     def submit(self, tx: Transaction) -> bytes:
         return self._replica.send(tx)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Replace ``path`` with ``data`` at once (a reader never sees half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 async def sleep_until(t: float) -> None:
@@ -741,14 +745,22 @@ class ProsumerProcess:
 
     ``stores``: the bid stores in the order it tries them: the one that says it is active (asked each round,
     :meth:`find_active`) or last served it first; a store that cannot be reached or refuses as not active is left
-    for the next in the same phase while that phase lasts."""
+    for the next in the same phase while that phase lasts.
+
+    A process that is killed and started again loses nothing: the keys of its one-time addresses and of its
+    meter's deposit addresses are journaled before they are handed out (:func:`wallet_paths`), the bills not yet
+    acknowledged are kept in a file (:func:`pending_bills_path`), and on start it scans the chain from its first
+    block for its coins, its meter's issues and nonce, and what was deposited back; it bills on from the slot after
+    the last one in :func:`bills_path`."""
 
     def __init__(self, plan: MarketPlan, meter: str, key: KeyPair) -> None:
         self.plan = plan
         self.me = plan.prosumers[meter]
         self.replica = plan.replica(meter, key, self.me.api, *plan.concentrators)
         self.key = key
-        self.outbox = BillOutbox(plan.clients(meter, key, *plan.concentrators))
+        self.outbox = BillOutbox(
+            plan.clients(meter, key, *plan.concentrators), pending_bills_path(plan.folder, meter)
+        )
         self.reporting: asyncio.Future | None = None
         self.stores = list(plan.stores)
         self.posted_to: StorePlan | None = None  # the store that took this round's order
@@ -758,12 +770,29 @@ class ProsumerProcess:
         while (limits := r.chain.state.policy.limits(self.me.meter, r.slot())) is None or not self.priced():
             await asyncio.sleep(POLL_S)  # not enrolled yet, or no prices to bill at yet
             r.sync()
-        meter = SmartMeter(self.me.meter, self.key, r.chain.chain_id, r.genesis.slot_seconds, limits=limits)
+        self.journals = [KeyJournal(path) for path in wallet_paths(self.plan.folder, self.me.meter)]
+        wallet, deposits = (Wallet({k.address: k for k in j.keys}, keep=j.keep) for j in self.journals)
+        meter = SmartMeter(
+            self.me.meter, self.key, r.chain.chain_id, r.genesis.slot_seconds, limits=limits, deposits=deposits
+        )
+        for block in r.chain.blocks(1):  # what it held before a restart (nothing on a first start)
+            wallet.scan(block)
+            meter.scan(block, r.chain.state.slot_of(block.header.time))
         node = OnionNode(self.plan.transport(prosumer_name(self.me.meter)))
-        self.prosumer = Prosumer(meter, Wallet(), await node.start(), feeder=self.me.feeder)
-        self.bills: list[dict] = []
-        self.next_bill = r.slot() + 1  # the first round's slot: nothing was issued before it
+        self.prosumer = Prosumer(meter, wallet, await node.start(), feeder=self.me.feeder)
+        path = bills_path(self.plan.folder, self.me.meter)
+        kept = json.loads(path.read_text()) if path.exists() else {"bills": []}
+        self.bills: list[dict] = kept["bills"]
+        #: the first slot this meter bills: the first round's (nothing was issued before it)
+        self.from_slot: int = kept.get("from_slot", self.bills[0]["slot"] if self.bills else r.slot() + 1)
+        self.next_bill = self.bills[-1]["slot"] + 1 if self.bills else self.from_slot
+        self.write_bills()
         return self
+
+    def write_bills(self) -> None:
+        """Replace :func:`bills_path` with the bills so far."""
+        data = {"meter": self.me.meter, "from_slot": self.from_slot, "bills": self.bills}
+        write_json(bills_path(self.plan.folder, self.me.meter), data)
 
     def priced(self) -> bool:
         """Whether the DSO's prices are in force (the meter bills at them)."""
@@ -835,9 +864,9 @@ class ProsumerProcess:
             b = self.prosumer.meter.bill(t, self.me.measured(t), policy.prices(t))
             billed.append(BillReport(slot=t, energy_ws=b.energy_ws, amount=b.amount, eca_audit_ok=b.eca_audit_ok))
         self.next_bill = last + 1
+        self.outbox.add(billed)  # first: a crash after it reports them again (the node keeps one copy), not never
         self.bills += [b.model_dump() for b in billed]
-        write_json(bills_path(self.plan.folder, self.me.meter), {"meter": self.me.meter, "bills": self.bills})
-        self.outbox.add(billed)
+        self.write_bills()
         log.info(
             "%s: billed slots up to %d (%d minor units in all)",
             self.me.meter,
@@ -1013,6 +1042,8 @@ class ProsumerProcess:
 
     async def close(self) -> None:
         await self.prosumer.node.close()
+        for journal in self.journals:
+            journal.close()
 
 
 async def run_prosumer(plan: MarketPlan, meter: str, key: KeyPair) -> None:

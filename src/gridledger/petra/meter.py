@@ -75,14 +75,31 @@ class SmartMeter:
     def scan(self, block: Block, slot: int) -> None:
         """Record this meter's issues that a committed block holds, and what it deposited to this meter.
 
-        FA counts in ``slot``, the block's slot.
+        FA counts in ``slot``, the block's slot. A meter started again scans the chain from its first block: it
+        recovers the issues it signed before (nonce, limits, what it issued) and, with its deposit keys, what was
+        deposited to it.
         """
         for tx in block.transactions:
             assets = self.pending.pop(tx.txid, None)
+            if assets is None and isinstance(tx, MeterIssue) and tx.meter == self.meter_id:
+                assets = self._recover(tx)
             if assets is not None:
                 self.issued.extend((slot, a) for a in assets)
         for _, out in self.deposits.scan(block):
             self.deposited.append((slot, out.asset))
+
+    def _recover(self, tx: MeterIssue) -> list[Asset]:
+        """An issue of this meter's that it no longer holds as pending (it was signed before the meter's process
+        restarted): count it against the limits and take its nonce, as when it was signed; its assets."""
+        self.nonce = max(self.nonce, tx.nonce)
+        assets = [o.asset for o in tx.outputs]
+        for a in assets:
+            if a.kind == AssetKind.FA:
+                self._fa_total += a.amount
+            else:
+                for t in a.slots:
+                    self._issued_power[(a.kind, t)] += a.amount
+        return assets
 
     def bill(self, slot: int, measured_wh: int, prices: tuple[int, int]) -> Bill:
         """The bill for ``slot`` from the measured net consumption (Wh) and the prices in force."""

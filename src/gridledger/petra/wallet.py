@@ -7,7 +7,7 @@ seller's EPA leg with the buyer's FA and ECA legs into one transfer that each pa
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from gridledger.ledger.assets import Asset, AssetKind, Output, outpoint
@@ -49,14 +49,20 @@ def remainder(coin: Asset, want: Asset) -> list[Asset]:
 
 @dataclass
 class Wallet:
-    """Keys and unspent coins of one prosumer (or of one meter's deposit addresses)."""
+    """Keys and unspent coins of one prosumer (or of one meter's deposit addresses).
+
+    ``keep``: called with each new key before its address is handed out (e.g. a durable journal, so that a process
+    that is killed and started again still holds the keys of the coins paid to it)."""
 
     keys: dict[bytes, KeyPair] = field(default_factory=dict)
     coins: dict[bytes, Output] = field(default_factory=dict)
+    keep: Callable[[KeyPair], None] | None = None
 
     def new_address(self) -> bytes:
         """A fresh one-time address."""
         key = KeyPair.generate()
+        if self.keep is not None:
+            self.keep(key)
         self.keys[key.address] = key
         return key.address
 
