@@ -169,7 +169,11 @@ def mqtt_to_commit(folder: Path, batch: int | None = None) -> dict:
                         if 0 < base + k <= full:
                             sent[(d.cfg.member, base + k)] = time.perf_counter()
                 published = time.perf_counter() - t0
-                tail = sum(len(d.flush("stop")) for d in daemons)  # minutes after the last full batch
+                tail = 0  # minutes after the last full batch: flushed once every measurement is taken (as a stop does)
+                if full < ticks:
+                    taken = lambda: all(d.outbox.counts().get("received", 0) > ticks for d in daemons)  # noqa: E731
+                    wait_until(taken, 60, "every measurement taken", interval=0.1)
+                    tail = sum(len(d.flush("tail")) for d in daemons)
                 wait_until(lambda: set(sent) <= set(commits.at), 120, "every reading committed", interval=0.2)
                 if batch is not None:  # the tail's partial batches too: every minute's bytes are counted
                     total = len(daemons) * ticks
