@@ -1,7 +1,9 @@
 """The meter daemon (``gridledger meter init|run|status``) against a real PoEf cluster (3-member etcd, a primary and a
-backup concentrator, four meters; one process each) and a real mosquitto: SmartPi measurements published on MQTT
+backup concentrator, seven meters; one process each) and a real mosquitto: SmartPi measurements published on MQTT
 become readings committed on the NAN chain exactly once, with the energies measured, through a daemon killed with
-SIGKILL mid-stream, a broker restart and a node restart; bad payloads are counted and dropped.
+SIGKILL mid-stream, a broker restart and a node restart; bad payloads are counted and dropped. Meters MI5..MI7 send
+READING_BATCHes (``batch_minutes``): full batches, held minutes through a SIGKILL, partial batches on a gap, on a
+clean stop and after a quiet board.
 
 Compressed time: the test meter stamps its measurements 10 s of chain time apart and publishes them at once; the
 chain's first slot (15 minutes) accepts readings of minutes 0..14.
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,8 +27,12 @@ from tests import requires
 from typer.testing import CliRunner
 
 from gridledger.cli import app
+from gridledger.ledger.block import ZERO_HASH, make_block
+from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.kinds.genesis import Genesis
 from gridledger.ledger.kinds.reading import Reading
-from gridledger.meter.daemon import Accumulator, Dropped, MeterConfig
+from gridledger.ledger.kinds.reading_batch import ReadingBatch, readings_of
+from gridledger.meter.daemon import Accumulator, Dropped, MeterConfig, MeterConfigError
 from gridledger.meter.outbox import Outbox
 from gridledger.node import cluster
 from gridledger.node.testnet import Testnet, wait_until
@@ -61,7 +69,7 @@ def net(tmp_path_factory):
     requires.etcd()
     requires.mosquitto()
     folder = tmp_path_factory.mktemp("meter-cluster")
-    cluster.up(folder, meters=4, concentrators=1, rate_limit=(1_000, 2_000), poef=True, insecure=True)  # plain broker
+    cluster.up(folder, meters=7, concentrators=1, rate_limit=(1_000, 2_000), poef=True, insecure=True)  # plain broker
     network = Testnet(folder)
     try:
         ids = network.ids()
@@ -74,12 +82,12 @@ def net(tmp_path_factory):
 class Meter:
     """One meter of the cluster: its daemon process (``gridledger meter run``), its configuration, a publisher."""
 
-    def __init__(self, net: Testnet, meter: str, broker: mqtt.Broker, folder: Path) -> None:
+    def __init__(self, net: Testnet, meter: str, broker: mqtt.Broker, folder: Path, batch_minutes: int = 1) -> None:
         self.net, self.meter, self.broker = net, meter, broker
         made = runner.invoke(
             app,
             ["meter", "init", "--cluster", str(net.folder), "--meter", meter, "--out", str(folder)]
-            + ["--broker-port", str(broker.port)],
+            + ["--broker-port", str(broker.port), "--batch-minutes", str(batch_minutes)],
         )
         assert made.exit_code == 0, made.output
         self.config = folder / f"{meter}.meter.toml"
@@ -141,14 +149,33 @@ class Meter:
         finally:
             box.close()
 
-    def on_chain(self) -> list[tuple[int, int]]:
-        """(minute, height) of every reading of this meter on DC1's chain, in chain order (duplicates kept)."""
+    def transactions(self) -> list[Reading | ReadingBatch]:
+        """This meter's READINGs and READING_BATCHes on DC1's chain, in chain order."""
         return [
-            (tx.minute, block.height)
+            tx
             for block in self.net.blocks("DC1")
             for tx in block.transactions
-            if isinstance(tx, Reading) and tx.member == self.cfg.member
+            if isinstance(tx, Reading | ReadingBatch) and tx.member == self.cfg.member
         ]
+
+    def on_chain(self) -> list[tuple[int, int]]:
+        """(minute, height) of every reading of this meter on DC1's chain (a batch's minutes each), in chain order
+        (duplicates kept)."""
+        return [
+            (r.minute, block.height)
+            for block in self.net.blocks("DC1")
+            for tx in block.transactions
+            for r in readings_of(tx)
+            if r.member == self.cfg.member
+        ]
+
+    def spans(self) -> list[tuple[str, int, int]]:
+        """(kind, first minute, last minute) of each of this meter's transactions on the chain."""
+        out = []
+        for tx in self.transactions():
+            views = readings_of(tx)
+            out.append((type(tx).__name__, views[0].minute, views[-1].minute))
+        return out
 
     def wait_committed(self, minutes: range, timeout: float = 90.0) -> None:
         wanted = len(minutes)
@@ -168,10 +195,10 @@ def meter_of(net, tmp_path):
     made: list[Meter] = []
     brokers: list[mqtt.Broker] = []
 
-    def make(meter: str) -> Meter:
+    def make(meter: str, batch_minutes: int = 1) -> Meter:
         broker = mqtt.Broker().start()
         brokers.append(broker)
-        made.append(Meter(net, meter, broker, tmp_path))
+        made.append(Meter(net, meter, broker, tmp_path, batch_minutes))
         return made[-1]
 
     yield make
@@ -198,7 +225,9 @@ def test_readings_flow_and_survive_a_kill_9_mid_stream(meter_of):
     counts = mi.counts()
     assert counts["received"] >= len(seconds) and counts["queued"] == counts["sent"] == counts["rejected"] == 0
     # a message whose effect was on disk but not yet acknowledged when the daemon died comes again: it is a replay
-    assert set(counts) <= {"queued", "sent", "committed", "rejected", "received", "dropped:replayed", "resent"}, counts
+    allowed = {"held", "queued", "sent", "committed", "rejected", "received", "dropped:replayed", "resent"}
+    assert set(counts) <= allowed, counts
+    assert counts["held"] == 0 and all(isinstance(tx, Reading) for tx in mi.transactions())  # batch_minutes = 1
 
 
 def test_a_broker_restart_and_a_node_restart_lose_nothing(net, meter_of, monkeypatch):
@@ -267,6 +296,161 @@ def test_the_daemon_learns_of_each_commit_from_the_block_stream_without_polling(
     mi.measure(stream(6))  # minutes 1..5
     mi.wait_committed(range(1, 6), timeout=60)
     mi.check_chain(range(1, 6))
+
+
+# ---------------------------------------------------------------------- READING_BATCHes (batch_minutes)
+def served(mi: Meter) -> dict[int, int]:
+    """Each of the meter's minutes on the chain → its consumption (Wh), asked of DC1 by the minute's own id."""
+    client = mi.net.client("DC1")
+    out = {}
+    for tx in mi.transactions():
+        for view in readings_of(tx):
+            assert client.tx_status(view.txid)["status"] == "committed"
+            out[view.minute] = client.reading(view.txid)["consumption_wh"]
+    return out
+
+
+def status_table(mi: Meter) -> str:
+    shown = runner.invoke(app, ["meter", "status", "--config", str(mi.config)], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    return shown.output
+
+
+def test_batches_of_n_minutes_commit_and_each_minute_is_served_by_its_own_id(meter_of):
+    """Batches of 4: minutes 1..12 go out as three READING_BATCHes, 13 and 14 are held (shown by ``meter status``);
+    a clean stop sends them as a partial batch, which the next start submits."""
+    mi = meter_of("MI5", batch_minutes=4)
+    assert "batch_minutes = 4" in mi.config.read_text() and mi.cfg.batch_minutes == 4
+    mi.start()
+    mi.subscribed()
+    mi.measure(stream())  # minutes 1..14
+    mi.wait_committed(range(1, 13))
+    wait_until(lambda: mi.counts()["held"] == 2, 30, "minutes 13 and 14 held")
+    assert mi.spans() == [("ReadingBatch", 1, 4), ("ReadingBatch", 5, 8), ("ReadingBatch", 9, 12)]
+    shown = status_table(mi)
+    assert "batches of 4 minutes" in shown and "minutes 13..14" in shown, shown
+    assert re.search(r"committed\W+12\W+3\W", shown) and re.search(r"held \(not signed yet\)\W+2\W", shown), shown
+    mi.stop()  # SIGTERM: the held minutes are signed and queued as one partial batch
+    counts = mi.counts()
+    assert (counts["held"], counts["queued"] + counts["sent"], counts["flushed:stop"]) == (0, 2, 1), counts
+    mi.start()
+    mi.wait_committed(MINUTES)
+    assert mi.spans()[-1] == ("ReadingBatch", 13, 14)
+    mi.check_chain(MINUTES)
+    assert served(mi) == {m: m + 10 for m in MINUTES}
+
+
+def test_held_minutes_survive_a_kill_9_and_a_skipped_minute_flushes_a_partial_batch(meter_of):
+    """Batches of 5: minutes 1..3 are held when the daemon is killed, 4 follows after the restart; the board then
+    skips minutes 5 and 6 (a silence longer than max_gap_s), so 1..4 go out as a partial batch and a new one starts."""
+    mi = meter_of("MI6", batch_minutes=5)
+    mi.config.write_text("max_gap_s = 100\n" + mi.config.read_text())  # the board's 120 s silence is a gap
+    mi.start()
+    mi.subscribed()
+    mi.measure(stream(4))  # minutes 1..3, held
+    wait_until(lambda: mi.counts()["held"] == 3, 30, "minutes 1..3 held")
+    mi.kill()
+    assert (mi.counts()["held"], mi.counts()["queued"]) == (3, 0)  # on disk, nothing signed yet
+    mi.start()
+    mi.measure(list(range(250, 301, STEP_S)))  # minute 4: the fourth held minute
+    mi.measure(list(range(420, 901, STEP_S)))  # 120 s of silence: minutes 5, 6 skipped; then 7..14
+    mi.wait_committed(range(1, 10))  # nine minutes: 1..4 and 7..11
+    wait_until(lambda: mi.counts()["held"] == 3, 30, "minutes 12..14 held")
+    assert mi.spans() == [("ReadingBatch", 1, 4), ("ReadingBatch", 7, 11)]
+    assert mi.counts()["flushed:gap"] == 1
+    # the silence (300, 420] added no energy and sealed no minute; minute 7 is (420, 480], measured from 420 on
+    assert served(mi) == {m: m + 10 for m in (1, 2, 3, 4, 7, 8, 9, 10, 11)}
+
+
+def test_a_quiet_board_flushes_the_held_minutes_after_max_gap_s(meter_of):
+    mi = meter_of("MI7", batch_minutes=10)
+    mi.config.write_text("max_gap_s = 12\n" + mi.config.read_text())
+    mi.start()
+    mi.subscribed()
+    quiet_from = time.monotonic()
+    mi.measure(stream(4))  # minutes 1..3 of a batch of 10, then nothing
+    mi.wait_committed(range(1, 4), timeout=60)
+    assert time.monotonic() - quiet_from >= 12
+    assert mi.spans() == [("ReadingBatch", 1, 3)] and mi.counts()["flushed:quiet"] == 1
+    assert served(mi) == {m: m + 10 for m in (1, 2, 3)}
+
+
+def test_a_batch_size_the_chain_does_not_allow_is_refused_with_the_reason(net, tmp_path):
+    def init(n: int):
+        return runner.invoke(
+            app,
+            ["meter", "init", "--cluster", str(net.folder), "--meter", "MI1", "--out", str(tmp_path)]
+            + ["--batch-minutes", str(n)],
+        )
+
+    refused = init(0)
+    assert refused.exit_code == 2 and "batch_minutes must be at least 1" in refused.output, refused.output
+    refused = init(61)
+    assert refused.exit_code == 2, refused.output
+    assert "rule set nan v1, which allows at most 60 minutes in one READING_BATCH" in refused.output
+    assert not (tmp_path / "MI1.meter.toml").exists()  # nothing written
+    made = init(60)
+    assert made.exit_code == 0, made.output
+    config = tmp_path / "MI1.meter.toml"
+    text = config.read_text()
+    config.write_text(text.replace("batch_minutes = 60", "batch_minutes = 61"))
+    with pytest.raises(MeterConfigError, match="allows at most 60 minutes"):
+        MeterConfig.load(config)
+    config.write_text(text.replace("interval_min = 1", "interval_min = 5"))
+    with pytest.raises(MeterConfigError, match="needs interval_min = 1"):
+        MeterConfig.load(config)
+    # a chain whose rule set has no READING_BATCH (coordinator-only PETra)
+    key = KeyPair.from_secret("batch-test")
+    genesis = Genesis("petra-chain", 900, 1_767_225_600, key.public, (key.public,))
+    block = make_block(genesis.chain_id, 0, ZERO_HASH, 1_767_225_600, (genesis,), key)
+    (tmp_path / "MI1.genesis").write_text(block.encode().hex())
+    with pytest.raises(MeterConfigError, match="rule set petra v1, which has no READING_BATCH"):
+        MeterConfig.load(config)
+    config.write_text(text.replace("batch_minutes = 60", "batch_minutes = 1"))
+    assert MeterConfig.load(config).batch_minutes == 1  # one READING a minute runs on any chain
+
+
+def test_an_outbox_from_before_batches_is_migrated(tmp_path):
+    """An outbox written by the daemon before READING_BATCHes (no first_minute, no held table) opens: every old row
+    is one minute, the submitter resumes with the old queued one, and batches are added beside them."""
+    path = tmp_path / "old.outbox.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE readings (
+            minute INTEGER PRIMARY KEY, txid BLOB NOT NULL, raw BLOB NOT NULL, status TEXT NOT NULL,
+            code TEXT, height INTEGER, created REAL NOT NULL, sent REAL, attempts INTEGER NOT NULL DEFAULT 0);
+        CREATE INDEX readings_open ON readings (status, minute);
+        CREATE TABLE meter (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL);
+        CREATE TABLE counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
+        INSERT INTO readings VALUES (3, x'03', x'aa', 'committed', NULL, 5, 1.0, 1.0, 1);
+        INSERT INTO readings VALUES (4, x'04', x'bb', 'queued', NULL, NULL, 2.0, NULL, 0);
+        INSERT INTO meter VALUES (1, '{"last_t": 300}');
+        INSERT INTO counters VALUES ('committed', 1), ('received', 30);
+        """
+    )
+    db.commit()
+    db.close()
+    box = Outbox(path)
+    try:
+        assert [(r.first_minute, r.minute, r.status) for r in box.rows()] == [(3, 3, "committed"), (4, 4, "queued")]
+        assert box.next_open().span == "minute 4" and box.last_minute() == 4 and box.held() == []
+        assert box.state() == {"last_t": 300}
+        counts = box.counts()
+        assert (counts["held"], counts["queued"], counts["committed"], counts["received"]) == (0, 1, 1, 30)
+        box.record({"last_t": 600}, [(5, 8, b"\x08", b"cc")], ["received"], [(9, {"consumption_wh": 19})])
+        box.finish(4, height=6)
+        box.finish(8, height=7)
+    finally:
+        box.close()
+    box = Outbox(path)  # again: nothing more to migrate
+    try:
+        assert [(r.first_minute, r.minute) for r in box.rows()] == [(3, 3), (4, 4), (5, 8)]
+        counts = box.counts()
+        assert (counts["held"], counts["committed"], box.transactions()["committed"]) == (1, 6, 3)
+        assert box.held() == [(9, {"consumption_wh": 19})]
+    finally:
+        box.close()
 
 
 # ---------------------------------------------------------------------- no network: the accumulator and the config

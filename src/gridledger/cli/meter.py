@@ -35,12 +35,18 @@ def init(
     broker_host: str = typer.Option("127.0.0.1", "--broker-host", help="The MQTT broker's host."),
     broker_port: int = typer.Option(1883, "--broker-port", min=1, max=65535, help="The MQTT broker's port."),
     topic: str = typer.Option("", "--topic", help="The topic the meter board publishes on (default: per meter)."),
+    batch_minutes: int = typer.Option(
+        1,
+        "--batch-minutes",
+        help="Minutes per transaction: 1 sends a READING a minute; N > 1 one READING_BATCH per N minutes (at most "
+        "the chain's rule set's cap; each minute reaches the chain up to N - 1 minutes later).",
+    ),
 ) -> None:
     """Write ``METER.meter.toml`` and the meter's key files (mode 0600) for a meter of a local cluster."""
     from gridledger.meter.daemon import MeterConfigError, write_config
 
     try:
-        path = write_config(cluster, meter, out, broker_host, broker_port, topic or None)
+        path = write_config(cluster, meter, out, broker_host, broker_port, topic or None, batch_minutes)
     except MeterConfigError as e:
         raise fail(escape(str(e))) from None
     console.print(f"wrote {path} (run it with: gridledger meter run --config {path})")
@@ -63,7 +69,8 @@ def run(config: Path = CONFIG, verbose: bool = typer.Option(False, "--verbose", 
 
 @app.command("status")
 def status(config: Path = CONFIG) -> None:
-    """The outbox of a meter daemon: readings by status, measurements dropped and readings rejected by reason."""
+    """The outbox of a meter daemon: minutes held for a batch, minutes and transactions by status, measurements
+    dropped and readings rejected by reason, partial batches flushed by why."""
     from gridledger.meter.outbox import Outbox
 
     cfg = _load(config)
@@ -71,14 +78,20 @@ def status(config: Path = CONFIG) -> None:
         raise fail(f"no outbox at {cfg.outbox} (the daemon has not run yet)")
     outbox = Outbox(cfg.outbox)
     try:
-        counts, last = outbox.counts(), outbox.last_minute()
+        counts, txs, last, held = outbox.counts(), outbox.transactions(), outbox.last_minute(), outbox.held()
     finally:
         outbox.close()
-    table = Table(title=f"meter {cfg.meter_id} (last minute sealed: {last})")
+    batch = f"batches of {cfg.batch_minutes} minutes" if cfg.batch_minutes > 1 else "a READING a minute"
+    table = Table(title=f"meter {cfg.meter_id}: {batch} (last minute signed: {last})")
     table.add_column("what")
-    table.add_column("count", justify="right")
+    table.add_column("minutes / count", justify="right")
+    table.add_column("transactions", justify="right")
     for name, n in counts.items():
-        table.add_row(name, str(n))
+        if name == "held":
+            span = f"minutes {held[0][0]}..{held[-1][0]}" if held else ""
+            table.add_row("held (not signed yet)", str(n), span)
+        else:
+            table.add_row(name, str(n), str(txs[name]) if name in txs else "")
     console.print(table)
 
 

@@ -16,7 +16,16 @@ not a SmartPi measurement, values out of a reading's range), ``wrong-serial``, `
 already seen), ``out-of-order`` (older than the last one), ``before-start`` (before the chain's start), ``future``
 (more than ``max_ahead_s`` ahead of this host's clock).
 
-**Output.** Every sealed reading goes to the outbox (:mod:`gridledger.meter.outbox`) in the same fsync'd
+**Batches.** With ``batch_minutes`` = N > 1 (interval 1 minute; the chain's rule set must have READING_BATCH and
+allow N minutes in one) the daemon's device (:class:`gridledger.ledger.kinds.reading_batch.BatchingDevice`) holds
+sealed minutes until N consecutive ones are collected, then signs them as one READING_BATCH. A partial batch goes
+out earlier when a minute is skipped (a gap: the minutes held so far), when the board has been quiet for longer than
+``max_gap_s`` (this host's clock, since the last measurement taken), and on a clean stop; a partial batch of one
+minute is a plain READING. Held minutes are saved in the same fsync'd transaction as the state they came from, so a
+daemon killed at any point resumes with them. A minute reaches the chain up to N − 1 minutes later than alone.
+
+**Output.** Every signed transaction goes to the outbox (:mod:`gridledger.meter.outbox`, one row per READING or
+READING_BATCH, keyed by its last minute) in the same fsync'd
 transaction as the state it came from; the submitter sends the oldest unacknowledged one to ``node`` (signed as
 ``api_id``), and asks ``GET /v1/transactions/{txid}`` until it is committed or rejected (the code is logged and
 counted): after every block the node announces on its block stream (``/v1/stream``, followed in a thread of its
@@ -35,6 +44,7 @@ when an open session drops); the daemon keeps retrying.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -52,8 +62,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gridledger.devices.meter_device import measurement_topic
 from gridledger.ledger.block import Block
 from gridledger.ledger.crypto import KeyPair
+from gridledger.ledger.errors import Reject
 from gridledger.ledger.kinds import decode_transaction
-from gridledger.ledger.kinds.reading import ReadingDevice, ReadingError, ReadingValues
+from gridledger.ledger.kinds.reading import ReadingError, ReadingValues
+from gridledger.ledger.kinds.reading_batch import BatchingDevice, readings_of
+from gridledger.ledger.ruleset import ruleset_of
+from gridledger.ledger.transactions import Transaction
 from gridledger.meter.outbox import SENT, Outbox
 from gridledger.node.client import ApiError, KeyFileError, NodeClient, NodeUnreachable, load_key
 from gridledger.node.pki import TlsFiles
@@ -93,6 +107,7 @@ class MeterConfig:
     broker_tls: TlsFiles | None = None
     node_ca: Path | None = None
     interval_min: int = 1
+    batch_minutes: int = 1
     max_gap_s: int = 300
     max_ahead_s: int = 300
     poll_s: float = 0.2
@@ -176,6 +191,7 @@ class MeterConfig:
             api_id=optional("api_id", str, meter_id),
             api_key=key_file("api_key_file") if "api_key_file" in data else key,
             interval_min=optional("interval_min", int, 1),
+            batch_minutes=optional("batch_minutes", int, 1),
             max_gap_s=optional("max_gap_s", int, 300),
             max_ahead_s=optional("max_ahead_s", int, 300),
             poll_s=float(optional("poll_s", float, 0.2)),
@@ -183,14 +199,52 @@ class MeterConfig:
         )
         if not 1 <= cfg.interval_min <= 60:
             raise MeterConfigError(f"{path}: interval_min must be 1..60 minutes, got {cfg.interval_min}")
+        check_batch_minutes(cfg.batch_minutes, genesis, cfg.interval_min, f"{path}: ")
         return cfg
 
 
+def check_batch_minutes(n: int, genesis: Block, interval_min: int = 1, where: str = "") -> None:
+    """``MeterConfigError`` unless a meter of the chain of ``genesis`` may send ``n`` minutes per transaction: 1 (a
+    READING a minute) anywhere; more only in READING_BATCHes, which the chain's rule set must have and allow ``n``
+    minutes in, of 1-minute intervals (a batch holds consecutive minutes)."""
+    if type(n) is not int or n < 1:
+        raise MeterConfigError(f"{where}batch_minutes must be at least 1 (1: one READING a minute), got {n!r}")
+    if n == 1:
+        return
+    try:
+        rules = ruleset_of(genesis.transactions[0])
+    except Reject as e:
+        raise MeterConfigError(f"{where}batch_minutes = {n}: {e.message}") from None
+    chain = genesis.transactions[0].chain
+    if rules.max_reading_batch == 0:
+        raise MeterConfigError(
+            f"{where}batch_minutes = {n}: chain {chain!r} runs rule set {rules}, which has no READING_BATCH "
+            "transactions; use batch_minutes = 1 (one READING a minute)"
+        )
+    if n > rules.max_reading_batch:
+        raise MeterConfigError(
+            f"{where}batch_minutes = {n}: chain {chain!r} runs rule set {rules}, which allows at most "
+            f"{rules.max_reading_batch} minutes in one READING_BATCH"
+        )
+    if interval_min != 1:
+        raise MeterConfigError(
+            f"{where}batch_minutes = {n} needs interval_min = 1 (a READING_BATCH holds consecutive minutes), "
+            f"got interval_min = {interval_min}"
+        )
+
+
 def write_config(
-    cluster: Path, meter: str, out: Path, broker_host: str, broker_port: int, topic: str | None = None
+    cluster: Path,
+    meter: str,
+    out: Path,
+    broker_host: str,
+    broker_port: int,
+    topic: str | None = None,
+    batch_minutes: int = 1,
 ) -> Path:
     """Write ``out/METER.meter.toml``, the meter's key files (mode 0600) and its chain's genesis for ``meter`` of the
-    local PoEf cluster in ``cluster`` (``gridledger cluster up``); it submits to its NAN's primary concentrator.
+    local PoEf cluster in ``cluster`` (``gridledger cluster up``); it submits to its NAN's primary concentrator, in
+    transactions of ``batch_minutes`` minutes (checked against the chain's rule set first: ``check_batch_minutes``).
     On a secure cluster the meter also gets a device certificate for the broker (``METER.crt``/``.key``, common
     name ``meter``, issued by the cluster's CA) and the CA (``ca.crt``) to verify the broker and its node."""
     from gridledger.node.cluster import PKI_DIR, STATE_FILE
@@ -211,6 +265,7 @@ def write_config(
         cfg = NodeConfig.load(node["config"])
     except ConfigError as e:
         raise MeterConfigError(str(e)) from None
+    check_batch_minutes(batch_minutes, Block.decode(cfg.genesis), where="--batch-minutes: ")
     coordinator = next(n for n in state["nodes"] if n["chain"] == node["chain"] and n["role"] == "concentrator")
     files = MeterFiles(
         meter,
@@ -223,6 +278,7 @@ def write_config(
         broker_host,
         broker_port,
         topic or measurement_topic(meter),
+        batch_minutes,
     )
     return write_meter_folder(files, out, LocalCA.load(cluster / PKI_DIR) if state.get("ca") else None)
 
@@ -318,8 +374,9 @@ class MeterDaemon:
     def __init__(self, cfg: MeterConfig) -> None:
         self.cfg = cfg
         self.outbox = Outbox(cfg.outbox)
-        self.acc = Accumulator(cfg, self.outbox.state())
-        self.device = ReadingDevice(cfg.chain_id, cfg.member, cfg.key, cfg.content_key, self.outbox.last_minute())
+        self._restore()
+        #: When the last measurement was taken (host's monotonic clock): held minutes go out after ``max_gap_s``.
+        self._last_input = time.monotonic()
         self.node = NodeClient(cfg.node, cfg.api_id, cfg.api_key, timeout=5.0, ca=cfg.node_ca)
         self._lock = threading.Lock()  # one message at a time through the accumulator and the device
         self._stop = threading.Event()
@@ -381,22 +438,69 @@ class MeterDaemon:
             return
         client.ack(msg.mid, msg.qos)  # only now: the message's effect is on disk
 
+    def _restore(self) -> None:
+        """The accumulator and the device (its last minute sealed, the minutes it holds) as the outbox has them."""
+        self.acc = Accumulator(self.cfg, self.outbox.state())
+        held = [(m, ReadingValues(**v)) for m, v in self.outbox.held()]
+        cfg = self.cfg
+        self.device = BatchingDevice(
+            cfg.chain_id, cfg.member, cfg.key, cfg.content_key, self.outbox.last_minute(), cfg.batch_minutes, held
+        )
+
+    def _record(self, txs: list[Transaction], counters: list[str]) -> list[int]:
+        """Save the accumulator's state, the device's held minutes and ``txs`` in one transaction; their minutes."""
+        rows = []
+        for tx in txs:
+            views = readings_of(tx)
+            rows.append((views[0].minute, views[-1].minute, tx.txid, tx.encode()))
+        held = [(m, dataclasses.asdict(v)) for m, v in self.device.held]
+        self.outbox.record(self.acc.state(), rows, counters, held)
+        if txs:
+            self._wake.set()
+        return [v.minute for tx in txs for v in readings_of(tx)]
+
     def handle(self, payload: bytes, now: float | None = None) -> list[int]:
-        """Take one MQTT payload: the minutes it sealed into the outbox (none if it was dropped)."""
+        """Take one MQTT payload: the minutes it put into signed transactions in the outbox (none if it was dropped,
+        or if its minutes are held for a batch)."""
         with self._lock:
+            counters = ["received"]
             try:
                 sealed = self.acc.add(payload, time.time() if now is None else now)
-                txs = [self.device.reading(minute, values) for minute, values in sealed]
+                txs: list[Transaction] = []
+                for minute, values in sealed:
+                    held = self.device.held
+                    if held and minute != held[-1][0] + 1:
+                        counters.append("flushed:gap")  # a skipped minute: what is held goes out first
+                    txs += self.device.report(minute, values)
             except (Dropped, ReadingError) as e:
                 reason = e.reason if isinstance(e, Dropped) else "malformed"
                 log.warning("%s: dropped a measurement: %s", self.cfg.meter_id, e)
-                self.acc = Accumulator(self.cfg, self.outbox.state())  # nothing of it was taken
+                self._restore()  # nothing of it was taken
                 self.outbox.count("received", f"dropped:{reason}")
                 return []
-            self.outbox.record(self.acc.state(), [(tx.minute, tx.txid, tx.encode()) for tx in txs], ["received"])
-        if txs:
-            self._wake.set()
-        return [tx.minute for tx in txs]
+            self._last_input = time.monotonic()
+            return self._record(txs, counters)
+
+    def flush(self, why: str, quiet_s: float | None = None) -> list[int]:
+        """Sign and queue the minutes held now (a partial batch; counted as ``flushed:<why>``): their minutes. With
+        ``quiet_s``, only if no measurement was taken for longer than that."""
+        with self._lock:
+            if not self.device.held:
+                return []
+            if quiet_s is not None and time.monotonic() - self._last_input <= quiet_s:
+                return []
+            txs = self.device.flush()
+            log.info("%s: %d held minute(s) sent as a partial batch (%s)", self.cfg.meter_id, len(txs), why)
+            return self._record(txs, [f"flushed:{why}"])
+
+    def _watch_quiet(self) -> None:
+        """Flush the held minutes once the board has been quiet for longer than ``max_gap_s``."""
+        while not self._stop.wait(min(1.0, self.cfg.max_gap_s / 4)):
+            if self.device.held:
+                try:
+                    self.flush("quiet", self.cfg.max_gap_s)
+                except Exception:  # noqa: BLE001 - logged; tried again at the next check
+                    log.exception("%s: could not flush the held minutes", self.cfg.meter_id)
 
     # ------------------------------------------------------------------ node side
     def submit_once(self) -> bool:
@@ -411,7 +515,7 @@ class MeterDaemon:
                     self.outbox.finish(row.minute, height=st["height"])
                     return True
                 if st["status"] == "rejected":
-                    log.error("%s: reading of minute %d rejected: %s", self.cfg.meter_id, row.minute, st["code"])
+                    log.error("%s: reading of %s rejected: %s", self.cfg.meter_id, row.span, st["code"])
                     self.outbox.finish(row.minute, code=st["code"])
                     return True
                 if st["status"] == "pending" and time.time() - (row.sent or 0) < self.cfg.resend_s:
@@ -422,7 +526,7 @@ class MeterDaemon:
             return False
         except ApiError as e:
             if e.status == 400:
-                log.error("%s: reading of minute %d refused: %s", self.cfg.meter_id, row.minute, e)
+                log.error("%s: reading of %s refused: %s", self.cfg.meter_id, row.span, e)
                 self.outbox.finish(row.minute, code=e.code)
                 return True
             log.warning("%s: node refused for now (%s); retrying", self.cfg.meter_id, e)
@@ -467,15 +571,20 @@ class MeterDaemon:
         self._submitter = threading.Thread(target=self._submit_loop, name=f"submit-{self.cfg.meter_id}", daemon=True)
         self._submitter.start()
         threading.Thread(target=self._follow_blocks, name=f"blocks-{self.cfg.meter_id}", daemon=True).start()
+        if self.cfg.batch_minutes > 1:
+            threading.Thread(target=self._watch_quiet, name=f"quiet-{self.cfg.meter_id}", daemon=True).start()
         self.mqtt.connect_async(self.cfg.broker_host, self.cfg.broker_port, keepalive=10)
         self.mqtt.loop_start()  # connects, and reconnects after the broker went away
         return self
 
     def stop(self) -> None:
+        """Stop cleanly: no more messages, the held minutes queued as a partial batch (sent at the next start if the
+        submitter has no time left), the submitter and the block stream ended, the outbox closed."""
         self._stop.set()
         self._wake.set()
         self.mqtt.disconnect()
         self.mqtt.loop_stop()
+        self.flush("stop")
         if self._submitter is not None:
             self._submitter.join(10)
         self.node.close()

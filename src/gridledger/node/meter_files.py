@@ -26,6 +26,7 @@ class MeterFiles:
     broker_host: str
     broker_port: int
     topic: str  # the topic its meter board publishes on
+    batch_minutes: int = 1  # minutes per transaction: 1 a READING a minute, more a READING_BATCH
 
 
 def write_meter_folder(files: MeterFiles, out: Path, ca: LocalCA | None) -> Path:
@@ -59,6 +60,8 @@ def write_meter_folder(files: MeterFiles, out: Path, ca: LocalCA | None) -> Path
         + ('node_ca = "ca.crt"                # the CA its https node is verified against\n' if ca else "")
         + f'outbox = "{m}.outbox.sqlite"\n'
         "interval_min = 1                  # minutes per reading\n"
+        f"batch_minutes = {files.batch_minutes}                 # minutes per transaction (1: a READING a minute; "
+        "more: one READING_BATCH, each minute up to that many minutes later)\n"
         "\n[broker]\n"
         f'host = "{files.broker_host}"\n'
         f"port = {files.broker_port}\n"

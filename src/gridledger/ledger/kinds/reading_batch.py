@@ -141,7 +141,9 @@ class BatchingDevice(ReadingDevice):
     held: list[tuple[int, ReadingValues]] = field(default_factory=list, repr=False)
 
     def report(self, minute: int, values: ReadingValues) -> list[Transaction]:
-        """Record the values of the interval ending with ``minute``; returns what is ready to submit."""
+        """Record the values of the interval ending with ``minute``; returns what is ready to submit. Values out of
+        a reading's range are refused here (``ReadingError``), not when their batch is sealed."""
+        values.check()
         last = self.held[-1][0] if self.held else self.last_minute
         if minute <= last:
             raise ReadingError(f"minute {minute} is not after this device's last reading ({last})")
