@@ -134,6 +134,10 @@ BAD = [
     ("daemon host", ('host = "home1" }', 'host = "home1", daemon = "home9" }'), "'MI1': daemon: unknown host 'home9'"),
     ("daemon of a DC", ('host = "dc1", store', 'host = "dc1", daemon = "dc1", store'), "only a meter has a meter"),
     ("reserved host", ('name = "home1"', 'name = "meters"'), "host name 'meters' is reserved"),
+    ("batch of a DC", ('host = "dc1", store', 'host = "dc1", batch_minutes = 5, store'), "only a meter has a meter"),
+    ("batch over cap", ('host = "home1" }', 'host = "home1", batch_minutes = 61 }'), "61 is not in 1..60"),
+    ("batch zero", ('host = "home1" }', 'host = "home1", batch_minutes = 0 }'), "'MI1': batch_minutes 0 is not in"),
+    ("batch type", ('host = "home1" }', 'host = "home1", batch_minutes = "5" }'), "'batch_minutes' must be a int"),
 ]
 
 
@@ -213,8 +217,9 @@ def test_the_plan_gives_each_host_exactly_its_part(tmp_path):
 
 
 def test_the_plan_gives_every_meter_its_daemon_folder(tmp_path):
-    """MI1's daemon runs on home1 (its folder and unit there); MI2's runs on no host (its folder in plan/meters/)."""
-    text = DEPLOYMENT.replace('host = "home1" }', 'host = "home1", daemon = "home1" }')
+    """MI1's daemon runs on home1 (its folder and unit there) and batches 15 minutes; MI2's runs on no host (its
+    folder in plan/meters/), a READING a minute."""
+    text = DEPLOYMENT.replace('host = "home1" }', 'host = "home1", daemon = "home1", batch_minutes = 15 }')
     (tmp_path / "deployment.toml").write_text(text)
     out = tmp_path / "plan"
     r = runner.invoke(app, ["cluster", "plan", str(tmp_path / "deployment.toml"), "--out", str(out)])
@@ -232,6 +237,7 @@ def test_the_plan_gives_every_meter_its_daemon_folder(tmp_path):
         assert cfg.key.public.hex() == node["pubkey"]  # it signs as the meter
         assert cfg.content_key == content.chain(chain_id).member_key(member)
         assert (cfg.broker_host, cfg.broker_port, cfg.topic) == ("10.20.0.10", 8883, measurement_topic(meter))
+        assert cfg.batch_minutes == (15 if meter == "MI1" else 1) == node["batch_minutes"]
         assert cfg.broker_tls is not None and cfg.node_ca == folder / "ca.crt"
         device = x509.load_pem_x509_certificate(cfg.broker_tls.cert.read_bytes())
         device.verify_directly_issued_by(ca)
@@ -252,12 +258,13 @@ def test_add_meter_issues_its_keys_node_and_daemon_and_prints_the_dso_command(tm
     out = tmp_path / "plan"
     assert runner.invoke(app, ["cluster", "plan", str(tmp_path / "deployment.toml"), "--out", str(out)]).exit_code == 0
     add = ["cluster", "add-meter", str(out), "MI9", "--nan", "nan1", "--host", "home9", "--address", "10.20.1.9"]
-    r = runner.invoke(app, [*add, "--daemon", "home9"])
+    r = runner.invoke(app, [*add, "--daemon", "home9", "--batch-minutes", "10"])
     assert r.exit_code == 0, r.output
     manifest = json.loads((out / "ops" / MANIFEST).read_text())
     entry = manifest["nodes"][-1]
     assert (entry["id"], entry["member"], entry["added"], entry["host"]) == ("MI9", 2, True, "home9")
     cfg = MeterConfig.load(out / "home9" / "meters" / "MI9" / "MI9.meter.toml")
+    assert cfg.batch_minutes == 10
     assert cfg.key.public.hex() == entry["pubkey"] and cfg.member == 2 and cfg.node == "https://10.20.1.9:8443"
     chain_id = bytes.fromhex(manifest["chains"]["nan1"]["chain_id"])
     content = ContentKeys(bytes.fromhex((out / "ops" / "keys" / "content.root").read_text()))
@@ -299,6 +306,7 @@ def test_add_meter_issues_its_keys_node_and_daemon_and_prints_the_dso_command(tm
         ([*add[:4], "--nan", "nan1", "--host", "home1", "--port", "8450"], "'MI9' is used twice"),
         ([*add[:3], "MI11", "--nan", "nan7", "--host", "home1"], "--nan 'nan7': no such NAN"),
         ([*add[:3], "MI11", "--nan", "nan1", "--host", "home7"], "node 'MI11': unknown host 'home7'"),
+        ([*add[:3], "MI11", "--nan", "nan1", "--host", "home1", "--batch-minutes", "90"], "batch_minutes 90 is not in"),
         (
             [*add[:3], "MI11", "--nan", "nan1", "--host", "home9"],
             "port 8443 on host 'home9' is already used by node 'MI9'",

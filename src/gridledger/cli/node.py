@@ -181,13 +181,19 @@ def cluster_add_meter(
     daemon: str | None = typer.Option(
         None, "--daemon", help="The host that runs its meter daemon (default: none; its folder in PLAN/meters/)."
     ),
+    batch_minutes: int = typer.Option(
+        1,
+        "--batch-minutes",
+        help="Minutes its daemon signs per transaction (1: a READING a minute; 2..60: READING_BATCHes, fewer bytes, "
+        "each minute up to that many minutes later).",
+    ),
 ) -> None:
     """Add a meter to a planned deployment: its keys, node, certificates and meter daemon; print the DSO's commands."""
     from gridledger.node.add_meter import add_meter
     from gridledger.node.deploy import DeploymentError
 
     try:
-        added = add_meter(plan, meter, nan, host, port, daemon, address)
+        added = add_meter(plan, meter, nan, host, port, daemon, address, batch_minutes)
     except DeploymentError as e:
         raise fail(str(e)) from None
 

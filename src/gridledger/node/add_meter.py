@@ -66,9 +66,11 @@ def add_meter(
     port: int = API_PORT,
     daemon: str | None = None,
     address: str | None = None,
+    batch_minutes: int = 1,
 ) -> AddedMeter:
     """Add meter ``meter`` to NAN ``nan`` of the plan in ``plan_dir``: its node on ``host`` (a new host if
-    ``address`` is given) at ``port``, its meter daemon on host ``daemon`` (None: in the plan's ``meters/``)."""
+    ``address`` is given) at ``port``, its meter daemon on host ``daemon`` (None: in the plan's ``meters/``) sending
+    ``batch_minutes`` minutes per transaction."""
     plan, manifest = open_plan(plan_dir)
     dep = plan.dep
     if nan not in dep.nans():
@@ -81,7 +83,7 @@ def add_meter(
         if host in hosts:
             raise DeploymentError(f"--address: host {host!r} is in the plan already (at {hosts[host].address})")
         hosts[host] = Host(host, address)
-    node = Placement(meter, "meter", nan, host, port, "", daemon)
+    node = Placement(meter, "meter", nan, host, port, "", daemon, batch_minutes)
     plan.dep = dep = replace(dep, hosts=hosts, nodes=[*dep.nodes, node]).check()
     plan.folder(host).mkdir(parents=True, exist_ok=True)
     nodes = [n for n in manifest["nodes"] if n["chain"] == nan]

@@ -112,6 +112,7 @@ class Placement:
     port: int = API_PORT
     store: str = ""
     daemon: str | None = None  # a meter's: the host that runs its meter daemon (None: no unit, a folder in meters/)
+    batch_minutes: int = 1  # a meter's daemon: minutes per transaction (1: a READING a minute; more: READING_BATCHes)
 
     @property
     def store_url(self) -> str:
@@ -184,7 +185,13 @@ class Deployment:
                 raise DeploymentError(f"{what}: unknown host {host!r}")
         if METER_DIR in self.hosts:
             raise DeploymentError(f"host name {METER_DIR!r} is reserved (the plan's folder of meter daemons)")
+        cap = tier_ruleset(Tier.NAN).max_reading_batch
         for n in self.nodes:
+            if not 1 <= n.batch_minutes <= cap:
+                raise DeploymentError(
+                    f"node {n.id!r}: batch_minutes {n.batch_minutes} is not in 1..{cap} (minutes per READING_BATCH "
+                    "the NAN's rule set allows; 1: a READING a minute)"
+                )
             if n.daemon is None:
                 continue
             if n.daemon not in self.hosts:
@@ -347,10 +354,11 @@ def _placement(table: dict, role: str, nan: str) -> Placement:
     node_id = _get(table, "id", str, where)
     where = f"node {node_id!r}"
     port, store = _get(table, "port", int, where, API_PORT), _get(table, "store", str, where, "")
-    if role != "meter" and "daemon" in table:
-        raise DeploymentError(f"{where}: only a meter has a meter daemon ('daemon')")
-    daemon = _get(table, "daemon", str, where, None)
-    return Placement(node_id, role, nan, _get(table, "host", str, where), port, store, daemon)
+    for key in ("daemon", "batch_minutes"):
+        if role != "meter" and key in table:
+            raise DeploymentError(f"{where}: only a meter has a meter daemon ({key!r})")
+    daemon, batch = _get(table, "daemon", str, where, None), _get(table, "batch_minutes", int, where, 1)
+    return Placement(node_id, role, nan, _get(table, "host", str, where), port, store, daemon, batch)
 
 
 # --------------------------------------------------------------------------------------------------------- the plan
@@ -444,7 +452,7 @@ class Planner:
             entry["member"] = chain.members[node.id]
         daemon = self.write_daemon(node, key, chain)
         if daemon is not None:
-            entry["daemon"] = daemon.relative_to(self.out).as_posix()
+            entry |= {"daemon": daemon.relative_to(self.out).as_posix(), "batch_minutes": node.batch_minutes}
         return entry, user
 
     def daemon_folder(self, node: Placement) -> Path:
@@ -471,6 +479,7 @@ class Planner:
             dep.hosts[dep.mqtt].address,
             dep.mqtt_port,
             measurement_topic(node.id),
+            node.batch_minutes,
         )
         out = self.daemon_folder(node)
         config = write_meter_folder(files, out, self.ca)
