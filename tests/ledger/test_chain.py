@@ -156,6 +156,31 @@ def test_a_failed_store_commit_leaves_state_and_store_as_they_were(net: Net, mon
     assert verify_store(net.store).snapshot() == net.state.snapshot()
 
 
+def test_a_store_failure_after_the_signatures_are_confirmed_rebuilds_the_state_from_the_store(
+    net: Net, monkeypatch
+) -> None:
+    """The block's rows are written while its signatures are checked; if the store then fails (here: after the
+    confirmation, at COMMIT), the state is taken from the store again, so nothing half-applied remains."""
+    before, snap = net.tables(), net.state.snapshot()
+    block = net.next_block(net.pay("seller", FA(100)))
+    commit = net.store.commit_block
+
+    def lost_at_commit(*args, before_commit, **kwargs):
+        def confirm_then_fail() -> None:
+            before_commit()
+            raise StoreError("connection lost at COMMIT")
+
+        commit(*args, before_commit=confirm_then_fail, **kwargs)
+
+    monkeypatch.setattr(net.store, "commit_block", lost_at_commit)
+    with pytest.raises(StoreError, match="connection lost"):
+        net.chain.append(block)
+    assert net.tables() == before and net.state.snapshot() == snap
+    monkeypatch.undo()
+    net.chain.append(block)
+    assert verify_store(net.store).snapshot() == net.state.snapshot()
+
+
 def test_a_proposal_is_validated_without_changing_the_state(net: Net) -> None:
     snap = net.state.snapshot()
     good = net.next_block(net.pay("seller", FA(100)))

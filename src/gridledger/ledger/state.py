@@ -10,7 +10,7 @@ etcd, a peer): it only checks them, by the rule set its genesis names (:mod:`gri
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -57,6 +57,10 @@ class _SignatureChecks:
         if bad >= 0:
             i, j = self.where[bad]
             raise Reject("bad-txns-signature", f"signature of input {j} is invalid", tx_index=i)
+
+
+def _confirmed() -> None:
+    """``confirm`` when every signature was checked inline already."""
 
 
 @dataclass
@@ -124,7 +128,13 @@ class LedgerState:
 
     # ----------------------------------------------------------------- blocks
     def apply_block(
-        self, block: Block, *, parallel_signatures: bool = True, proposal: bool = False, now: int | None = None
+        self,
+        block: Block,
+        *,
+        parallel_signatures: bool = True,
+        proposal: bool = False,
+        now: int | None = None,
+        persist: Callable[[StateChanges, Callable[[], None]], None] | None = None,
     ) -> StateChanges:
         """Validate ``block`` against the state and apply it; if invalid, raise a located ``Reject``, change nothing.
 
@@ -134,6 +144,12 @@ class LedgerState:
         state is left unchanged (the returned changes are empty). ``now`` is the validating node's clock (Unix s): a
         block dated more than ``max_future_s`` after it is refused (``bad-blk-time-future``); ``None`` (a replay of
         stored blocks, ``gridledger verify``) checks no clock.
+
+        ``persist(changes, confirm)`` lets the caller write the block's changes (to a store) while the signatures are
+        still being checked: it is called once every contextual rule has passed, and must call ``confirm()`` — which
+        waits for the signature checks and raises their ``Reject`` — before it makes anything durable, undoing its
+        writes if ``confirm`` raises. If ``persist`` raises, the state is rolled back and the exception re-raised
+        (a ``Reject`` located at the block); the state is sealed at the block only after ``persist`` returns.
         """
         h = block.header
         try:
@@ -158,15 +174,24 @@ class LedgerState:
                     self.apply_tx(tx, slot, signatures_checked=parallel_signatures)
                 except Reject as e:
                     raise e.at(tx_index=i, height=h.height) from None
-            if pending is not None:
+            if persist is not None and not proposal:
+                ch = self.changes_since(mark)
+                persist(ch, _confirmed if pending is None else pending.result)
+            elif pending is not None:
                 pending.result()
         except Reject as e:
             self.rollback(mark)
             raise e.at(height=h.height) from None
+        except BaseException:
+            self.rollback(mark)
+            raise
         if proposal:
             self.rollback(mark)
             return StateChanges()
-        return self.finish_block(mark, h.height, h.hash, h.time)
+        if persist is None:
+            ch = self.changes_since(mark)
+        self.seal_block(mark, h.height, h.hash, h.time)
+        return ch
 
     @property
     def max_future_s(self) -> int:
@@ -257,6 +282,12 @@ class LedgerState:
 
     def finish_block(self, mark: int, height: int, block_hash: bytes, time: int) -> StateChanges:
         """Seal the changes since ``mark`` as block ``height`` and return them for the store."""
+        ch = self.changes_since(mark)
+        self.seal_block(mark, height, block_hash, time)
+        return ch
+
+    def changes_since(self, mark: int) -> StateChanges:
+        """What the changes logged since ``mark`` amount to, for a store (the state is left as it is)."""
         ch = StateChanges()
         created: set[bytes] = set()
         for entry in self._log[mark:]:
@@ -276,11 +307,14 @@ class LedgerState:
                 ch.fa_issued[entry[1]] = self.fa_issued[entry[1]]
             elif op == "nonce":
                 ch.nonces[entry[1]] = self.nonces[entry[1]]
+        return ch
+
+    def seal_block(self, mark: int, height: int, block_hash: bytes, time: int) -> None:
+        """Make the changes logged since ``mark`` final as block ``height``: the new tip (no undo past it)."""
         del self._log[mark:]
         self._spent_in_block = {}
         self._issuers_in_block = set()
         self.height, self.tip_hash, self.tip_time = height, block_hash, time
-        return ch
 
     def apply_tx(self, tx: Transaction, slot: int, *, signatures_checked: bool = False) -> None:
         """Check ``tx``'s context-dependent rules at ``slot`` and apply it (the caller rolls back on Reject).
