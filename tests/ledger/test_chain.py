@@ -3,6 +3,7 @@ whole-store verification, tamper evidence, and atomicity when the store fails mi
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
@@ -128,16 +129,17 @@ def test_one_bad_signature_among_1000_in_a_batch_checked_block_is_located(bare_n
         (w,) = txs[i].witnesses
         txs[i] = Transfer(txs[i].inputs, txs[i].outputs, (Witness(w.pubkey, w.signature[:-1] + b"\x00"),))
     block = net.next_block(*txs)
-    before = net.tables()
+    before, switch_interval = net.tables(), sys.getswitchinterval()
     for parallel in (True, False):
         with pytest.raises(Reject) as e:
             net.state.apply_block(block, parallel_signatures=parallel)
         assert (e.value.code, e.value.tx_index, e.value.height) == ("bad-txns-signature", bad_at[0], block.height)
         assert "input 0" in e.value.message
     with pytest.raises(Reject) as e:
-        net.chain.append(block)
+        net.chain.append(block)  # written to the store while checked, rolled back before COMMIT
     assert (e.value.code, e.value.tx_index) == ("bad-txns-signature", bad_at[0])
     assert net.tables() == before and net.state.height == block.height - 1
+    assert sys.getswitchinterval() == switch_interval  # the verifiers' short interval ends with the block
 
 
 def test_a_failed_store_commit_leaves_state_and_store_as_they_were(net: Net, monkeypatch) -> None:
