@@ -142,6 +142,38 @@ def test_one_bad_signature_among_1000_in_a_batch_checked_block_is_located(bare_n
     assert sys.getswitchinterval() == switch_interval  # the verifiers' short interval ends with the block
 
 
+def test_signature_checks_started_early_do_not_change_which_reject_a_block_gets(bare_net: Net) -> None:
+    """The pool starts checking a block's 1,000 signatures right after its header checks; a bad signature (tx 5)
+    still loses to a context-free fault later in the block (tx 900), as inline, and to a broken rule (tx 950), as
+    before the checks started early (inline, each signature is checked with its transaction's rules)."""
+    net, key = bare_net, KeyPair.from_secret("owner")
+    issue = net.issue("MI2", *((FA(1), key.address) for _ in range(1_000)))
+    net.commit(issue)
+    txs = []
+    for i in range(1_000):
+        op = outpoint(issue.txid, i)
+        txs.append(Transfer((op,), (Output(FA(1), key.address),)).signed(net.chain_id, {op: key}))
+    (w,) = txs[5].witnesses
+    txs[5] = Transfer(txs[5].inputs, txs[5].outputs, (Witness(w.pubkey, bytes(64)),))
+    minted = Transfer(txs[950].inputs, (Output(FA(2), key.address),))
+    txs[950] = minted.signed(net.chain_id, {minted.inputs[0]: key})
+    zero = Transfer(txs[900].inputs, (Output(FA(0), key.address),))
+    before = net.tables()
+    for case, code, at, inline in (
+        (txs[:900] + [zero.signed(net.chain_id, {zero.inputs[0]: key})] + txs[901:], "bad-asset-zero", 900, None),
+        (txs, "bad-txns-fa-conservation", 950, ("bad-txns-signature", 5)),
+    ):
+        block = net.next_block(*case)
+        for parallel in (True, False):
+            with pytest.raises(Reject) as e:
+                net.state.apply_block(block, parallel_signatures=parallel)
+            assert (e.value.code, e.value.tx_index) == ((code, at) if parallel or inline is None else inline)
+        with pytest.raises(Reject) as e:
+            net.chain.append(block)
+        assert (e.value.code, e.value.tx_index) == (code, at)
+        assert net.tables() == before
+
+
 def test_a_failed_store_commit_leaves_state_and_store_as_they_were(net: Net, monkeypatch) -> None:
     before, snap = net.tables(), net.state.snapshot()
     block = net.next_block(net.pay("seller", FA(100)))

@@ -74,16 +74,16 @@ class _SignatureChecks:
     def __init__(self, items: list[tuple[bytes, bytes, bytes]], where: list[tuple[int, int]]) -> None:
         self.where = where
         self.size = max(1, -(-len(items) // _WORKERS))
+        self.items = items
         if len(items) < _PARALLEL_MIN:
-            self.futures = None
-            self.bad = crypto.verify_batch(items)
+            self.futures = None  # checked inline, when the result is asked for
         else:
             chunks = [items[k : k + self.size] for k in range(0, len(items), self.size)]
             self.futures = [_POOL.submit(crypto.verify_batch, c) for c in chunks]
 
     def result(self) -> None:
         """Wait for the checks; raise ``bad-txns-signature`` naming the first invalid signature."""
-        bad = self.bad if self.futures is None else -1
+        bad = crypto.verify_batch(self.items) if self.futures is None else -1
         if self.futures is not None:
             for k, f in enumerate(self.futures):
                 r = f.result()
@@ -187,44 +187,43 @@ class LedgerState:
         (a ``Reject`` located at the block); the state is sealed at the block only after ``persist`` returns.
         """
         h = block.header
-        try:
-            self._check_header(block, now)
-            if not proposal:
-                for check in self.ruleset.block_checks:
-                    check(self, block)
-            for i, tx in enumerate(block.transactions):
-                try:
-                    self.ruleset.check_transaction(tx)
-                except Reject as e:
-                    raise e.at(tx_index=i) from None
-            # Signatures are checked on worker threads while this thread runs the contextual rules.
-            pending = self._start_signature_checks(block.transactions) if parallel_signatures else None
-        except Reject as e:
-            raise e.at(height=h.height) from None
-        slot = self.slot_of(h.time)
-        stack = ExitStack()
-        mark = self.begin_block()
-        try:
-            if pending is not None and pending.futures is not None:
-                stack.enter_context(_fast_switching())
-            for i, tx in enumerate(block.transactions):
-                try:
-                    self.apply_tx(tx, slot, signatures_checked=parallel_signatures)
-                except Reject as e:
-                    raise e.at(tx_index=i, height=h.height) from None
-            if persist is not None and not proposal:
-                ch = self.changes_since(mark)
-                persist(ch, _confirmed if pending is None else pending.result)
-            elif pending is not None:
-                pending.result()
-        except Reject as e:
-            self.rollback(mark)
-            raise e.at(height=h.height) from None
-        except BaseException:
-            self.rollback(mark)
-            raise
-        finally:
-            stack.close()
+        with ExitStack() as stack:
+            try:
+                self._check_header(block, now)
+                # The header is signed by a coordinator of this chain: start the signature checks on the worker
+                # threads now, so that they run beside every remaining check (their Reject, if any, is raised only
+                # after those checks, so which Reject a block gets does not change).
+                pending = self._start_signature_checks(block.transactions, stack) if parallel_signatures else None
+                if not proposal:
+                    for check in self.ruleset.block_checks:
+                        check(self, block)
+                for i, tx in enumerate(block.transactions):
+                    try:
+                        self.ruleset.check_transaction(tx)
+                    except Reject as e:
+                        raise e.at(tx_index=i) from None
+            except Reject as e:
+                raise e.at(height=h.height) from None
+            slot = self.slot_of(h.time)
+            mark = self.begin_block()
+            try:
+                for i, tx in enumerate(block.transactions):
+                    try:
+                        self.apply_tx(tx, slot, signatures_checked=parallel_signatures)
+                    except Reject as e:
+                        raise e.at(tx_index=i, height=h.height) from None
+                confirm = _confirmed if pending is None else pending.result
+                if persist is not None and not proposal:
+                    ch = self.changes_since(mark)
+                    persist(ch, confirm)
+                else:
+                    confirm()
+            except Reject as e:
+                self.rollback(mark)
+                raise e.at(height=h.height) from None
+            except BaseException:
+                self.rollback(mark)
+                raise
         if proposal:
             self.rollback(mark)
             return StateChanges()
@@ -270,8 +269,12 @@ class LedgerState:
                 )
             seen[tx.txid] = i
 
-    def _start_signature_checks(self, txs: Iterable[Transaction]) -> _SignatureChecks:
-        """Start checking every transfer witness signature (context-free: the key is in the witness)."""
+    def _start_signature_checks(self, txs: Iterable[Transaction], stack: ExitStack) -> _SignatureChecks:
+        """Start checking every transfer witness signature (context-free: the key is in the witness).
+
+        Called after the header checks, which encoded every transaction (Merkle root) and hashed every txid, so
+        every witness is two byte strings of the right sizes here.
+        """
         items, where = [], []
         for i, tx in enumerate(txs):
             if isinstance(tx, Transfer):
@@ -279,7 +282,10 @@ class LedgerState:
                 for j, wit in enumerate(tx.witnesses):
                     items.append((wit.pubkey, msg, wit.signature))
                     where.append((i, j))
-        return _SignatureChecks(items, where)
+        checks = _SignatureChecks(items, where)
+        if checks.futures is not None:
+            stack.enter_context(_fast_switching())
+        return checks
 
     # ----------------------------------------------------- transactions, undo log
     def begin_block(self) -> int:
