@@ -103,14 +103,23 @@ def check_conservation(inputs: Iterable[Asset], outputs: Iterable[Asset]) -> Non
     Implemented as a sweep over interval boundaries: the difference of the two step functions must be zero
     everywhere, i.e. every prefix sum of the boundary deltas is zero.
     """
-    inputs, outputs = list(inputs), list(outputs)
-    fa_kind = AssetKind.FA
-    if all(a.kind == fa_kind for a in inputs) and all(a.kind == fa_kind for a in outputs):
-        # FA only (payments, the common case): the two sums alone decide.
-        diff = sum(a.amount for a in inputs) - sum(a.amount for a in outputs)
-        if diff:
-            raise Reject("bad-txns-fa-conservation", f"FA outputs differ from FA inputs by {-diff} minor units")
-        return
+    inputs = inputs if type(inputs) is list else list(inputs)
+    outputs = outputs if type(outputs) is list else list(outputs)
+    # FA only (payments, the common case): the two sums alone decide. Any other asset takes the sweep below.
+    fa_kind, diff = AssetKind.FA, 0
+    for a in inputs:
+        if a.kind is not fa_kind:
+            break
+        diff += a.amount
+    else:
+        for a in outputs:
+            if a.kind is not fa_kind:
+                break
+            diff -= a.amount
+        else:
+            if diff:
+                raise Reject("bad-txns-fa-conservation", f"FA outputs differ from FA inputs by {-diff} minor units")
+            return
     deltas: dict[AssetKind, dict[int, int]] = {AssetKind.EPA: defaultdict(int), AssetKind.ECA: defaultdict(int)}
     fa = 0
     for sign, assets in ((1, inputs), (-1, outputs)):
