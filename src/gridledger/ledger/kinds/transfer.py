@@ -56,8 +56,10 @@ class Transfer(Transaction):
         outputs = Output.read_many(r)
         r.end_body()
         witnesses = tuple(
-            Witness(w[:PUBKEY_BYTES], w[PUBKEY_BYTES:])
-            for w in r.take_many(r.count("witnesses"), PUBKEY_BYTES + SIGNATURE_BYTES, "witness")
+            [
+                Witness(w[:PUBKEY_BYTES], w[PUBKEY_BYTES:])
+                for w in r.take_many(r.count("witnesses"), PUBKEY_BYTES + SIGNATURE_BYTES, "witness")
+            ]
         )
         return cls(inputs, outputs, witnesses)
 
