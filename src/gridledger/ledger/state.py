@@ -194,6 +194,7 @@ class LedgerState:
                 # threads now, so that they run beside every remaining check (their Reject, if any, is raised only
                 # after those checks, so which Reject a block gets does not change).
                 pending = self._start_signature_checks(block.transactions, stack) if parallel_signatures else None
+                self._check_body(block)
                 if not proposal:
                     for check in self.ruleset.block_checks:
                         check(self, block)
@@ -259,6 +260,10 @@ class LedgerState:
             raise Reject("bad-blk-proposer", "block proposer is not a coordinator of this chain")
         if not crypto.verify(h.proposer, h.signing_message(), block.signature):
             raise Reject("bad-blk-signature", "proposer signature is invalid")
+
+    def _check_body(self, block: Block) -> None:
+        """The transactions are the ones the header commits to (Merkle root), each once."""
+        h = block.header
         if h.merkle_root != block.compute_merkle_root():
             raise Reject("bad-blk-merkle", "Merkle root does not match the transactions")
         seen: dict[bytes, int] = {}
@@ -272,8 +277,9 @@ class LedgerState:
     def _start_signature_checks(self, txs: Iterable[Transaction], stack: ExitStack) -> _SignatureChecks:
         """Start checking every transfer witness signature (context-free: the key is in the witness).
 
-        Called after the header checks, which encoded every transaction (Merkle root) and hashed every txid, so
-        every witness is two byte strings of the right sizes here.
+        A malformed transaction cannot make this skip a signature: whatever it raises here (an unencodable field)
+        the Merkle root check would raise too, and a witness that is not a key and a signature fails its check; either
+        way an earlier check of ``apply_block`` rejects the block before this result is asked for.
         """
         items, where = [], []
         for i, tx in enumerate(txs):
