@@ -153,11 +153,20 @@ class Chain:
     def append(self, block: Block, now: int | None = None) -> StateChanges:
         """Validate a block from elsewhere against the tip and commit it; a ``Reject`` leaves everything unchanged.
         ``now``: the node's clock (Unix s), to refuse a block dated too far ahead of it (``bad-blk-time-future``)."""
-        ch = self.state.apply_block(block, now=now)
+
+        def persist(ch: StateChanges, confirm: Callable[[], None]) -> None:
+            # Written while the signatures are checked on the worker threads; confirmed before COMMIT.
+            self.store.commit_block(
+                block.height, block.hash, block.header.time, block.encode(), ch, before_commit=confirm
+            )
+
         try:
-            self.store.commit_block(block.height, block.hash, block.header.time, block.encode(), ch)
+            ch = self.state.apply_block(block, now=now, persist=persist)
+        except Reject:
+            raise  # the store rolled back and the state undid the block: both exactly as before
         except BaseException:
-            # the state already moved; rebuild it from the store, which did not
+            # A store failure (or an interruption) may have left the outcome of the commit unknown: take the state
+            # from the store, so nothing half-applied remains.
             self.state = _stored_state(self.store, self.genesis_block)
             raise
         self.forget({tx.txid for tx in block.transactions})

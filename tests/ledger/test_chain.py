@@ -3,6 +3,7 @@ whole-store verification, tamper evidence, and atomicity when the store fails mi
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
@@ -128,16 +129,49 @@ def test_one_bad_signature_among_1000_in_a_batch_checked_block_is_located(bare_n
         (w,) = txs[i].witnesses
         txs[i] = Transfer(txs[i].inputs, txs[i].outputs, (Witness(w.pubkey, w.signature[:-1] + b"\x00"),))
     block = net.next_block(*txs)
-    before = net.tables()
+    before, switch_interval = net.tables(), sys.getswitchinterval()
     for parallel in (True, False):
         with pytest.raises(Reject) as e:
             net.state.apply_block(block, parallel_signatures=parallel)
         assert (e.value.code, e.value.tx_index, e.value.height) == ("bad-txns-signature", bad_at[0], block.height)
         assert "input 0" in e.value.message
     with pytest.raises(Reject) as e:
-        net.chain.append(block)
+        net.chain.append(block)  # written to the store while checked, rolled back before COMMIT
     assert (e.value.code, e.value.tx_index) == ("bad-txns-signature", bad_at[0])
     assert net.tables() == before and net.state.height == block.height - 1
+    assert sys.getswitchinterval() == switch_interval  # the verifiers' short interval ends with the block
+
+
+def test_signature_checks_started_early_do_not_change_which_reject_a_block_gets(bare_net: Net) -> None:
+    """The pool starts checking a block's 1,000 signatures right after its header checks; a bad signature (tx 5)
+    still loses to a context-free fault later in the block (tx 900), as inline, and to a broken rule (tx 950), as
+    before the checks started early (inline, each signature is checked with its transaction's rules)."""
+    net, key = bare_net, KeyPair.from_secret("owner")
+    issue = net.issue("MI2", *((FA(1), key.address) for _ in range(1_000)))
+    net.commit(issue)
+    txs = []
+    for i in range(1_000):
+        op = outpoint(issue.txid, i)
+        txs.append(Transfer((op,), (Output(FA(1), key.address),)).signed(net.chain_id, {op: key}))
+    (w,) = txs[5].witnesses
+    txs[5] = Transfer(txs[5].inputs, txs[5].outputs, (Witness(w.pubkey, bytes(64)),))
+    minted = Transfer(txs[950].inputs, (Output(FA(2), key.address),))
+    txs[950] = minted.signed(net.chain_id, {minted.inputs[0]: key})
+    zero = Transfer(txs[900].inputs, (Output(FA(0), key.address),))
+    before = net.tables()
+    for case, code, at, inline in (
+        (txs[:900] + [zero.signed(net.chain_id, {zero.inputs[0]: key})] + txs[901:], "bad-asset-zero", 900, None),
+        (txs, "bad-txns-fa-conservation", 950, ("bad-txns-signature", 5)),
+    ):
+        block = net.next_block(*case)
+        for parallel in (True, False):
+            with pytest.raises(Reject) as e:
+                net.state.apply_block(block, parallel_signatures=parallel)
+            assert (e.value.code, e.value.tx_index) == ((code, at) if parallel or inline is None else inline)
+        with pytest.raises(Reject) as e:
+            net.chain.append(block)
+        assert (e.value.code, e.value.tx_index) == (code, at)
+        assert net.tables() == before
 
 
 def test_a_failed_store_commit_leaves_state_and_store_as_they_were(net: Net, monkeypatch) -> None:
@@ -153,6 +187,31 @@ def test_a_failed_store_commit_leaves_state_and_store_as_they_were(net: Net, mon
     assert net.tables() == before and net.state.snapshot() == snap
     monkeypatch.undo()
     net.chain.append(block)  # the same block commits once the store works again
+    assert verify_store(net.store).snapshot() == net.state.snapshot()
+
+
+def test_a_store_failure_after_the_signatures_are_confirmed_rebuilds_the_state_from_the_store(
+    net: Net, monkeypatch
+) -> None:
+    """The block's rows are written while its signatures are checked; if the store then fails (here: after the
+    confirmation, at COMMIT), the state is taken from the store again, so nothing half-applied remains."""
+    before, snap = net.tables(), net.state.snapshot()
+    block = net.next_block(net.pay("seller", FA(100)))
+    commit = net.store.commit_block
+
+    def lost_at_commit(*args, before_commit, **kwargs):
+        def confirm_then_fail() -> None:
+            before_commit()
+            raise StoreError("connection lost at COMMIT")
+
+        commit(*args, before_commit=confirm_then_fail, **kwargs)
+
+    monkeypatch.setattr(net.store, "commit_block", lost_at_commit)
+    with pytest.raises(StoreError, match="connection lost"):
+        net.chain.append(block)
+    assert net.tables() == before and net.state.snapshot() == snap
+    monkeypatch.undo()
+    net.chain.append(block)
     assert verify_store(net.store).snapshot() == net.state.snapshot()
 
 

@@ -66,9 +66,9 @@ def test_blocks_round_trip_byte_exact(backend):
     given_raw: dict[int, bytes] = {}
     commit = store.commit_block
 
-    def recording(height, block_hash, time, raw, ch):
+    def recording(height, block_hash, time, raw, ch, **kw):
         given_raw[height] = raw
-        commit(height, block_hash, time, raw, ch)
+        commit(height, block_hash, time, raw, ch, **kw)
 
     store.commit_block = recording
     work = build(store, blocks=6)
@@ -184,6 +184,29 @@ def test_a_write_that_fails_midway_leaves_nothing(backend):
     assert store.dump() == dump
     work.step()  # and the store still takes the next block
     assert verify_store(store).height == 4
+
+
+def test_a_before_commit_check_that_fails_rolls_the_written_block_back(backend):
+    """A node writes a block while its signatures are still being checked and confirms them just before COMMIT
+    (``before_commit``): a failed confirmation leaves every table as it was, and the store takes the next block."""
+    store = backend.open()
+    work = build(store, blocks=2)
+    dump = store.dump()
+    block = _good(work)
+    ch = StateChanges(utxo_added={bytes(34): bytes(37)}, nonces={"WM0": 99}, fa_issued={"WM0": 5})
+
+    def bad_signature() -> None:
+        assert store.tip_height() == block.height  # written, not committed: this connection sees its own block
+        raise Reject("bad-txns-signature", "signature of input 0 is invalid", tx_index=0)
+
+    with pytest.raises(Reject, match="bad-txns-signature"):
+        store.commit_block(
+            block.height, block.hash, block.header.time, block.encode(), ch, before_commit=bad_signature
+        )
+    assert store.dump() == dump
+    assert backend.open().dump() == dump
+    work.step()
+    assert verify_store(store).height == block.height
 
 
 def test_two_writers_racing_for_one_height(backend):

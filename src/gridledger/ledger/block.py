@@ -95,6 +95,9 @@ class Block:
         return tuple(tx.encode() for tx in self.transactions)
 
     def encode(self) -> bytes:
+        raw = self.__dict__.get("_raw")
+        if raw is not None:  # decoded: the bytes it came from (canonical, so the same as re-encoding)
+            return raw
         w = Writer().raw(self.header.encode()).fixed(self.signature, SIGNATURE_BYTES, "block signature")
         w.count(len(self.certificate), "votes")
         for v in self.certificate:
@@ -109,6 +112,7 @@ class Block:
         """Decode a block; a malformed transaction is located by its index."""
         r = Reader(raw)
         header = BlockHeader.read(r)
+        header.__dict__["hash"] = sha256(r.data[: r.pos])  # the header's canonical bytes, as received
         signature = r.take(SIGNATURE_BYTES, "block signature")
         votes = tuple(
             Vote(r.take(PUBKEY_BYTES, "voter"), r.take(SIGNATURE_BYTES, "vote signature")) for _ in range(r.count())
@@ -130,6 +134,7 @@ class Block:
         r.end("block")
         block = cls(header, signature, tuple(txs), votes)
         block.__dict__["tx_bytes"] = tuple(raws)
+        block.__dict__["_raw"] = r.data
         return block
 
     def compute_merkle_root(self) -> bytes:

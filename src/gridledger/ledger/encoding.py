@@ -115,37 +115,57 @@ class Reader:
         """Mark where a transaction's body ends and its witness begins."""
         self.body_end = self.pos
 
+    def _truncated(self, n: int, what: str) -> Reject:
+        return Reject(
+            "bad-encoding-truncated",
+            f"truncated while reading {what}: need {n} bytes at offset {self.pos}, have {len(self.data) - self.pos}",
+        )
+
+    # The readers below format their messages only on failure and read integers in place (``unpack_from``), so the
+    # common case costs no slicing and no string building.
     def take(self, n: int, what: str = "field") -> bytes:
-        end = self.pos + n
+        pos = self.pos
+        end = pos + n
         if end > len(self.data):
-            raise Reject(
-                "bad-encoding-truncated",
-                f"truncated while reading {what}: need {n} bytes at offset {self.pos}, "
-                f"have {len(self.data) - self.pos}",
-            )
-        out = self.data[self.pos : end]
+            raise self._truncated(n, what)
         self.pos = end
-        return out
+        return self.data[pos:end]
 
     def take_many(self, count: int, size: int, what: str = "field") -> list[bytes]:
         """``count`` consecutive fields of ``size`` bytes each."""
-        block = self.take(count * size, f"{count} × {what}")
-        return [block[i : i + size] for i in range(0, count * size, size)] if count else []
+        pos = self.pos
+        end = pos + count * size
+        if end > len(self.data):
+            raise self._truncated(count * size, f"{count} × {what}")
+        self.pos = end
+        data = self.data
+        return [data[i : i + size] for i in range(pos, end, size)]
+
+    def _int(self, st: struct.Struct, what: str) -> int:
+        pos = self.pos
+        if pos + st.size > len(self.data):
+            raise self._truncated(st.size, what)
+        self.pos = pos + st.size
+        return st.unpack_from(self.data, pos)[0]
 
     def u8(self, what: str = "u8") -> int:
-        return _U8.unpack(self.take(1, what))[0]
+        return self._int(_U8, what)
 
     def u16(self, what: str = "u16") -> int:
-        return _U16.unpack(self.take(2, what))[0]
+        return self._int(_U16, what)
 
     def u32(self, what: str = "u32") -> int:
-        return _U32.unpack(self.take(4, what))[0]
+        return self._int(_U32, what)
 
     def u64(self, what: str = "u64") -> int:
-        return _U64.unpack(self.take(8, what))[0]
+        return self._int(_U64, what)
 
     def blob(self, what: str = "blob") -> bytes:
-        return self.take(self.u32(f"length of {what}"), what)
+        pos = self.pos
+        if pos + 4 > len(self.data):
+            raise self._truncated(4, f"length of {what}")
+        self.pos = pos + 4
+        return self.take(_U32.unpack_from(self.data, pos)[0], what)
 
     def name(self, what: str = "name") -> str:
         raw = self.take(self.u8(f"length of {what}"), what)
@@ -157,7 +177,11 @@ class Reader:
         return text
 
     def count(self, what: str = "list") -> int:
-        return self.u16(f"length of {what}")
+        pos = self.pos
+        if pos + 2 > len(self.data):
+            raise self._truncated(2, f"length of {what}")
+        self.pos = pos + 2
+        return _U16.unpack_from(self.data, pos)[0]
 
     def version(self, what: str) -> None:
         v = self.u8(f"format version of {what}")

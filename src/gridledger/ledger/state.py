@@ -10,8 +10,11 @@ etcd, a peer): it only checks them, by the rule set its genesis names (:mod:`gri
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 from gridledger.ledger import crypto
@@ -33,22 +36,54 @@ _WORKERS = max(2, os.cpu_count() or 2)
 _POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="sigverify")
 
 
+#: The interpreter's switch interval (s) while this thread runs a block's rules beside its signature checks.
+FAST_SWITCH_S = 0.0002
+_switching_lock = threading.Lock()
+_switching_depth = 0
+_switching_saved = 0.0
+
+
+@contextmanager
+def _fast_switching() -> Iterator[None]:
+    """Let the verifier threads have the GIL soon after they ask for it.
+
+    A verifier needs the GIL for a few microseconds between two signatures (libsodium runs without it), but while
+    this thread runs Python it gets it only when the interpreter's switch interval (5 ms by default) runs out:
+    the verifiers then check about one signature per 5 ms each, and the block's checks mostly wait until the rules
+    are done. For the time a block's signatures are checked beside its rules, the interval is ``FAST_SWITCH_S``.
+    Nested and concurrent users share one saved value; the last one out restores it.
+    """
+    global _switching_depth, _switching_saved
+    with _switching_lock:
+        if _switching_depth == 0:
+            _switching_saved = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switching_saved, FAST_SWITCH_S))
+        _switching_depth += 1
+    try:
+        yield
+    finally:
+        with _switching_lock:
+            _switching_depth -= 1
+            if _switching_depth == 0:
+                sys.setswitchinterval(_switching_saved)
+
+
 class _SignatureChecks:
     """Signature checks of one block, running on the thread pool (small batches run inline)."""
 
     def __init__(self, items: list[tuple[bytes, bytes, bytes]], where: list[tuple[int, int]]) -> None:
         self.where = where
         self.size = max(1, -(-len(items) // _WORKERS))
+        self.items = items
         if len(items) < _PARALLEL_MIN:
-            self.futures = None
-            self.bad = crypto.verify_batch(items)
+            self.futures = None  # checked inline, when the result is asked for
         else:
             chunks = [items[k : k + self.size] for k in range(0, len(items), self.size)]
             self.futures = [_POOL.submit(crypto.verify_batch, c) for c in chunks]
 
     def result(self) -> None:
         """Wait for the checks; raise ``bad-txns-signature`` naming the first invalid signature."""
-        bad = self.bad if self.futures is None else -1
+        bad = crypto.verify_batch(self.items) if self.futures is None else -1
         if self.futures is not None:
             for k, f in enumerate(self.futures):
                 r = f.result()
@@ -57,6 +92,10 @@ class _SignatureChecks:
         if bad >= 0:
             i, j = self.where[bad]
             raise Reject("bad-txns-signature", f"signature of input {j} is invalid", tx_index=i)
+
+
+def _confirmed() -> None:
+    """``confirm`` when every signature was checked inline already."""
 
 
 @dataclass
@@ -124,7 +163,13 @@ class LedgerState:
 
     # ----------------------------------------------------------------- blocks
     def apply_block(
-        self, block: Block, *, parallel_signatures: bool = True, proposal: bool = False, now: int | None = None
+        self,
+        block: Block,
+        *,
+        parallel_signatures: bool = True,
+        proposal: bool = False,
+        now: int | None = None,
+        persist: Callable[[StateChanges, Callable[[], None]], None] | None = None,
     ) -> StateChanges:
         """Validate ``block`` against the state and apply it; if invalid, raise a located ``Reject``, change nothing.
 
@@ -134,39 +179,59 @@ class LedgerState:
         state is left unchanged (the returned changes are empty). ``now`` is the validating node's clock (Unix s): a
         block dated more than ``max_future_s`` after it is refused (``bad-blk-time-future``); ``None`` (a replay of
         stored blocks, ``gridledger verify``) checks no clock.
+
+        ``persist(changes, confirm)`` lets the caller write the block's changes (to a store) while the signatures are
+        still being checked: it is called once every contextual rule has passed, and must call ``confirm()`` — which
+        waits for the signature checks and raises their ``Reject`` — before it makes anything durable, undoing its
+        writes if ``confirm`` raises. If ``persist`` raises, the state is rolled back and the exception re-raised
+        (a ``Reject`` located at the block); the state is sealed at the block only after ``persist`` returns.
         """
         h = block.header
-        try:
-            self._check_header(block, now)
-            if not proposal:
-                for check in self.ruleset.block_checks:
-                    check(self, block)
-            for i, tx in enumerate(block.transactions):
-                try:
-                    self.ruleset.check_transaction(tx)
-                except Reject as e:
-                    raise e.at(tx_index=i) from None
-            # Signatures are checked on worker threads while this thread runs the contextual rules.
-            pending = self._start_signature_checks(block.transactions) if parallel_signatures else None
-        except Reject as e:
-            raise e.at(height=h.height) from None
-        slot = self.slot_of(h.time)
-        mark = self.begin_block()
-        try:
-            for i, tx in enumerate(block.transactions):
-                try:
-                    self.apply_tx(tx, slot, signatures_checked=parallel_signatures)
-                except Reject as e:
-                    raise e.at(tx_index=i, height=h.height) from None
-            if pending is not None:
-                pending.result()
-        except Reject as e:
-            self.rollback(mark)
-            raise e.at(height=h.height) from None
+        with ExitStack() as stack:
+            try:
+                self._check_header(block, now)
+                # The header is signed by a coordinator of this chain: start the signature checks on the worker
+                # threads now, so that they run beside every remaining check (their Reject, if any, is raised only
+                # after those checks, so which Reject a block gets does not change).
+                pending = self._start_signature_checks(block.transactions, stack) if parallel_signatures else None
+                self._check_body(block)
+                if not proposal:
+                    for check in self.ruleset.block_checks:
+                        check(self, block)
+                for i, tx in enumerate(block.transactions):
+                    try:
+                        self.ruleset.check_transaction(tx)
+                    except Reject as e:
+                        raise e.at(tx_index=i) from None
+            except Reject as e:
+                raise e.at(height=h.height) from None
+            slot = self.slot_of(h.time)
+            mark = self.begin_block()
+            try:
+                for i, tx in enumerate(block.transactions):
+                    try:
+                        self.apply_tx(tx, slot, signatures_checked=parallel_signatures)
+                    except Reject as e:
+                        raise e.at(tx_index=i, height=h.height) from None
+                confirm = _confirmed if pending is None else pending.result
+                if persist is not None and not proposal:
+                    ch = self.changes_since(mark)
+                    persist(ch, confirm)
+                else:
+                    confirm()
+            except Reject as e:
+                self.rollback(mark)
+                raise e.at(height=h.height) from None
+            except BaseException:
+                self.rollback(mark)
+                raise
         if proposal:
             self.rollback(mark)
             return StateChanges()
-        return self.finish_block(mark, h.height, h.hash, h.time)
+        if persist is None:
+            ch = self.changes_since(mark)
+        self.seal_block(mark, h.height, h.hash, h.time)
+        return ch
 
     @property
     def max_future_s(self) -> int:
@@ -195,6 +260,10 @@ class LedgerState:
             raise Reject("bad-blk-proposer", "block proposer is not a coordinator of this chain")
         if not crypto.verify(h.proposer, h.signing_message(), block.signature):
             raise Reject("bad-blk-signature", "proposer signature is invalid")
+
+    def _check_body(self, block: Block) -> None:
+        """The transactions are the ones the header commits to (Merkle root), each once."""
+        h = block.header
         if h.merkle_root != block.compute_merkle_root():
             raise Reject("bad-blk-merkle", "Merkle root does not match the transactions")
         seen: dict[bytes, int] = {}
@@ -205,8 +274,13 @@ class LedgerState:
                 )
             seen[tx.txid] = i
 
-    def _start_signature_checks(self, txs: Iterable[Transaction]) -> _SignatureChecks:
-        """Start checking every transfer witness signature (context-free: the key is in the witness)."""
+    def _start_signature_checks(self, txs: Iterable[Transaction], stack: ExitStack) -> _SignatureChecks:
+        """Start checking every transfer witness signature (context-free: the key is in the witness).
+
+        A malformed transaction cannot make this skip a signature: whatever it raises here (an unencodable field)
+        the Merkle root check would raise too, and a witness that is not a key and a signature fails its check; either
+        way an earlier check of ``apply_block`` rejects the block before this result is asked for.
+        """
         items, where = [], []
         for i, tx in enumerate(txs):
             if isinstance(tx, Transfer):
@@ -214,7 +288,10 @@ class LedgerState:
                 for j, wit in enumerate(tx.witnesses):
                     items.append((wit.pubkey, msg, wit.signature))
                     where.append((i, j))
-        return _SignatureChecks(items, where)
+        checks = _SignatureChecks(items, where)
+        if checks.futures is not None:
+            stack.enter_context(_fast_switching())
+        return checks
 
     # ----------------------------------------------------- transactions, undo log
     def begin_block(self) -> int:
@@ -257,6 +334,12 @@ class LedgerState:
 
     def finish_block(self, mark: int, height: int, block_hash: bytes, time: int) -> StateChanges:
         """Seal the changes since ``mark`` as block ``height`` and return them for the store."""
+        ch = self.changes_since(mark)
+        self.seal_block(mark, height, block_hash, time)
+        return ch
+
+    def changes_since(self, mark: int) -> StateChanges:
+        """What the changes logged since ``mark`` amount to, for a store (the state is left as it is)."""
         ch = StateChanges()
         created: set[bytes] = set()
         for entry in self._log[mark:]:
@@ -276,11 +359,14 @@ class LedgerState:
                 ch.fa_issued[entry[1]] = self.fa_issued[entry[1]]
             elif op == "nonce":
                 ch.nonces[entry[1]] = self.nonces[entry[1]]
+        return ch
+
+    def seal_block(self, mark: int, height: int, block_hash: bytes, time: int) -> None:
+        """Make the changes logged since ``mark`` final as block ``height``: the new tip (no undo past it)."""
         del self._log[mark:]
         self._spent_in_block = {}
         self._issuers_in_block = set()
         self.height, self.tip_hash, self.tip_time = height, block_hash, time
-        return ch
 
     def apply_tx(self, tx: Transaction, slot: int, *, signatures_checked: bool = False) -> None:
         """Check ``tx``'s context-dependent rules at ``slot`` and apply it (the caller rolls back on Reject).

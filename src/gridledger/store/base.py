@@ -10,7 +10,7 @@ inside that transaction, so two writers never both append one height. Driver err
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from gridledger.ledger.state import StateChanges
@@ -211,8 +211,22 @@ class Store(ABC):
             return out
 
     # --------------------------------------------------------------- writing
-    def commit_block(self, height: int, block_hash: bytes, time: int, raw: bytes, ch: StateChanges) -> None:
-        """Append block ``height`` with its state changes, atomically. The height must follow the tip."""
+    def commit_block(
+        self,
+        height: int,
+        block_hash: bytes,
+        time: int,
+        raw: bytes,
+        ch: StateChanges,
+        *,
+        before_commit: Callable[[], None] | None = None,
+    ) -> None:
+        """Append block ``height`` with its state changes, atomically. The height must follow the tip.
+
+        ``before_commit()`` runs after every row is written and before the database transaction commits; if it
+        raises, the transaction is rolled back (nothing of the block is stored) and its exception propagates. A
+        node writes a block while its signatures are still being checked and confirms them here.
+        """
         q = self._sql
         with self._driver_errors(f"cannot commit block {height}"), self._transaction() as cur:
             cur.execute("SELECT MAX(height) FROM blocks")
@@ -255,3 +269,5 @@ class Store(ABC):
                     q("INSERT INTO policies (seq, data) VALUES (?, ?)"),
                     [(seq + i, p.encode()) for i, p in enumerate(ch.policies)],
                 )
+            if before_commit is not None:
+                before_commit()
