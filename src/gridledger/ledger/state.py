@@ -10,11 +10,8 @@ etcd, a peer): it only checks them, by the rule set its genesis names (:mod:`gri
 from __future__ import annotations
 
 import os
-import sys
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 from gridledger.ledger import crypto
@@ -34,38 +31,6 @@ from gridledger.ledger.units import MAX_SLOT
 _PARALLEL_MIN = 256
 _WORKERS = max(2, os.cpu_count() or 2)
 _POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="sigverify")
-
-
-#: The interpreter's switch interval (s) while this thread runs a block's rules beside its signature checks.
-FAST_SWITCH_S = 0.0002
-_switching_lock = threading.Lock()
-_switching_depth = 0
-_switching_saved = 0.0
-
-
-@contextmanager
-def _fast_switching() -> Iterator[None]:
-    """Let the verifier threads have the GIL soon after they ask for it.
-
-    A verifier needs the GIL for a few microseconds between two signatures (libsodium runs without it), but while
-    this thread runs Python it gets it only when the interpreter's switch interval (5 ms by default) runs out:
-    the verifiers then check about one signature per 5 ms each, and the block's checks mostly wait until the rules
-    are done. For the time a block's signatures are checked beside its rules, the interval is ``FAST_SWITCH_S``.
-    Nested and concurrent users share one saved value; the last one out restores it.
-    """
-    global _switching_depth, _switching_saved
-    with _switching_lock:
-        if _switching_depth == 0:
-            _switching_saved = sys.getswitchinterval()
-            sys.setswitchinterval(min(_switching_saved, FAST_SWITCH_S))
-        _switching_depth += 1
-    try:
-        yield
-    finally:
-        with _switching_lock:
-            _switching_depth -= 1
-            if _switching_depth == 0:
-                sys.setswitchinterval(_switching_saved)
 
 
 class _SignatureChecks:
@@ -187,44 +152,43 @@ class LedgerState:
         (a ``Reject`` located at the block); the state is sealed at the block only after ``persist`` returns.
         """
         h = block.header
-        with ExitStack() as stack:
-            try:
-                self._check_header(block, now)
-                # The header is signed by a coordinator of this chain: start the signature checks on the worker
-                # threads now, so that they run beside every remaining check (their Reject, if any, is raised only
-                # after those checks, so which Reject a block gets does not change).
-                pending = self._start_signature_checks(block.transactions, stack) if parallel_signatures else None
-                self._check_body(block)
-                if not proposal:
-                    for check in self.ruleset.block_checks:
-                        check(self, block)
-                for i, tx in enumerate(block.transactions):
-                    try:
-                        self.ruleset.check_transaction(tx)
-                    except Reject as e:
-                        raise e.at(tx_index=i) from None
-            except Reject as e:
-                raise e.at(height=h.height) from None
-            slot = self.slot_of(h.time)
-            mark = self.begin_block()
-            try:
-                for i, tx in enumerate(block.transactions):
-                    try:
-                        self.apply_tx(tx, slot, signatures_checked=parallel_signatures)
-                    except Reject as e:
-                        raise e.at(tx_index=i, height=h.height) from None
-                confirm = _confirmed if pending is None else pending.result
-                if persist is not None and not proposal:
-                    ch = self.changes_since(mark)
-                    persist(ch, confirm)
-                else:
-                    confirm()
-            except Reject as e:
-                self.rollback(mark)
-                raise e.at(height=h.height) from None
-            except BaseException:
-                self.rollback(mark)
-                raise
+        try:
+            self._check_header(block, now)
+            # The header is signed by a coordinator of this chain: start the signature checks on the worker
+            # threads now, so that they run beside every remaining check (their Reject, if any, is raised only
+            # after those checks, so which Reject a block gets does not change).
+            pending = self._start_signature_checks(block.transactions) if parallel_signatures else None
+            self._check_body(block)
+            if not proposal:
+                for check in self.ruleset.block_checks:
+                    check(self, block)
+            for i, tx in enumerate(block.transactions):
+                try:
+                    self.ruleset.check_transaction(tx)
+                except Reject as e:
+                    raise e.at(tx_index=i) from None
+        except Reject as e:
+            raise e.at(height=h.height) from None
+        slot = self.slot_of(h.time)
+        mark = self.begin_block()
+        try:
+            for i, tx in enumerate(block.transactions):
+                try:
+                    self.apply_tx(tx, slot, signatures_checked=parallel_signatures)
+                except Reject as e:
+                    raise e.at(tx_index=i, height=h.height) from None
+            confirm = _confirmed if pending is None else pending.result
+            if persist is not None and not proposal:
+                ch = self.changes_since(mark)
+                persist(ch, confirm)
+            else:
+                confirm()
+        except Reject as e:
+            self.rollback(mark)
+            raise e.at(height=h.height) from None
+        except BaseException:
+            self.rollback(mark)
+            raise
         if proposal:
             self.rollback(mark)
             return StateChanges()
@@ -274,7 +238,7 @@ class LedgerState:
                 )
             seen[tx.txid] = i
 
-    def _start_signature_checks(self, txs: Iterable[Transaction], stack: ExitStack) -> _SignatureChecks:
+    def _start_signature_checks(self, txs: Iterable[Transaction]) -> _SignatureChecks:
         """Start checking every transfer witness signature (context-free: the key is in the witness).
 
         A malformed transaction cannot make this skip a signature: whatever it raises here (an unencodable field)
@@ -288,10 +252,7 @@ class LedgerState:
                 for j, wit in enumerate(tx.witnesses):
                     items.append((wit.pubkey, msg, wit.signature))
                     where.append((i, j))
-        checks = _SignatureChecks(items, where)
-        if checks.futures is not None:
-            stack.enter_context(_fast_switching())
-        return checks
+        return _SignatureChecks(items, where)
 
     # ----------------------------------------------------- transactions, undo log
     def begin_block(self) -> int:
