@@ -113,17 +113,21 @@ def test_many_signatures_are_checked_in_parallel_and_located(bare_net: Net) -> N
     assert sum(Output.decode(v).asset.amount for v in net.state.utxos.values()) == 300
 
 
+def thousand_transfers(net: Net) -> tuple[KeyPair, list[Transfer]]:
+    """1,000 signed one-input transfers of 1 FA each, spending a committed issue of ``net``; their owner key."""
+    key = KeyPair.from_secret("owner")
+    issue = net.issue("MI2", *((FA(1), key.address) for _ in range(1_000)))
+    net.commit(issue)
+    ops = [outpoint(issue.txid, i) for i in range(1_000)]
+    return key, [Transfer((op,), (Output(FA(1), key.address),)).signed(net.chain_id, {op: key}) for op in ops]
+
+
 @pytest.mark.parametrize("bad_at", [(737,), (3, 998), (999,)])
 def test_one_bad_signature_among_1000_in_a_batch_checked_block_is_located(bare_net: Net, bad_at) -> None:
     """1,000 one-input transfers are checked in chunks on the thread pool: a bad signature anywhere (also in the
     last chunk, also behind another in a later-finishing chunk) rejects the block, naming the first bad one."""
-    net, key = bare_net, KeyPair.from_secret("owner")
-    issue = net.issue("MI2", *((FA(1), key.address) for _ in range(1_000)))
-    net.commit(issue)
-    txs = []
-    for i in range(1_000):
-        op = outpoint(issue.txid, i)
-        txs.append(Transfer((op,), (Output(FA(1), key.address),)).signed(net.chain_id, {op: key}))
+    net = bare_net
+    key, txs = thousand_transfers(net)
     for i in bad_at:
         (w,) = txs[i].witnesses
         txs[i] = Transfer(txs[i].inputs, txs[i].outputs, (Witness(w.pubkey, w.signature[:-1] + b"\x00"),))
@@ -144,13 +148,8 @@ def test_signature_checks_started_early_do_not_change_which_reject_a_block_gets(
     """The pool starts checking a block's 1,000 signatures right after its header checks; a bad signature (tx 5)
     still loses to a context-free fault later in the block (tx 900), as inline, and to a broken rule (tx 950), as
     before the checks started early (inline, each signature is checked with its transaction's rules)."""
-    net, key = bare_net, KeyPair.from_secret("owner")
-    issue = net.issue("MI2", *((FA(1), key.address) for _ in range(1_000)))
-    net.commit(issue)
-    txs = []
-    for i in range(1_000):
-        op = outpoint(issue.txid, i)
-        txs.append(Transfer((op,), (Output(FA(1), key.address),)).signed(net.chain_id, {op: key}))
+    net = bare_net
+    key, txs = thousand_transfers(net)
     (w,) = txs[5].witnesses
     txs[5] = Transfer(txs[5].inputs, txs[5].outputs, (Witness(w.pubkey, bytes(64)),))
     minted = Transfer(txs[950].inputs, (Output(FA(2), key.address),))
