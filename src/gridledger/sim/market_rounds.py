@@ -289,7 +289,8 @@ class Microgrid:
                 report.orders[oid] = name
                 self.truth[oid] = name
 
-        await asyncio.gather(*(post(n) for n in self._shuffled(self.prosumers)))
+        for name in self._shuffled(self.prosumers):  # one after another: the store's arrival order, its
+            await post(name)  # tie-break among equal orders, is then the seed's
 
         # close → trades signed by both parties → committed; then every deposit
         start = time.perf_counter()

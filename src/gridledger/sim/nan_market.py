@@ -264,7 +264,8 @@ class NanMarket:
                 p.orders[oid] = OrderState(order, keys, {k.address for k in keys} | {order.pay_to}, client)
                 posted[oid] = name
 
-        await asyncio.gather(*(post(n) for n in self._shuffled(self.prosumers)))
+        for name in self._shuffled(self.prosumers):  # one after another: the store's arrival order, its
+            await post(name)  # tie-break among equal orders, is then the seed's (same seed, same trades)
         self.truth.update(posted)
         self.offers_seen = any(p.order.side is Side.OFFER for p in self.operator.store.orders.values())
         settlement = self.operator.close()
