@@ -92,6 +92,15 @@ def test_a_batching_device_sends_runs_of_consecutive_minutes():
         device.report(8, ReadingValues(1))
     one = BatchingDevice(CHAIN, 1, KeyPair.from_secret("m"), MEMBER_KEY)
     assert [type(tx) for tx in one.report(0, ReadingValues(1))] == [Reading]
+    # restored with a smaller batch than it held minutes for (a meter daemon restarted with a new batch_minutes):
+    # what it held goes out in batches of the new size, the last one short
+    held = [(m, ReadingValues(m)) for m in range(10, 15)]
+    smaller = BatchingDevice(CHAIN, 1, KeyPair.from_secret("m"), MEMBER_KEY, 9, batch_minutes=2, held=held)
+    sent = smaller.report(15, ReadingValues(15))
+    assert [(tx.first_minute, tx.count) for tx in sent] == [(10, 2), (12, 2), (14, 2)] and smaller.held == []
+    smaller.report(16, ReadingValues(16))
+    (alone,) = smaller.flush()
+    assert isinstance(alone, Reading) and alone.minute == 16
     with pytest.raises(ReadingError, match="at least one"):
         batch_of([])
     with pytest.raises(ReadingError, match="not member"):

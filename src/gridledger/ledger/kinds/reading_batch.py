@@ -154,13 +154,12 @@ class BatchingDevice(ReadingDevice):
         return out
 
     def flush(self) -> list[Transaction]:
-        """Seal and sign what is held (nothing held: nothing to submit)."""
+        """Seal and sign what is held, in batches of at most ``batch_minutes`` (more can be held when the device
+        was restored with a smaller ``batch_minutes`` than it held minutes for); nothing held: nothing to submit."""
         held, self.held = self.held, []
-        if not held:
-            return []
-        if len(held) == 1:
-            return [self.reading(*held[0])]
-        return [self.batch(held[0][0], [v for _, v in held])]
+        n = max(1, self.batch_minutes)
+        parts = [held[k : k + n] for k in range(0, len(held), n)]
+        return [self.reading(*p[0]) if len(p) == 1 else self.batch(p[0][0], [v for _, v in p]) for p in parts]
 
     def batch(self, first_minute: int, values: Sequence[ReadingValues]) -> ReadingBatch:
         """The signed batch of ``values`` for minutes ``first_minute``, ``first_minute + 1``, …"""
