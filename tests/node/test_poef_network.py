@@ -15,8 +15,10 @@ import signal
 
 import pytest
 from tests import requires
+from typer.testing import CliRunner
 
 from gridledger.chain import Chain
+from gridledger.cli.node import cluster_app
 from gridledger.ledger.block import Block, Vote
 from gridledger.ledger.committee import check_certificate, committee_for
 from gridledger.ledger.crypto import KeyPair
@@ -262,6 +264,14 @@ def test_the_leader_killed_mid_round_is_replaced_and_the_backup_finishes_the_blo
 
         in_flight = net.wait(voted_proposal, what="a proposal MI1 voted for")
         assert {tx.txid for tx in in_flight.transactions} & set(txids)
+        # past its round time-out the leader reports the height, its one vote of two, and who is silent; so does
+        # the operator's `cluster status`
+        waiting = net.wait(lambda: net.client(leader).status()["waiting_for_quorum"], what="the leader's report")
+        assert (waiting["height"], waiting["votes"], waiting["needed"]) == (height, 1, 2)
+        assert sorted(waiting["silent"]) == ["MI2", "MI3"] and waiting["for_s"] >= 3
+        shown = CliRunner().invoke(cluster_app, ["status", "--dir", str(net.folder)], env={"COLUMNS": "200"})
+        assert shown.exit_code == 0 and f"{leader}: height {height} has no quorum" in shown.output, shown.output
+        assert "silent committee members: MI2, MI3" in shown.output.replace("\n", " ")
         os.kill(net.node(leader)["pid"], signal.SIGKILL)
     finally:
         for pid in stopped:

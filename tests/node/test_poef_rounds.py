@@ -167,13 +167,31 @@ def test_without_a_quorum_the_leader_reproposes_the_same_block_in_a_new_round(ne
     assert net.height("DC") == 1
     [(round_no, first)] = net.board.proposals(2)
     assert round_no == 0
+    leader = net.nodes["DC"]
+    assert leader.waiting is None  # within the round time-out: not reported
     net.clock.now += 3.5
     net.step()
     rounds = net.board.proposals(2)
     assert [r for r, _ in rounds] == [0, 1] and rounds[1][1] == first
+    # the leader reports the height it waits for: one vote of the two needed, MI2 and MI3 silent
+    w = leader.waiting
+    assert (w.height, w.rounds, w.votes, w.needed, w.refused) == (2, 1, 1, 2, 0)
+    assert set(w.silent) == {METERS["MI2"].public, METERS["MI3"].public}
+    net.clock.now += 3.5
+    net.step()
+    assert leader.waiting.rounds == 2 and leader.waiting.to_json(net.clock.now, {METERS["MI2"].public: "MI2"}) == {
+        "height": 2,
+        "for_s": 7.0,
+        "rounds": 2,
+        "votes": 1,
+        "needed": 2,
+        "refused": 0,
+        "silent": ["MI2", METERS["MI3"].public.hex()],  # committee order; by node id where the node knows it
+    }
     net.down.discard("MI2")
     net.step(2)
     assert net.height("DC") == 2 and net.block("DC", 2).hash == Block.decode(first).hash
+    assert leader.waiting is None  # committed: nothing to report
 
 
 def test_a_proposal_copied_into_the_blocks_key_is_void_and_the_certified_block_replaces_it(net):

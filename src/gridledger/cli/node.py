@@ -302,17 +302,32 @@ def cluster_status(folder: Path = typer.Option(Path("cluster"), "--dir", help=DI
     table = Table()
     for col in ("node", "chain", "height", "tip", "leading"):
         table.add_column(col)
+    waits = []
     for n in state["nodes"]:
         client = NodeClient(n["url"], "operator", key, timeout=2, ca=state.get("ca"))
         try:
             s = client.status()
             table.add_row(n["id"], n["chain"], str(s["height"]), s["tip"][:16], "yes" if s["leading"] else "")
+            if s.get("waiting_for_quorum"):
+                waits.append((n["id"], s["waiting_for_quorum"]))
         except Exception as e:  # noqa: BLE001 - a down node is reported, not fatal
             table.add_row(n["id"], n["chain"], "down", type(e).__name__, "")
         finally:
             client.close()
     console.print(table)
+    for node_id, w in waits:
+        console.print(quorum_wait_line(node_id, w))
     _market_status(folder)
+
+
+def quorum_wait_line(node_id: str, w: dict) -> str:
+    """One warning line for a leader's height without a quorum (``/v1/status``'s ``waiting_for_quorum``)."""
+    silent = ", ".join(w["silent"]) or "none"
+    return (
+        f"[bold red]{node_id}: height {w['height']} has no quorum for {w['for_s']:g} s[/] ({w['rounds']} rounds; "
+        f"{w['votes']} of {w['needed']} votes, {w['refused']} refusals; silent committee members: {silent}). It "
+        "commits once enough of them answer: restart them, or see docs/network.md, Liveness."
+    )
 
 
 def _market_status(folder: Path) -> None:

@@ -75,6 +75,33 @@ class InFlight:
     since: float
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """A height the leader has not committed within ``round_timeout``: since when (monotonic s, its first round),
+    rounds posted, the committee's votes and the quorum it needs, and the members that posted no verdict at all
+    (offline, hung or behind: if they hold the quorum, the height commits only once enough of them come back)."""
+
+    height: int
+    since: float
+    rounds: int
+    votes: int
+    needed: int
+    silent: tuple[bytes, ...]
+    refused: int
+
+    def to_json(self, now: float, names: dict[bytes, str]) -> dict:
+        """For ``/v1/status``: members by node id where ``names`` knows them, else by public key (hex)."""
+        return {
+            "height": self.height,
+            "for_s": round(now - self.since, 1),
+            "rounds": self.rounds,
+            "votes": self.votes,
+            "needed": self.needed,
+            "refused": self.refused,
+            "silent": [names.get(k, k.hex()) for k in self.silent],
+        }
+
+
 class PoefSequencer(Sequencer):
     """One node's loop on a PoEf chain: sync certified blocks; lead rounds as coordinator; vote as member.
 
@@ -114,6 +141,8 @@ class PoefSequencer(Sequencer):
         self.round_timeout = round_timeout
         self.monotonic = monotonic
         self.round: InFlight | None = None
+        #: The height this leader has been waiting a quorum for beyond ``round_timeout`` (None when it is not).
+        self.waiting: Waiting | None = None
         self._in_charge = False
         self._abandoned: set[bytes] = set()
         self._judged: set[tuple[int, int]] = set()
@@ -193,6 +222,8 @@ class PoefSequencer(Sequencer):
         height = self.chain.height + 1
         if self.round is not None and self.round.height != height:
             self.round = None
+        if self.waiting is not None and self.waiting.height != height:
+            self.waiting = None
         if not self._in_charge:  # the lease just came to this coordinator
             self._in_charge = True
             if height > 1:
@@ -269,11 +300,12 @@ class PoefSequencer(Sequencer):
             # another entry is at this height: the next sync appends it (a block) or the next step voids it (junk),
             # and the round is published again once the height is free
             return None
-        self.round = None
+        self.round = self.waiting = None
         self.orderer.clear(rnd.height)
         return committed.block
 
     def _time_out(self, rnd: InFlight, verdicts: dict[bytes, Verdict]) -> None:
+        self._note_waiting(rnd, verdicts)
         txs = rnd.block.transactions
         refused = {
             txs[r.tx_index].txid: r
@@ -288,6 +320,22 @@ class PoefSequencer(Sequencer):
             self.round = None
         else:  # members offline or behind: the same block again, in a new round
             self.round = self._post(rnd.height, rnd.block)
+
+    def _note_waiting(self, rnd: InFlight, verdicts: dict[bytes, Verdict]) -> None:
+        """Record (and log) that ``rnd`` timed out: who voted, who refused, who is silent."""
+        committee = self.coordinator.committee(rnd.block)
+        votes = sum(isinstance(v, Vote) for v in verdicts.values())
+        refused = len(verdicts) - votes
+        silent = tuple(k for _, k in committee.members if k not in verdicts)
+        before = self.waiting if self.waiting is not None and self.waiting.height == rnd.height else None
+        since, rounds = (before.since, before.rounds + 1) if before else (rnd.since, 1)
+        self.waiting = Waiting(rnd.height, since, rounds, votes, committee.required, silent, refused)
+        log.warning(
+            "%s: height %d has no quorum after %.1f s (%d of %d votes needed, %d refusals; %d of the %d committee "
+            "members silent)",
+            *(self.node_id, rnd.height, self.monotonic() - since, votes, committee.required, refused),
+            *(len(silent), len(committee.members)),
+        )
 
     def _raise_coordinator_down(self, height: int) -> None:
         """On taking the lease: a COORDINATOR_DOWN alarm naming the coordinator in charge before, if another one."""

@@ -6,7 +6,10 @@ API (every request signed by a registered node, see ``auth``; rate-limited per n
   ``last_applied_height``, ``entries_rejected`` (ordering-log entries it refused), ``last_rejected``,
   ``sequencer_errors`` and ``registry`` (nodes registered; registry reloads ``applied``, ``refused``, and why the last
   was refused: ``run``); on a FAN/WAN node that replicates child chains, ``children`` (each child's height and the
-  certified blocks it refused: a colluding committee majority) and ``alarms_raised`` (TAMPERING alarms it queued).
+  certified blocks it refused: a colluding committee majority) and ``alarms_raised`` (TAMPERING alarms it queued);
+  on the leading coordinator of a PoEf chain, ``waiting_for_quorum``: null, or the height it has not committed within
+  its round time-out, for how long, the votes it has and needs, the refusals, and the committee members that sent no
+  verdict (``silent``, by node id).
 * ``GET  /v1/health`` (unsigned) — ``200`` if every worker thread runs, else ``503``.
 * ``GET  /v1/metrics`` (unsigned) — the same figures in the Prometheus text format.
 * ``POST /v1/transactions`` — a raw canonical transaction (``application/octet-stream``); context-free checks, then
@@ -314,8 +317,18 @@ class NodeService:
             "requests_refused": {"peer_rate": self.peer_limiter.refused, "node_rate": self.limiter.refused},
             "registry": {"nodes": len(self.registry.nodes), **self.reloads},
             "streams_open": self._streams_total,
+            "waiting_for_quorum": self._waiting(),
             **self._children(),
         }
+
+    def _waiting(self) -> dict | None:
+        """The leader's height without a quorum beyond the round time-out (``node.poef_net.Waiting``), or None."""
+        seq = self.sequencer
+        waiting = getattr(seq, "waiting", None)
+        if waiting is None or not seq.leading:
+            return None
+        names = {key: node_id for node_id, (_, key) in self.registry.nodes.items()}
+        return waiting.to_json(seq.monotonic(), names)
 
     def _children(self) -> dict:
         """The child chains the node replicates (``node.poef_net``): height and refused certified blocks."""
@@ -484,6 +497,12 @@ class NodeService:
                 ("peer_throttled_total", "counter", "requests refused per address", h["requests_refused"]["peer_rate"]),
                 ("node_throttled_total", "counter", "requests refused per node", h["requests_refused"]["node_rate"]),
                 ("streams_open", "gauge", "open /v1/stream connections", h["streams_open"]),
+                (
+                    "quorum_wait_seconds",
+                    "gauge",
+                    "seconds the leader has waited for a quorum beyond its round time-out (0: not waiting)",
+                    (h["waiting_for_quorum"] or {}).get("for_s", 0),
+                ),
                 ("registry_nodes", "gauge", "nodes registered to call this one", h["registry"]["nodes"]),
                 ("registry_reloads_total", "counter", "registry reloads applied", h["registry"]["applied"]),
                 ("registry_reloads_refused_total", "counter", "registry reloads refused", h["registry"]["refused"]),
