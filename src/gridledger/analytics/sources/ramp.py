@@ -6,13 +6,14 @@ class owns appliances, each with a rated power, functioning windows, a total tim
 variability, duty cycles and a chance of occasional use; every day RAMP draws each appliance's windows, time of use
 and switch-on events minute by minute, more of them coinciding inside a peak time range.
 
-The households are the four household classes of RAMP's own example ``ramp/example/input_file_1.py`` (the rural
-village of the 2019 paper): high, higher-middle, lower-middle and low income (11 / 38 / 34 / 45 users there), with
-their lights, TV, DVD, antenna, radio, phone chargers, mixer and (the two higher classes) freezers. The village's
-hospital, school, public lighting and church are left out. Meter ``k`` is one user of a class drawn with the
-example's shares; its days are independent RAMP draws of that class (RAMP has no memory from day to day, and
-homes of one class differ only by their draws). The peak time range is drawn once per call from the four classes,
-as RAMP does once per use case. Native resolution 1 minute; days from a Monday, RAMP's weekday/weekend day types.
+The households are the four household classes of RAMP's own example ``ramp/example/input_file_1.py`` (a
+village-scale community its authors adapted from the 2019 paper's data): high, higher-middle, lower-middle and low
+income (11 / 38 / 34 / 45 users there), with their lights, TV, DVD, antenna, radio, phone chargers, mixer and
+(the two higher classes) freezers. The village's hospital, school, public lighting and church are left out.
+Meter ``k`` is one user of a class drawn with the example's shares; its days are independent RAMP draws of that
+class (RAMP has no memory from day to day, and homes of one class differ only by their draws). The peak time
+range is drawn once per call from the four classes, as RAMP does once per use case. Native resolution 1 minute;
+days from a Monday, RAMP's weekday/weekend day types.
 
 ``rampdemand`` declares tqdm, openpyxl, xlsxwriter, plotly, matplotlib and multiprocess for its parallel runs,
 spreadsheet inputs and plots; none of them is needed to draw profiles. Those not installed are replaced by inert
