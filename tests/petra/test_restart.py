@@ -7,12 +7,12 @@ import os
 import stat
 
 import pytest
-from tests.petra.conftest import MAX_W, PRICES, SLOT_SECONDS, build_grid
 
 from gridledger.ledger.assets import ECA, EPA, AssetKind
 from gridledger.node.durable import SEED_BYTES, KeyJournal
 from gridledger.petra.meter import MeterError, SmartMeter
 from gridledger.petra.wallet import Wallet, combine
+from tests.petra.conftest import MAX_W, PRICES, SLOT_SECONDS, build_grid
 
 
 def restarted(grid, meter: SmartMeter, deposits: Wallet) -> SmartMeter:

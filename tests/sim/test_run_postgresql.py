@@ -15,12 +15,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from tests import requires
 from typer.testing import CliRunner
 
 from gridledger.cli import app
 from gridledger.profiles.community import community_toml, generate_community
 from gridledger.store.pgserver import PgServer, free_port
+from tests import requires
 
 pytestmark = pytest.mark.postgres
 runner = CliRunner()
