@@ -10,10 +10,11 @@ PETra roles (``tests/node/test_dashboard_market.py``); a deposit committed while
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+
 import pytest
-from tests import requires
-from tests.node.test_bills import client, config, ended
-from tests.node.test_dashboard_market import DSO_SECRET, deposit, market_node
 
 from gridledger.client import ApiError, NodeClient, load_key
 from gridledger.ledger.crypto import KeyPair
@@ -21,6 +22,9 @@ from gridledger.ledger.kinds.reading import ReadingValues
 from gridledger.node import cluster
 from gridledger.node.run import build_service
 from gridledger.node.testnet import serve
+from tests import requires
+from tests.node.test_bills import client, config, ended
+from tests.node.test_dashboard_market import DSO_SECRET, deposit, market_node
 
 from .cdp import Page
 from .chromium import CHROMIUM
@@ -46,6 +50,12 @@ def net(tmp_path_factory):
         cluster.down(folder)
 
 
+@pytest.fixture(scope="module")
+def devices(net) -> dict:
+    """The meters' reading devices, shared by the tests of the cluster (each keeps its last minute)."""
+    return {m: cluster.meter_device(net[0], m) for m in METERS}
+
+
 def text(page: Page, element: str) -> str:
     return page.eval(f"document.getElementById('{element}').textContent")
 
@@ -62,9 +72,8 @@ def keep_screenshot_and_check(page: Page, tmp_path_factory, name: str, origin: s
     return shot
 
 
-def test_the_dashboard_shows_the_chain_growing_live_with_its_committees_and_alarms(net, tmp_path_factory):
+def test_the_dashboard_shows_the_chain_growing_live_with_its_committees_and_alarms(net, devices, tmp_path_factory):
     folder, urls, dc1 = net
-    devices = {m: cluster.meter_device(folder, m) for m in METERS}
 
     def read(wh: dict[str, int]) -> int:
         """Each meter's next minute, submitted to DC1; the height that committed them all."""
@@ -191,3 +200,38 @@ def test_the_dashboard_shows_the_market_rounds_on_the_chain(tmp_path_factory):
                 page.close()
     finally:
         svc.stop()
+
+
+def test_the_dashboard_names_the_silent_members_a_stalled_height_waits_for(net, devices, tmp_path_factory):
+    """Two of the three meters' nodes hang (SIGSTOP): the leader's page shows a banner with the height, its one vote
+    of the two needed and the silent MI2 and MI3; once they resume the height commits and the banner goes."""
+    folder, urls, dc1 = net
+    nodes = {n["id"]: n for n in json.loads((folder / cluster.STATE_FILE).read_text())["nodes"]}
+    operator = load_key(folder / "keys" / "operator.seed")
+    leader = next(i for i in ("DC1", "DC1-backup") if NodeClient(urls[i], "operator", operator).status()["leading"])
+    device = devices["MI1"]
+    page = Page(urls[leader] + "/dashboard", tmp_path_factory.mktemp("chromium-stall"))
+    stopped = [nodes[m]["pid"] for m in ("MI2", "MI3")]
+    try:
+        page.wait("document.getElementById('height').textContent.match(/^\\d+$/)", what="a height")
+        assert page.eval("document.getElementById('quorum-wait').style.display") == "none"
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        txid = dc1.send(device.reading(device.last_minute + 1, ReadingValues(10)))
+        banner = page.wait(
+            "document.getElementById('quorum-wait').style.display === '' &&"
+            " document.getElementById('quorum-wait').textContent",
+            what="the stalled height's banner",
+        )
+        assert "has no quorum for" in banner and "1 of 2 votes" in banner, banner
+        assert banner.endswith("silent committee members: MI2, MI3"), banner
+        keep_screenshot_and_check(page, tmp_path_factory, "dashboard-stalled.png", urls[leader])
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        stopped = []
+        assert dc1.wait(txid)["status"] == "committed"
+        page.wait("document.getElementById('quorum-wait').style.display === 'none'", what="the banner gone")
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        page.close()

@@ -323,8 +323,9 @@ def cluster_status(folder: Path = typer.Option(Path("cluster"), "--dir", help=DI
 def quorum_wait_line(node_id: str, w: dict) -> str:
     """One warning line for a leader's height without a quorum (``/v1/status``'s ``waiting_for_quorum``)."""
     silent = ", ".join(w["silent"]) or "none"
+    rounds = f"{w['rounds']} round" + ("" if w["rounds"] == 1 else "s")
     return (
-        f"[bold red]{node_id}: height {w['height']} has no quorum for {w['for_s']:g} s[/] ({w['rounds']} rounds; "
+        f"[bold red]{node_id}: height {w['height']} has no quorum for {w['for_s']:g} s[/] ({rounds}; "
         f"{w['votes']} of {w['needed']} votes, {w['refused']} refusals; silent committee members: {silent}). It "
         "commits once enough of them answer: restart them, or see docs/network.md, Liveness."
     )

@@ -50,6 +50,10 @@ function render(d) {
   const lat = d.latency_s;
   el("latency").textContent = `${fmt(lat.p50)} / ${fmt(lat.p90)} / ${fmt(lat.p99)}`;
   el("latency-n").textContent = `${lat.count} transactions submitted here`;
+  const w = d.node.waiting_for_quorum;
+  el("quorum-wait").textContent = w ? `height ${w.height} has no quorum for ${w.for_s} s (${w.rounds} round${w.rounds === 1 ? "" : "s"}; ` +
+    `${w.votes} of ${w.needed} votes, ${w.refused} refusals); silent committee members: ${w.silent.join(", ") || "none"}` : "";
+  el("quorum-wait").style.display = w ? "" : "none";
   const healthy = d.node.sequencer_alive && d.node.store_tampered === null;
   el("health").textContent = healthy ? "healthy" : "UNHEALTHY";
   el("health").className = "value " + (healthy ? "good" : "bad");
