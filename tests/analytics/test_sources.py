@@ -124,3 +124,21 @@ def test_a_missing_rampdemand_is_named(monkeypatch):
     monkeypatch.setattr(ramp.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(SourceUnavailable, match="rampdemand"):
         reader("ramp")(meters=2, days=1)
+
+
+@pytest.mark.parametrize("name", ["profiles", "richardson", "synpro", "ramp"])
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ({"meters": 0, "days": 2}, "meters must be a whole number of at least 1, got 0"),
+        ({"meters": -3, "days": 2}, "meters must be a whole number of at least 1, got -3"),
+        ({"meters": 2.5, "days": 2}, "meters must be a whole number of at least 1, got 2.5"),
+        ({"meters": 2, "days": 0}, "days must be a whole number of at least 1, got 0"),
+        ({"meters": 2, "days": "3"}, "days must be a whole number of at least 1, got '3'"),
+        ({"meters": 2, "days": 1, "step": "7min"}, "resolution 7 min is not supported"),
+    ],
+)
+def test_every_source_refuses_a_bad_request_before_it_draws_anything(name, request_, message):
+    """Checked first, so the message is the same whether the source's package is installed or not."""
+    with pytest.raises(ValueError, match=message):
+        reader(name)(**{"step": "15min", **request_})

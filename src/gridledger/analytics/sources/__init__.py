@@ -32,8 +32,12 @@ class SourceUnavailable(RuntimeError):
     """A source's package is not installed; the message names it."""
 
 
-def step_seconds(step: str) -> int:
-    """``"15min"`` -> 900; refused unless it is a supported whole-minute step dividing a day."""
+def check_request(meters: int, days: int, step: str) -> int:
+    """What every reader checks first: at least one meter and one day (whole numbers), and a supported
+    whole-minute ``step`` dividing a day; returns the step in seconds (``"15min"`` -> 900)."""
+    for name, value in (("meters", meters), ("days", days)):
+        if type(value) is not int or value < 1:
+            raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
     step_s = int(pd.Timedelta(step).total_seconds())
     check_step(step_s)
     return step_s

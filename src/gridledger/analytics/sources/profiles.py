@@ -10,12 +10,12 @@ import pandas as pd
 
 from gridledger.profiles import community_readings
 
-from . import COLUMNS, step_seconds
+from . import COLUMNS, check_request
 
 
 def read(meters: int = 30, days: int = 45, step: str = "1min", seed: int = 0) -> pd.DataFrame:
     """``meters`` homes over ``days`` days from 2024-01-01, in the common frame (naive local time)."""
-    step_seconds(step)
+    check_request(meters, days, step)
     frame = community_readings(meters, days, step, seed=seed, pv_share=0.0)
     frame = frame.loc[:, list(COLUMNS)].copy()
     frame["meter_id"] = "profiles-" + frame["meter_id"].astype(str)

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import SourceUnavailable, step_seconds, to_frame
+from . import SourceUnavailable, check_request, to_frame
 
 HOUSEHOLDS = ("high income", "higher middle income", "lower middle income", "low income")
 """RAMP's example user classes that are households (``input_file_1``), in its order."""
@@ -114,7 +114,7 @@ def households() -> dict[str, object]:
 
 def read(meters: int = 30, days: int = 45, step: str = "1min", seed: int = 0) -> pd.DataFrame:
     """``meters`` homes over ``days`` days (from a Monday) in the common frame."""
-    step_s = step_seconds(step)
+    step_s = check_request(meters, days, step)
     if days > 365:
         raise ValueError(f"RAMP's example appliances have powers for one year; asked for {days} days")
     core, utils, _ = _modules()

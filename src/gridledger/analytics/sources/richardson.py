@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import SourceUnavailable, step_seconds, to_frame
+from . import SourceUnavailable, check_request, to_frame
 
 OCCUPANTS_P = (0.41, 0.34, 0.12, 0.09, 0.04)  # German households of 1..5 persons (Destatis 2019, rounded)
 START = pd.Timestamp("2019-01-07")  # a Monday: richardsonpy's day 1
@@ -70,7 +70,7 @@ def home_power(occupants: int, days: int, irradiance: np.ndarray, seed: int) -> 
 
 def read(meters: int = 30, days: int = 45, step: str = "1min", seed: int = 0) -> pd.DataFrame:
     """``meters`` homes over ``days`` days (from a Monday in January) in the common frame."""
-    step_s = step_seconds(step)
+    step_s = check_request(meters, days, step)
     *_, load_radiation = _modules()
     direct, diffuse = load_radiation.get_rad_from_try_path()
     irradiance = np.append(np.asarray(direct) + np.asarray(diffuse), 0.0)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import SourceUnavailable, step_seconds, to_frame
+from . import SourceUnavailable, check_request, to_frame
 
 HOUSEHOLDS = ("family", "2_fulltime_employees", "2_persons_over65", "single_person_under30")
 NATIVE_S = 900
@@ -51,7 +51,7 @@ def read_dat(path: str | Path) -> pd.Series:
 def read(meters: int = 28, days: int = 45, step: str = "15min", seed: int = 0) -> pd.DataFrame:
     """``meters`` household-windows of ``days`` days in the common frame (``seed`` shifts every window by
     ``7 * (seed mod 2)`` days, keeping weekdays)."""
-    step_s = step_seconds(step)
+    step_s = check_request(meters, days, step)
     weeks = -(-days // 7)
     windows = -(-meters // len(HOUSEHOLDS))
     offset = FIRST_MONDAY + 7 * (seed % 2)
