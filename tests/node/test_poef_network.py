@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 
+import httpx
 import pytest
 from tests import requires
 from typer.testing import CliRunner
@@ -269,6 +271,8 @@ def test_the_leader_killed_mid_round_is_replaced_and_the_backup_finishes_the_blo
         waiting = net.wait(lambda: net.client(leader).status()["waiting_for_quorum"], what="the leader's report")
         assert (waiting["height"], waiting["votes"], waiting["needed"]) == (height, 1, 2)
         assert sorted(waiting["silent"]) == ["MI2", "MI3"] and waiting["for_s"] >= 3
+        metrics = httpx.get(net.node(leader)["url"] + "/v1/metrics", timeout=5).text
+        assert float(re.search(r"^gridledger_quorum_wait_seconds (\S+)$", metrics, re.M).group(1)) >= 3
         shown = CliRunner().invoke(cluster_app, ["status", "--dir", str(net.folder)], env={"COLUMNS": "200"})
         assert shown.exit_code == 0 and f"{leader}: height {height} has no quorum" in shown.output, shown.output
         assert "silent committee members: MI2, MI3" in shown.output.replace("\n", " ")

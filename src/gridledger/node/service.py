@@ -500,7 +500,7 @@ class NodeService:
                 (
                     "quorum_wait_seconds",
                     "gauge",
-                    "seconds the leader has waited for a quorum beyond its round time-out (0: not waiting)",
+                    "seconds since the first round of a height still without quorum past the round time-out (else 0)",
                     (h["waiting_for_quorum"] or {}).get("for_s", 0),
                 ),
                 ("registry_nodes", "gauge", "nodes registered to call this one", h["registry"]["nodes"]),
