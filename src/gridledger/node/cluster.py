@@ -57,7 +57,7 @@ from gridledger.node.deploy import (
     write_plan,
 )
 from gridledger.node.etcd import ELECTION_MS, HEARTBEAT_MS, etcd_binary
-from gridledger.node.netutil import free_port, wait_port
+from gridledger.node.netutil import free_ports, wait_port
 from gridledger.store.pgserver import PgServer
 from gridledger.tiers.hierarchy import METER_LIMITS
 
@@ -92,17 +92,18 @@ def local_deployment(
 ) -> Deployment:
     """The deployment of ``up``: one host (127.0.0.1, free ports), a primary and a backup concentrator per NAN, the
     meters (``MI1…`` or ``meter_ids``) spread over the NANs, each node's store ``store(node_id)``."""
+    ports = iter(free_ports(2 * concentrators + meters + 6))  # distinct: two picked alike would collide
     nodes = []
     for c in range(1, concentrators + 1):
         for node_id in (f"DC{c}", f"DC{c}-backup"):
-            nodes.append(Placement(node_id, "concentrator", f"nan{c}", "local", free_port(), store(node_id)))
+            nodes.append(Placement(node_id, "concentrator", f"nan{c}", "local", next(ports), store(node_id)))
     for m in range(1, meters + 1):
         name = meter_ids[m - 1] if meter_ids else f"MI{m}"
-        nodes.append(Placement(name, "meter", f"nan{(m - 1) % concentrators + 1}", "local", free_port(), store(name)))
+        nodes.append(Placement(name, "meter", f"nan{(m - 1) % concentrators + 1}", "local", next(ports), store(name)))
     return Deployment(
         "local",
         {"local": Host("local", "127.0.0.1")},
-        [Member(f"etcd{i}", "local", free_port(), free_port()) for i in range(3)],
+        [Member(f"etcd{i}", "local", next(ports), next(ports)) for i in range(3)],
         nodes,
         dso="local",
         mqtt="local",

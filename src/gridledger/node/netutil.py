@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports on 127.0.0.1 that are free now: all are held open while they are picked (ports
+    picked one at a time can repeat, since the system may hand a just-closed port out again)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
 def wait_port(port: int, timeout: float = 20.0, host: str = "127.0.0.1") -> None:
