@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gridledger.analytics.features import NORMALIZED, day_features, feature_names, theft_features
+from gridledger.analytics.features import NORMALIZED, THEFT_FEATURES, ZEROS, day_features, feature_names, theft_features
 from gridledger.analytics.theft_attacks import h1, h5, h6
 
 
@@ -26,7 +26,8 @@ def test_shape_and_names(cube):
     assert feature_names(96) == feature_names(4)  # the same features at every resolution
     # per-meter normalization: the raw day statistics reach the detector only as z-scores
     assert not set(NORMALIZED) - {"shape_corr", "shape_l1"} & set(feature_names(96))
-    assert {f"z_{n}" for n in NORMALIZED} | {f"nb_z_{n}" for n in NORMALIZED} <= set(feature_names(96))
+    kept = set(NORMALIZED) - {"zero_share"}  # zero slots as an excess share instead (ZEROS)
+    assert {f"z_{n}" for n in kept} | {f"nb_z_{n}" for n in kept} | set(ZEROS) <= set(feature_names(96))
 
 
 def test_normalized_features_do_not_see_a_households_level_of_spikiness():
@@ -85,6 +86,18 @@ def test_attacks_move_the_features_they_should(cube):
     assert (f[:, 7, col("reversal")] < honest[col("reversal")]).mean() > 0.9
     assert np.median(f[:, 7, col("z_reversal")]) < -2
     assert np.median(f[:, 6, col("hour_z_mean_abs")]) > honest[col("hour_z_mean_abs")] + 0.5
+
+
+def test_one_zero_slot_moves_the_zero_features_by_its_share_not_by_a_z_score(cube):
+    """A meter that never reads zero has a MAD of zero shares of 0: one zero slot made a z-score of about 10, which
+    the v4 detector read (``z_zero_share``) and took for h2 on homes of a source it had not seen."""
+    x = cube.values["consumption_wh"] + 1.0  # no zero slot anywhere
+    x[0, 3, 10] = 0.0
+    table = day_features(x)
+    assert table["zero_excess"][0, 3] == pytest.approx(1 / x.shape[-1])
+    assert table["zero_excess"][0, 2] == 0.0 and table["nb_zero_excess"][0, 3] == pytest.approx(1 / x.shape[-1])
+    assert table["z_zero_share"][0, 3] > 5  # still computed, for the models up to v4 that read it
+    assert not {"z_zero_share", "nb_z_zero_share"} & set(THEFT_FEATURES)
 
 
 def test_daily_resolution_works():

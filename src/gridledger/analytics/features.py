@@ -5,10 +5,11 @@ Each meter-day gets three groups of features, all scale-free so that one model s
 and — through per-meter normalization — households of models it was never trained on:
 
 * the day itself, normalized per meter: robust z-scores (median and MAD over the meter's days) of the day's
-  variation, peak and trough over the mean, zero steps, lag-1 autocorrelation, roughness, and the hourly
-  shape's correlation and L1 distance to the meter's typical shape; only the longest zero run (h2's mark) is
-  kept as it is. The raw levels of these statistics differ between households and between household models
-  (a minute-resolved appliance model is far spikier than a standard profile) and do not transfer;
+  variation, peak and trough over the mean, lag-1 autocorrelation, roughness, and the hourly shape's
+  correlation and L1 distance to the meter's typical shape; the longest zero run (h2's mark) is kept as it is,
+  and the share of zero slots as its excess over the meter's median share (:data:`ZEROS`). The raw levels of
+  these statistics differ between households and between household models (a minute-resolved appliance model
+  is far spikier than a standard profile) and do not transfer;
 * the meter's own history: log ratio of the day's energy to the typical day (the median, and the upper
   quartile and 90th percentile, which tampered days pull down less), its robust z-score, correlation and L1
   distance of the hourly shape to the typical shape;
@@ -44,13 +45,22 @@ reversed (h6's mark), as it is and as a robust z-score. Added in model v3: they 
 NORMALIZED = ("cv", "peak", "trough", "zero_share", "acf1", "roughness", "shape_l1", "shape_corr")
 """Day statistics the detector sees only as robust z-scores against the meter's own days (``z_*``) and those
 net of the neighbourhood's median z the same day (``nb_z_*``): their levels differ between households and
-between household models, their deviations from a meter's normal much less."""
+between household models, their deviations from a meter's normal much less (``z_zero_share`` and
+``nb_z_zero_share`` are read by models up to v4 only: see :data:`ZEROS`)."""
+ZEROS = ("zero_excess", "nb_zero_excess")
+"""The day's share of zero slots over the meter's median share, and that net of the neighbourhood's median the
+same day: plain shares, not z-scores. They replaced ``z_zero_share`` and ``nb_z_zero_share`` in model v5: a
+meter that hardly ever reads zero has a median absolute deviation of 0, so one zero slot in a day gave a z-score
+of about 10, and a v4 detector trained without RAMP's homes flagged up to 60 % of the honest days of its
+middle-income homes, which now and then read zero for one slot. h2's mark (zero for 4 hours or more) is a share
+of at least 1/6."""
 THEFT_FEATURES = (
-    *(f"z_{n}" for n in NORMALIZED),
+    *(f"z_{n}" for n in NORMALIZED if n != "zero_share"),
     "energy_z",
-    *(f"nb_z_{n}" for n in NORMALIZED),
+    *(f"nb_z_{n}" for n in NORMALIZED if n != "zero_share"),
     "nb_z_energy",
     "zero_run",
+    *ZEROS,
     "log_energy_ratio",
     "log_energy_ratio_q75",
     "log_energy_ratio_q90",
@@ -177,6 +187,9 @@ def day_features(x: np.ndarray) -> dict[str, np.ndarray]:
         shape_corr=_rowcorr(shape, ref_shape),
         shape_l1=np.abs(shape - ref_shape).sum(axis=-1),
     )
+
+    out["zero_excess"] = out["zero_share"] - _nanmedian(out["zero_share"], axis=1)[:, None]
+    out["nb_zero_excess"] = out["zero_excess"] - _nanmedian(out["zero_excess"], axis=0)[None, :]
 
     # The hourly shape against the meter's own days, hour by hour.
     z_hour = (shape - ref_shape) / (
