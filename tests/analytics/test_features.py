@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gridledger.analytics.features import NORMALIZED, THEFT_FEATURES, ZEROS, day_features, feature_names, theft_features
+from gridledger.analytics.features import (
+    BASE,
+    NORMALIZED,
+    THEFT_FEATURES,
+    ZEROS,
+    day_features,
+    feature_names,
+    theft_features,
+)
 from gridledger.analytics.theft_attacks import h1, h5, h6
 
 
@@ -98,6 +106,20 @@ def test_one_zero_slot_moves_the_zero_features_by_its_share_not_by_a_z_score(cub
     assert table["zero_excess"][0, 2] == 0.0 and table["nb_zero_excess"][0, 3] == pytest.approx(1 / x.shape[-1])
     assert table["z_zero_share"][0, 3] > 5  # still computed, for the models up to v4 that read it
     assert not {"z_zero_share", "nb_z_zero_share"} & set(THEFT_FEATURES)
+
+
+def test_the_base_load_tells_a_quiet_day_from_a_scaled_one():
+    """h1 scales the always-on load with the rest of the day; a quiet honest day keeps it (BASE)."""
+    rng = np.random.default_rng(0)
+    activity = rng.gamma(0.5, 40.0, size=(4, 20, 96)) * (rng.uniform(size=(4, 20, 96)) < 0.3)
+    x = 10.0 + activity  # an always-on load of 10 Wh per slot
+    x[0, 5] = 10.0 + 0.2 * activity[0, 5]  # a quiet day: far less energy, the same base
+    x[0, 6] = 0.5 * x[0, 6]  # h1 with alpha = 0.5
+    table = day_features(x)
+    assert table["log_energy_ratio"][0, 5] < -0.3 and abs(table["log_base_ratio"][0, 5]) < 0.05
+    assert table["log_base_ratio"][0, 6] == pytest.approx(np.log(0.5), abs=0.05)
+    assert table["nb_base_ratio"][0, 6] == pytest.approx(np.log(0.5), abs=0.05)
+    assert set(BASE) <= set(THEFT_FEATURES)
 
 
 def test_daily_resolution_works():

@@ -81,7 +81,7 @@ def test_the_shipped_model_is_the_v3_recipe_on_four_sources_with_a_pooled_prior(
     model = default_model.load_default_model()
     card = model.info["data_card"]
     assert default_model.SHIPPED == 5 and default_model.FILE == "theft-default-v5.json"
-    assert len(model.features) == model.trees.n_features == len(feature_names(96)) == 32
+    assert len(model.features) == model.trees.n_features == len(feature_names(96)) == 35
     assert "zero_excess" in model.features and "z_zero_share" not in model.features
     assert card["draws"] == 5 and card["theft_shares"] == [0.5, 0.4, 0.3, 0.2, 0.1]
     assert all(len(s["varied_copies"]) == 2 for s in card["sources"]) and card["neighbourhoods"] == 16
