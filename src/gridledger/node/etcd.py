@@ -33,7 +33,7 @@ import etcd3gw
 import requests
 from etcd3gw import exceptions as etcd_errors
 
-from gridledger.node.netutil import free_port, wait_port
+from gridledger.node.netutil import free_ports, wait_port
 from gridledger.node.pki import LocalCA, TlsFiles
 
 _json_dumps, _json_loads = json.dumps, json.loads  # ``LeanClient.post`` takes a parameter named ``json``
@@ -263,8 +263,9 @@ class EtcdCluster:
         if self.base_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="gridledger-etcd-")
             self.base_dir = Path(self._tmp.name)
+        ports = iter(free_ports(2 * self.size))  # distinct: two picked alike would collide
         self.members = [
-            EtcdMember(f"etcd{i}", free_port(), free_port(), self.base_dir / f"etcd{i}") for i in range(self.size)
+            EtcdMember(f"etcd{i}", next(ports), next(ports), self.base_dir / f"etcd{i}") for i in range(self.size)
         ]
         if self.ca is not None:
             for m in self.members:

@@ -46,7 +46,7 @@ from gridledger.node.market import (
     relay_key_path,
     relay_name,
 )
-from gridledger.node.netutil import free_port, wait_port
+from gridledger.node.netutil import free_ports, wait_port
 from gridledger.node.pki import LocalCA, write_private
 from gridledger.petra.onion import RelayDescriptor
 
@@ -122,16 +122,15 @@ def up_community(
         write_private(folder / "keys" / f"{st.id}.seed", store_keys[st.id].seed.hex())
     if state["ca"] is not None:
         grant_lease(folder, state, bytes.fromhex(state["chains"]["nan1"]["chain_id"]))
-    book, descriptors = {}, []
-    for name in [s for st in STORES for s in (st.store, st.board)] + [PROBE]:
-        book[name] = ("127.0.0.1", free_port())
+    names = [s for st in STORES for s in (st.store, st.board)] + [PROBE]
+    names += [n for h in community.homes for n in (relay_name(h.id), prosumer_name(h.id))]
+    book = {name: ("127.0.0.1", port) for name, port in zip(names, free_ports(len(names)), strict=True)}
+    descriptors = []
     for h in community.homes:
         relay_key = PrivateKey.generate()
         write_private(relay_key_path(folder, h.id), bytes(relay_key).hex())
         meter_key = NodeConfig.load(nodes[h.id]["config"]).key
         descriptors.append(RelayDescriptor.create(h.id, relay_name(h.id), relay_key, meter_key))
-        book[relay_name(h.id)] = ("127.0.0.1", free_port())
-        book[prosumer_name(h.id)] = ("127.0.0.1", free_port())
     cons, prod = community.prices.consumption_per_kwh, community.prices.production_per_kwh
     step = (cons - prod) // 4
     trade = sides(community.homes)
