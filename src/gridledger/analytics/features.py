@@ -51,7 +51,7 @@ ZEROS = ("zero_excess", "nb_zero_excess")
 """The day's share of zero slots over the meter's median share, and that net of the neighbourhood's median the
 same day: plain shares, not z-scores. They replaced ``z_zero_share`` and ``nb_z_zero_share`` in model v5: a
 meter that hardly ever reads zero has a median absolute deviation of 0, so one zero slot in a day gave a z-score
-of about 10, and a v4 detector trained without RAMP's homes flagged up to 60 % of the honest days of its
+of about 10, and a v4 detector trained without RAMP's homes flagged up to 62 % of the honest days of its
 middle-income homes, which now and then read zero for one slot. h2's mark (zero for 4 hours or more) is a share
 of at least 1/6."""
 BASE = ("log_base_ratio", "log_base_ratio_q75", "nb_base_ratio")
@@ -147,9 +147,17 @@ def _day_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _nanmedian(a: np.ndarray, axis: int) -> np.ndarray:
+    return _quietly(np.nanmedian, a, axis=axis)
+
+
+def _nanquantile(a: np.ndarray, q: float | list[float], axis: int) -> np.ndarray:
+    return _quietly(np.nanquantile, a, q, axis=axis)
+
+
+def _quietly(reduce, *args, **kwargs) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices (meters without days) stay NaN
-        return np.nanmedian(a, axis=axis)
+        return reduce(*args, **kwargs)
 
 
 def _robust_z(a: np.ndarray) -> np.ndarray:
@@ -180,9 +188,7 @@ def day_features(x: np.ndarray) -> dict[str, np.ndarray]:
     # An offset of 0.1 % of the meter's median day keeps empty days finite and the features unit-free.
     log_e = np.log(total + 1e-3 * _nanmedian(total, axis=1)[:, None] + 1e-9)
     ref_log_e = _nanmedian(log_e, axis=1)[:, None]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        upper = np.nanquantile(log_e, [0.75, 0.9], axis=1)[:, :, None]  # less pulled down by tampered days
+    upper = _nanquantile(log_e, [0.75, 0.9], axis=1)[:, :, None]  # less pulled down by tampered days
     spread = _nanmedian(np.abs(log_e - ref_log_e), axis=1)[:, None] * 1.4826 + 0.05
     ref_shape = _nanmedian(shape, axis=1)[:, None, :]
     ref_shape = ref_shape / np.where(
@@ -205,11 +211,8 @@ def day_features(x: np.ndarray) -> dict[str, np.ndarray]:
     # The base load (never below 0): an offset of 1 % of the meter's median slot keeps it finite and unit-free.
     base = np.where(valid, np.maximum(np.quantile(filled, BASE_QUANTILE, axis=-1), 0.0), np.nan)
     log_b = np.log(base + 0.01 * _nanmedian(total, axis=1)[:, None] / x.shape[-1] + 1e-9)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        upper_b = np.nanquantile(log_b, 0.75, axis=1)[:, None]
     out["log_base_ratio"] = log_b - _nanmedian(log_b, axis=1)[:, None]
-    out["log_base_ratio_q75"] = log_b - upper_b
+    out["log_base_ratio_q75"] = log_b - _nanquantile(log_b, 0.75, axis=1)[:, None]
     out["nb_base_ratio"] = out["log_base_ratio"] - _nanmedian(out["log_base_ratio"], axis=0)[None, :]
 
     # The hourly shape against the meter's own days, hour by hour.
