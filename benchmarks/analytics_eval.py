@@ -261,17 +261,17 @@ def net_metered_homes() -> dict[str, float]:
     cube = model.conform(cube)
     feeder = {home.id: home.feeder for home in community.homes}
     kind = np.array([kit[m] for m in cube.meters])
-    x = cube.values["consumption_wh"]
+    x, export = cube.values["consumption_wh"], cube.values["production_wh"]
     honest_flags = np.zeros(x.shape[:2], dtype=np.int8)
     attacked = {"labels": np.zeros(x.shape[:2], dtype=np.int8), "rl": np.zeros(x.shape[:2], dtype=np.int8)}
     tampered, kinds = inject_theft(x, 0.5, np.random.default_rng(SEED))
     for f in sorted(set(feeder.values())):
         rows = np.array([i for i, m in enumerate(cube.meters) if feeder[m] == f])
         meters = [cube.meters[i] for i in rows]
-        honest_flags[rows] = detect(model, meters, x[rows]).agent_decisions
+        honest_flags[rows] = detect(model, meters, x[rows], export=export[rows]).agent_decisions
         labels = (kinds[rows] > 0).astype(np.int8)
         attacked["labels"][rows] = labels
-        attacked["rl"][rows] = detect(model, meters, tampered[rows], labels).agent_decisions
+        attacked["rl"][rows] = detect(model, meters, tampered[rows], labels, export[rows]).agent_decisions
     out = {}
     print(
         f"  {'homes':11s} {'meters':>6s} {'false alarms, honest run':>25s}   "

@@ -86,15 +86,19 @@ def test_evaluate_json_has_the_metrics_with_and_without_rl(data, model):
 
 
 def test_the_shipped_model_is_the_default_for_score_and_evaluate(tmp_path, data):
+    from gridledger.analytics.data import load_readings, to_cube
     from gridledger.analytics.default_model import load_default_model
     from gridledger.analytics.theft import detect
 
     out = tmp_path / "scores.csv"
     result = run("theft", "score", "--data", str(data), "--out", str(out))
     assert result.exit_code == 0 and f"shipped model {default_model.FILE}" in result.output
-    cube = _cube_of(data)
-    expected = detect(load_default_model(), cube.meters, cube.values["consumption_wh"])
+    cube = to_cube(load_readings(data), ("consumption_wh", "production_wh"))
+    x, export = cube.values["consumption_wh"], cube.values["production_wh"]
+    expected = detect(load_default_model(), cube.meters, x, export=export)
     np.testing.assert_allclose(pd.read_csv(out)["theft_probability"], expected.probability.ravel())
+    # the export register is read: PV homes' zero import while exporting is not their base load
+    assert not np.allclose(expected.logits, load_default_model().logits(x))
     both = run("theft", "evaluate", "--data", str(data), "--holdout", "--model", str(out))
     assert both.exit_code == 2 and "either --model or --holdout" in both.output
 

@@ -235,9 +235,9 @@ def theft_score(
 
     with _friendly(), _progress() as say:
         detector, name = _detector(model)
-        cube = detector.conform(_cube(data, ("consumption_wh",), max_gap, say))
+        cube = detector.conform(_cube(data, ("consumption_wh", "production_wh"), max_gap, say))
         say("scoring")
-        found = detect(detector, cube.meters, cube.values["consumption_wh"])
+        found = detect(detector, cube.meters, cube.values["consumption_wh"], export=cube.values.get("production_wh"))
         ok = np.isfinite(found.logits)
         m_idx, d_idx = np.nonzero(ok)
         scores = pd.DataFrame(
@@ -350,19 +350,21 @@ def theft_evaluate(
         if report_path is not None:
             check_report_path(report_path)
         if holdout:
-            cube = _cube(data, ("consumption_wh", "label"), max_gap, say)
+            cube = _cube(data, ("consumption_wh", "production_wh", "label"), max_gap, say)
             train_idx, test_idx = split_meters(len(cube.meters), test_fraction, seed)
             detector = train(cube.select(train_idx), settings, say)
             evaluated, name = cube.select(test_idx), "a detector trained on the other meters"
         else:
             detector, name = _detector(model)
             try:
-                evaluated = cube = detector.conform(_cube(data, ("consumption_wh", "label"), max_gap, say))
+                evaluated = cube = detector.conform(
+                    _cube(data, ("consumption_wh", "production_wh", "label"), max_gap, say)
+                )
             except ModelFormatError as exc:
                 raise ModelFormatError(f"{exc}; use --holdout to train on this file instead") from None
         reported, labels, injected = labelled_scenario(evaluated, settings, seed + 1)
         say("scoring")
-        detection = detect(detector, evaluated.meters, reported, labels)
+        detection = detect(detector, evaluated.meters, reported, labels, evaluated.values.get("production_wh"))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SmallSampleWarning)
             result = report(detection, labels)

@@ -429,9 +429,11 @@ class Injector:
         per = model.step_s // run.L
         for feeder in {run.feeder_of[h] for h in self.metered}:
             homes = [h.id for h in run.c.homes_on(feeder)]
-            x = run.meter_consumption[[run.row[h] for h in homes]]
-            days = x.reshape(len(homes), run.c.days, -1, per).sum(axis=3).astype(float)
-            flagged = model.logits(days) > 0
+            days, export = (
+                x[[run.row[h] for h in homes]].reshape(len(homes), run.c.days, -1, per).sum(axis=3).astype(float)
+                for x in (run.meter_consumption, run.meter_production)
+            )
+            flagged = model.logits(days, export) > 0
             attacked = np.zeros_like(flagged)
             for home, o in self.metered.items():
                 if run.feeder_of[home] != feeder:

@@ -119,10 +119,10 @@ def theft_scores(run: _RunData, notes: list[str]) -> pd.DataFrame:
     if run.days == 1:
         notes.append("theft: a 1-day run gives no history per meter: days are scored against the neighbours only")
     k = model.step_s // run.L
-    days = run.cube(run.cons).reshape(len(run.meters), run.days, -1, k).sum(axis=3)
+    days, export = (run.cube(a).reshape(len(run.meters), run.days, -1, k).sum(axis=3) for a in (run.cons, run.prod))
     frames = []
     for f, rows in run.feeders():
-        found = detect(model, [run.meters[i] for i in rows], days[rows])
+        found = detect(model, [run.meters[i] for i in rows], days[rows], export=export[rows])
         m, d = np.nonzero(np.isfinite(found.logits))
         frames.append(
             pd.DataFrame(
