@@ -1,4 +1,4 @@
-"""The two-level agents: decisions, ±1 rewards, a real learning loop, and the neighbours' parameters."""
+"""The two-level agents: decisions, ±1 rewards, a real learning loop, and the concentrator's parameters."""
 
 from __future__ import annotations
 
@@ -75,32 +75,38 @@ def test_the_honest_reference_learns_only_from_honest_feedback():
     assert half[3] == 0.0
 
 
-def test_adjust_adopts_neighbours_only_for_a_strictly_better_replay_reward():
-    concentrator = ConcentratorAgent(prior=detector_prior(), prior_strength=0.0)
-    good = MeterAgent("good", np.array([-1.0, 0.0, 0, 0, 0]), experience=10)  # always 'honest'
-    concentrator.report(good)
+def test_adjust_adopts_the_concentrators_parameters_unless_worse_on_replay():
     learner = MeterAgent("learner", np.array([1.0, 0.0, 0, 0, 0]), mix=1.0)  # always 'tampered'
     phi = learner.state(0.0, DAY)
     learner.learn(phi, learner.act(phi), 0, DAY)  # its replay holds one honest day
-    before = learner.weights.copy()
-    assert learner.adjust(concentrator.neighbours_parameters("learner"))
-    assert not np.allclose(learner.weights, before)
-    assert not learner.adjust(np.array([5.0, 0.0, 0, 0, 0]))  # worse on replay: kept
+    assert learner.adjust(np.array([-1.0, 0.0, 0, 0, 0]))  # better on replay: adopted
+    assert not learner.adjust(np.array([5.0, 0.0, 0, 0, 0]))  # worse: kept
+    np.testing.assert_array_equal(learner.weights, [-1.0, 0.0, 0, 0, 0])
+    assert learner.adjust(np.array([-2.0, 0.0, 0, 0, 0]))  # as good: adopted too
+    np.testing.assert_array_equal(learner.weights, [-2.0, 0.0, 0, 0, 0])
 
 
-def test_neighbours_parameters_exclude_the_asker_and_weigh_experience():
-    concentrator = ConcentratorAgent(prior=np.zeros(5), prior_strength=0.0)
-    concentrator.report(MeterAgent("a", np.ones(5), experience=3))
-    concentrator.report(MeterAgent("b", 3 * np.ones(5), experience=1))
-    np.testing.assert_allclose(concentrator.neighbours_parameters("c"), 1.5 * np.ones(5))
-    np.testing.assert_allclose(concentrator.neighbours_parameters("a"), 3 * np.ones(5))
-    np.testing.assert_allclose(concentrator.global_parameters(), 1.5 * np.ones(5))
+def test_the_concentrator_learns_from_every_meters_feedback():
+    """Thirty meters' first labelled day moves the global parameters as far as 30 days of one meter would: where
+    the prior asks for log-odds above 1, a neighbourhood whose tampered days score 0.5 is flagged from day 2 on
+    (but for the first meter, whose adjustment came when the concentrator had learned from one day only)."""
+    prior = np.array([-0.3, 1.5, 0, 0, 0])  # flags above log-odds 1
+    days, logits = np.full((30, 3, 24), 10.0), np.full((30, 3), 0.5)
+    labels = np.ones((30, 3), dtype=np.int8)
+    concentrator = ConcentratorAgent(prior=prior)
+    result = run_online(concentrator, [f"M{k}" for k in range(30)], days, logits, labels)
+    assert (result.decisions[:, 0] == 0).all() and result.decisions[:, 1].mean() > 0.9
+    assert (result.decisions[:, 2] == 1).all()
+    assert _threshold(concentrator.global_parameters()) < 0.5 < _threshold(prior)
+    alone = run_online(ConcentratorAgent(prior=prior), ["M0"], days[:1], logits[:1], labels[:1])
+    assert alone.decisions[0, 1] == 0  # one meter's own first day is not enough
 
 
-def test_prior_anchors_the_neighbours_mean():
-    concentrator = ConcentratorAgent(prior=np.zeros(5), prior_strength=10.0)
-    concentrator.report(MeterAgent("a", np.ones(5), experience=10))
-    np.testing.assert_allclose(concentrator.neighbours_parameters("b"), 0.5 * np.ones(5))
+def test_global_parameters_start_at_the_prior_and_are_a_copy():
+    concentrator = ConcentratorAgent(prior=np.ones(5))
+    params = concentrator.global_parameters()
+    params[0] = 9.0
+    np.testing.assert_array_equal(concentrator.global_parameters(), np.ones(5))
 
 
 def _episode(share: float, seed: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:

@@ -15,16 +15,20 @@ For theft detection (§4.2) the paper's elements map to:
   left out, as in logistic regression, so that confident right answers are not pushed back). Because the
   reward of the action not taken is the negative of the one received, both action values are updated —
   with the antisymmetric ``Q`` that is one step of ``w`` towards ``+1`` (tampered) or ``−1`` (honest);
-* **adjust**: ``Al`` asks ``Au`` for the global parameters of its neighbours (their experience-weighted
-  mean), forms ``w' = (1 − β) w + β w_neighbours``, replays its recent labelled days and adopts ``w'`` only if
-  it earns a strictly higher total reward there (“evaluates whether the updated parameters have a better
-  reward”).
+* **adjust**: ``Au`` learns global parameters by the same TD step from every labelled day of all its meters,
+  so they follow the neighbourhood's theft share within a day or two, where one meter's agent needs weeks;
+  ``Al`` asks ``Au`` for them, forms ``w' = (1 − β) w + β w_Au``, replays its recent labelled days and adopts
+  ``w'`` unless it earns less reward there (the paper “evaluates whether the updated parameters have a better
+  reward”). With a dozen recent days mostly classified right the two usually tie; adopting on a strict gain
+  only, the agents of 30 meters adopted 3 times in their first 10 days and gave up 0.3–0.7 accuracy points at
+  50 % theft against the detector alone.
 
-A meter agent starts from its concentrator's prior. A fresh concentrator's prior is ``w = (0, 1, 0, 0, 0)``,
-the detector's own decision at probability 0.5; a trained model carries the prior learned over the training
-meters (:func:`learn_prior`, called by :func:`.theft.train`): the experience-weighted mean of what agents
-starting from the detector's prior ended with, over every training draw, so that no draw's theft share (and no
-order of the draws) dominates it. Either way an agent moves away from it only through rewards it has earned.
+A meter agent and its concentrator start from the prior. A fresh concentrator's prior is ``w = (0, 1, 0, 0,
+0)``, the detector's own decision at probability 0.5; a trained model carries the prior learned over the
+training meters (:func:`learn_prior`, called by :func:`.theft.train`): the experience-weighted mean of what
+agents starting from the detector's prior ended with, over every training draw, so that no draw's theft share
+(and no order of the draws) dominates it. Either way the agents move away from it only through rewards earned
+in their neighbourhood.
 """
 
 from __future__ import annotations
@@ -93,8 +97,7 @@ class MeterAgent:
     def learn(self, phi: np.ndarray, action: int, label: int, day: np.ndarray) -> int:
         """Take the reward of ``action`` for the true ``label``; update ``w`` and the honest reference."""
         reward = 1 if action == label else -1
-        target = float(reward if action == 1 else -reward)  # = +1 for tampered days, -1 for honest ones
-        self.weights = self.weights + self.learning_rate * (target - self.value(phi)) * phi
+        self.weights = td_step(self.weights, phi, label, self.learning_rate)
         self.experience += 1
         _push(self._replay, (phi, label), self.memory)
         if label == 0:
@@ -107,9 +110,9 @@ class MeterAgent:
         return sum(1 if int(weights @ phi > 0.0) == label else -1 for phi, label in self._replay)
 
     def adjust(self, neighbours: np.ndarray) -> bool:
-        """Move towards the neighbours' parameters if that earns more reward on recent days; True if so."""
+        """Move towards the concentrator's parameters unless that earns less reward on recent days; True if so."""
         candidate = (1.0 - self.mix) * self.weights + self.mix * neighbours
-        if self.replay_reward(candidate) > self.replay_reward(self.weights):
+        if self.replay_reward(candidate) >= self.replay_reward(self.weights):
             self.weights = candidate
             return True
         return False
@@ -117,39 +120,43 @@ class MeterAgent:
 
 @dataclass
 class ConcentratorAgent:
-    """Upper-level agent ``Au``: keeps its meters' parameters and answers requests for the neighbours' ones.
+    """Upper-level agent ``Au``: learns global parameters from all its meters' feedback and hands them out.
 
     Parameters
     ----------
-    prior : parameters for meters without experience (and the weight-``prior_strength`` anchor of the mean).
-    prior_strength : experience (in days) the prior counts for in the neighbours' mean.
+    prior : parameters for meters without experience, and the global parameters' start.
+    learning_rate : α of its TD update.
     """
 
     prior: np.ndarray = field(default_factory=detector_prior)
-    prior_strength: float = 30.0
+    learning_rate: float = 0.1
+    weights: np.ndarray = field(init=False)
     _reports: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.weights = self.prior.copy()
 
     def agent(self, meter_id: str, **kwargs) -> MeterAgent:
         """A new lower-level agent for ``meter_id``, starting from the prior."""
         return MeterAgent(meter_id, self.prior.copy(), **kwargs)
 
+    def learn(self, phi: np.ndarray, label: int) -> None:
+        """One TD step of the global parameters on a meter's labelled day (state ``phi``)."""
+        self.weights = td_step(self.weights, phi, label, self.learning_rate)
+
     def report(self, agent: MeterAgent) -> None:
-        """Record an agent's current parameters and experience."""
+        """Record an agent's current parameters and experience (what :func:`learn_prior` pools)."""
         self._reports[agent.meter_id] = (agent.weights.copy(), agent.experience)
 
-    def neighbours_parameters(self, meter_id: str) -> np.ndarray:
-        """Experience-weighted mean of the other meters' parameters, anchored on the prior."""
-        total = self.prior_strength * self.prior
-        weight = self.prior_strength
-        for other, (w, n) in self._reports.items():
-            if other != meter_id:
-                total = total + n * w
-                weight += n
-        return total / weight
-
     def global_parameters(self) -> np.ndarray:
-        """The neighbourhood's parameters (all meters): the prior for meters that join later."""
-        return self.neighbours_parameters("")
+        """The parameters learned from every meter's feedback so far (the prior before any)."""
+        return self.weights.copy()
+
+
+def td_step(weights: np.ndarray, phi: np.ndarray, label: int, learning_rate: float) -> np.ndarray:
+    """``w + α (R − Q(s,a)) ∂`` for a day of true ``label``: a step towards +1 (tampered) or −1 (honest)."""
+    target = 1.0 if label else -1.0
+    return weights + learning_rate * (target - float(np.tanh(weights @ phi))) * phi
 
 
 def _push(buffer: deque, item: object, size: int) -> None:
@@ -213,8 +220,8 @@ def run_online(
             if labels is None or labels[m, d] < 0:
                 continue
             rewards += agent.learn(phi, int(decisions[m, d]), int(labels[m, d]), days[m, d])
-            concentrator.report(agent)
-            adjustments += agent.adjust(concentrator.neighbours_parameters(agent.meter_id))
+            concentrator.learn(phi, int(labels[m, d]))
+            adjustments += agent.adjust(concentrator.global_parameters())
             concentrator.report(agent)
     return OnlineResult(scores, decisions, rewards, adjustments)
 
