@@ -212,7 +212,7 @@ MODEL = typer.Option(
     None,
     "--model",
     dir_okay=False,
-    help="A model written by `theft train`. Default: the shipped model (trained across three independent "
+    help="A model written by `theft train`. Default: the shipped model (trained across four independent "
     "sources of household load at 15 minutes; serves data at 15 minutes or finer).",
 )
 
@@ -226,7 +226,8 @@ def theft_score(
     ),
     max_gap: float = MAX_GAP,
 ) -> None:
-    """Score every complete meter-day: theft probability and the meter agents' decision."""
+    """Score every complete meter-day: theft probability and the meter agents' decision (a production_wh column,
+    the export register, is read where there is one: a PV home's slots with export are not its base load)."""
     import numpy as np
     import pandas as pd
 
