@@ -86,14 +86,13 @@ def test_evaluate_json_has_the_metrics_with_and_without_rl(data, model):
 
 
 def test_the_shipped_model_is_the_default_for_score_and_evaluate(tmp_path, data):
-    from gridledger.analytics.data import load_readings, to_cube
     from gridledger.analytics.default_model import load_default_model
     from gridledger.analytics.theft import detect
 
     out = tmp_path / "scores.csv"
     result = run("theft", "score", "--data", str(data), "--out", str(out))
     assert result.exit_code == 0 and f"shipped model {default_model.FILE}" in result.output
-    cube = to_cube(load_readings(data), ("consumption_wh", "production_wh"))
+    cube = _cube_of(data)
     x, export = cube.values["consumption_wh"], cube.values["production_wh"]
     expected = detect(load_default_model(), cube.meters, x, export=export)
     np.testing.assert_allclose(pd.read_csv(out)["theft_probability"], expected.probability.ravel())
@@ -106,7 +105,7 @@ def test_the_shipped_model_is_the_default_for_score_and_evaluate(tmp_path, data)
 def _cube_of(path):
     from gridledger.analytics.data import load_readings, to_cube
 
-    return to_cube(load_readings(path))
+    return to_cube(load_readings(path), ("consumption_wh", "production_wh"))
 
 
 def test_evaluate_uses_labels_from_the_file(tmp_path, community):

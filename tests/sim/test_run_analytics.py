@@ -170,6 +170,22 @@ def test_a_meter_reporting_30_percent_scores_higher(run, tmp_path):
     assert stolen.score[(meter, 1)] > 0.5 + honest[(meter, 1)] / 2
 
 
+def test_the_theft_scores_read_the_export_register(run, tmp_path):
+    """A PV home's slots with export are left out of its base load: blank the export register and the exporting
+    homes' scores move most (the others' only through the neighbourhood features)."""
+    honest = table(run[0], "theft_scores").set_index(["meter", "day"]).score
+    exported = table(run[0], "readings").groupby("meter").production_wh.sum() > 0
+
+    def blank(r: pd.DataFrame) -> None:
+        r["production_wh"] = 0
+
+    copy = doctored(run, tmp_path, "readings", blank)
+    analyze_run(copy)
+    blind = table(copy, "theft_scores").set_index(["meter", "day"]).score
+    shift = (blind - honest).abs().groupby(level="meter").max()
+    assert shift.max() > 0.01 and exported[shift.idxmax()]
+
+
 def test_hourly_slots_are_not_scored_for_theft_and_say_so(tmp_path):
     out = tmp_path / "run"
     run_community(generate_community(3, 1, 5, feeders=1, slot_seconds=3600), out)
