@@ -88,6 +88,23 @@ def test_inject_keeps_shape_and_energy_nonnegative(x, rate, seed):
     assert (y >= 0).all()
 
 
+@given(arrays(float, (6, 5, 24), elements=st.sampled_from([0.0, 0.0, 0.0, 1.0, 250.0])), st.integers(0, 1000))
+@settings(max_examples=40, deadline=None)
+def test_a_day_is_labelled_tampered_exactly_when_its_readings_changed(x, seed):
+    y, kind = inject_theft(x, 1.0, np.random.default_rng(seed))
+    changed = (y != x).any(axis=-1)
+    np.testing.assert_array_equal(kind > 0, changed)
+
+
+def test_an_attack_on_a_day_without_import_is_no_theft():
+    # a battery home that imported nothing all day: every attack reports the truth, so nothing is stolen or labelled
+    x = days(600, 24)
+    x[::2] = 0.0
+    y, kind = inject_theft(x, 1.0, np.random.default_rng(0))
+    assert (kind[::2] == 0).all() and (y[::2] == 0).all()
+    assert (kind[1::2] > 0).all()
+
+
 def test_inject_with_a_subset_of_attacks():
     _, kind = inject_theft(days(500, 24), 1.0, np.random.default_rng(0), ("h5", "h6"))
     assert set(np.unique(kind)) == {5, 6}

@@ -25,6 +25,7 @@ import numpy as np
 
 ALPHA_RANGE = (0.1, 0.8)
 MIN_OFF_FRACTION = 4 / 24  # h2 interval length: at least 4 hours
+UNCHANGED_WH = 1e-9
 
 
 def h1(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -88,7 +89,10 @@ def inject_theft(
     Returns
     -------
     tampered : same shape as ``days``.
-    kind : int array of ``days.shape[:-1]``: 0 honest, k for attack ``h{k}``.
+    kind : int array of ``days.shape[:-1]``: 0 honest, k for attack ``h{k}``. A drawn attack that left every reading
+        of its day as it was (h2 over slots that already read zero, any attack on a day that imported nothing) stole
+        nothing and reports the truth: that day stays honest (0), so no label asks a detector to tell identical
+        days apart.
     """
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"theft rate must be in [0, 1], got {rate}")
@@ -107,4 +111,7 @@ def inject_theft(
         if rows.any():
             out[rows] = ATTACKS[name](flat[rows], rng)
             kind[rows] = int(name[1:])
+    unchanged = chosen & np.isclose(out, flat, rtol=1e-9, atol=UNCHANGED_WH).all(axis=1)
+    out[unchanged] = flat[unchanged]
+    kind[unchanged] = 0
     return out.reshape(shape), kind.reshape(shape[:-1])
