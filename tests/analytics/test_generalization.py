@@ -80,10 +80,11 @@ def test_the_shipped_model_loads_with_its_data_card_and_detects(cube):
 def test_the_shipped_model_is_the_v3_recipe_on_four_sources_with_a_pooled_prior():
     model = default_model.load_default_model()
     card = model.info["data_card"]
-    assert default_model.SHIPPED == 6 and default_model.FILE == "theft-default-v6.json"
+    assert default_model.SHIPPED == 7 and default_model.FILE == "theft-default-v7.json"
     assert len(model.features) == model.trees.n_features == len(feature_names(96)) == 36
     assert "zero_excess" in model.features and "z_zero_share" not in model.features and "base_z" in model.features
     assert card["draws"] == 5 and card["theft_shares"] == [0.5, 0.4, 0.3, 0.2, 0.1]
+    assert "changed no reading is labelled honest" in card["attacks"]
     assert all(len(s["varied_copies"]) == 2 for s in card["sources"]) and card["neighbourhoods"] == 16
     # the agents flag a day above log-odds -5 * bias / weight: pooled over the 50 ... 10 % draws that is near 1;
     # a prior chained over the draws ended at the 10 % draw's (v2: 1.8)
@@ -92,8 +93,11 @@ def test_the_shipped_model_is_the_v3_recipe_on_four_sources_with_a_pooled_prior(
 
 
 def test_the_previous_shipped_models_still_load_and_score(cube):
-    """v5 (no ``base_z``), v4 (zero slots as z-scores), v3 (three sources) and v2 (26 features, its own feature
-    list: a stored model reads the columns it was trained on) still load."""
+    """v6 (no-op attacks labelled tampered), v5 (no ``base_z``), v4 (zero slots as z-scores), v3 (three sources)
+    and v2 (26 features, its own feature list: a stored model reads the columns it was trained on) still load."""
+    v6 = default_model.load_default_model(6)
+    assert v6.features == default_model.load_default_model().features
+    assert np.isfinite(v6.logits(v6.conform(cube).values["consumption_wh"])).all()
     v5 = default_model.load_default_model(5)
     assert len(v5.features) == 35 and "base_z" not in v5.features
     assert np.isfinite(v5.logits(v5.conform(cube).values["consumption_wh"])).all()
