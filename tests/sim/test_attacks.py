@@ -3,6 +3,7 @@ each kind's effect is real in the run's outputs and chains, and its detection co
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -191,6 +192,26 @@ def test_theft_lowers_the_thiefs_readings_and_the_feeder_balance_catches_it(runs
 def test_theft_is_detected_by_the_balance_on_every_model(runs):
     """Each of h1..h6 moves or removes enough of a home's energy for the concentrator's balance to see it."""
     assert all(only_attack(runs(s)[1], runs(s)[0])["detected"] for s in THEFTS)
+
+
+def test_the_theft_detector_reads_the_meters_export_register(tmp_path, monkeypatch):
+    """A PV home's slots with export are not its base load: the twin's detector gets the export register."""
+    from gridledger.analytics.theft import TheftModel
+
+    given, logits = [], TheftModel.logits
+
+    def spy(model, days, export=None):
+        if inspect.stack()[1].function == "_theft_detector":
+            given.append(export)
+        return logits(model, days, export)
+
+    monkeypatch.setattr(TheftModel, "logits", spy)
+    out = tmp_path / "run"
+    run_community(COMMUNITY, out, attacks=["theft-h1@MI003"])
+    (export,) = given
+    read = table(out, "readings")
+    assert export is not None and export.shape[0] == read.meter.nunique()
+    assert export.sum() == read.production_wh.sum() > 0
 
 
 def test_a_faulty_sensor_raises_a_plausibility_alarm_and_overbills_the_household(runs):
