@@ -25,7 +25,7 @@ import numpy as np
 
 ALPHA_RANGE = (0.1, 0.8)
 MIN_OFF_FRACTION = 4 / 24  # h2 interval length: at least 4 hours
-UNCHANGED_WH = 1e-9
+UNCHANGED_WH = 1e-9  # an attacked reading within this (or 1e-9 relative) of the honest one is unchanged
 
 
 def h1(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
