@@ -8,7 +8,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from gridledger.analytics.theft_attacks import ATTACKS, h1, h2, h3, h4, h5, h6, inject_theft
+from gridledger.analytics.theft_attacks import (
+    ATTACKS,
+    PERSISTENT_START,
+    h1,
+    h2,
+    h3,
+    h4,
+    h5,
+    h6,
+    inject_theft,
+    persistent_theft,
+)
 
 SLOTS = st.sampled_from([1, 4, 24, 96, 1440])
 
@@ -121,3 +132,33 @@ def test_inject_with_a_subset_of_attacks():
 def test_inject_rejects_bad_arguments(rate, attacks, message):
     with pytest.raises(ValueError, match=message):
         inject_theft(days(2, 24), rate, np.random.default_rng(0), attacks)
+
+
+@given(st.integers(1, 40), st.floats(0.0, 1.0), st.integers(0, 2**32 - 1))
+@settings(max_examples=60, deadline=None)
+def test_a_persistent_thief_scales_every_day_from_its_start_on_by_one_alpha(n_days, share, seed):
+    x = days(6 * n_days, 8, seed).reshape(6, n_days, 8)
+    x[0, n_days // 2] = np.nan  # a missing day is never tampered
+    y, tampered = persistent_theft(x, share, np.random.default_rng(seed))
+    assert tampered.shape == (6, n_days) and not tampered[0, n_days // 2]
+    np.testing.assert_array_equal(y[~tampered], x[~tampered])
+    for m in range(6):
+        if not tampered[m].any():
+            continue
+        first = int(np.argmax(tampered[m]))
+        latest = int(PERSISTENT_START[1] * n_days) + (m == 0)  # meter 0's start may be its missing day
+        assert int(PERSISTENT_START[0] * n_days) <= first <= latest
+        assert tampered[m, first:][np.isfinite(x[m, first:]).all(axis=-1)].all(), "to the end of the period"
+        ratio = y[m][tampered[m]] / x[m][tampered[m]]
+        assert np.allclose(ratio, ratio.flat[0]) and 0.1 <= ratio.flat[0] <= 0.8
+
+
+def test_persistent_thieves_are_the_share_asked_for_and_bad_input_is_rejected():
+    x = days(400 * 10, 4).reshape(400, 10, 4)
+    _, tampered = persistent_theft(x, 0.25, np.random.default_rng(0))
+    assert 0.2 < tampered.any(axis=1).mean() < 0.3
+    assert not persistent_theft(x, 0.0, np.random.default_rng(0))[1].any()
+    with pytest.raises(ValueError, match="thief share must be in"):
+        persistent_theft(x, 1.5, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="expected a"):
+        persistent_theft(x[0], 0.5, np.random.default_rng(0))

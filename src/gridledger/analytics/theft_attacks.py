@@ -15,6 +15,9 @@ h6   ``x_{T-1-t}``: the day reversed (same energy, consumption moved to cheap ho
 
 h5 and h6 keep the day's energy: they matter under time-of-use prices and are the hardest to detect.
 All functions are pure and vectorised over rows: ``x`` is ``(n, T)``; randomness comes only from ``rng``.
+
+Jokar et al. draw the attacks day by day (:func:`inject_theft`). A thief who tampers with the meter once (a
+shunted current transformer, a bypassed circuit) under-reports every day from then on: :func:`persistent_theft`.
 """
 
 from __future__ import annotations
@@ -115,3 +118,33 @@ def inject_theft(
     out[unchanged] = flat[unchanged]
     kind[unchanged] = 0
     return out.reshape(shape), kind.reshape(shape[:-1])
+
+
+PERSISTENT_START = (0.3, 0.6)  # a persistent thief starts within this share of the period
+
+
+def persistent_theft(days: np.ndarray, share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A ``share`` of the meters report ``α x`` (h1's α ~ U(0.1, 0.8), one per meter) on every day from a start day
+    on, drawn uniformly within :data:`PERSISTENT_START` of the period, to its end.
+
+    Parameters
+    ----------
+    days : ``(n_meters, n_days, T)`` honest energy per slot (Wh); days that contain NaN are never tampered.
+    share : probability that a meter is a thief, in [0, 1].
+    rng : the only source of randomness.
+
+    Returns
+    -------
+    tampered : same shape as ``days``.
+    tampered_days : bool ``(n_meters, n_days)``, True on the days a thief under-reported.
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"thief share must be in [0, 1], got {share}")
+    if days.ndim != 3:
+        raise ValueError(f"expected a (meters, days, slots) cube, got shape {days.shape}")
+    n_m, n_d, _ = days.shape
+    thief = rng.uniform(size=n_m) < share
+    alpha = rng.uniform(*ALPHA_RANGE, size=n_m)
+    first = rng.integers(int(PERSISTENT_START[0] * n_d), int(PERSISTENT_START[1] * n_d) + 1, size=n_m)
+    tampered_days = thief[:, None] & (np.arange(n_d)[None, :] >= first[:, None]) & np.isfinite(days).all(axis=-1)
+    return np.where(tampered_days[..., None], days * alpha[:, None, None], days), tampered_days
