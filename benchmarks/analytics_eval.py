@@ -16,12 +16,14 @@ A seeded community of 50 meters over 30 days at 1-minute resolution
   (``gridledger.analytics.sources``: the project's own profiles, richardsonpy's CREST model, synPRO, RAMP's
   example village households; those of the shipped model's ``SIZES``, a missing package skipped), 15-minute
   data, the detector (with and without RL) beside a gradient-boosting baseline on 12 simple day features,
-  at 50 % and 10 % theft; then the shipped default model on new homes of each source;
+  at 50 % and 10 % theft; then the shipped default model on new homes of each source, also with a third of them
+  as persistent thieves (each under-reports by one factor every day from one day on,
+  ``theft_attacks.persistent_theft``), without and with feedback;
 * theft on net-metered homes: the homes of ``gridledger simulate --homes 40 --days 14`` (seed 0), their readings
   as an honest run commits them (``sources.simulate.community_readings``: the same device models, import and
   export per slot, without the chains), scored by the shipped model one feeder at a time as the run's analytics
   do: false alarms on homes without PV, with PV, with PV and a battery; then attacks h1-h6 on half of their
-  meter-days, with labels as feedback;
+  meter-days, with labels as feedback; then a third of the homes as persistent thieves, without and with feedback;
 * RL gain: accuracy points the meters' agents add to the detector, mean and 95 % t interval over
   ``RL_SEEDS`` independent repetitions of the 5-fold cross-validation, at 50 % and 10 % theft;
 * forecasting on sources the forecasts were never designed on (richardsonpy's CREST homes, synPRO, RAMP), 15-minute
@@ -54,7 +56,7 @@ from gridledger.analytics.scorecards import SPIKE, CheckRates, evaluate_check
 from gridledger.analytics.sources import source_cubes
 from gridledger.analytics.sources.simulate import community_readings as run_readings
 from gridledger.analytics.theft import TheftSettings, attack_scenario, detect, report, rl_gain, train
-from gridledger.analytics.theft_attacks import inject_theft
+from gridledger.analytics.theft_attacks import inject_theft, persistent_theft
 from gridledger.consensus.plausibility import BandCheck, RankCheck, RobustWindowCheck
 from gridledger.ledger.kinds.reading import ReadingValues
 from gridledger.profiles import community_readings
@@ -62,6 +64,7 @@ from gridledger.profiles.community import generate_community
 
 METERS, DAYS, SEED, FOLDS = 50, 30, 0, 5
 RL_SEEDS = 10
+PERSISTENT_SHARE = 1 / 3  # of the homes that steal every day from one day on
 COLUMNS = ("consumption_wh", "production_wh", "voltage_v", "current_a", "power_factor")
 METRICS = ("accuracy", "precision", "recall", "f1", "auc")
 
@@ -242,6 +245,17 @@ def across_sources(cubes: dict) -> dict[str, float]:
                 f"AUC {r['without_rl']['auc']:.4f}; + RL acc {r['with_rl']['accuracy']:.4f} "
                 f"false alarms {false_alarm_rate(r['with_rl']):.4f}"
             )
+        stolen, thief_days = persistent_theft(
+            cube.values["consumption_wh"], PERSISTENT_SHARE, np.random.default_rng(SEED)
+        )
+        blind = detect(model, cube.meters, stolen).agent_decisions
+        told = detect(model, cube.meters, stolen, thief_days.astype(np.int8)).agent_decisions
+        honest = ~thief_days & (blind >= 0)
+        print(
+            f"  {name:11s} persistent thieves ({int(thief_days.sum())} meter-days): flagged "
+            f"{np.mean(blind[thief_days] == 1):.4f} without feedback ({np.mean(blind[honest] == 1):.4f} of the "
+            f"honest days), {np.mean(told[thief_days] == 1):.4f} with it ({np.mean(told[honest] == 1):.4f})"
+        )
     return summary
 
 
@@ -259,19 +273,24 @@ def net_metered_homes() -> dict[str, float]:
     cube = to_cube(validate_readings(frame), ("consumption_wh", "production_wh"))
     model = shipped.load_default_model()
     cube = model.conform(cube)
-    feeder = {home.id: home.feeder for home in community.homes}
+    feeders = {home.id: home.feeder for home in community.homes}
     kind = np.array([kit[m] for m in cube.meters])
     x, export = cube.values["consumption_wh"], cube.values["production_wh"]
-    honest_flags = np.zeros(x.shape[:2], dtype=np.int8)
-    attacked = {"labels": np.zeros(x.shape[:2], dtype=np.int8), "rl": np.zeros(x.shape[:2], dtype=np.int8)}
+
+    def decisions(reported: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        """The meters' agents' decisions, each feeder one neighbourhood (labels, if given, as feedback)."""
+        out = np.zeros(x.shape[:2], dtype=np.int8)
+        for f in sorted(set(feeders.values())):
+            rows = np.array([i for i, m in enumerate(cube.meters) if feeders[m] == f])
+            given = None if labels is None else labels[rows]
+            found = detect(model, [cube.meters[i] for i in rows], reported[rows], given, export[rows])
+            out[rows] = found.agent_decisions
+        return out
+
+    honest_flags = decisions(x, None)
     tampered, kinds = inject_theft(x, 0.5, np.random.default_rng(SEED))
-    for f in sorted(set(feeder.values())):
-        rows = np.array([i for i, m in enumerate(cube.meters) if feeder[m] == f])
-        meters = [cube.meters[i] for i in rows]
-        honest_flags[rows] = detect(model, meters, x[rows], export=export[rows]).agent_decisions
-        labels = (kinds[rows] > 0).astype(np.int8)
-        attacked["labels"][rows] = labels
-        attacked["rl"][rows] = detect(model, meters, tampered[rows], labels, export[rows]).agent_decisions
+    labels = (kinds > 0).astype(np.int8)
+    flags = decisions(tampered, labels)
     out = {}
     print(
         f"  {'homes':11s} {'meters':>6s} {'false alarms, honest run':>25s}   "
@@ -279,11 +298,24 @@ def net_metered_homes() -> dict[str, float]:
     )
     for k in KITS:
         s = kind == k
-        y, rl = attacked["labels"][s], attacked["rl"][s]
+        y, rl = labels[s], flags[s]
         out[k] = 100 * float(np.mean(honest_flags[s] == 1))
         print(
             f"  {k:11s} {int(s.sum()):6d} {out[k]:24.1f}%   {np.mean(rl == y):24.4f} "
             f"{np.mean(rl[y == 1] == 1):7.4f}"
+        )
+    stolen, thief_days = persistent_theft(x, PERSISTENT_SHARE, np.random.default_rng(SEED))
+    print(
+        f"  persistent thieves ({int(thief_days.any(axis=1).sum())} of {len(cube.meters)} homes under-report every "
+        f"day from one day on, {int(thief_days.sum())} meter-days):"
+    )
+    for feedback in (False, True):
+        found = decisions(stolen, thief_days.astype(np.int8) if feedback else None)
+        key = "persistent_feedback" if feedback else "persistent"
+        out[key] = 100 * float(np.mean(found[thief_days] == 1))
+        print(
+            f"    {'with' if feedback else 'without'} feedback: {out[key]:.1f} % of their days flagged, "
+            f"{100 * np.mean(found[~thief_days] == 1):.1f} % of the honest meter-days"
         )
     return out
 
@@ -418,6 +450,8 @@ def main() -> None:
     print(f"theft_fa_no_pv_pct = {pv_fa['none']:.2f} %")
     print(f"theft_fa_pv_pct = {pv_fa['pv']:.2f} %")
     print(f"theft_fa_pv_battery_pct = {pv_fa['pv+battery']:.2f} %")
+    print(f"theft_persistent_flagged_pct = {pv_fa['persistent']:.2f} %")
+    print(f"theft_persistent_flagged_feedback_pct = {pv_fa['persistent_feedback']:.2f} %")
     for rate, key in ((0.1, "rl_gain_10pct_pts"), (0.5, "rl_gain_50pct_pts")):
         g = gains[rate]
         print(f"{key} = {g.mean:.2f} pts")
