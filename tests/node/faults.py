@@ -132,10 +132,17 @@ class FaultNet:
             for links in self.links.values():
                 for link in links:
                     link._reset()
+            # Every link's tasks end before the loop stops: a task left pending is destroyed with a coroutine that
+            # never ran ("coroutine 'Link._pump' was never awaited").
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        self.loop.close()
 
 
 @dataclass
