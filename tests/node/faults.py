@@ -142,7 +142,8 @@ class FaultNet:
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
-        self.loop.close()
+        if not self.thread.is_alive():  # a loop still running cannot be closed
+            self.loop.close()
 
 
 @dataclass

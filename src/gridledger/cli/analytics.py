@@ -62,7 +62,7 @@ THEFT_RATE = typer.Option(
     help="Share of honest meter-days given a synthetic attack (evaluation when the file has no labels; "
     "training: the first draw's share, the other draws' go down to 10 %).",
 )
-TEST_DAYS = typer.Option(
+TEST_FRACTION = typer.Option(
     1 / 3,
     "--test-fraction",
     min=0.05,
@@ -425,7 +425,7 @@ def forecast_evaluate(
     slot_seconds: int = typer.Option(
         900, "--slot-seconds", min=60, max=86_400, help="Slot length in seconds: the next-slot horizon."
     ),
-    test_fraction: float = TEST_DAYS,
+    test_fraction: float = TEST_FRACTION,
     store: Path | None = typer.Option(
         None,
         "--store",
@@ -523,7 +523,7 @@ def forecast_evaluate(
 @pq_app.command("evaluate")
 def pq_evaluate(
     data: Path = DATA,
-    test_fraction: float = TEST_DAYS,
+    test_fraction: float = TEST_FRACTION,
     per_day: float = typer.Option(
         1.0, "--per-day", min=0.1, max=50.0, help="Disturbances of each kind injected per meter-day (on average)."
     ),
